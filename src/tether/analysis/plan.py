@@ -1,0 +1,202 @@
+"""The hook plan: what the layer patches in one binary, and whether it can be hooked at all.
+
+`analyse(path)` is the single entry point. It never raises for a readable ELF file that tether
+cannot hook; it returns a Report whose verdict names the reason and the fix. It raises
+ElfError only for files that are not ELF, or are truncated or corrupt.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .buildinfo import BuildInfo, read_buildinfo
+from .elf import ElfError, ElfFile
+from .pclntab import GoFunc, PclnTable
+
+OLDEST_MINOR, NEWEST_MINOR = 19, 27
+TESTED_MINORS = {19, 21, 22, 23, 24, 25, 26, 27}
+PATCH_BYTES = 14  # jmp [rip+0]; .quad target — reaches any address, clobbers nothing
+
+# The lowest function every syscall-package call reaches ("the funnel"), by Go minor version.
+FUNNELS = [
+    (19, 22, "runtime/internal/syscall.Syscall6"),
+    (23, 25, "internal/runtime/syscall.Syscall6"),
+    (26, 27, "internal/runtime/syscall/linux.Syscall6"),
+]
+VFORK = "syscall.rawVforkSyscall"  # os/exec's clone(CLONE_VM|CLONE_VFORK); assembly, ABI0
+ASMCGOCALL = "runtime.asmcgocall"
+ENTERSYSCALL, EXITSYSCALL = "runtime.entersyscall", "runtime.exitsyscall"
+
+
+@dataclass
+class Verdict:
+    supported: bool
+    kind: str  # go-executable, go-c-shared, libc-program, libc-shared-library, static, other
+    reason: str
+    fix: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Function:
+    role: str  # syscall-funnel, vfork, asmcgocall, entersyscall, exitsyscall
+    name: str
+    abi: str  # ABI0 (stack-based) or ABIInternal (register-based)
+    address: int  # link-time virtual address
+    offset: int  # address - link base: add the load bias of PIE / shared objects
+    size: int
+
+
+@dataclass
+class GoInfo:
+    version: str
+    path: str
+    main_module: str
+    text_start: int
+    pclntab_address: int
+    settings: dict[str, str]
+
+
+@dataclass
+class Report:
+    path: str
+    elf_class: int
+    machine: str
+    elf_type: str
+    interpreter: str | None
+    linkage: str  # dynamic | static
+    pie: bool
+    shared_object: bool
+    stripped: bool
+    build_id: dict[str, str]
+    link_base: int
+    go: GoInfo | None
+    hooks: list[Function]  # functions the layer patches
+    runtime: list[Function]  # functions the trampolines call
+    verdict: Verdict
+
+    def to_json(self) -> dict:
+        return {"schema": 1, **asdict(self)}
+
+
+def funnel_name(minor: int) -> str | None:
+    for lo, hi, name in FUNNELS:
+        if lo <= minor <= hi:
+            return name
+    return None
+
+
+class _Planner:
+    def __init__(self, elf: ElfFile, info: BuildInfo):
+        self.elf, self.info = elf, info
+        self.problems: list[str] = []
+
+    def _function(self, role: str, found: list[GoFunc], asm: bool, abi: str) -> Function | None:
+        """The single entry of the wanted kind: assembly bodies vs compiler-made wrappers."""
+        matches = [f for f in found if f.is_asm == asm]
+        if len(matches) != 1:
+            what = "assembly" if asm else "Go"
+            name = found[0].name if found else role
+            self.problems.append(
+                f"{name}: expected one {what} body in the function table, found {len(matches)}")
+            return None
+        f = matches[0]
+        if role in ("syscall-funnel", "vfork") and f.size < PATCH_BYTES:
+            self.problems.append(f"{f.name} is {f.size} bytes, too short for a {PATCH_BYTES}-byte patch")
+            return None
+        return Function(role, f.name, abi, f.address, f.address - self.elf.link_base, f.size)
+
+    def plan(self) -> tuple[PclnTable, list[Function], list[Function]]:
+        table = PclnTable(self.elf)
+        funnel = funnel_name(self.info.minor or 0)
+        names = [n for n in (funnel, VFORK, ASMCGOCALL, ENTERSYSCALL, EXITSYSCALL) if n]
+        found = table.find(names)
+        hooks, runtime = [], []
+        if funnel is not None:
+            hooks.append(self._function("syscall-funnel", found[funnel], True, "ABIInternal"))
+        if found[VFORK]:  # only linked in when the program can start processes
+            hooks.append(self._function("vfork", found[VFORK], True, "ABI0"))
+        runtime.append(self._function("asmcgocall", found[ASMCGOCALL], True, "ABI0"))
+        runtime.append(self._function("entersyscall", found[ENTERSYSCALL], False, "ABIInternal"))
+        runtime.append(self._function("exitsyscall", found[EXITSYSCALL], False, "ABIInternal"))
+        return table, [h for h in hooks if h], [r for r in runtime if r]
+
+
+def _go_verdict(elf: ElfFile, info: BuildInfo, problems: list[str], shared: bool) -> Verdict:
+    minor = info.minor
+    kind = "go-c-shared" if shared else "go-executable"
+    if elf.e_machine != 62:
+        return Verdict(False, kind, f"{elf.machine_name} Go binaries are not supported yet",
+                       "run tether on an x86-64 build of the program")
+    if minor is None:
+        return Verdict(False, kind, f"unrecognised Go version {info.version!r}",
+                       "build the program with a released Go toolchain (1.19 to 1.27)")
+    if minor < OLDEST_MINOR:
+        return Verdict(False, kind, f"built with {info.version}; tether needs Go 1.{OLDEST_MINOR} or newer",
+                       f"rebuild with Go 1.{OLDEST_MINOR}-1.{NEWEST_MINOR}")
+    if minor > NEWEST_MINOR:
+        return Verdict(False, kind,
+                       f"built with {info.version}, newer than the newest Go tether knows (1.{NEWEST_MINOR})",
+                       "upgrade tether, or rebuild with an older Go")
+    if not shared and elf.interpreter is None:
+        return Verdict(False, "static",
+                       "static Go binary: LD_PRELOAD cannot load the layer into it",
+                       "rebuild with cgo (CGO_ENABLED=1 and a cgo package such as net, or "
+                       "-ldflags=-linkmode=external), or wait for static-binary support")
+    if problems:
+        return Verdict(False, kind, "hook plan incomplete: " + "; ".join(problems),
+                       "report this binary's `tether inspect --json` output as a tether bug")
+    notes = []
+    if minor not in TESTED_MINORS:
+        notes.append(f"Go 1.{minor} is inside the supported range but not in tether's test matrix")
+    if shared:
+        return Verdict(True, kind, "Go c-shared library: hooked when a hooked process loads it", notes=notes)
+    return Verdict(True, kind, "dynamically linked Go program: hooked through LD_PRELOAD", notes=notes)
+
+
+def _other_verdict(elf: ElfFile, shared: bool) -> Verdict:
+    if elf.e_machine != 62:
+        return Verdict(False, "other", f"{elf.machine_name} binaries are not supported yet",
+                       "run tether on an x86-64 build of the program")
+    if elf.e_type not in (2, 3):
+        return Verdict(False, "other", f"{elf.type_name} file, not a program or shared library")
+    notes = ["libc interposition is not built yet: such programs run unhooked for now"]
+    if shared:
+        return Verdict(True, "libc-shared-library",
+                       "shared library: loaded into hooked processes, reached through libc", notes=notes)
+    if elf.interpreter is None:
+        return Verdict(False, "static", "statically linked: LD_PRELOAD cannot load the layer into it",
+                       "use a dynamically linked build of the program")
+    return Verdict(True, "libc-program", "dynamically linked program: hooked through libc and LD_PRELOAD",
+                   notes=notes)
+
+
+def analyse(path: str | Path) -> Report:
+    with ElfFile(path) as elf:
+        shared = elf.is_shared_object
+        info = read_buildinfo(elf)
+        go = None
+        hooks: list[Function] = []
+        runtime: list[Function] = []
+        if info is not None:
+            problems: list[str] = []
+            if OLDEST_MINOR <= (info.minor or 0) <= NEWEST_MINOR:
+                planner = _Planner(elf, info)
+                table, hooks, runtime = planner.plan()
+                problems = planner.problems
+                go = GoInfo(info.version, info.path, info.main_module, table.text, table.addr,
+                            info.settings)
+            else:
+                go = GoInfo(info.version, info.path, info.main_module, 0, 0, info.settings)
+            verdict = _go_verdict(elf, info, problems, shared)
+        else:
+            verdict = _other_verdict(elf, shared)
+        return Report(
+            path=str(path), elf_class=elf.bits, machine=elf.machine_name, elf_type=elf.type_name,
+            interpreter=elf.interpreter, linkage="dynamic" if elf.interpreter or elf.dynamic else "static",
+            pie=elf.is_pie, shared_object=shared, stripped=not elf.has_symtab,
+            build_id=elf.build_ids, link_base=elf.link_base, go=go, hooks=hooks, runtime=runtime,
+            verdict=verdict)
+
+
+__all__ = ["analyse", "Report", "Verdict", "Function", "GoInfo", "ElfError", "funnel_name"]
