@@ -1,14 +1,12 @@
 /* dispatch.c - route each syscall to its handler.
  *
- * The table is const and filled at compile time (designated initializers,
- * e.g. [SYS_openat] = handle_openat), so dispatching reads no mutable state:
- * it allocates nothing, takes no lock and is safe from any thread or signal
- * handler.  A NULL entry means "not hooked": the call goes to the kernel. */
+ * tether_handlers is written only by the constructor, before the program's
+ * own threads exist, and only read afterwards (also by go_amd64.S, which
+ * takes the fast passthrough when a slot is empty).  Dispatching allocates
+ * nothing and takes no lock: it is safe from any thread or signal handler. */
 #include "tether.h"
 
-static tether_syscall_fn *const handlers[TETHER_NR_MAX] = {
-	0 /* no syscall is hooked yet */
-};
+tether_syscall_fn *tether_handlers[TETHER_NR_MAX];
 
 long tether_dispatch(long nr, long a1, long a2, long a3, long a4, long a5,
                      long a6)
@@ -18,8 +16,30 @@ long tether_dispatch(long nr, long a1, long a2, long a3, long a4, long a5,
 	tether_syscall_fn *handler = 0;
 
 	if ((unsigned long)nr < TETHER_NR_MAX)
-		handler = handlers[nr];
+		handler = tether_handlers[nr];
 	if (!handler)
 		handler = tether_raw_syscall6;
 	return handler(nr, a1, a2, a3, a4, a5, a6);
+}
+
+/* For detours built outside the layer (tests, embedders): install fn for
+ * nr.  Only before the program's own code runs, i.e. from a constructor:
+ * the table is not written while other threads may read it. */
+int tether_set_handler(long nr, tether_syscall_fn *fn)
+{
+	if ((unsigned long)nr >= TETHER_NR_MAX)
+		return -22; /* EINVAL */
+	tether_handlers[nr] = fn;
+	return 0;
+}
+
+/* TETHER_ROUTE_ALL=1: every syscall takes the full hooked path (trampoline,
+ * stack switch, dispatcher) and, unless a detour is installed, is then
+ * passed through.  It isolates the cost and the correctness of the hook
+ * path from any detour. */
+void tether_route_all(void)
+{
+	for (int nr = 0; nr < TETHER_NR_MAX; nr++)
+		if (!tether_handlers[nr])
+			tether_handlers[nr] = tether_raw_syscall6;
 }

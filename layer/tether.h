@@ -25,7 +25,49 @@ tether_syscall_fn tether_raw_syscall6;
 /* dispatch.c: route a syscall to its handler, or pass it through. */
 TETHER_EXPORT tether_syscall_fn tether_dispatch;
 
+/* dispatch.c: one handler per syscall number; NULL passes it through. */
+extern tether_syscall_fn *tether_handlers[TETHER_NR_MAX];
+void tether_route_all(void);
+TETHER_EXPORT int tether_set_handler(long nr, tether_syscall_fn *fn);
+
 /* init.c: 1 once the layer's ELF constructor has run, else 0. */
 TETHER_EXPORT int tether_layer_loaded(void);
+
+/* env.c, say.c, string.c: what the layer would otherwise take from libc. */
+const char *tether_getenv(char **envp, const char *name);
+void tether_say(const char *const *parts); /* NULL-terminated; one line to fd 2 */
+char *tether_fmt_ulong(char *p, unsigned long v, unsigned base);
+unsigned long tether_strlen(const char *s);
+int tether_memcmp(const void *a, const void *b, unsigned long n);
+
+/* main_exe.c: a loaded ELF module, as the dynamic loader placed it. */
+struct tether_module {
+	unsigned long bias;	/* run-time address minus link-time address */
+	const void *phdr;	/* its program headers, in memory */
+	unsigned phnum;
+};
+int tether_main_exe(struct tether_module *m);
+const char *tether_go_buildid(const struct tether_module *m, unsigned *len);
+
+/* patch.c: overwrite TETHER_PATCH_BYTES at `at` with `jmp *target`. */
+#define TETHER_PATCH_BYTES 14
+int tether_patch_jump(unsigned long at, const void *target);
+
+/* go_hook.c: hook the main executable's Go syscall entry points. */
+void tether_go_hook_main(const char *plan);
+extern unsigned long tether_go_asmcgocall;	/* runtime.asmcgocall (ABI0 body) */
+extern unsigned tether_go_vfork_args;		/* rawVforkSyscall's argument count */
+
+/* go_amd64.S: what the patched Go functions jump to. */
+void tether_go_funnel(void);
+void tether_go_vfork(void);
+
+/* go_call.c: the call record go_amd64.S builds; offsets fixed there. */
+struct tether_go_call {
+	long nr;
+	long a[6];
+	long ret;
+};
+void tether_go_call(struct tether_go_call *c);
 
 #endif

@@ -27,7 +27,7 @@ SYS_munmap = 11
 SYS_getpid = 39
 SYS_getppid = 110
 
-EXPORTS = {"tether_dispatch", "tether_layer_loaded"}
+EXPORTS = {"tether_dispatch", "tether_layer_loaded", "tether_set_handler"}
 
 
 @pytest.fixture(scope="module")

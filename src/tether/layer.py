@@ -35,3 +35,50 @@ def layer_path() -> Path:
         "tree to rebuild it (needs gcc; CMake and Ninja come from PyPI if "
         "missing)."
     )
+
+
+class CannotHookError(Exception):
+    """The program cannot be hooked; the message names the reason and the fix."""
+
+
+def go_plan(report: dict) -> str | None:
+    """The TETHER_GO_PLAN value for an inspect report (layer/go_hook.c parses it).
+
+    None for programs that are not Go; CannotHookError for Go programs that tether refuses.
+    """
+    if report["go"] is None:
+        return None
+    verdict = report["verdict"]
+    if not verdict["supported"]:
+        fix = f" Fix: {verdict['fix']}" if verdict["fix"] else ""
+        raise CannotHookError(f"{report['path']}: {verdict['reason']}.{fix}")
+    build_id = report["build_id"].get("go")
+    if not build_id or ";" in build_id:
+        raise CannotHookError(f"{report['path']}: Go build id missing or malformed; rebuild without -buildid=")
+    names = {"syscall-funnel": "funnel", "vfork": "vfork", "asmcgocall": "asmcgocall"}
+    parts = ["1", build_id]
+    for f in report["hooks"] + report["runtime"]:
+        name = names.get(f["role"])
+        if name is None:
+            continue
+        part = f"{name}={f['address']:x}:{f['code']}"
+        if f["role"] == "vfork":
+            part += f":{f['args']:x}"
+        parts.append(part)
+    return ";".join(parts)
+
+
+def hooked_env(report: dict, env: dict[str, str]) -> dict[str, str]:
+    """`env` plus what the layer needs to hook the program described by `report`."""
+    path = str(layer_path())
+    if any(c in path for c in " :"):
+        raise CannotHookError(f"{path}: LD_PRELOAD cannot name a path with spaces or colons; "
+                              "install tether somewhere without them")
+    out = dict(env)
+    out["LD_PRELOAD"] = f"{path}:{env['LD_PRELOAD']}" if env.get("LD_PRELOAD") else path
+    plan = go_plan(report)
+    if plan is not None:
+        out["TETHER_GO_PLAN"] = plan
+    else:
+        out.pop("TETHER_GO_PLAN", None)
+    return out

@@ -24,6 +24,21 @@ FUNNELS = [
     (26, 27, "internal/runtime/syscall/linux.Syscall6"),
 ]
 VFORK = "syscall.rawVforkSyscall"  # os/exec's clone(CLONE_VM|CLONE_VFORK); assembly, ABI0
+# The funnel's first instructions on every version (asm_linux_amd64.s): move Go's registers
+# into the kernel's, then SYSCALL. The trampoline relies on exactly this register map.
+FUNNEL_CODE = bytes.fromhex(
+    "4989f2"  # MOVQ SI, R10   a4
+    "4889fa"  # MOVQ DI, DX    a3
+    "4889ce"  # MOVQ CX, SI    a2
+    "4889df"  # MOVQ BX, DI    a1
+    "0f05"  # SYSCALL       num already in AX
+)
+# rawVforkSyscall loads its stack arguments first: a1 (clone flags), then a2, a3 as the
+# version has them (1.19: a1; 1.21: a1, a2; 1.22+: a1, a2, a3).
+VFORK_ARG_LOADS = [bytes.fromhex("488b7c2410"),  # MOVQ a1+8(FP), DI
+                   bytes.fromhex("488b742418"),  # MOVQ a2+16(FP), SI
+                   bytes.fromhex("488b542420")]  # MOVQ a3+24(FP), DX
+CODE_BYTES = 16  # recorded per function; the layer patches only if memory still holds them
 ASMCGOCALL = "runtime.asmcgocall"
 ENTERSYSCALL, EXITSYSCALL = "runtime.entersyscall", "runtime.exitsyscall"
 
@@ -45,6 +60,8 @@ class Function:
     address: int  # link-time virtual address
     offset: int  # address - link base: add the load bias of PIE / shared objects
     size: int
+    code: str  # hex of the first CODE_BYTES bytes, checked by the layer before patching
+    args: int  # syscall arguments the function passes to the kernel (hooks only; else 0)
 
 
 @dataclass
@@ -104,7 +121,24 @@ class _Planner:
         if role in ("syscall-funnel", "vfork") and f.size < PATCH_BYTES:
             self.problems.append(f"{f.name} is {f.size} bytes, too short for a {PATCH_BYTES}-byte patch")
             return None
-        return Function(role, f.name, abi, f.address, f.address - self.elf.link_base, f.size)
+        code = self.elf.read_vaddr(f.address, min(CODE_BYTES, f.size))
+        args = 0
+        if role == "syscall-funnel":
+            args = 6
+            if not code.startswith(FUNNEL_CODE):
+                self.problems.append(f"{f.name} does not start with the expected register moves "
+                                     f"and SYSCALL (found {code.hex()})")
+                return None
+        elif role == "vfork":
+            rest = self.elf.read_vaddr(f.address, 5 * len(VFORK_ARG_LOADS))
+            while args < len(VFORK_ARG_LOADS) and rest[5 * args:5 * args + 5] == VFORK_ARG_LOADS[args]:
+                args += 1
+            if args == 0:
+                self.problems.append(f"{f.name} does not start by loading its clone flags "
+                                     f"(found {code.hex()})")
+                return None
+        return Function(role, f.name, abi, f.address, f.address - self.elf.link_base, f.size,
+                        code.hex(), args)
 
     def plan(self) -> tuple[PclnTable, list[Function], list[Function]]:
         table = PclnTable(self.elf)

@@ -1,0 +1,157 @@
+/* go_hook.c - apply a hook plan to a Go executable.
+ *
+ * The session computes the plan in Python from the binary's own function
+ * table (tether inspect) and hands it over in TETHER_GO_PLAN:
+ *
+ *   1;<go build id>;funnel=<addr>:<code>;vfork=<addr>:<code>:<args>;asmcgocall=<addr>:<code>
+ *
+ * addresses are link-time (hex, the load bias is added here), <code> is the
+ * hex of the function's first 16 bytes, vfork is present only when the
+ * program links os/exec.  Nothing is patched unless the build id matches the
+ * running executable and every function still starts with its recorded
+ * bytes: a stale or foreign plan is refused with a message, never applied. */
+#include "tether.h"
+
+#define CODE_BYTES 16
+#define SYS_exit_group 231
+#define EXIT_REFUSED 2
+
+enum { FUNNEL, VFORK, ASMCGOCALL, NFUNCS };
+
+static const char *const names[NFUNCS] = {"funnel", "vfork", "asmcgocall"};
+
+struct func {
+	unsigned long addr;
+	unsigned char code[CODE_BYTES];
+	unsigned args;
+	int present;
+};
+
+/* Read by go_amd64.S. */
+unsigned long tether_go_asmcgocall;
+unsigned tether_go_vfork_args;
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Parse "<hex>" up to a stop character; 0 on success. */
+static int parse_hex(const char **s, unsigned long *out)
+{
+	unsigned long v = 0;
+	int n = 0;
+
+	for (; hexval(**s) >= 0 && n < 16; (*s)++, n++)
+		v = v << 4 | (unsigned long)hexval(**s);
+	*out = v;
+	return n ? 0 : -1;
+}
+
+static int parse_code(const char **s, unsigned char *code)
+{
+	for (int i = 0; i < CODE_BYTES; i++) {
+		int hi = hexval((*s)[0]), lo = hi >= 0 ? hexval((*s)[1]) : -1;
+
+		if (lo < 0)
+			return -1;
+		code[i] = (unsigned char)(hi << 4 | lo);
+		*s += 2;
+	}
+	return 0;
+}
+
+static int starts(const char *s, const char *prefix)
+{
+	while (*prefix)
+		if (*s++ != *prefix++)
+			return 0;
+	return 1;
+}
+
+/* Stop before the program runs: unhooked, it would silently talk to the
+ * wrong network. */
+__attribute__((noreturn))
+static void refuse(const char *why, const char *detail)
+{
+	tether_say((const char *[]){"tether: cannot hook this Go program: ", why, detail, 0});
+	for (;;)
+		tether_raw_syscall6(SYS_exit_group, EXIT_REFUSED, 0, 0, 0, 0, 0);
+}
+
+/* Parse the plan into funcs; returns a pointer to the build id and its length. */
+static int parse(const char *s, struct func *funcs, const char **id, unsigned *id_len)
+{
+	if (!starts(s, "1;"))
+		return -1;
+	s += 2;
+	*id = s;
+	while (*s && *s != ';')
+		s++;
+	*id_len = (unsigned)(s - *id);
+	while (*s == ';') {
+		int k;
+		unsigned long args = 0;
+
+		s++;
+		for (k = 0; k < NFUNCS; k++)
+			if (starts(s, names[k]) && s[tether_strlen(names[k])] == '=')
+				break;
+		if (k == NFUNCS)
+			return -1;
+		s += tether_strlen(names[k]) + 1;
+		if (parse_hex(&s, &funcs[k].addr) || *s++ != ':' || parse_code(&s, funcs[k].code))
+			return -1;
+		if (*s == ':') {
+			s++;
+			if (parse_hex(&s, &args))
+				return -1;
+		}
+		funcs[k].args = (unsigned)args;
+		funcs[k].present = 1;
+	}
+	return *s ? -1 : 0;
+}
+
+void tether_go_hook_main(const char *plan)
+{
+	struct func funcs[NFUNCS] = {0};
+	struct tether_module exe;
+	const char *want, *have;
+	unsigned want_len, have_len = 0;
+
+	if (!plan)
+		return;
+	if (parse(plan, funcs, &want, &want_len) || !funcs[FUNNEL].present || !funcs[ASMCGOCALL].present)
+		refuse("malformed TETHER_GO_PLAN", "");
+	if (tether_main_exe(&exe))
+		refuse("cannot locate the main executable in memory", "");
+	have = tether_go_buildid(&exe, &have_len);
+	if (!have)
+		return; /* not a Go program: the plan was for an ancestor of this process */
+	if (have_len != want_len || tether_memcmp(have, want, want_len)) {
+		/* A Go program started by the hooked one: its own plan comes from
+		 * the session once the session serves plan requests. */
+		tether_say((const char *[]){"tether: warning: no hook plan for this Go program "
+		                            "(started by a hooked one); it runs unhooked", 0});
+		return;
+	}
+	for (int k = 0; k < NFUNCS; k++) {
+		funcs[k].addr += exe.bias;
+		if (funcs[k].present && tether_memcmp((const void *)funcs[k].addr, funcs[k].code, CODE_BYTES))
+			refuse("code differs from the hook plan at ", names[k]);
+	}
+	if (funcs[VFORK].present && (funcs[VFORK].args < 1 || funcs[VFORK].args > 3))
+		refuse("unexpected rawVforkSyscall argument count", "");
+
+	tether_go_asmcgocall = funcs[ASMCGOCALL].addr;
+	tether_go_vfork_args = funcs[VFORK].args;
+	if (tether_patch_jump(funcs[FUNNEL].addr, tether_go_funnel))
+		refuse("mprotect refused to patch ", names[FUNNEL]);
+	if (funcs[VFORK].present && tether_patch_jump(funcs[VFORK].addr, tether_go_vfork))
+		refuse("mprotect refused to patch ", names[VFORK]);
+}

@@ -1,0 +1,3 @@
+module tether.test/cshared
+
+go 1.19

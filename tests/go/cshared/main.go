@@ -1,0 +1,45 @@
+// Package main builds, with -buildmode=c-shared, a library for tether's tests that a C
+// program (tests/native/cshared_host.c) or Python's ctypes loads with dlopen.
+//
+// The Go runtime starts inside a process that it does not own, which is the case that
+// matters: the exported function below makes system calls from Go code (pipe, write, read,
+// close) on a goroutine as well as on the calling thread.
+package main
+
+import "C"
+
+import (
+	"io"
+	"os"
+)
+
+// TetherProbe writes n bytes into a pipe from a goroutine, reads them back on the calling
+// thread and returns how many bytes went through in both directions: 2*n, so
+// TetherProbe(21) == 42. It returns -1 on any error, or if n is negative.
+//
+//export TetherProbe
+func TetherProbe(n C.int) C.int {
+	if n < 0 {
+		return -1
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return -1
+	}
+	defer r.Close()
+
+	written := make(chan int, 1)
+	go func() {
+		defer w.Close()
+		k, _ := w.Write(make([]byte, int(n)))
+		written <- k
+	}()
+
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return -1
+	}
+	return C.int(len(data) + <-written)
+}
+
+func main() {}

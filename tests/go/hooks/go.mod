@@ -1,0 +1,3 @@
+module tether.test/hooks
+
+go 1.19

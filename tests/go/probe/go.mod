@@ -1,0 +1,3 @@
+module tether.test/probe
+
+go 1.19

@@ -1,0 +1,3 @@
+module tether.test/tlscgo
+
+go 1.19
