@@ -7,6 +7,7 @@
 #include "tether.h"
 
 tether_syscall_fn *tether_handlers[TETHER_NR_MAX];
+unsigned char tether_may_block[TETHER_NR_MAX];
 
 long tether_dispatch(long nr, long a1, long a2, long a3, long a4, long a5,
                      long a6)
@@ -25,11 +26,12 @@ long tether_dispatch(long nr, long a1, long a2, long a3, long a4, long a5,
 /* For detours built outside the layer (tests, embedders): install fn for
  * nr.  Only before the program's own code runs, i.e. from a constructor:
  * the table is not written while other threads may read it. */
-int tether_set_handler(long nr, tether_syscall_fn *fn)
+int tether_set_handler(long nr, tether_syscall_fn *fn, unsigned flags)
 {
-	if ((unsigned long)nr >= TETHER_NR_MAX)
+	if ((unsigned long)nr >= TETHER_NR_MAX || flags & ~TETHER_MAY_BLOCK)
 		return -22; /* EINVAL */
 	tether_handlers[nr] = fn;
+	tether_may_block[nr] = (unsigned char)(flags & TETHER_MAY_BLOCK);
 	return 0;
 }
 

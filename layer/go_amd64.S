@@ -22,16 +22,16 @@
 #define CLONE_VM 0x100
 #define SYS_clone3 435
 
-/* The slow path's frame on the caller's stack.  The first three words are
- * asmcgocall's ABI0 arguments: fn+0(FP), arg+8(FP), ret+16(FP) (int32).
- * struct tether_go_call follows (tether.h); the saved g last. */
-#define F_FN	0
-#define F_ARG	8
-#define F_CALL	24		/* struct tether_go_call: nr, a1..a6, ret */
-#define F_A3	(F_CALL + 32)
-#define F_RET	(F_CALL + 56)
-#define F_G	(F_CALL + 64)
-#define FRAME	(F_G + 8)	/* 96: small, the funnel's callers are NOSPLIT */
+/* The call record (struct tether_go_call: nr in / result out, a1..a6) lives
+ * in the funnel's argument spill slots: ABIInternal has every caller reserve
+ * spill space for the callee's register arguments just above the return
+ * address (cmd/compile/abi-internal.md, Go 1.17+), 7 words for Syscall6's
+ * num and a1..a6.  Nothing is added between the funnel's frame and its
+ * caller, so Go's unwinder and GC always see the frames they expect. */
+#define SPILL	8		/* 0(SP) on entry is the return address */
+#define S_A3	(SPILL + 24)
+/* asmcgocall(fn, arg) int32, ABI0: fn+0(FP), arg+8(FP), ret+16(FP). */
+#define CGO_ARGS 24
 
 	.text
 	.globl	tether_go_funnel
@@ -42,7 +42,7 @@ tether_go_funnel:
 	jae	.Lpass			/* unknown numbers: the kernel says ENOSYS */
 	leaq	tether_handlers(%rip), %r11
 	cmpq	$0, (%r11,%rax,8)
-	jne	.Lslow
+	jne	.Lhooked
 .Lpass:
 	/* The funnel's own first instructions: Go registers to the kernel's. */
 	movq	%rsi, %r10		/* a4 */
@@ -65,31 +65,92 @@ tether_go_funnel:
 	xorl	%ebx, %ebx		/* r2 */
 	ret
 
-.Lslow:
-	subq	$FRAME, %rsp
-	movq	%rax, F_CALL+0(%rsp)	/* nr */
-	movq	%rbx, F_CALL+8(%rsp)	/* a1 */
-	movq	%rcx, F_CALL+16(%rsp)	/* a2 */
-	movq	%rdi, F_CALL+24(%rsp)	/* a3 */
-	movq	%rsi, F_CALL+32(%rsp)	/* a4 */
-	movq	%r8, F_CALL+40(%rsp)	/* a5 */
-	movq	%r9, F_CALL+48(%rsp)	/* a6 */
-	movq	%r14, F_G(%rsp)		/* g: ABIInternal's R14 (Go 1.17+) */
+.Lhooked:
+	movq	%rax, SPILL+0(%rsp)	/* nr */
+	movq	%rbx, SPILL+8(%rsp)	/* a1 */
+	movq	%rcx, SPILL+16(%rsp)	/* a2 */
+	movq	%rdi, SPILL+24(%rsp)	/* a3 */
+	movq	%rsi, SPILL+32(%rsp)	/* a4 */
+	movq	%r8, SPILL+40(%rsp)	/* a5 */
+	movq	%r9, SPILL+48(%rsp)	/* a6 */
+	leaq	tether_may_block(%rip), %r11
+	cmpb	$0, (%r11,%rax)
+	je	.Lcall
+	/* A detour that may block, on a user goroutine not yet in a syscall
+	 * (a RawSyscall: socket, getsockname, ...; syscall.Syscall has already
+	 * called entersyscall): enter Go's syscall state around it as cgo does,
+	 * or with one P every other goroutine would stop.  R14 = g (ABIInternal);
+	 * field offsets per Go version come with the plan (G_OFFSETS in
+	 * tether/analysis/plan.py): g.m 0x30; m.curg 0xc0 (1.19-1.24) or 0xb8
+	 * (1.25+); g.syscallsp 0x70 (1.19-1.24) or 0x68 (1.25+).  On g0 or
+	 * gsignal (netpoll, signal handlers) m.curg != g and entersyscall would
+	 * throw: those stay on the plain path. */
+	testq	%r14, %r14
+	jz	.Lcall
+	movq	tether_go_g_m(%rip), %r11
+	movq	(%r14,%r11), %r11	/* g.m */
+	testq	%r11, %r11
+	jz	.Lcall
+	movq	tether_go_m_curg(%rip), %r10
+	cmpq	%r14, (%r11,%r10)	/* m.curg == g: a user goroutine */
+	jne	.Lcall
+	movq	tether_go_g_syscallsp(%rip), %r10
+	cmpq	$0, (%r14,%r10)		/* g.syscallsp != 0: already in a syscall */
+	jne	.Lcall
+	/* entersyscall records its caller's pc and sp for Go's unwinder: make
+	 * the caller the funnel itself, at funnel+14, where its frame is empty
+	 * and the return address above is the funnel's real one.  It returns
+	 * there, and the jump patched at funnel+14 leads to tether_go_entered. */
+	pushq	tether_go_entered_pc(%rip)
+	jmp	*tether_go_entersyscall(%rip)
+
+.Lcall:
+	subq	$CGO_ARGS, %rsp
 	leaq	tether_go_call(%rip), %r11
-	movq	%r11, F_FN(%rsp)
-	leaq	F_CALL(%rsp), %r11
-	movq	%r11, F_ARG(%rsp)
-	/* asmcgocall reads g from TLS and, on 1.19's gosave_systemstack_switch,
-	 * from R14: both hold g here.  Its 32-bit result is not used: the 64-bit
-	 * return value comes back in the call record. */
+	movq	%r11, 0(%rsp)		/* fn */
+	leaq	CGO_ARGS+SPILL(%rsp), %r11
+	movq	%r11, 8(%rsp)		/* arg: the call record */
+	/* asmcgocall switches to g0 unless already on g0 or gsignal, reading g
+	 * from TLS and, in 1.19's gosave_systemstack_switch, from R14: both
+	 * hold g here.  R14 survives: C keeps it (callee-saved) and asmcgocall
+	 * does not write it.  Its 32-bit result is not used. */
 	call	*tether_go_asmcgocall(%rip)
-	movq	F_RET(%rsp), %rax
-	movq	F_A3(%rsp), %rdx	/* the kernel leaves DX (a3) as it was */
-	movq	F_G(%rsp), %r14		/* R14 = g again for ABIInternal code */
+	addq	$CGO_ARGS, %rsp
 	xorps	%xmm15, %xmm15		/* X15 = 0, ABIInternal's zero register */
-	addq	$FRAME, %rsp
+	movq	SPILL+0(%rsp), %rax	/* result */
+	movq	S_A3(%rsp), %rdx	/* the kernel leaves DX (a3) as it was */
 	jmp	.Lresult
 	.size	tether_go_funnel, . - tether_go_funnel
+
+/* Reached from funnel+14 when entersyscall returns: the goroutine is in
+ * _Gsyscall, its P may be handed to another thread while the detour runs
+ * on g0.  Then exitsyscall, called as if from funnel+28 for the same reason
+ * as above; it may resume the goroutine on another thread, so nothing is
+ * kept in registers or thread-local storage across it: only in the spill
+ * slots.  Both are ABIInternal: they return with R14 = g and X15 = 0. */
+	.globl	tether_go_entered
+	.hidden	tether_go_entered
+	.type	tether_go_entered, @function
+tether_go_entered:
+	subq	$CGO_ARGS, %rsp
+	leaq	tether_go_call(%rip), %r11
+	movq	%r11, 0(%rsp)
+	leaq	CGO_ARGS+SPILL(%rsp), %r11
+	movq	%r11, 8(%rsp)
+	call	*tether_go_asmcgocall(%rip)
+	addq	$CGO_ARGS, %rsp
+	pushq	tether_go_exited_pc(%rip)
+	jmp	*tether_go_exitsyscall(%rip)
+	.size	tether_go_entered, . - tether_go_entered
+
+	.globl	tether_go_exited
+	.hidden	tether_go_exited
+	.type	tether_go_exited, @function
+tether_go_exited:
+	movq	SPILL+0(%rsp), %rax	/* result */
+	movq	S_A3(%rsp), %rdx
+	jmp	.Lresult
+	.size	tether_go_exited, . - tether_go_exited
 
 /* tether_go_vfork replaces syscall.rawVforkSyscall (ABI0, NOSPLIT|NOFRAME):
  *

@@ -3,22 +3,25 @@
  * The session computes the plan in Python from the binary's own function
  * table (tether inspect) and hands it over in TETHER_GO_PLAN:
  *
- *   1;<go build id>;funnel=<addr>:<code>;vfork=<addr>:<code>:<args>;asmcgocall=<addr>:<code>
+ *   1;<go build id>;g=<g.m>:<m.curg>:<g.syscallsp>;funnel=<addr>:<code>;
+ *   vfork=<addr>:<code>:<args>;asmcgocall=<addr>:<code>;enter=<addr>:<code>;
+ *   exit=<addr>:<code>
  *
- * addresses are link-time (hex, the load bias is added here), <code> is the
- * hex of the function's first 16 bytes, vfork is present only when the
- * program links os/exec.  Nothing is patched unless the build id matches the
- * running executable and every function still starts with its recorded
- * bytes: a stale or foreign plan is refused with a message, never applied. */
+ * (one line; numbers in hex).  Addresses are link-time, the load bias is
+ * added here; <code> is the function's first 16 bytes; vfork is present only
+ * when the program links os/exec; enter and exit are runtime.entersyscall
+ * and runtime.exitsyscall.  Nothing is patched unless the build id matches
+ * the running executable and every function still starts with its recorded
+ * bytes: a stale or foreign plan is never applied. */
 #include "tether.h"
 
 #define CODE_BYTES 16
 #define SYS_exit_group 231
 #define EXIT_REFUSED 2
 
-enum { FUNNEL, VFORK, ASMCGOCALL, NFUNCS };
+enum { FUNNEL, VFORK, ASMCGOCALL, ENTER, EXIT, NFUNCS };
 
-static const char *const names[NFUNCS] = {"funnel", "vfork", "asmcgocall"};
+static const char *const names[NFUNCS] = {"funnel", "vfork", "asmcgocall", "enter", "exit"};
 
 struct func {
 	unsigned long addr;
@@ -28,7 +31,9 @@ struct func {
 };
 
 /* Read by go_amd64.S. */
-unsigned long tether_go_asmcgocall;
+unsigned long tether_go_asmcgocall, tether_go_entersyscall, tether_go_exitsyscall;
+unsigned long tether_go_entered_pc, tether_go_exited_pc;
+unsigned long tether_go_g_m, tether_go_m_curg, tether_go_g_syscallsp;
 unsigned tether_go_vfork_args;
 
 static int hexval(char c)
@@ -93,6 +98,9 @@ static int parse(const char *s, struct func *funcs, const char **id, unsigned *i
 	while (*s && *s != ';')
 		s++;
 	*id_len = (unsigned)(s - *id);
+	if (!starts(s, ";g=") || (s += 3, parse_hex(&s, &tether_go_g_m)) || *s++ != ':' ||
+	    parse_hex(&s, &tether_go_m_curg) || *s++ != ':' || parse_hex(&s, &tether_go_g_syscallsp))
+		return -1;
 	while (*s == ';') {
 		int k;
 		unsigned long args = 0;
@@ -126,7 +134,8 @@ void tether_go_hook_main(const char *plan)
 
 	if (!plan)
 		return;
-	if (parse(plan, funcs, &want, &want_len) || !funcs[FUNNEL].present || !funcs[ASMCGOCALL].present)
+	if (parse(plan, funcs, &want, &want_len) || !funcs[FUNNEL].present ||
+	    !funcs[ASMCGOCALL].present || !funcs[ENTER].present || !funcs[EXIT].present)
 		refuse("malformed TETHER_GO_PLAN", "");
 	if (tether_main_exe(&exe))
 		refuse("cannot locate the main executable in memory", "");
@@ -149,8 +158,17 @@ void tether_go_hook_main(const char *plan)
 		refuse("unexpected rawVforkSyscall argument count", "");
 
 	tether_go_asmcgocall = funcs[ASMCGOCALL].addr;
+	tether_go_entersyscall = funcs[ENTER].addr;
+	tether_go_exitsyscall = funcs[EXIT].addr;
 	tether_go_vfork_args = funcs[VFORK].args;
-	if (tether_patch_jump(funcs[FUNNEL].addr, tether_go_funnel))
+	/* Three jumps in the funnel (tether inspect checked it has the code
+	 * for them): its entry, and the two addresses entersyscall and
+	 * exitsyscall return to on the blocking path of go_amd64.S. */
+	tether_go_entered_pc = funcs[FUNNEL].addr + TETHER_PATCH_BYTES;
+	tether_go_exited_pc = funcs[FUNNEL].addr + 2 * TETHER_PATCH_BYTES;
+	if (tether_patch_jump(funcs[FUNNEL].addr, tether_go_funnel) ||
+	    tether_patch_jump(tether_go_entered_pc, tether_go_entered) ||
+	    tether_patch_jump(tether_go_exited_pc, tether_go_exited))
 		refuse("mprotect refused to patch ", names[FUNNEL]);
 	if (funcs[VFORK].present && tether_patch_jump(funcs[VFORK].addr, tether_go_vfork))
 		refuse("mprotect refused to patch ", names[VFORK]);

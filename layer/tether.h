@@ -27,8 +27,12 @@ TETHER_EXPORT tether_syscall_fn tether_dispatch;
 
 /* dispatch.c: one handler per syscall number; NULL passes it through. */
 extern tether_syscall_fn *tether_handlers[TETHER_NR_MAX];
+/* Nonzero where the handler may block: on raw Go calls the trampoline then
+ * enters Go's syscall state around it so other goroutines keep running. */
+extern unsigned char tether_may_block[TETHER_NR_MAX];
+#define TETHER_MAY_BLOCK 1u
 void tether_route_all(void);
-TETHER_EXPORT int tether_set_handler(long nr, tether_syscall_fn *fn);
+TETHER_EXPORT int tether_set_handler(long nr, tether_syscall_fn *fn, unsigned flags);
 
 /* init.c: 1 once the layer's ELF constructor has run, else 0. */
 TETHER_EXPORT int tether_layer_loaded(void);
@@ -56,17 +60,22 @@ int tether_patch_jump(unsigned long at, const void *target);
 /* go_hook.c: hook the main executable's Go syscall entry points. */
 void tether_go_hook_main(const char *plan);
 extern unsigned long tether_go_asmcgocall;	/* runtime.asmcgocall (ABI0 body) */
+extern unsigned long tether_go_entersyscall, tether_go_exitsyscall;
+extern unsigned long tether_go_entered_pc, tether_go_exited_pc; /* funnel+14, +28 */
+extern unsigned long tether_go_g_m, tether_go_m_curg, tether_go_g_syscallsp;
 extern unsigned tether_go_vfork_args;		/* rawVforkSyscall's argument count */
 
 /* go_amd64.S: what the patched Go functions jump to. */
 void tether_go_funnel(void);
+void tether_go_entered(void);
+void tether_go_exited(void);
 void tether_go_vfork(void);
 
-/* go_call.c: the call record go_amd64.S builds; offsets fixed there. */
+/* go_call.c: the call record go_amd64.S keeps in the funnel's argument
+ * spill slots: the syscall number in, the kernel-style result out. */
 struct tether_go_call {
-	long nr;
+	long nr_ret;
 	long a[6];
-	long ret;
 };
 void tether_go_call(struct tether_go_call *c);
 

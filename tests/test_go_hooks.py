@@ -150,3 +150,14 @@ def test_non_go_programs_ignore_the_plan(go_versions):
     exe = gobuild.build(go_versions[-1], "default")
     proc = run(["/bin/sh", "-c", "echo fine; exit 7"], env=env_for(exe))
     assert (proc.returncode, proc.stdout, proc.stderr) == (7, b"fine\n", b"")
+
+
+def test_blocking_detour_on_a_raw_call_lets_other_goroutines_run(go_versions):
+    """GOMAXPROCS=1; a raw getppid whose detour sleeps 2 s; a 50 ms ticker keeps ticking."""
+    for version in go_versions:
+        exe = gobuild.build(version, "default", "hooks")
+        env = env_for(exe, extra_preload=deep_handler(), TETHER_TEST_SLOW_GETPPID="1")
+        proc = run([exe, "blocked"], env=env, timeout=60)
+        assert proc.returncode == 0, (version, proc.stderr[-2000:])
+        ticks = int(proc.stdout.decode().rsplit(":", 1)[1])
+        assert ticks >= 20, (version, ticks)  # 40 expected; 0 when the P is held

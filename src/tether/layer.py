@@ -42,7 +42,7 @@ class CannotHookError(Exception):
 
 
 def go_plan(report: dict) -> str | None:
-    """The TETHER_GO_PLAN value for an inspect report (layer/go_hook.c parses it).
+    """The TETHER_GO_PLAN value for an inspect report (layer/go_hook.c documents and parses it).
 
     None for programs that are not Go; CannotHookError for Go programs that tether refuses.
     """
@@ -55,8 +55,10 @@ def go_plan(report: dict) -> str | None:
     build_id = report["build_id"].get("go")
     if not build_id or ";" in build_id:
         raise CannotHookError(f"{report['path']}: Go build id missing or malformed; rebuild without -buildid=")
-    names = {"syscall-funnel": "funnel", "vfork": "vfork", "asmcgocall": "asmcgocall"}
-    parts = ["1", build_id]
+    names = {"syscall-funnel": "funnel", "vfork": "vfork", "asmcgocall": "asmcgocall",
+             "entersyscall": "enter", "exitsyscall": "exit"}
+    offsets = report["go"]["g_offsets"]
+    parts = ["1", build_id, f"g={offsets['g_m']:x}:{offsets['m_curg']:x}:{offsets['g_syscallsp']:x}"]
     for f in report["hooks"] + report["runtime"]:
         name = names.get(f["role"])
         if name is None:

@@ -38,11 +38,14 @@ static long deep_getppid(long nr, long a1, long a2, long a3, long a4, long a5, l
 
 __attribute__((constructor)) static void install(void)
 {
-	int (*set)(long, syscall_fn *) = (int (*)(long, syscall_fn *))dlsym(RTLD_DEFAULT, "tether_set_handler");
+	int (*set)(long, syscall_fn *, unsigned) =
+		(int (*)(long, syscall_fn *, unsigned))dlsym(RTLD_DEFAULT, "tether_set_handler");
 	const char *s = getenv("TETHER_TEST_SLOW_GETPPID");
 
 	if (!set)
 		abort(); /* the test preloads libtether.so first */
 	slow = s && strcmp(s, "1") == 0;
-	set(SYS_getppid, deep_getppid);
+	/* flags: TETHER_MAY_BLOCK (1) when it sleeps */
+	if (set(SYS_getppid, deep_getppid, slow ? 1u : 0u) != 0)
+		abort();
 }

@@ -15,7 +15,7 @@ from pathlib import Path
 from .elf import ElfFile
 from .plan import analyse
 
-ANALYSIS_VERSION = "2"  # bump when the report's content or meaning changes
+ANALYSIS_VERSION = "3"  # bump when the report's content or meaning changes
 
 
 def cache_dir() -> Path:

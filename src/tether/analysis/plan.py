@@ -39,6 +39,18 @@ VFORK_ARG_LOADS = [bytes.fromhex("488b7c2410"),  # MOVQ a1+8(FP), DI
                    bytes.fromhex("488b742418"),  # MOVQ a2+16(FP), SI
                    bytes.fromhex("488b542420")]  # MOVQ a3+24(FP), DX
 CODE_BYTES = 16  # recorded per function; the layer patches only if memory still holds them
+# The funnel carries three 14-byte jumps (layer/go_amd64.S): its entry, and the two points
+# entersyscall and exitsyscall return to, which must lie inside a Go function whose frame
+# is empty there so that Go's unwinder finds the funnel's caller. Its code (50-54 bytes on
+# 1.19-1.27) must cover them.
+FUNNEL_MIN_CODE = 3 * PATCH_BYTES
+# g and m field offsets the trampoline reads to tell a user goroutine that is not yet in a
+# syscall (raw calls) from one that is, or from g0 / gsignal. From DWARF of our builds
+# (docs/go-internals.md): (first minor, last minor, (g.m, m.curg, g.syscallsp)).
+G_OFFSETS = [
+    (19, 24, (0x30, 0xC0, 0x70)),  # 1.20 inferred: 1.19 and 1.21 agree
+    (25, 27, (0x30, 0xB8, 0x68)),  # 1.25: gobuf lost its ret field
+]
 ASMCGOCALL = "runtime.asmcgocall"
 ENTERSYSCALL, EXITSYSCALL = "runtime.entersyscall", "runtime.exitsyscall"
 
@@ -72,6 +84,7 @@ class GoInfo:
     text_start: int
     pclntab_address: int
     settings: dict[str, str]
+    g_offsets: dict[str, int]  # g.m, m.curg, g.syscallsp for the layer; empty if unknown
 
 
 @dataclass
@@ -96,6 +109,13 @@ class Report:
         return {"schema": 1, **asdict(self)}
 
 
+def g_offsets(minor: int) -> tuple[int, int, int] | None:
+    for lo, hi, offsets in G_OFFSETS:
+        if lo <= minor <= hi:
+            return offsets
+    return None
+
+
 def funnel_name(minor: int) -> str | None:
     for lo, hi, name in FUNNELS:
         if lo <= minor <= hi:
@@ -107,10 +127,11 @@ class _Planner:
     def __init__(self, elf: ElfFile, info: BuildInfo):
         self.elf, self.info = elf, info
         self.problems: list[str] = []
+        self.wrapper_ids: set[int] = set()
 
     def _function(self, role: str, found: list[GoFunc], asm: bool, abi: str) -> Function | None:
         """The single entry of the wanted kind: assembly bodies vs compiler-made wrappers."""
-        matches = [f for f in found if f.is_asm == asm]
+        matches = [f for f in found if f.is_asm == asm and f.func_id not in self.wrapper_ids]
         if len(matches) != 1:
             what = "assembly" if asm else "Go"
             name = found[0].name if found else role
@@ -129,6 +150,11 @@ class _Planner:
                 self.problems.append(f"{f.name} does not start with the expected register moves "
                                      f"and SYSCALL (found {code.hex()})")
                 return None
+            body = self.elf.read_vaddr(f.address, f.size).rstrip(b"\xcc")  # INT3 padding
+            if len(body) < FUNNEL_MIN_CODE:
+                self.problems.append(f"{f.name} has {len(body)} bytes of code, fewer than the "
+                                     f"{FUNNEL_MIN_CODE} its three jumps need")
+                return None
         elif role == "vfork":
             rest = self.elf.read_vaddr(f.address, 5 * len(VFORK_ARG_LOADS))
             while args < len(VFORK_ARG_LOADS) and rest[5 * args:5 * args + 5] == VFORK_ARG_LOADS[args]:
@@ -145,6 +171,9 @@ class _Planner:
         funnel = funnel_name(self.info.minor or 0)
         names = [n for n in (funnel, VFORK, ASMCGOCALL, ENTERSYSCALL, EXITSYSCALL) if n]
         found = table.find(names)
+        # Compiler-made ABI wrappers share their target's name; asmcgocall always has one,
+        # which tells this binary's wrapper funcID (21, 22 or 23 depending on the version).
+        self.wrapper_ids = {f.func_id for f in found[ASMCGOCALL] if not f.is_asm}
         hooks, runtime = [], []
         if funnel is not None:
             hooks.append(self._function("syscall-funnel", found[funnel], True, "ABIInternal"))
@@ -218,10 +247,11 @@ def analyse(path: str | Path) -> Report:
                 planner = _Planner(elf, info)
                 table, hooks, runtime = planner.plan()
                 problems = planner.problems
+                offsets = dict(zip(("g_m", "m_curg", "g_syscallsp"), g_offsets(info.minor)))
                 go = GoInfo(info.version, info.path, info.main_module, table.text, table.addr,
-                            info.settings)
+                            info.settings, offsets)
             else:
-                go = GoInfo(info.version, info.path, info.main_module, 0, 0, info.settings)
+                go = GoInfo(info.version, info.path, info.main_module, 0, 0, info.settings, {})
             verdict = _go_verdict(elf, info, problems, shared)
         else:
             verdict = _other_verdict(elf, shared)
