@@ -20,6 +20,8 @@ long tether_dispatch(long nr, long a1, long a2, long a3, long a4, long a5,
 		handler = tether_handlers[nr];
 	if (!handler)
 		handler = tether_raw_syscall6;
+	if (tether_tracing)
+		return tether_trace_call(handler, nr, a1, a2, a3, a4, a5, a6);
 	return handler(nr, a1, a2, a3, a4, a5, a6);
 }
 

@@ -125,21 +125,18 @@ static int parse(const char *s, struct func *funcs, const char **id, unsigned *i
 	return *s ? -1 : 0;
 }
 
-void tether_go_hook_main(const char *plan)
+void tether_go_hook_main(const struct tether_module *exe, const char *plan)
 {
 	struct func funcs[NFUNCS] = {0};
-	struct tether_module exe;
 	const char *want, *have;
 	unsigned want_len, have_len = 0;
 
-	if (!plan)
-		return;
 	if (parse(plan, funcs, &want, &want_len) || !funcs[FUNNEL].present ||
 	    !funcs[ASMCGOCALL].present || !funcs[ENTER].present || !funcs[EXIT].present)
 		refuse("malformed TETHER_GO_PLAN", "");
-	if (tether_main_exe(&exe))
+	if (!exe)
 		refuse("cannot locate the main executable in memory", "");
-	have = tether_go_buildid(&exe, &have_len);
+	have = tether_go_buildid(exe, &have_len);
 	if (!have)
 		return; /* not a Go program: the plan was for an ancestor of this process */
 	if (have_len != want_len || tether_memcmp(have, want, want_len)) {
@@ -150,7 +147,7 @@ void tether_go_hook_main(const char *plan)
 		return;
 	}
 	for (int k = 0; k < NFUNCS; k++) {
-		funcs[k].addr += exe.bias;
+		funcs[k].addr += exe->bias;
 		if (funcs[k].present && tether_memcmp((const void *)funcs[k].addr, funcs[k].code, CODE_BYTES))
 			refuse("code differs from the hook plan at ", names[k]);
 	}

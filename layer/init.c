@@ -1,15 +1,21 @@
 /* init.c - the ELF constructor run when libtether.so is loaded.
  *
- * It hooks the main executable's Go syscall entry points when the session
- * handed over a hook plan (TETHER_GO_PLAN), before the program's own code
- * runs.  It stays silent unless something is wrong, or TETHER_LAYER_DEBUG=1
- * asks for a "loaded" line: the program's output is the user's.  No libc:
- * the environment comes from the constructor's arguments. */
+ * Before the program's own code runs it: reaches the session if there is
+ * one (TETHER_SESSION; tether trace and tether exec set it), which answers
+ * with the mode and this executable's hook plan; else takes the plan from
+ * TETHER_GO_PLAN; then hooks the main executable's Go syscall entry points.
+ * It stays silent unless something is wrong, or TETHER_LAYER_DEBUG=1 asks
+ * for a "loaded" line: the program's output is the user's.  No libc: the
+ * environment comes from the constructor's arguments. */
 #include "tether.h"
+#include "protocol.h"
 
 #define SYS_getpid 39
+#define SYS_exit_group 231
+#define EXIT_REFUSED 2
 
 static int loaded;
+static char session_plan[2048];
 
 int tether_layer_loaded(void)
 {
@@ -30,6 +36,20 @@ static void say_loaded(void)
 	tether_say((const char *[]){"tether: layer loaded pid=", pid, 0});
 }
 
+/* The program must not run outside the session it was started under: its
+ * syscalls would silently go to the wrong place (or untraced). */
+__attribute__((noreturn))
+static void no_session(const char *path, int err)
+{
+	char num[24];
+
+	tether_fmt_ulong(num, (unsigned long)-err, 10);
+	tether_say((const char *[]){"tether: cannot reach the tether session at ", path,
+	                            " (errno ", num, "); is `tether` still running?", 0});
+	for (;;)
+		tether_raw_syscall6(SYS_exit_group, EXIT_REFUSED, 0, 0, 0, 0, 0);
+}
+
 /* glibc's ld.so calls init_array functions with (argc, argv, envp), both at
  * program start (LD_PRELOAD) and on dlopen, so the environment is reachable
  * without libc's environ.  musl passes no arguments: revisit before
@@ -37,11 +57,32 @@ static void say_loaded(void)
 __attribute__((constructor))
 static void tether_init(int argc, char **argv, char **envp)
 {
+	const char *plan = tether_getenv(envp, "TETHER_GO_PLAN");
+	const char *session = tether_getenv(envp, "TETHER_SESSION");
+	struct tether_module exe;
+	int have_exe = tether_main_exe(&exe) == 0;
+	const char *build_id = 0;
+	unsigned build_id_len = 0;
+
 	(void)argc;
 	(void)argv;
-	if (is_one(tether_getenv(envp, "TETHER_ROUTE_ALL")))
+	if (have_exe)
+		build_id = tether_go_buildid(&exe, &build_id_len);
+	if (session && *session) {
+		unsigned mode = 0;
+		int err = tether_session_open(session, build_id ? build_id : "", build_id_len,
+		                              &mode, session_plan, sizeof session_plan);
+
+		if (err < 0)
+			no_session(session, err);
+		plan = session_plan[0] ? session_plan : 0;
+		if (mode & TETHER_MODE_TRACE)
+			tether_tracing = 1;
+	}
+	if (tether_tracing || is_one(tether_getenv(envp, "TETHER_ROUTE_ALL")))
 		tether_route_all();
-	tether_go_hook_main(tether_getenv(envp, "TETHER_GO_PLAN"));
+	if (plan)
+		tether_go_hook_main(have_exe ? &exe : 0, plan);
 	__atomic_store_n(&loaded, 1, __ATOMIC_RELEASE);
 	if (is_one(tether_getenv(envp, "TETHER_LAYER_DEBUG")))
 		say_loaded();

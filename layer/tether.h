@@ -58,7 +58,18 @@ const char *tether_go_buildid(const struct tether_module *m, unsigned *len);
 int tether_patch_jump(unsigned long at, const void *target);
 
 /* go_hook.c: hook the main executable's Go syscall entry points. */
-void tether_go_hook_main(const char *plan);
+void tether_go_hook_main(const struct tether_module *exe, const char *plan);
+
+/* session.c: the connection to tether's session, if any. */
+extern int tether_session_fd;
+int tether_session_open(const char *path, const char *go_build_id, unsigned id_len,
+                        unsigned *mode, char *plan, unsigned plan_size);
+int tether_session_send(const void *frame, unsigned long length);
+
+/* trace.c: report each call through the dispatcher to the session. */
+extern int tether_tracing;
+long tether_trace_call(tether_syscall_fn *fn, long nr, long a1, long a2, long a3, long a4,
+                       long a5, long a6);
 extern unsigned long tether_go_asmcgocall;	/* runtime.asmcgocall (ABI0 body) */
 extern unsigned long tether_go_entersyscall, tether_go_exitsyscall;
 extern unsigned long tether_go_entered_pc, tether_go_exited_pc; /* funnel+14, +28 */

@@ -36,17 +36,21 @@ def _regions(path: Path) -> list[tuple[int, int]]:
     return [(s, n) for s, n in regions if n > 0]
 
 
+SAMPLES: dict[str, tuple[bytes, list[tuple[int, int]]]] = {}  # kept out of test arguments:
+# hypothesis prints the arguments of a failing example, and these are megabytes.
+
+
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory, go_versions):
     d = tmp_path_factory.mktemp("fuzz")
     src = d / "c.c"
     src.write_text("int main(void) { return 0; }\n")
     subprocess.run(["gcc", "-o", d / "c", src], check=True)
-    out = {}
     for path in (d / "c", gobuild.build(go_versions[-1], "default"),
                  gobuild.build(go_versions[0], "pie")):
-        out[str(path)] = (path.read_bytes(), _regions(path))
-    return out
+        SAMPLES[str(path)] = (path.read_bytes(), _regions(path))
+    yield
+    SAMPLES.clear()
 
 
 def _analyse_bytes(blob: bytes, path: Path):
@@ -60,11 +64,12 @@ def _analyse_bytes(blob: bytes, path: Path):
     return report
 
 
+@pytest.mark.usefixtures("samples")
 @FUZZ
 @given(data=st.data())
-def test_mutated_binaries_never_crash_the_analysis(samples, tmp_path, data):
-    name = data.draw(st.sampled_from(sorted(samples)))
-    blob, regions = samples[name]
+def test_mutated_binaries_never_crash_the_analysis(tmp_path, data):
+    name = data.draw(st.sampled_from(sorted(SAMPLES)))
+    blob, regions = SAMPLES[name]
     buf = bytearray(blob)
     for _ in range(data.draw(st.integers(1, 8))):
         start, length = data.draw(st.sampled_from(regions))

@@ -21,7 +21,8 @@ def cli() -> None:
     \b
     Working today:
       tether inspect BINARY     what tether sees in a binary and whether it can hook it
-    Not built yet: `tether exec`, `tether trace`, `tether agent` (see README.md).
+      tether trace -- PROGRAM   every syscall through tether's hooks (Go programs)
+    Not built yet: `tether exec`, `tether agent` (see README.md).
     """
 
 
@@ -97,6 +98,53 @@ def _print_report(r: dict) -> None:
         console.print(f"fix: {v['fix']}", soft_wrap=True)
     for note in v["notes"]:
         console.print(f"note: {note}", soft_wrap=True)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the trace to FILE instead of stderr.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per syscall (see README).")
+@click.option("-e", "classes", metavar="CLASS,...", help="Only these classes: net, file, process (default: all).")
+@click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
+def trace(output: str | None, as_json: bool, classes: str | None, program: tuple[str, ...]) -> None:
+    """Run PROGRAM and print every syscall that passes through tether's hooks.
+
+    \b
+      tether trace -- ./server --port 8080
+      tether trace -e net -o trace.txt -- go-program args
+      tether trace --json -- ./client | jq .
+
+    \b
+    Lines look like strace's, tagged with pid and thread id:
+      [4242 4245] connect(3, {AF_INET, 127.0.0.1:8080}, 16) = -1 ECONNREFUSED (Connection refused)
+    Children are traced too. The program's own stdin, stdout and stderr are untouched; the
+    trace goes to stderr or FILE. Exit status: the program's (128+N if a signal ended it);
+    2 if tether itself could not start it (the reason is printed), 126/127 as a shell would.
+    Go programs are hooked at their syscall entry; programs using libc are not traced yet.
+    """
+    from .protocol import wire
+    from .session.launch import LaunchError, run
+    from .session.server import LayerServer
+    from .trace.printer import Printer, parse_classes
+
+    try:
+        wanted = parse_classes(classes)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    out = open(output, "w", encoding="utf-8") if output else sys.stderr
+    printer = Printer(out, as_json, wanted)
+    warn = lambda msg: click.echo(f"tether trace: {msg}", err=True)  # noqa: E731
+    server = LayerServer(wire.MODE_TRACE, printer.event, printer.hello, warn)
+    try:
+        code = run(list(program), server, {}, started=lambda pid: setattr(printer, "main_pid", pid))
+    except LaunchError as e:
+        click.echo(f"tether trace: {e}", err=True)
+        code = e.code
+    finally:
+        printer.finish()
+        server.close()
+        if output:
+            out.close()
+    sys.exit(code)
 
 
 @cli.command()

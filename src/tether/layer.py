@@ -70,14 +70,20 @@ def go_plan(report: dict) -> str | None:
     return ";".join(parts)
 
 
-def hooked_env(report: dict, env: dict[str, str]) -> dict[str, str]:
-    """`env` plus what the layer needs to hook the program described by `report`."""
+def preload_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` with the layer first in LD_PRELOAD."""
     path = str(layer_path())
     if any(c in path for c in " :"):
         raise CannotHookError(f"{path}: LD_PRELOAD cannot name a path with spaces or colons; "
                               "install tether somewhere without them")
     out = dict(env)
     out["LD_PRELOAD"] = f"{path}:{env['LD_PRELOAD']}" if env.get("LD_PRELOAD") else path
+    return out
+
+
+def hooked_env(report: dict, env: dict[str, str]) -> dict[str, str]:
+    """`env` plus what the layer needs to hook the program described by `report`."""
+    out = preload_env(env)
     plan = go_plan(report)
     if plan is not None:
         out["TETHER_GO_PLAN"] = plan

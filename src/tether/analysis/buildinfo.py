@@ -103,11 +103,11 @@ def _locate(elf: ElfFile) -> int | None:
         if seg.type != 1 or not seg.flags & 2:
             continue
         start, end = seg.offset, seg.offset + seg.filesz
-        pos = elf._map.find(MAGIC, start, min(end, elf.size))
+        pos = elf.find(MAGIC, start, end)
         while pos >= 0:
             if (pos - start) % 16 == 0:
                 return seg.vaddr + (pos - start)
-            pos = elf._map.find(MAGIC, pos + 1, min(end, elf.size))
+            pos = elf.find(MAGIC, pos + 1, end)
     return None
 
 

@@ -90,8 +90,15 @@ class ElfFile:
             raise ElfError(f"truncated: structure at {offset:#x} runs past the end of the file")
         return struct.unpack_from(fmt, self.data, offset)
 
+    def find(self, needle: bytes, start: int, end: int | None = None) -> int:
+        """Offset of `needle` in file bytes [start, end), or -1; any bounds are accepted."""
+        end = self.size if end is None else min(end, self.size)
+        if start < 0 or start >= end:
+            return -1
+        return self._map.find(needle, start, end)
+
     def cstring(self, offset: int, limit: int = 4096) -> str:
-        end = self._map.find(b"\0", offset, min(self.size, offset + limit)) if offset >= 0 else -1
+        end = self.find(b"\0", offset, offset + limit)
         if end < 0:
             raise ElfError(f"unterminated string at {offset:#x}")
         return bytes(self.data[offset:end]).decode("utf-8", "replace")

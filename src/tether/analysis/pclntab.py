@@ -92,11 +92,11 @@ class PclnTable:
             for magic in (MAGIC_GO120, MAGIC_GO118, MAGIC_GO116, MAGIC_GO12):
                 needle = struct.pack(elf._endian + "IBB", magic, 0, 0)
                 end = min(seg.offset + seg.filesz, elf.size)
-                pos = elf._map.find(needle, seg.offset, end)
+                pos = elf.find(needle, seg.offset, end)
                 while pos >= 0:
                     if (pos - seg.offset) % 8 == 0 and self._plausible_header(pos, end):
                         return seg.vaddr + (pos - seg.offset), pos
-                    pos = elf._map.find(needle, pos + 1, end)
+                    pos = elf.find(needle, pos + 1, end)
         raise ElfError("Go function table (.gopclntab) not found")
 
     def _plausible_header(self, pos: int, end: int) -> bool:
@@ -137,26 +137,26 @@ class PclnTable:
             if seg.type != PT_LOAD or not seg.flags & 2:
                 continue
             end = min(seg.offset + seg.filesz, elf.size)
-            pos = elf._map.find(needle, seg.offset, end)
+            pos = elf.find(needle, seg.offset, end)
             while pos >= 0:
                 if (pos - seg.offset) % self.ptr_size == 0:
                     out.append(seg.vaddr + pos - seg.offset)
-                pos = elf._map.find(needle, pos + 1, end)
+                pos = elf.find(needle, pos + 1, end)
         return out
 
     # -- functions ---------------------------------------------------------------------------
     def _name_offsets(self, name: str) -> set[int]:
         """Offsets in funcnametab of the NUL-terminated string `name`."""
-        m = self.elf._map
+        elf = self.elf
         needle = b"\0" + name.encode() + b"\0"
         out = set()
-        if m[self._names : self._names + len(needle) - 1] == needle[1:]:
+        if elf.data[self._names : self._names + len(needle) - 1] == needle[1:]:
             out.add(0)
-        limit = min(self.elf.size, self._names + (self.pcln_off - self.funcname_off))
-        pos = m.find(needle, self._names, limit)
+        limit = self._names + (self.pcln_off - self.funcname_off)
+        pos = elf.find(needle, self._names, limit)
         while pos >= 0:
             out.add(pos + 1 - self._names)
-            pos = m.find(needle, pos + 1, limit)
+            pos = elf.find(needle, pos + 1, limit)
         return out
 
     def find(self, names: list[str]) -> dict[str, list[GoFunc]]:

@@ -1,0 +1,71 @@
+/* protocol.h - the wire between the layer and the session.
+ *
+ * Mirrored by src/tether/protocol/wire.py; tests/test_protocol.py compiles
+ * this header and checks that sizes, offsets and numbers agree.  Every frame
+ * starts with struct tether_frame; all integers are little-endian (the layer
+ * only runs on x86-64).  The layer talks over a unix SOCK_SEQPACKET socket,
+ * one frame per message, so frames from many threads never interleave. */
+#ifndef TETHER_PROTOCOL_H
+#define TETHER_PROTOCOL_H
+
+#define TETHER_PROTOCOL_VERSION 1
+#define TETHER_FRAME_MAX 4096	/* no frame is longer; parsers reject more */
+
+/* frame types */
+#define TETHER_MSG_HELLO 1	  /* layer -> session: who is speaking */
+#define TETHER_MSG_HELLO_REPLY 2  /* session -> layer: mode and hook plan */
+#define TETHER_MSG_SYSCALL 16	  /* layer -> session: one traced syscall */
+
+/* frame flags */
+#define TETHER_FLAG_ENTRY 1	/* SYSCALL sent before the call (execve, exit): no result */
+
+/* HELLO_REPLY modes */
+#define TETHER_MODE_TRACE 1	/* report every hooked syscall */
+
+/* data item kinds in a SYSCALL frame */
+#define TETHER_DATA_STRING 1	/* NUL-free bytes of a C string (path), maybe cut */
+#define TETHER_DATA_SOCKADDR 2	/* a struct sockaddr_*, as long as its length says */
+
+struct tether_frame {
+	unsigned int length;	/* whole frame, header included */
+	unsigned short type;
+	unsigned short flags;
+	unsigned long id;	/* request id; replies repeat it; 0 for events */
+};
+
+/* HELLO payload, then two strings, each a u16 length and bytes: the
+ * executable's path and its Go build id (empty if not Go). */
+struct tether_hello {
+	unsigned short version;
+	unsigned short reserved;
+	unsigned int capabilities;
+	int pid;
+	int ppid;
+};
+
+/* HELLO_REPLY payload, then a u16 length and the hook plan text (the
+ * TETHER_GO_PLAN format of go_hook.c; empty when there is nothing to hook). */
+struct tether_hello_reply {
+	unsigned short version;
+	unsigned short reserved;
+	unsigned int mode;
+};
+
+/* SYSCALL payload, then data items: struct tether_data and its bytes,
+ * padded to 8 bytes. */
+struct tether_syscall_event {
+	int pid;
+	int tid;
+	long nr;
+	long args[6];
+	long ret;		/* kernel style: -errno on failure */
+};
+
+struct tether_data {
+	unsigned char arg;	/* which argument (0-5) it was read from */
+	unsigned char kind;	/* TETHER_DATA_* */
+	unsigned short length;	/* bytes that follow */
+	unsigned int full_length; /* before cutting to fit the frame */
+};
+
+#endif

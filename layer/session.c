@@ -1,0 +1,129 @@
+/* session.c - the layer's line to the session (tether trace, tether exec).
+ *
+ * When TETHER_SESSION names a unix socket, the constructor connects to it,
+ * says who it is (HELLO: pid, executable, Go build id) and gets back the mode
+ * and this executable's own hook plan (HELLO_REPLY).  Every process connects
+ * for itself, so a child started by the hooked program, whatever its binary,
+ * gets the plan for that binary.  The socket is close-on-exec and sits at a
+ * high descriptor number, out of the way of the program's own. */
+#include "tether.h"
+#include "protocol.h"
+
+#define SYS_close 3
+#define SYS_socket 41
+#define SYS_connect 42
+#define SYS_sendto 44
+#define SYS_recvfrom 45
+#define SYS_fcntl 72
+#define SYS_readlink 89
+#define SYS_getpid 39
+#define SYS_getppid 110
+#define AF_UNIX 1
+#define SOCK_SEQPACKET 5
+#define SOCK_CLOEXEC 02000000
+#define F_DUPFD_CLOEXEC 1030
+#define MSG_NOSIGNAL 0x4000
+#define HIGH_FD 700
+#define PATH_MAX_UN 108
+
+int tether_session_fd = -1;
+
+static long raw(long nr, long a1, long a2, long a3, long a4, long a5, long a6)
+{
+	return tether_raw_syscall6(nr, a1, a2, a3, a4, a5, a6);
+}
+
+static int connect_to(const char *path)
+{
+	struct {
+		unsigned short family;
+		char path[PATH_MAX_UN];
+	} addr = {AF_UNIX, {0}};
+	unsigned long n = tether_strlen(path);
+	long fd, high;
+
+	if (n >= sizeof addr.path)
+		return -36; /* ENAMETOOLONG */
+	for (unsigned long i = 0; i < n; i++)
+		addr.path[i] = path[i];
+	fd = raw(SYS_socket, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, 0, 0, 0);
+	if (fd < 0)
+		return (int)fd;
+	if (raw(SYS_connect, fd, (long)&addr, (long)(2 + n + 1), 0, 0, 0) < 0) {
+		raw(SYS_close, fd, 0, 0, 0, 0, 0);
+		return -111; /* ECONNREFUSED */
+	}
+	high = raw(SYS_fcntl, fd, F_DUPFD_CLOEXEC, HIGH_FD, 0, 0, 0);
+	if (high >= 0) {
+		raw(SYS_close, fd, 0, 0, 0, 0, 0);
+		fd = high;
+	}
+	return (int)fd;
+}
+
+static unsigned char *put_string(unsigned char *p, const char *s, unsigned n)
+{
+	p[0] = (unsigned char)n;
+	p[1] = (unsigned char)(n >> 8);
+	for (unsigned i = 0; i < n; i++)
+		p[2 + i] = (unsigned char)s[i];
+	return p + 2 + n;
+}
+
+int tether_session_send(const void *frame, unsigned long length)
+{
+	if (tether_session_fd < 0)
+		return -9; /* EBADF */
+	return (int)raw(SYS_sendto, tether_session_fd, (long)frame, (long)length, MSG_NOSIGNAL, 0, 0);
+}
+
+/* Connect and exchange HELLO / HELLO_REPLY.  On success *mode is set and
+ * plan (NUL-terminated, maybe empty) holds this executable's hook plan. */
+int tether_session_open(const char *path, const char *go_build_id, unsigned id_len,
+                        unsigned *mode, char *plan, unsigned plan_size)
+{
+	unsigned long words[TETHER_FRAME_MAX / 8]; /* aligned for the structs below */
+	unsigned char *buf = (unsigned char *)words;
+	struct tether_frame *f = (struct tether_frame *)buf;
+	struct tether_hello *h = (struct tether_hello *)(f + 1);
+	const struct tether_hello_reply *r = (const struct tether_hello_reply *)(f + 1);
+	char exe[1024];
+	long exe_len, n;
+	unsigned char *p;
+	unsigned plan_len;
+
+	tether_session_fd = connect_to(path);
+	if (tether_session_fd < 0)
+		return tether_session_fd;
+	exe_len = raw(SYS_readlink, (long)"/proc/self/exe", (long)exe, sizeof exe, 0, 0, 0);
+	if (exe_len < 0)
+		exe_len = 0;
+	if (id_len > 512)
+		id_len = 0;
+	h->version = TETHER_PROTOCOL_VERSION;
+	h->reserved = 0;
+	h->capabilities = 0;
+	h->pid = (int)raw(SYS_getpid, 0, 0, 0, 0, 0, 0);
+	h->ppid = (int)raw(SYS_getppid, 0, 0, 0, 0, 0, 0);
+	p = put_string((unsigned char *)(h + 1), exe, (unsigned)exe_len);
+	p = put_string(p, go_build_id, id_len);
+	f->length = (unsigned)(p - buf);
+	f->type = TETHER_MSG_HELLO;
+	f->flags = 0;
+	f->id = 1;
+	if (tether_session_send(buf, f->length) < 0)
+		return -32; /* EPIPE */
+	n = raw(SYS_recvfrom, tether_session_fd, (long)buf, sizeof words, 0, 0, 0);
+	if (n < (long)(sizeof *f + sizeof *r + 2) || f->length != (unsigned)n ||
+	    f->type != TETHER_MSG_HELLO_REPLY || f->id != 1 || r->version != TETHER_PROTOCOL_VERSION)
+		return -71; /* EPROTO */
+	p = (unsigned char *)(r + 1);
+	plan_len = (unsigned)p[0] | (unsigned)p[1] << 8;
+	if (plan_len >= plan_size || p + 2 + plan_len != buf + n)
+		return -71;
+	for (unsigned i = 0; i < plan_len; i++)
+		plan[i] = (char)p[2 + i];
+	plan[plan_len] = '\0';
+	*mode = r->mode;
+	return 0;
+}

@@ -1,0 +1,167 @@
+/* trace.c - report each hooked syscall to the session (tether trace).
+ *
+ * The handler runs the call, then sends one SYSCALL frame: numbers, the
+ * result, and the memory that makes the line readable (paths, socket
+ * addresses), copied with process_vm_readv so a bad pointer from the
+ * program gives a shorter line, never a crash.  Calls that do not return
+ * (execve, exit) are reported before they run.  It wraps whatever handler
+ * the dispatcher picked, so a detour is traced like a passthrough. */
+#include "tether.h"
+#include "protocol.h"
+
+#define SYS_getpid 39
+#define SYS_gettid 186
+#define SYS_process_vm_readv 310
+#define STRING_MAX 256
+#define SOCKADDR_MAX 128
+
+enum { NONE, PATH, SOCKADDR_LEN_ARG, SOCKADDR_LEN_PTR };
+
+struct item {
+	unsigned char arg, how, len_arg;
+};
+
+/* What to copy for a syscall: up to two items.  len_arg is the argument
+ * holding the length (SOCKADDR_LEN_ARG) or pointing at it after the call
+ * (SOCKADDR_LEN_PTR). */
+static void items_for(long nr, struct item it[2])
+{
+	it[0].how = it[1].how = NONE;
+	switch (nr) {
+	case 2: case 4: case 6: case 21: case 59: case 76: case 80: case 83: case 84:
+	case 85: case 87: case 89: case 90: case 92: case 94: case 137:
+		it[0] = (struct item){0, PATH, 0};
+		break;
+	case 82: case 86: case 88: /* rename, link, symlink */
+		it[0] = (struct item){0, PATH, 0};
+		it[1] = (struct item){1, PATH, 0};
+		break;
+	case 257: case 258: case 260: case 262: case 263: case 267: case 268: case 269:
+	case 322: case 332: case 437: case 439:
+		it[0] = (struct item){1, PATH, 0};
+		break;
+	case 264: case 265: case 316: /* renameat, linkat, renameat2 */
+		it[0] = (struct item){1, PATH, 0};
+		it[1] = (struct item){3, PATH, 0};
+		break;
+	case 266: /* symlinkat */
+		it[0] = (struct item){0, PATH, 0};
+		it[1] = (struct item){2, PATH, 0};
+		break;
+	case 42: case 49: /* connect, bind */
+		it[0] = (struct item){1, SOCKADDR_LEN_ARG, 2};
+		break;
+	case 44: /* sendto */
+		it[0] = (struct item){4, SOCKADDR_LEN_ARG, 5};
+		break;
+	case 43: case 288: case 51: case 52: /* accept, accept4, getsockname, getpeername */
+		it[0] = (struct item){1, SOCKADDR_LEN_PTR, 2};
+		break;
+	case 45: /* recvfrom */
+		it[0] = (struct item){4, SOCKADDR_LEN_PTR, 5};
+		break;
+	}
+}
+
+/* Copy up to n bytes at addr from this process's memory; bytes copied or <0. */
+static long peek(void *dst, long addr, unsigned long n)
+{
+	struct { void *base; unsigned long len; } local = {dst, n}, remote = {(void *)addr, n};
+
+	if (!addr)
+		return -14; /* EFAULT */
+	return tether_raw_syscall6(SYS_process_vm_readv,
+	                           tether_raw_syscall6(SYS_getpid, 0, 0, 0, 0, 0, 0),
+	                           (long)&local, 1, (long)&remote, 1, 0);
+}
+
+static unsigned char *put_item(unsigned char *p, const struct item *it, const long *args, long ret)
+{
+	struct tether_data *d = (struct tether_data *)p;
+	unsigned char *bytes = (unsigned char *)(d + 1);
+	long n, full;
+	unsigned len32 = 0;
+
+	if (it->how == PATH) {
+		n = peek(bytes, args[it->arg], STRING_MAX);
+		if (n <= 0)
+			return p;
+		full = n;
+		for (long i = 0; i < n; i++)
+			if (!bytes[i]) {
+				n = full = i;
+				break;
+			}
+		if (full == STRING_MAX)
+			full = STRING_MAX + 1; /* no NUL seen: cut */
+		d->kind = TETHER_DATA_STRING;
+	} else {
+		if (it->how == SOCKADDR_LEN_ARG) {
+			full = args[it->len_arg];
+		} else {
+			if (ret < 0 || peek(&len32, args[it->len_arg], sizeof len32) != sizeof len32)
+				return p;
+			full = len32;
+		}
+		if (full <= 0)
+			return p;
+		n = peek(bytes, args[it->arg], full < SOCKADDR_MAX ? (unsigned long)full : SOCKADDR_MAX);
+		if (n <= 0)
+			return p;
+		d->kind = TETHER_DATA_SOCKADDR;
+	}
+	d->arg = it->arg;
+	d->length = (unsigned short)n;
+	d->full_length = (unsigned)(full > 0xffffffffL ? 0xffffffffL : full);
+	p = bytes + n;
+	while ((unsigned long)p & 7)
+		*p++ = 0;
+	return p;
+}
+
+static void report(long nr, const long *args, long ret, unsigned short flags)
+{
+	unsigned long buf[(sizeof(struct tether_frame) + sizeof(struct tether_syscall_event) +
+	                   2 * (sizeof(struct tether_data) + STRING_MAX + 8)) / 8 + 1];
+	struct tether_frame *f = (struct tether_frame *)buf;
+	struct tether_syscall_event *e = (struct tether_syscall_event *)(f + 1);
+	unsigned char *p = (unsigned char *)(e + 1);
+	struct item it[2];
+
+	e->pid = (int)tether_raw_syscall6(SYS_getpid, 0, 0, 0, 0, 0, 0);
+	e->tid = (int)tether_raw_syscall6(SYS_gettid, 0, 0, 0, 0, 0, 0);
+	e->nr = nr;
+	for (int i = 0; i < 6; i++)
+		e->args[i] = args[i];
+	e->ret = ret;
+	items_for(nr, it);
+	for (int i = 0; i < 2; i++)
+		if (it[i].how != NONE)
+			p = put_item(p, &it[i], args, ret);
+	f->length = (unsigned)(p - (unsigned char *)buf);
+	f->type = TETHER_MSG_SYSCALL;
+	f->flags = flags;
+	f->id = 0;
+	/* A session that went away loses the rest of the trace, not the program. */
+	tether_session_send(buf, f->length);
+}
+
+int tether_tracing;
+
+static int never_returns(long nr)
+{
+	return nr == 59 || nr == 322 || nr == 60 || nr == 231; /* execve(at), exit(_group) */
+}
+
+long tether_trace_call(tether_syscall_fn *fn, long nr, long a1, long a2, long a3, long a4,
+                       long a5, long a6)
+{
+	const long args[6] = {a1, a2, a3, a4, a5, a6};
+	long ret;
+
+	if (never_returns(nr))
+		report(nr, args, 0, TETHER_FLAG_ENTRY);
+	ret = fn(nr, a1, a2, a3, a4, a5, a6);
+	report(nr, args, ret, 0);
+	return ret;
+}

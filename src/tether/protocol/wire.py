@@ -1,0 +1,198 @@
+"""The wire between the layer and the session: frames, sans-IO.
+
+Mirrors layer/protocol.h (tests/test_protocol.py proves both agree). Pure encode/decode and a
+stream parser; the session does the I/O. Parsers never trust a length: every declared length
+is checked against what arrived and against FRAME_MAX, and a bad frame raises ProtocolError
+with a one-line reason.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+PROTOCOL_VERSION = 1
+FRAME_MAX = 4096
+
+MSG_HELLO = 1
+MSG_HELLO_REPLY = 2
+MSG_SYSCALL = 16
+
+FLAG_ENTRY = 1
+MODE_TRACE = 1
+
+DATA_STRING = 1
+DATA_SOCKADDR = 2
+
+FRAME = struct.Struct("<IHHQ")  # length, type, flags, id
+HELLO = struct.Struct("<HHIii")  # version, reserved, capabilities, pid, ppid
+HELLO_REPLY = struct.Struct("<HHI")  # version, reserved, mode
+SYSCALL_EVENT = struct.Struct("<iiq6qq")  # pid, tid, nr, args[6], ret
+DATA = struct.Struct("<BBHI")  # arg, kind, length, full_length
+U16 = struct.Struct("<H")
+
+
+class ProtocolError(Exception):
+    """A malformed frame; the peer that sent it is closed."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    type: int
+    flags: int
+    id: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Hello:
+    version: int
+    capabilities: int
+    pid: int
+    ppid: int
+    exe: str
+    go_build_id: str
+
+
+@dataclass(frozen=True)
+class HelloReply:
+    version: int
+    mode: int
+    plan: str
+
+
+@dataclass(frozen=True)
+class Data:
+    arg: int
+    kind: int
+    value: bytes
+    full_length: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.full_length > len(self.value)
+
+
+@dataclass(frozen=True)
+class SyscallEvent:
+    pid: int
+    tid: int
+    nr: int
+    args: tuple[int, ...]
+    ret: int
+    entry: bool = False  # sent before the call (execve, exit): ret is meaningless
+    data: tuple[Data, ...] = field(default_factory=tuple)
+
+    def data_for(self, arg: int) -> Data | None:
+        return next((d for d in self.data if d.arg == arg), None)
+
+
+def encode_frame(type: int, payload: bytes, flags: int = 0, id: int = 0) -> bytes:
+    length = FRAME.size + len(payload)
+    if length > FRAME_MAX:
+        raise ProtocolError(f"frame of {length} bytes exceeds {FRAME_MAX}")
+    return FRAME.pack(length, type, flags, id) + payload
+
+
+def decode_frame(buf: bytes) -> Frame:
+    """One whole frame, as one SOCK_SEQPACKET message carries it."""
+    if len(buf) < FRAME.size:
+        raise ProtocolError(f"frame of {len(buf)} bytes is shorter than its header")
+    length, type, flags, id = FRAME.unpack_from(buf)
+    if length != len(buf):
+        raise ProtocolError(f"frame says {length} bytes but {len(buf)} arrived")
+    if length > FRAME_MAX:
+        raise ProtocolError(f"frame of {length} bytes exceeds {FRAME_MAX}")
+    return Frame(type, flags, id, bytes(buf[FRAME.size:]))
+
+
+class FrameReader:
+    """Splits a byte stream into frames (for stream transports; SEQPACKET needs no splitting)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self._buf += data
+        frames = []
+        while len(self._buf) >= FRAME.size:
+            (length,) = struct.unpack_from("<I", self._buf)
+            if not FRAME.size <= length <= FRAME_MAX:
+                raise ProtocolError(f"frame length {length} outside {FRAME.size}..{FRAME_MAX}")
+            if len(self._buf) < length:
+                break
+            frames.append(decode_frame(bytes(self._buf[:length])))
+            del self._buf[:length]
+        return frames
+
+
+def _string(payload: bytes, pos: int, what: str) -> tuple[str, int]:
+    if pos + U16.size > len(payload):
+        raise ProtocolError(f"{what} length missing")
+    (n,) = U16.unpack_from(payload, pos)
+    pos += U16.size
+    if pos + n > len(payload):
+        raise ProtocolError(f"{what} of {n} bytes runs past the frame")
+    return payload[pos:pos + n].decode("utf-8", "surrogateescape"), pos + n
+
+
+def _pack_string(s: str) -> bytes:
+    b = s.encode("utf-8", "surrogateescape")
+    return U16.pack(len(b)) + b
+
+
+def encode_hello(h: Hello, id: int) -> bytes:
+    payload = HELLO.pack(h.version, 0, h.capabilities, h.pid, h.ppid)
+    return encode_frame(MSG_HELLO, payload + _pack_string(h.exe) + _pack_string(h.go_build_id), id=id)
+
+
+def decode_hello(f: Frame) -> Hello:
+    if f.type != MSG_HELLO or len(f.payload) < HELLO.size:
+        raise ProtocolError("malformed HELLO")
+    version, _, caps, pid, ppid = HELLO.unpack_from(f.payload)
+    exe, pos = _string(f.payload, HELLO.size, "executable path")
+    build_id, pos = _string(f.payload, pos, "Go build id")
+    if pos != len(f.payload):
+        raise ProtocolError("HELLO has trailing bytes")
+    return Hello(version, caps, pid, ppid, exe, build_id)
+
+
+def encode_hello_reply(r: HelloReply, id: int) -> bytes:
+    return encode_frame(MSG_HELLO_REPLY, HELLO_REPLY.pack(r.version, 0, r.mode) + _pack_string(r.plan), id=id)
+
+
+def decode_hello_reply(f: Frame) -> HelloReply:
+    if f.type != MSG_HELLO_REPLY or len(f.payload) < HELLO_REPLY.size:
+        raise ProtocolError("malformed HELLO_REPLY")
+    version, _, mode = HELLO_REPLY.unpack_from(f.payload)
+    plan, pos = _string(f.payload, HELLO_REPLY.size, "plan")
+    if pos != len(f.payload):
+        raise ProtocolError("HELLO_REPLY has trailing bytes")
+    return HelloReply(version, mode, plan)
+
+
+def encode_syscall(e: SyscallEvent) -> bytes:
+    payload = bytearray(SYSCALL_EVENT.pack(e.pid, e.tid, e.nr, *e.args, e.ret))
+    for d in e.data:
+        payload += DATA.pack(d.arg, d.kind, len(d.value), d.full_length) + d.value
+        payload += b"\0" * (-len(payload) % 8)
+    return encode_frame(MSG_SYSCALL, bytes(payload), flags=FLAG_ENTRY if e.entry else 0)
+
+
+def decode_syscall(f: Frame) -> SyscallEvent:
+    p = f.payload
+    if f.type != MSG_SYSCALL or len(p) < SYSCALL_EVENT.size:
+        raise ProtocolError("malformed SYSCALL event")
+    pid, tid, nr, *rest = SYSCALL_EVENT.unpack_from(p)
+    args, ret = tuple(rest[:6]), rest[6]
+    data = []
+    pos = SYSCALL_EVENT.size
+    while pos < len(p):
+        if pos + DATA.size > len(p):
+            raise ProtocolError("data item header runs past the frame")
+        arg, kind, length, full = DATA.unpack_from(p, pos)
+        pos += DATA.size
+        if arg > 5 or kind not in (DATA_STRING, DATA_SOCKADDR) or pos + length > len(p) or full < length:
+            raise ProtocolError(f"bad data item (arg {arg}, kind {kind}, {length} bytes)")
+        data.append(Data(arg, kind, p[pos:pos + length], full))
+        pos += length + (-(DATA.size + length) % 8)
+    return SyscallEvent(pid, tid, nr, args, ret, bool(f.flags & FLAG_ENTRY), tuple(data))

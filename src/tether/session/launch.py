@@ -1,0 +1,83 @@
+"""Start a program under the layer and serve it until it and its children are done."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from ..analysis.cache import inspect_binary
+from ..analysis.elf import ELF_MAGIC, ElfError
+from ..layer import CannotHookError, hooked_env, preload_env
+from .server import LayerServer, exit_code
+
+
+class LaunchError(Exception):
+    """The program cannot be started; the message says why and what to do."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+def resolve(program: str) -> Path:
+    """The executable `program` names, as a shell would find it."""
+    found = shutil.which(program) if "/" not in program else program
+    if found is None or not Path(found).exists():
+        raise LaunchError(f"{program}: command not found", 127)
+    path = Path(found)
+    if not os.access(path, os.X_OK) or path.is_dir():
+        raise LaunchError(f"{program}: permission denied (not an executable file)", 126)
+    return path
+
+
+def program_env(path: Path, base: dict[str, str]) -> dict[str, str]:
+    """The layer's environment for `path`, refusing up front what cannot be hooked."""
+    with open(path, "rb") as f:
+        is_elf = f.read(4) == ELF_MAGIC
+    if not is_elf:  # a script: its interpreter is analysed when it starts
+        return preload_env(base)
+    try:
+        report = inspect_binary(path)
+        env = hooked_env(report, base)
+    except (ElfError, CannotHookError) as e:
+        raise LaunchError(f"cannot hook {path}: {e}") from None
+    if report["linkage"] == "static":
+        raise LaunchError(f"cannot hook {path}: statically linked, LD_PRELOAD cannot load the "
+                          "layer into it; use a dynamically linked build")
+    return env
+
+
+def run(argv: list[str], server: LayerServer, extra_env: dict[str, str],
+        started: Callable[[int], None] = lambda pid: None) -> int:
+    """Run argv under the layer, serving `server` meanwhile; returns the shell-style status.
+
+    `started` gets the program's pid before any of its frames is served."""
+    path = resolve(argv[0])
+    env = program_env(path, os.environ)
+    env.pop("TETHER_GO_PLAN", None)  # every process asks the session for its own plan
+    env.update(extra_env, TETHER_SESSION=server.path)
+    # The terminal's ^C and ^\ reach the program directly; tether stays to report its end.
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)}
+    proc = None
+    try:
+        proc = subprocess.Popen([str(path), *argv[1:]], env=env, executable=str(path))
+        started(proc.pid)
+        forward = lambda sig, _frame: proc.send_signal(sig)  # noqa: E731
+        for s in (signal.SIGTERM, signal.SIGHUP):
+            old.setdefault(s, signal.signal(s, forward))
+        while proc.poll() is None:
+            server.poll(0.05)
+        server.drain()
+        return exit_code(_raw_status(proc))
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _raw_status(proc: subprocess.Popen) -> int:
+    """Popen keeps -N for a signal and N for an exit; back to a wait status."""
+    code = proc.returncode
+    return (-code) & 0x7F if code < 0 else (code & 0xFF) << 8

@@ -1,0 +1,205 @@
+"""Turn SYSCALL events into strace-like lines and JSON objects.
+
+    [1234 1236] connect(3, {AF_INET, 127.0.0.1:8080}, 16) = -1 ECONNREFUSED (Connection refused)
+
+Arguments are decoded where it is cheap and useful: paths and socket addresses (copied by the
+layer), file descriptors, a few flag sets; everything else prints as a number.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import struct
+
+from ..protocol.wire import DATA_SOCKADDR, DATA_STRING, SyscallEvent
+from .syscalls_x86_64 import NAMES
+
+AT_FDCWD = -100
+NUL = b"\0"
+
+CLASSES = {
+    "net": {"socket", "socketpair", "connect", "bind", "listen", "accept", "accept4", "getsockname",
+            "getpeername", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg",
+            "shutdown", "setsockopt", "getsockopt"},
+    "file": {"open", "openat", "openat2", "creat", "close", "read", "write", "pread64", "pwrite64",
+             "readv", "writev", "lseek", "stat", "fstat", "lstat", "newfstatat", "statx", "access",
+             "faccessat", "faccessat2", "getdents64", "unlink", "unlinkat", "rename", "renameat",
+             "renameat2", "mkdir", "mkdirat", "rmdir", "readlink", "readlinkat", "chdir", "fchdir",
+             "chmod", "fchmod", "fchmodat", "chown", "fchown", "fchownat", "lchown", "truncate",
+             "ftruncate", "fsync", "fdatasync", "link", "linkat", "symlink", "symlinkat", "dup",
+             "dup2", "dup3", "fcntl", "utimensat", "statfs", "fstatfs"},
+    "process": {"clone", "clone3", "fork", "vfork", "execve", "execveat", "exit", "exit_group",
+                "wait4", "waitid", "kill", "tgkill", "pidfd_open", "pidfd_send_signal", "getpid",
+                "getppid", "setpgid", "setsid", "prctl"},
+}
+
+# How to print each argument of the syscalls worth decoding: fd, path, sockaddr, int, hex,
+# oflags (open flags), domain, socktype, dirfd (AT_FDCWD aware), mode (octal).
+SIGNATURES = {
+    "read": "fd hex int", "write": "fd hex int", "pread64": "fd hex int int",
+    "pwrite64": "fd hex int int", "close": "fd", "lseek": "fd int int", "fstat": "fd hex",
+    "open": "path oflags mode", "openat": "dirfd path oflags mode", "creat": "path mode",
+    "stat": "path hex", "lstat": "path hex", "newfstatat": "dirfd path hex hex",
+    "statx": "dirfd path hex hex hex", "access": "path int", "faccessat": "dirfd path int",
+    "faccessat2": "dirfd path int hex", "unlink": "path", "unlinkat": "dirfd path hex",
+    "mkdir": "path mode", "mkdirat": "dirfd path mode", "rmdir": "path", "chdir": "path",
+    "rename": "path path", "renameat": "dirfd path dirfd path",
+    "renameat2": "dirfd path dirfd path hex", "readlink": "path hex int",
+    "readlinkat": "dirfd path hex int", "getdents64": "fd hex int", "dup": "fd",
+    "dup2": "fd fd", "dup3": "fd fd hex", "fcntl": "fd int hex",
+    "socket": "domain socktype int", "connect": "fd sockaddr int", "bind": "fd sockaddr int",
+    "listen": "fd int", "accept": "fd sockaddr hex", "accept4": "fd sockaddr hex hex",
+    "getsockname": "fd sockaddr hex", "getpeername": "fd sockaddr hex",
+    "sendto": "fd hex int hex sockaddr int", "recvfrom": "fd hex int hex sockaddr hex",
+    "shutdown": "fd int", "setsockopt": "fd int int hex int", "getsockopt": "fd int int hex hex",
+    "execve": "path hex hex", "execveat": "dirfd path hex hex hex", "exit": "int",
+    "exit_group": "int", "kill": "int int", "wait4": "int hex hex hex", "getpid": "",
+    "getppid": "", "epoll_pwait": "fd hex int int hex int", "epoll_ctl": "fd int fd hex",
+    "pipe2": "hex hex", "socketpair": "domain socktype int hex", "epoll_create1": "hex",
+    "eventfd2": "int hex", "prlimit64": "int int hex hex", "pidfd_open": "int hex",
+    "pidfd_send_signal": "fd int hex hex", "waitid": "int int hex hex hex",
+    "clone": "hex hex hex hex hex", "clone3": "hex int", "getrandom": "hex int hex",
+    "sched_getaffinity": "int int hex", "sched_yield": "", "gettid": "", "uname": "hex",
+    "nanosleep": "hex hex", "madvise": "hex int int", "mmap": "hex int hex hex fd int",
+    "munmap": "hex int", "mprotect": "hex int hex", "ioctl": "fd hex hex",
+    "rt_sigaction": "int hex hex int", "rt_sigprocmask": "int hex hex int",
+    "sigaltstack": "hex hex", "futex": "hex int int hex hex int", "tgkill": "int int int",
+    "setpgid": "int int", "setsid": "", "chmod": "path mode", "fchmod": "fd mode",
+    "fchmodat": "dirfd path mode", "ftruncate": "fd int", "truncate": "path int",
+    "fsync": "fd", "fdatasync": "fd", "fchdir": "fd", "symlink": "path path",
+    "symlinkat": "path dirfd path", "link": "path path", "linkat": "dirfd path dirfd path hex",
+    "readv": "fd hex int", "writev": "fd hex int", "sendmsg": "fd hex hex",
+    "recvmsg": "fd hex hex", "fstatfs": "fd hex", "statfs": "path hex",
+    "utimensat": "dirfd path hex hex", "openat2": "dirfd path hex int",
+}
+
+OPEN_FLAGS = [(0o100, "O_CREAT"), (0o200, "O_EXCL"), (0o400, "O_NOCTTY"), (0o1000, "O_TRUNC"),
+              (0o2000, "O_APPEND"), (0o4000, "O_NONBLOCK"), (0o10000, "O_DSYNC"),
+              (0o200000, "O_DIRECTORY"), (0o400000, "O_NOFOLLOW"), (0o2000000, "O_CLOEXEC"),
+              (0o1000000, "O_NOATIME"), (0o4010000, "O_SYNC"), (0o10000000, "O_PATH"),
+              (0o20200000, "O_TMPFILE"), (0o40000, "O_DIRECT"), (0o100000, "O_LARGEFILE")]
+DOMAINS = {socket.AF_UNIX: "AF_UNIX", socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6",
+           socket.AF_NETLINK: "AF_NETLINK", socket.AF_PACKET: "AF_PACKET"}
+SOCK_TYPES = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 5: "SOCK_SEQPACKET"}
+SOCK_FLAGS = [(0o4000, "SOCK_NONBLOCK"), (0o2000000, "SOCK_CLOEXEC")]
+
+
+def syscall_name(nr: int) -> str:
+    return NAMES.get(nr, f"syscall_{nr}")
+
+
+def class_of(name: str) -> str | None:
+    return next((c for c, names in CLASSES.items() if name in names), None)
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _quote(raw: bytes, truncated: bool) -> str:
+    out = []
+    for b in raw:
+        c = chr(b)
+        if c in '"\\':
+            out.append("\\" + c)
+        elif 32 <= b < 127:
+            out.append(c)
+        else:
+            out.append({9: "\\t", 10: "\\n", 13: "\\r"}.get(b, f"\\x{b:02x}"))
+    return '"' + "".join(out) + '"' + ("..." if truncated else "")
+
+
+def format_sockaddr(raw: bytes) -> str:
+    if len(raw) < 2:
+        return "{...}"
+    (family,) = struct.unpack_from("<H", raw)
+    name = DOMAINS.get(family, f"family {family}")
+    if family == socket.AF_INET and len(raw) >= 8:
+        port = struct.unpack_from(">H", raw, 2)[0]
+        return f"{{{name}, {ipaddress.IPv4Address(raw[4:8])}:{port}}}"
+    if family == socket.AF_INET6 and len(raw) >= 24:
+        port = struct.unpack_from(">H", raw, 2)[0]
+        return f"{{{name}, [{ipaddress.IPv6Address(raw[8:24])}]:{port}}}"
+    if family == socket.AF_UNIX:
+        path = raw[2:]
+        if path[:1] == b"\0":  # abstract socket name
+            return f"{{{name}, @{_quote(path[1:].rstrip(NUL), False)}}}"
+        return f"{{{name}, {_quote(path.split(NUL, 1)[0], False)}}}"
+    return f"{{{name}, ...}}"
+
+
+def _flags(value: int, table, base: str | None) -> str:
+    parts = [base] if base else []
+    rest = value
+    for bit, name in table:
+        if value & bit == bit and bit:
+            parts.append(name)
+            rest &= ~bit
+    if rest:
+        parts.append(hex(rest))
+    return "|".join(parts) or "0"
+
+
+def _arg(kind: str, value: int, data) -> str:
+    v = _signed(value)
+    if kind in ("path", "sockaddr"):
+        if data is None:
+            return "NULL" if value == 0 else hex(value)
+        if data.kind == DATA_STRING:
+            return _quote(data.value, data.truncated)
+        if data.kind == DATA_SOCKADDR:
+            return format_sockaddr(data.value)
+    if kind == "fd" or kind == "int":
+        return str(v)
+    if kind == "dirfd":
+        return "AT_FDCWD" if (v & 0xFFFFFFFF) == (AT_FDCWD & 0xFFFFFFFF) else str(v)
+    if kind == "oflags":
+        access = ["O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE"][value & 3]
+        return _flags(value & ~3, OPEN_FLAGS, access)
+    if kind == "mode":
+        return oct(value) if value else "0"
+    if kind == "domain":
+        return DOMAINS.get(value, str(v))
+    if kind == "socktype":
+        return _flags(value & ~0xF, SOCK_FLAGS, SOCK_TYPES.get(value & 0xF, str(value & 0xF)))
+    return hex(value) if value else "0"
+
+
+def format_args(e: SyscallEvent) -> list[str]:
+    name = syscall_name(e.nr)
+    sig = SIGNATURES.get(name)
+    kinds = sig.split() if sig is not None else ["hex"] * 6
+    return [_arg(k, e.args[i], e.data_for(i)) for i, k in enumerate(kinds)]
+
+
+def format_result(e: SyscallEvent) -> tuple[str, str | None]:
+    """('= 3', None) or ('= -1 ENOENT (No such file or directory)', 'ENOENT')."""
+    if e.entry:
+        return "= ?", None
+    ret = _signed(e.ret)
+    if -4096 < ret < 0:
+        code = -ret
+        name = errno.errorcode.get(code, f"E{code}")
+        return f"= -1 {name} ({os.strerror(code)})", name
+    name = syscall_name(e.nr)
+    if name in ("mmap", "brk", "mremap") or ret > 1 << 32:
+        return f"= {ret:#x}", None
+    return f"= {ret}", None
+
+
+def format_line(e: SyscallEvent) -> str:
+    result, _ = format_result(e)
+    return f"[{e.pid} {e.tid}] {syscall_name(e.nr)}({', '.join(format_args(e))}) {result}"
+
+
+def to_json(e: SyscallEvent) -> dict:
+    result, err = format_result(e)
+    ret = None if e.entry else _signed(e.ret)
+    return {
+        "pid": e.pid, "tid": e.tid, "syscall": syscall_name(e.nr), "nr": e.nr,
+        "args": format_args(e), "raw_args": [_signed(a) for a in e.args],
+        "ret": -1 if err else ret, "errno": err, "entry": e.entry,
+        "class": class_of(syscall_name(e.nr)),
+    }

@@ -1,0 +1,3 @@
+module tether.test/bench
+
+go 1.19

@@ -1,0 +1,99 @@
+// Command bench times a loop of system calls made the way Go code makes them, for
+// bench/go_syscall_cost.py. It times the loop alone (not process start-up) and prints one
+// line, "ns/op <float> cpu-ns/op <float>": wall-clock time (time.Now) per call, and the CPU time
+// of the loop's thread per call (CLOCK_THREAD_CPUTIME_ID; the goroutine is locked to its
+// thread), which leaves out time spent descheduled on a busy machine.
+//
+//	bench read N        N 1-byte reads from /dev/zero with syscall.Read
+//	                    (syscall.Syscall: entersyscall, the funnel, exitsyscall)
+//	bench getppid N     N syscall.Syscall(SYS_GETPPID, 0, 0, 0)
+//	bench rawgetppid N  N syscall.RawSyscall(SYS_GETPPID, 0, 0, 0) (the funnel, no entersyscall)
+//
+// A warm-up of N/10 calls (at most 10000) runs first, untimed.
+// It imports net, so a cgo-enabled build links libc dynamically and can take LD_PRELOAD.
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+var _ = net.IPv4len // links libc through the net package in cgo builds
+
+func main() {
+	if len(os.Args) != 3 {
+		fail("usage: bench read|getppid|rawgetppid N")
+	}
+	n, err := strconv.Atoi(os.Args[2])
+	if err != nil || n <= 0 {
+		fail("N must be a positive integer")
+	}
+	var loop func(int)
+	switch os.Args[1] {
+	case "read":
+		fd, err := syscall.Open("/dev/zero", syscall.O_RDONLY, 0)
+		if err != nil {
+			fail("open /dev/zero: " + err.Error())
+		}
+		buf := make([]byte, 1)
+		loop = func(n int) {
+			for i := 0; i < n; i++ {
+				if k, err := syscall.Read(fd, buf); k != 1 || err != nil {
+					fail(fmt.Sprint("read: ", k, err))
+				}
+			}
+		}
+	case "getppid":
+		loop = func(n int) {
+			for i := 0; i < n; i++ {
+				if _, _, errno := syscall.Syscall(syscall.SYS_GETPPID, 0, 0, 0); errno != 0 {
+					fail("getppid: " + errno.Error())
+				}
+			}
+		}
+	case "rawgetppid":
+		loop = func(n int) {
+			for i := 0; i < n; i++ {
+				if _, _, errno := syscall.RawSyscall(syscall.SYS_GETPPID, 0, 0, 0); errno != 0 {
+					fail("getppid: " + errno.Error())
+				}
+			}
+		}
+	default:
+		fail("unknown workload " + os.Args[1])
+	}
+	warm := n / 10
+	if warm > 10000 {
+		warm = 10000
+	}
+	runtime.LockOSThread()
+	loop(warm)
+	cpu0 := threadCPU()
+	start := time.Now()
+	loop(n)
+	elapsed := time.Since(start)
+	cpu := threadCPU() - cpu0
+	fmt.Printf("ns/op %.2f cpu-ns/op %.2f\n", float64(elapsed.Nanoseconds())/float64(n), float64(cpu)/float64(n))
+}
+
+// threadCPU is the CPU time of the calling thread in nanoseconds.
+func threadCPU() int64 {
+	const clockThreadCPUTimeID = 3
+	var ts syscall.Timespec
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_CLOCK_GETTIME, clockThreadCPUTimeID,
+		uintptr(unsafe.Pointer(&ts)), 0); errno != 0 {
+		fail("clock_gettime: " + errno.Error())
+	}
+	return ts.Nano()
+}
+
+func fail(msg string) {
+	fmt.Fprintln(os.Stderr, "bench:", msg)
+	os.Exit(2)
+}

@@ -1,0 +1,119 @@
+"""The wire: the C header and the Python definitions agree; parsers survive any input."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tether.protocol import wire
+
+HEADER = Path(__file__).resolve().parents[1] / "layer" / "protocol.h"
+
+# (C expression, Python value) pairs: every number and layout both sides rely on.
+FACTS = {
+    "TETHER_PROTOCOL_VERSION": wire.PROTOCOL_VERSION,
+    "TETHER_FRAME_MAX": wire.FRAME_MAX,
+    "TETHER_MSG_HELLO": wire.MSG_HELLO,
+    "TETHER_MSG_HELLO_REPLY": wire.MSG_HELLO_REPLY,
+    "TETHER_MSG_SYSCALL": wire.MSG_SYSCALL,
+    "TETHER_FLAG_ENTRY": wire.FLAG_ENTRY,
+    "TETHER_MODE_TRACE": wire.MODE_TRACE,
+    "TETHER_DATA_STRING": wire.DATA_STRING,
+    "TETHER_DATA_SOCKADDR": wire.DATA_SOCKADDR,
+    "sizeof(struct tether_frame)": wire.FRAME.size,
+    "offsetof(struct tether_frame, type)": 4,
+    "offsetof(struct tether_frame, flags)": 6,
+    "offsetof(struct tether_frame, id)": 8,
+    "sizeof(struct tether_hello)": wire.HELLO.size,
+    "offsetof(struct tether_hello, capabilities)": 4,
+    "offsetof(struct tether_hello, pid)": 8,
+    "offsetof(struct tether_hello, ppid)": 12,
+    "sizeof(struct tether_hello_reply)": wire.HELLO_REPLY.size,
+    "offsetof(struct tether_hello_reply, mode)": 4,
+    "sizeof(struct tether_syscall_event)": wire.SYSCALL_EVENT.size,
+    "offsetof(struct tether_syscall_event, tid)": 4,
+    "offsetof(struct tether_syscall_event, nr)": 8,
+    "offsetof(struct tether_syscall_event, args)": 16,
+    "offsetof(struct tether_syscall_event, ret)": 64,
+    "sizeof(struct tether_data)": wire.DATA.size,
+    "offsetof(struct tether_data, kind)": 1,
+    "offsetof(struct tether_data, length)": 2,
+    "offsetof(struct tether_data, full_length)": 4,
+}
+
+
+def test_c_header_and_python_agree(tmp_path):
+    src = tmp_path / "facts.c"
+    lines = [f'#include "{HEADER}"', "#include <stddef.h>", "#include <stdio.h>", "int main(void) {"]
+    lines += [f'    printf("%ld\\n", (long)({expr}));' for expr in FACTS]
+    src.write_text("\n".join(lines + ["    return 0;", "}"]) + "\n")
+    subprocess.run(["gcc", "-Wall", "-Werror", "-o", tmp_path / "facts", src], check=True)
+    values = subprocess.run([tmp_path / "facts"], capture_output=True, text=True, check=True).stdout.split()
+    assert dict(zip(FACTS, map(int, values))) == FACTS
+
+
+events = st.builds(
+    wire.SyscallEvent,
+    pid=st.integers(1, 2**31 - 1), tid=st.integers(1, 2**31 - 1), nr=st.integers(0, 511),
+    args=st.tuples(*[st.integers(-(2**63), 2**63 - 1)] * 6), ret=st.integers(-4095, 2**63 - 1),
+    entry=st.booleans(),
+    data=st.lists(st.builds(lambda arg, kind, value, extra: wire.Data(arg, kind, value, len(value) + extra),
+                            st.integers(0, 5), st.sampled_from([wire.DATA_STRING, wire.DATA_SOCKADDR]),
+                            st.binary(max_size=256), st.integers(0, 3)), max_size=2).map(tuple),
+)
+
+
+@given(events)
+def test_syscall_events_round_trip(e):
+    assert wire.decode_syscall(wire.decode_frame(wire.encode_syscall(e))) == e
+
+
+@given(st.text(max_size=200), st.text(max_size=90), st.integers(0, 2**31 - 1))
+def test_hello_round_trip(exe, build_id, pid):
+    h = wire.Hello(wire.PROTOCOL_VERSION, 0, pid, 1, exe, build_id)
+    assert wire.decode_hello(wire.decode_frame(wire.encode_hello(h, 7))) == h
+
+
+DECODERS = [wire.decode_syscall, wire.decode_hello, wire.decode_hello_reply]
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=300), st.integers(0, 2))
+def test_garbage_gives_protocol_error_only(blob, which):
+    try:
+        DECODERS[which](wire.decode_frame(blob))
+    except wire.ProtocolError as e:
+        assert "\n" not in str(e)
+
+
+@settings(max_examples=300)
+@given(events, st.data())
+def test_damaged_frames_give_protocol_error_only(e, data):
+    buf = bytearray(wire.encode_syscall(e))
+    for _ in range(data.draw(st.integers(1, 4))):
+        buf[data.draw(st.integers(0, len(buf) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(buf)))
+    try:
+        wire.decode_syscall(wire.decode_frame(bytes(buf[:cut])))
+    except wire.ProtocolError:
+        pass
+
+
+@given(st.lists(events, max_size=5), st.lists(st.integers(1, 64), min_size=1, max_size=20))
+def test_stream_reader_splits_anywhere(evs, chunks):
+    stream = b"".join(wire.encode_syscall(e) for e in evs)
+    reader, frames, pos, i = wire.FrameReader(), [], 0, 0
+    while pos < len(stream):
+        step = chunks[i % len(chunks)]
+        frames += reader.feed(stream[pos:pos + step])
+        pos, i = pos + step, i + 1
+    assert [wire.decode_syscall(f) for f in frames] == evs
+
+
+def test_oversized_length_is_refused_before_buffering():
+    reader = wire.FrameReader()
+    with pytest.raises(wire.ProtocolError, match="outside"):
+        reader.feed(wire.FRAME.pack(10**9, wire.MSG_SYSCALL, 0, 0))
