@@ -7,12 +7,17 @@
  *   vfork=<addr>:<code>:<args>;asmcgocall=<addr>:<code>;enter=<addr>:<code>;
  *   exit=<addr>:<code>
  *
- * (one line; numbers in hex).  Addresses are link-time, the load bias is
- * added here; <code> is the function's first 16 bytes; vfork is present only
- * when the program links os/exec; enter and exit are runtime.entersyscall
- * and runtime.exitsyscall.  Nothing is patched unless the build id matches
- * the running executable and every function still starts with its recorded
- * bytes: a stale or foreign plan is never applied. */
+ * (one line; numbers in hex; several plans may be joined with '|', one is
+ * chosen by build id).  Addresses are link-time, the load bias is added
+ * here; <code> is the function's first 16 bytes; vfork is present only when
+ * the program links os/exec; enter and exit are runtime.entersyscall and
+ * runtime.exitsyscall.  Nothing is patched unless the build id matches the
+ * module and every function still starts with its recorded bytes: a stale or
+ * foreign plan is never applied.
+ *
+ * One Go runtime per process is hooked (the trampolines keep its runtime
+ * functions in globals): a Go executable, or a Go c-shared library in a
+ * program that is not Go. */
 #include "tether.h"
 
 #define CODE_BYTES 16
@@ -88,18 +93,19 @@ static void refuse(const char *why, const char *detail)
 		tether_raw_syscall6(SYS_exit_group, EXIT_REFUSED, 0, 0, 0, 0, 0);
 }
 
-/* Parse the plan into funcs; returns a pointer to the build id and its length. */
-static int parse(const char *s, struct func *funcs, const char **id, unsigned *id_len)
+/* Parse one plan (up to '|' or the end) into funcs and the build id. */
+static int parse(const char *s, struct func *funcs, unsigned long goff[3], const char **id,
+                 unsigned *id_len)
 {
 	if (!starts(s, "1;"))
 		return -1;
 	s += 2;
 	*id = s;
-	while (*s && *s != ';')
+	while (*s && *s != ';' && *s != '|')
 		s++;
 	*id_len = (unsigned)(s - *id);
-	if (!starts(s, ";g=") || (s += 3, parse_hex(&s, &tether_go_g_m)) || *s++ != ':' ||
-	    parse_hex(&s, &tether_go_m_curg) || *s++ != ':' || parse_hex(&s, &tether_go_g_syscallsp))
+	if (!starts(s, ";g=") || (s += 3, parse_hex(&s, &goff[0])) || *s++ != ':' ||
+	    parse_hex(&s, &goff[1]) || *s++ != ':' || parse_hex(&s, &goff[2]))
 		return -1;
 	while (*s == ';') {
 		int k;
@@ -122,45 +128,73 @@ static int parse(const char *s, struct func *funcs, const char **id, unsigned *i
 		funcs[k].args = (unsigned)args;
 		funcs[k].present = 1;
 	}
-	return *s ? -1 : 0;
+	return *s && *s != '|' ? -1 : 0;
 }
 
-void tether_go_hook_main(const struct tether_module *exe, const char *plan)
+/* The plan in the '|'-separated list whose build id is id, or 0.  A list
+ * that does not parse is refused whole. */
+static const char *pick(const char *plans, const char *id, unsigned id_len)
+{
+	for (const char *p = plans; p; ) {
+		struct func funcs[NFUNCS] = {0};
+		unsigned long goff[3];
+		const char *want;
+		unsigned want_len;
+
+		if (parse(p, funcs, goff, &want, &want_len))
+			refuse("malformed TETHER_GO_PLAN", "");
+		if (want_len == id_len && !tether_memcmp(want, id, id_len))
+			return p;
+		while (*p && *p != '|')
+			p++;
+		p = *p ? p + 1 : 0;
+	}
+	return 0;
+}
+
+static int hooked_runtime;
+
+int tether_go_hook(const struct tether_module *m, const char *plans)
 {
 	struct func funcs[NFUNCS] = {0};
-	const char *want, *have;
-	unsigned want_len, have_len = 0;
+	unsigned long goff[3];
+	const char *id, *plan, *want;
+	unsigned id_len = 0, want_len;
 
-	if (parse(plan, funcs, &want, &want_len) || !funcs[FUNNEL].present ||
+	id = tether_go_buildid(m, &id_len);
+	if (!id)
+		return 0; /* not Go: nothing to patch */
+	plan = pick(plans, id, id_len);
+	if (!plan)
+		return -1;
+	if (__atomic_exchange_n(&hooked_runtime, 1, __ATOMIC_ACQ_REL)) {
+		tether_say((const char *[]){"tether: warning: a second Go runtime in this process "
+		                            "is not hooked (one per process is supported)", 0});
+		return -1;
+	}
+	if (parse(plan, funcs, goff, &want, &want_len) || !funcs[FUNNEL].present ||
 	    !funcs[ASMCGOCALL].present || !funcs[ENTER].present || !funcs[EXIT].present)
 		refuse("malformed TETHER_GO_PLAN", "");
-	if (!exe)
-		refuse("cannot locate the main executable in memory", "");
-	have = tether_go_buildid(exe, &have_len);
-	if (!have)
-		return; /* not a Go program: the plan was for an ancestor of this process */
-	if (have_len != want_len || tether_memcmp(have, want, want_len)) {
-		/* A Go program started by the hooked one: its own plan comes from
-		 * the session once the session serves plan requests. */
-		tether_say((const char *[]){"tether: warning: no hook plan for this Go program "
-		                            "(started by a hooked one); it runs unhooked", 0});
-		return;
-	}
 	for (int k = 0; k < NFUNCS; k++) {
-		funcs[k].addr += exe->bias;
+		funcs[k].addr += m->bias;
 		if (funcs[k].present && tether_memcmp((const void *)funcs[k].addr, funcs[k].code, CODE_BYTES))
 			refuse("code differs from the hook plan at ", names[k]);
 	}
 	if (funcs[VFORK].present && (funcs[VFORK].args < 1 || funcs[VFORK].args > 3))
 		refuse("unexpected rawVforkSyscall argument count", "");
 
+	tether_go_g_m = goff[0];
+	tether_go_m_curg = goff[1];
+	tether_go_g_syscallsp = goff[2];
 	tether_go_asmcgocall = funcs[ASMCGOCALL].addr;
 	tether_go_entersyscall = funcs[ENTER].addr;
 	tether_go_exitsyscall = funcs[EXIT].addr;
 	tether_go_vfork_args = funcs[VFORK].args;
 	/* Three jumps in the funnel (tether inspect checked it has the code
 	 * for them): its entry, and the two addresses entersyscall and
-	 * exitsyscall return to on the blocking path of go_amd64.S. */
+	 * exitsyscall return to on the blocking path of go_amd64.S.  No code of
+	 * this runtime runs yet: the main executable is patched before it
+	 * starts, a library before its runtime's first thread (pthread.c). */
 	tether_go_entered_pc = funcs[FUNNEL].addr + TETHER_PATCH_BYTES;
 	tether_go_exited_pc = funcs[FUNNEL].addr + 2 * TETHER_PATCH_BYTES;
 	if (tether_patch_jump(funcs[FUNNEL].addr, tether_go_funnel) ||
@@ -169,4 +203,5 @@ void tether_go_hook_main(const struct tether_module *exe, const char *plan)
 		refuse("mprotect refused to patch ", names[FUNNEL]);
 	if (funcs[VFORK].present && tether_patch_jump(funcs[VFORK].addr, tether_go_vfork))
 		refuse("mprotect refused to patch ", names[VFORK]);
+	return 1;
 }

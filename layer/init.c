@@ -3,12 +3,14 @@
  * Before the program's own code runs it: reaches the session if there is
  * one (TETHER_SESSION; tether trace and tether exec set it), which answers
  * with the mode and this executable's hook plan; else takes the plan from
- * TETHER_GO_PLAN; then hooks the main executable's Go syscall entry points.
+ * TETHER_GO_PLAN; then hooks the main executable's Go syscall entry points
+ * (Go libraries: modules.c).
  * It stays silent unless something is wrong, or TETHER_LAYER_DEBUG=1 asks
- * for a "loaded" line: the program's output is the user's.  No libc: the
- * environment comes from the constructor's arguments. */
+ * for a "loaded" line: the program's output is the user's. */
 #include "tether.h"
 #include "protocol.h"
+
+extern char **environ; /* libc's, for a start from pthread_create */
 
 #define SYS_getpid 39
 #define SYS_exit_group 231
@@ -50,22 +52,31 @@ static void no_session(const char *path, int err)
 		tether_raw_syscall6(SYS_exit_group, EXIT_REFUSED, 0, 0, 0, 0, 0);
 }
 
-/* glibc's ld.so calls init_array functions with (argc, argv, envp), both at
- * program start (LD_PRELOAD) and on dlopen, so the environment is reachable
- * without libc's environ.  musl passes no arguments: revisit before
- * supporting it. */
-__attribute__((constructor))
-static void tether_init(int argc, char **argv, char **envp)
+static const char *env_plans;
+
+const char *tether_go_plans(void)
 {
-	const char *plan = tether_getenv(envp, "TETHER_GO_PLAN");
-	const char *session = tether_getenv(envp, "TETHER_SESSION");
+	return env_plans;
+}
+
+/* Everything the layer sets up, once: from the constructor, or earlier from
+ * pthread_create when a Go library's constructor runs before ours. */
+void tether_start(char **envp)
+{
+	static int started;
+	const char *session, *plan;
 	struct tether_module exe;
-	int have_exe = tether_main_exe(&exe) == 0;
+	int have_exe;
 	const char *build_id = 0;
 	unsigned build_id_len = 0;
 
-	(void)argc;
-	(void)argv;
+	if (__atomic_exchange_n(&started, 1, __ATOMIC_ACQ_REL))
+		return;
+	if (!envp)
+		envp = environ;
+	env_plans = plan = tether_getenv(envp, "TETHER_GO_PLAN");
+	session = tether_getenv(envp, "TETHER_SESSION");
+	have_exe = tether_main_exe(&exe) == 0;
 	if (have_exe)
 		build_id = tether_go_buildid(&exe, &build_id_len);
 	if (session && *session) {
@@ -81,9 +92,29 @@ static void tether_init(int argc, char **argv, char **envp)
 	}
 	if (tether_tracing || is_one(tether_getenv(envp, "TETHER_ROUTE_ALL")))
 		tether_route_all();
-	if (plan)
-		tether_go_hook_main(have_exe ? &exe : 0, plan);
+	if (have_exe) {
+		tether_module_seen(&exe);
+		if (build_id && plan && tether_go_hook(&exe, plan) < 0)
+			/* A Go program started by a hooked one, without its own plan. */
+			tether_say((const char *[]){"tether: warning: no hook plan for this Go program "
+			                            "(started by a hooked one); it runs unhooked", 0});
+	}
 	__atomic_store_n(&loaded, 1, __ATOMIC_RELEASE);
 	if (is_one(tether_getenv(envp, "TETHER_LAYER_DEBUG")))
 		say_loaded();
+}
+
+/* glibc's ld.so calls init_array functions with (argc, argv, envp), both at
+ * program start (LD_PRELOAD) and on dlopen, so the environment arrives
+ * before libc's own initialisation.  musl passes no arguments: revisit
+ * before supporting it. */
+__attribute__((constructor))
+static void tether_init(int argc, char **argv, char **envp)
+{
+	(void)argc;
+	(void)argv;
+	tether_start(envp);
+	/* Go libraries the program was linked with are already loaded; one
+	 * whose constructor ran before this one was hooked by pthread_create. */
+	tether_go_hook_new_modules();
 }

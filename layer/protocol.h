@@ -14,6 +14,8 @@
 /* frame types */
 #define TETHER_MSG_HELLO 1	  /* layer -> session: who is speaking */
 #define TETHER_MSG_HELLO_REPLY 2  /* session -> layer: mode and hook plan */
+#define TETHER_MSG_PLAN_REQUEST 3 /* layer -> session: plan for a library (path, build id) */
+#define TETHER_MSG_PLAN_REPLY 4	  /* session -> layer: that plan (maybe empty) */
 #define TETHER_MSG_SYSCALL 16	  /* layer -> session: one traced syscall */
 
 /* frame flags */
@@ -51,7 +53,10 @@ struct tether_hello_reply {
 	unsigned int mode;
 };
 
-/* SYSCALL payload, then data items: struct tether_data and its bytes,
+/* PLAN_REQUEST payload: two strings as in HELLO (the library's path and Go
+ * build id).  PLAN_REPLY payload: one string, the plan.
+ *
+ * SYSCALL payload, then data items: struct tether_data and its bytes,
  * padded to 8 bytes. */
 struct tether_syscall_event {
 	int pid;

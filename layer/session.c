@@ -127,3 +127,49 @@ int tether_session_open(const char *path, const char *go_build_id, unsigned id_l
 	*mode = r->mode;
 	return 0;
 }
+
+/* Ask for the hook plan of a module loaded later (a Go c-shared library).
+ * One request at a time: the reply is read by the thread that asked. */
+int tether_session_plan(const char *path, const char *go_build_id, unsigned id_len,
+                        char *plan, unsigned plan_size)
+{
+	static int busy;
+	unsigned long words[TETHER_FRAME_MAX / 8];
+	unsigned char *buf = (unsigned char *)words;
+	struct tether_frame *f = (struct tether_frame *)buf;
+	unsigned long n = tether_strlen(path);
+	unsigned char *p;
+	unsigned plan_len;
+	long got;
+	int err = -71; /* EPROTO */
+
+	if (tether_session_fd < 0)
+		return -9; /* EBADF */
+	if (n > 1024 || id_len > 512)
+		return -36; /* ENAMETOOLONG */
+	while (__atomic_exchange_n(&busy, 1, __ATOMIC_ACQUIRE))
+		;
+	p = put_string(buf + sizeof *f, path, (unsigned)n);
+	p = put_string(p, go_build_id, id_len);
+	f->length = (unsigned)(p - buf);
+	f->type = TETHER_MSG_PLAN_REQUEST;
+	f->flags = 0;
+	f->id = 2;
+	if (tether_session_send(buf, f->length) < 0)
+		goto out;
+	got = raw(SYS_recvfrom, tether_session_fd, (long)buf, sizeof words, 0, 0, 0);
+	if (got < (long)(sizeof *f + 2) || f->length != (unsigned)got ||
+	    f->type != TETHER_MSG_PLAN_REPLY || f->id != 2)
+		goto out;
+	p = buf + sizeof *f;
+	plan_len = (unsigned)p[0] | (unsigned)p[1] << 8;
+	if (plan_len >= plan_size || p + 2 + plan_len != buf + got)
+		goto out;
+	for (unsigned i = 0; i < plan_len; i++)
+		plan[i] = (char)p[2 + i];
+	plan[plan_len] = '\0';
+	err = 0;
+out:
+	__atomic_store_n(&busy, 0, __ATOMIC_RELEASE);
+	return err;
+}

@@ -2,8 +2,8 @@
  *
  * The layer is built with -fvisibility=hidden: only symbols marked
  * TETHER_EXPORT are visible to the dynamic linker (and so to ctypes and to
- * the program the layer is preloaded into).  Nothing here needs libc, so the
- * layer can later be linked with -nostdlib. */
+ * the program the layer is preloaded into).  The syscall path never calls
+ * libc; libc serves only start-up (dlsym, environ, dl_iterate_phdr). */
 #ifndef TETHER_H
 #define TETHER_H
 
@@ -36,6 +36,8 @@ TETHER_EXPORT int tether_set_handler(long nr, tether_syscall_fn *fn, unsigned fl
 
 /* init.c: 1 once the layer's ELF constructor has run, else 0. */
 TETHER_EXPORT int tether_layer_loaded(void);
+void tether_start(char **envp);		/* once; envp 0 means libc's environ */
+const char *tether_go_plans(void);	/* TETHER_GO_PLAN, or 0 */
 
 /* env.c, say.c, string.c: what the layer would otherwise take from libc. */
 const char *tether_getenv(char **envp, const char *name);
@@ -57,14 +59,21 @@ const char *tether_go_buildid(const struct tether_module *m, unsigned *len);
 #define TETHER_PATCH_BYTES 14
 int tether_patch_jump(unsigned long at, const void *target);
 
-/* go_hook.c: hook the main executable's Go syscall entry points. */
-void tether_go_hook_main(const struct tether_module *exe, const char *plan);
+/* go_hook.c: hook a module's Go syscall entry points with the plan for its
+ * build id among plans; 1 hooked, 0 not Go, -1 no plan or not hooked. */
+int tether_go_hook(const struct tether_module *m, const char *plans);
+
+/* modules.c: hook Go modules loaded since the last call (c-shared libraries). */
+void tether_go_hook_new_modules(void);
+void tether_module_seen(const struct tether_module *m);
 
 /* session.c: the connection to tether's session, if any. */
 extern int tether_session_fd;
 int tether_session_open(const char *path, const char *go_build_id, unsigned id_len,
                         unsigned *mode, char *plan, unsigned plan_size);
 int tether_session_send(const void *frame, unsigned long length);
+int tether_session_plan(const char *path, const char *go_build_id, unsigned id_len,
+                        char *plan, unsigned plan_size);
 
 /* trace.c: report each call through the dispatcher to the session. */
 extern int tether_tracing;

@@ -18,6 +18,8 @@ FACTS = {
     "TETHER_FRAME_MAX": wire.FRAME_MAX,
     "TETHER_MSG_HELLO": wire.MSG_HELLO,
     "TETHER_MSG_HELLO_REPLY": wire.MSG_HELLO_REPLY,
+    "TETHER_MSG_PLAN_REQUEST": wire.MSG_PLAN_REQUEST,
+    "TETHER_MSG_PLAN_REPLY": wire.MSG_PLAN_REPLY,
     "TETHER_MSG_SYSCALL": wire.MSG_SYSCALL,
     "TETHER_FLAG_ENTRY": wire.FLAG_ENTRY,
     "TETHER_MODE_TRACE": wire.MODE_TRACE,
@@ -77,11 +79,19 @@ def test_hello_round_trip(exe, build_id, pid):
     assert wire.decode_hello(wire.decode_frame(wire.encode_hello(h, 7))) == h
 
 
-DECODERS = [wire.decode_syscall, wire.decode_hello, wire.decode_hello_reply]
+DECODERS = [wire.decode_syscall, wire.decode_hello, wire.decode_hello_reply,
+            wire.decode_plan_request, wire.decode_plan_reply]
+
+
+@given(st.text(max_size=300), st.text(max_size=90), st.text(max_size=600))
+def test_plan_request_and_reply_round_trip(path, build_id, plan):
+    req = wire.PlanRequest(path, build_id)
+    assert wire.decode_plan_request(wire.decode_frame(wire.encode_plan_request(req, 3))) == req
+    assert wire.decode_plan_reply(wire.decode_frame(wire.encode_plan_reply(plan, 3))) == plan
 
 
 @settings(max_examples=500)
-@given(st.binary(max_size=300), st.integers(0, 2))
+@given(st.binary(max_size=300), st.integers(0, len(DECODERS) - 1))
 def test_garbage_gives_protocol_error_only(blob, which):
     try:
         DECODERS[which](wire.decode_frame(blob))

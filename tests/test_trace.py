@@ -146,3 +146,29 @@ def test_layer_without_its_session_refuses_to_run(go_versions, tmp_path):
     proc = subprocess.run([str(exe), "hello"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith(f"tether: cannot reach the tether session at {tmp_path}/gone.sock")
+
+
+def _linked_host(lib: Path, tmp: Path) -> Path:
+    exe = tmp / "cshared_linked"
+    subprocess.run(["gcc", "-O1", "-o", exe, Path(__file__).parent / "native" / "cshared_linked.c",
+                    str(lib), f"-Wl,-rpath,{lib.parent}"], check=True)
+    return exe
+
+
+def test_go_c_shared_library_is_hooked_wherever_it_is_loaded(go_versions, tmp_path):
+    """dlopen from C, ctypes from Python, and linked at start-up: the library's own syscalls
+    are traced (a pipe: 21 bytes written by a goroutine, read back) and its result is right."""
+    for version in go_versions:
+        lib = gobuild.build(version, "cshared")
+        hosts = {
+            "dlopen": [gobuild.build_c_host(), lib, "21"],
+            "ctypes": [sys.executable, "-c", f"import ctypes; print(ctypes.CDLL({str(lib)!r}).TetherProbe(21))"],
+            "linked": [_linked_host(lib, tmp_path)],
+        }
+        for how, argv in hosts.items():
+            proc, events = trace(*argv, tmp=tmp_path)
+            where = (version, how)
+            assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"42\n", b""), where
+            assert any(e["ret"] == 21 for e in calls(events, "write")), where
+            assert any(e["ret"] == 21 for e in calls(events, "read")), where
+            assert calls(events, "pipe2"), where

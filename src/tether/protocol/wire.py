@@ -15,6 +15,8 @@ FRAME_MAX = 4096
 
 MSG_HELLO = 1
 MSG_HELLO_REPLY = 2
+MSG_PLAN_REQUEST = 3
+MSG_PLAN_REPLY = 4
 MSG_SYSCALL = 16
 
 FLAG_ENTRY = 1
@@ -58,6 +60,14 @@ class HelloReply:
     version: int
     mode: int
     plan: str
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """A Go library loaded after start-up asks for its hook plan."""
+
+    path: str
+    go_build_id: str
 
 
 @dataclass(frozen=True)
@@ -168,6 +178,33 @@ def decode_hello_reply(f: Frame) -> HelloReply:
     if pos != len(f.payload):
         raise ProtocolError("HELLO_REPLY has trailing bytes")
     return HelloReply(version, mode, plan)
+
+
+def encode_plan_request(r: PlanRequest, id: int) -> bytes:
+    return encode_frame(MSG_PLAN_REQUEST, _pack_string(r.path) + _pack_string(r.go_build_id), id=id)
+
+
+def decode_plan_request(f: Frame) -> PlanRequest:
+    if f.type != MSG_PLAN_REQUEST:
+        raise ProtocolError("malformed PLAN_REQUEST")
+    path, pos = _string(f.payload, 0, "library path")
+    build_id, pos = _string(f.payload, pos, "Go build id")
+    if pos != len(f.payload):
+        raise ProtocolError("PLAN_REQUEST has trailing bytes")
+    return PlanRequest(path, build_id)
+
+
+def encode_plan_reply(plan: str, id: int) -> bytes:
+    return encode_frame(MSG_PLAN_REPLY, _pack_string(plan), id=id)
+
+
+def decode_plan_reply(f: Frame) -> str:
+    if f.type != MSG_PLAN_REPLY:
+        raise ProtocolError("malformed PLAN_REPLY")
+    plan, pos = _string(f.payload, 0, "plan")
+    if pos != len(f.payload):
+        raise ProtocolError("PLAN_REPLY has trailing bytes")
+    return plan
 
 
 def encode_syscall(e: SyscallEvent) -> bytes:

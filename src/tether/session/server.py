@@ -2,8 +2,9 @@
 
 One unix SOCK_SEQPACKET socket in a private temporary directory. A process's first frame is
 HELLO (pid, executable, Go build id); the reply carries the mode and that executable's hook
-plan, computed by the same analysis as `tether inspect` (cached by build id). Later frames are
-events, handed to a callback. A peer that sends a malformed frame is logged and closed; it
+plan, computed by the same analysis as `tether inspect` (cached by build id). A Go library
+loaded later asks for its own plan (PLAN_REQUEST). Later frames are events, handed to a
+callback. A peer that sends a malformed frame is logged and closed; it
 never stops the session.
 """
 from __future__ import annotations
@@ -47,17 +48,20 @@ class LayerServer:
         self.sel.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def _plan_for(self, hello: wire.Hello) -> str:
-        if not hello.go_build_id:
-            return ""  # not a Go program: nothing to patch
-        if hello.go_build_id in self._plans:
-            return self._plans[hello.go_build_id]
+    def _plan_for(self, path: str, go_build_id: str, who: str) -> str:
+        if not go_build_id:
+            return ""  # not Go: nothing to patch
+        if go_build_id in self._plans:
+            return self._plans[go_build_id]
         try:
-            plan = go_plan(inspect_binary(hello.exe)) or ""
-        except (CannotHookError, ElfError) as e:
-            self.warn(f"process {hello.pid} ({hello.exe}) runs unhooked: {e}")
+            report = inspect_binary(path)
+            if report["build_id"].get("go") != go_build_id:
+                raise CannotHookError(f"{path} changed on disk since it was loaded")
+            plan = go_plan(report) or ""
+        except (CannotHookError, ElfError, OSError) as e:
+            self.warn(f"{who} runs unhooked: {e}")
             plan = ""
-        self._plans[hello.go_build_id] = plan
+        self._plans[go_build_id] = plan
         return plan
 
     def _handle(self, conn: socket.socket, frame: wire.Frame) -> None:
@@ -68,9 +72,14 @@ class LayerServer:
             if hello.version != wire.PROTOCOL_VERSION:
                 raise wire.ProtocolError(f"layer speaks protocol {hello.version}, "
                                          f"session {wire.PROTOCOL_VERSION}")
-            reply = wire.HelloReply(wire.PROTOCOL_VERSION, self.mode, self._plan_for(hello))
+            plan = self._plan_for(hello.exe, hello.go_build_id, f"process {hello.pid} ({hello.exe})")
             self.on_hello(hello)
-            conn.sendall(wire.encode_hello_reply(reply, frame.id))
+            conn.sendall(wire.encode_hello_reply(wire.HelloReply(wire.PROTOCOL_VERSION, self.mode, plan),
+                                                 frame.id))
+        elif frame.type == wire.MSG_PLAN_REQUEST:
+            req = wire.decode_plan_request(frame)
+            plan = self._plan_for(req.path, req.go_build_id, f"Go library {req.path}")
+            conn.sendall(wire.encode_plan_reply(plan, frame.id))
         else:
             raise wire.ProtocolError(f"unexpected frame type {frame.type}")
 

@@ -1,8 +1,6 @@
 // Command bench times a loop of system calls made the way Go code makes them, for
 // bench/go_syscall_cost.py. It times the loop alone (not process start-up) and prints one
-// line, "ns/op <float> cpu-ns/op <float>": wall-clock time (time.Now) per call, and the CPU time
-// of the loop's thread per call (CLOCK_THREAD_CPUTIME_ID; the goroutine is locked to its
-// thread), which leaves out time spent descheduled on a busy machine.
+// line, "ns/op <float>": wall-clock time (time.Now) per call.
 //
 //	bench read N        N 1-byte reads from /dev/zero with syscall.Read
 //	                    (syscall.Syscall: entersyscall, the funnel, exitsyscall)
@@ -17,11 +15,9 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"strconv"
 	"syscall"
 	"time"
-	"unsafe"
 )
 
 var _ = net.IPv4len // links libc through the net package in cgo builds
@@ -72,25 +68,11 @@ func main() {
 	if warm > 10000 {
 		warm = 10000
 	}
-	runtime.LockOSThread()
 	loop(warm)
-	cpu0 := threadCPU()
 	start := time.Now()
 	loop(n)
 	elapsed := time.Since(start)
-	cpu := threadCPU() - cpu0
-	fmt.Printf("ns/op %.2f cpu-ns/op %.2f\n", float64(elapsed.Nanoseconds())/float64(n), float64(cpu)/float64(n))
-}
-
-// threadCPU is the CPU time of the calling thread in nanoseconds.
-func threadCPU() int64 {
-	const clockThreadCPUTimeID = 3
-	var ts syscall.Timespec
-	if _, _, errno := syscall.RawSyscall(syscall.SYS_CLOCK_GETTIME, clockThreadCPUTimeID,
-		uintptr(unsafe.Pointer(&ts)), 0); errno != 0 {
-		fail("clock_gettime: " + errno.Error())
-	}
-	return ts.Nano()
+	fmt.Printf("ns/op %.2f\n", float64(elapsed.Nanoseconds())/float64(n))
 }
 
 func fail(msg string) {
