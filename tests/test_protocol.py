@@ -54,7 +54,7 @@ def test_c_header_and_python_agree(tmp_path):
     src.write_text("\n".join(lines + ["    return 0;", "}"]) + "\n")
     subprocess.run(["gcc", "-Wall", "-Werror", "-o", tmp_path / "facts", src], check=True)
     values = subprocess.run([tmp_path / "facts"], capture_output=True, text=True, check=True).stdout.split()
-    assert dict(zip(FACTS, map(int, values))) == FACTS
+    assert dict(zip(FACTS, map(int, values), strict=True)) == FACTS
 
 
 events = st.builds(

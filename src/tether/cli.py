@@ -87,7 +87,7 @@ def _print_report(r: dict) -> None:
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         console.print("\n[bold]hook plan[/]")
         for n, row in enumerate(rows):
-            cells = [c.rjust(w) if i >= 4 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+            cells = [c.rjust(w) if i >= 4 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
             line = "  ".join(cells).rstrip()
             console.print(f"[bold]{line}[/]" if n == 0 else line, soft_wrap=True)
     v = r["verdict"]

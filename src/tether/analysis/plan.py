@@ -247,7 +247,7 @@ def analyse(path: str | Path) -> Report:
                 planner = _Planner(elf, info)
                 table, hooks, runtime = planner.plan()
                 problems = planner.problems
-                offsets = dict(zip(("g_m", "m_curg", "g_syscallsp"), g_offsets(info.minor)))
+                offsets = dict(zip(("g_m", "m_curg", "g_syscallsp"), g_offsets(info.minor), strict=True))
                 go = GoInfo(info.version, info.path, info.main_module, table.text, table.addr,
                             info.settings, offsets)
             else:

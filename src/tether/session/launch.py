@@ -11,7 +11,7 @@ from pathlib import Path
 from ..analysis.cache import inspect_binary
 from ..analysis.elf import ELF_MAGIC, ElfError
 from ..layer import CannotHookError, hooked_env, preload_env
-from .server import LayerServer, exit_code
+from .server import LayerServer
 
 
 class LaunchError(Exception):
@@ -71,13 +71,9 @@ def run(argv: list[str], server: LayerServer, extra_env: dict[str, str],
         while proc.poll() is None:
             server.poll(0.05)
         server.drain()
-        return exit_code(_raw_status(proc))
+        # The shell's convention: the exit status, or 128+N for signal N.
+        return proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
 
-
-def _raw_status(proc: subprocess.Popen) -> int:
-    """Popen keeps -N for a signal and N for an exit; back to a wait status."""
-    code = proc.returncode
-    return (-code) & 0x7F if code < 0 else (code & 0xFF) << 8

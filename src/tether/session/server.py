@@ -10,7 +10,6 @@ never stops the session.
 from __future__ import annotations
 
 import logging
-import os
 import selectors
 import shutil
 import socket
@@ -117,8 +116,3 @@ class LayerServer:
             if not self.poll(quiet):
                 break
 
-
-def exit_code(status: int) -> int:
-    """The shell's convention: the exit status, or 128+N for a signal."""
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
