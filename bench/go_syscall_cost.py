@@ -16,17 +16,19 @@ hits all of them alike; each mode's figure is its median over the rounds:
                 syscall takes the trampoline's fast passthrough
     route-all   as hooked plus TETHER_ROUTE_ALL=1: every syscall takes the full hooked path
                 (trampoline, runtime.asmcgocall to g0, C dispatcher, raw syscall)
+    trace       tether trace -o /dev/null: every syscall through the dispatcher, reported to
+                the session (skipped, with a note, if this tether has no `trace` command)
     strace      strace -f -qq -o /dev/null: the cost of tracing with ptrace, for scale
 
-The program reports two figures per run: wall-clock time per call (time.Now around the loop),
-the primary figure, and the CPU time of the loop's thread per call, which leaves out time the
-thread spent descheduled and so is steadier on a busy machine. The hooks only add work on
-that thread, so CPU-time ratios are shown for hooked and route-all too; not for strace, whose
-cost is mostly the tracee waiting for the tracer. The last line pools every version and
-workload (geometric mean of the ratios), the most precise single estimate of the overhead.
+Each cell also shows the spread of the native runs (min-max), a direct view of the machine's
+noise: on a shared machine one cell's ratio moves by +-10% between runs. The lines under the
+table pool every cell: for each mode, the geometric mean of the per-round ratios mode/native
+(a run and the native run of the same round and cell form a pair) with a 95% confidence
+interval, and the median difference in ns per call. The funnel and the trampoline are the
+same code in every Go version, so this is the most precise estimate of the overhead.
 
 N is calibrated once per workload (on the first version) so that a native run's loop takes
-about --target seconds; strace runs use their own, smaller N.
+about --target seconds; trace and strace runs use their own, smaller N (--trace-target).
 
     python3 bench/go_syscall_cost.py [--versions 1.19,1.27] [--rounds 7] [--quick]
 
@@ -37,6 +39,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
+import json
 import math
 import os
 import platform
@@ -55,11 +59,13 @@ import go_toolchains  # noqa: E402
 import gobuild  # noqa: E402
 
 from tether.analysis.cache import inspect_binary  # noqa: E402
-from tether.layer import hooked_env  # noqa: E402
+from tether.layer import hooked_env, layer_path  # noqa: E402
 
 WORKLOADS = ("read", "getppid", "rawgetppid")
-MODES = ("native", "hooked", "route-all", "strace")
+MODES = ("native", "hooked", "route-all", "trace", "strace")
+SLOW_MODES = ("trace", "strace")  # calibrated on their own
 STRACE = ("-f", "-qq", "-o", "/dev/null")
+TETHER_TRACE = (sys.executable, "-m", "tether", "trace", "-o", "/dev/null", "--")
 
 
 class RunError(RuntimeError):
@@ -81,15 +87,19 @@ def strace_path() -> str:
     return found
 
 
-def ns_per_op(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall-clock ns per call, thread CPU ns per call) of one run of the bench program."""
+def have_tether_trace() -> bool:
+    return subprocess.run([*TETHER_TRACE[:4], "--help"], capture_output=True).returncode == 0
+
+
+def ns_per_op(argv: list[str], env: dict[str, str]) -> float:
+    """Wall-clock ns per call of one run of the bench program, as it reports it."""
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300,
                           stdin=subprocess.DEVNULL)
     out = proc.stdout.split()
-    if proc.returncode != 0 or len(out) != 4 or out[0] != "ns/op" or out[2] != "cpu-ns/op":
+    if proc.returncode != 0 or len(out) != 2 or out[0] != "ns/op":
         raise RunError(f"{shlex.join(argv)}: exit {proc.returncode}\n"
                        f"stdout: {proc.stdout[-500:]}\nstderr: {proc.stderr[-2000:]}")
-    return float(out[1]), float(out[3])
+    return float(out[1])
 
 
 class Program:
@@ -104,20 +114,35 @@ class Program:
         base.pop("TETHER_GO_PLAN", None)
         hooked = hooked_env(inspect_binary(Path(self.exe)), base)
         self.envs = {"native": base, "hooked": hooked,
-                     "route-all": {**hooked, "TETHER_ROUTE_ALL": "1"}, "strace": base}
+                     "route-all": {**hooked, "TETHER_ROUTE_ALL": "1"},
+                     "trace": base, "strace": base}
         self.strace = strace
 
-    def run(self, mode: str, workload: str, n: int) -> tuple[float, float]:
+    def run(self, mode: str, workload: str, n: int) -> float:
         argv = [self.exe, workload, str(n)]
         if mode == "strace":
             argv = [self.strace, *STRACE, *argv]
+        elif mode == "trace":
+            argv = [*TETHER_TRACE, *argv]
         return ns_per_op(argv, self.envs[mode])
 
 
 def calibrate(prog: Program, workload: str, mode: str, target: float, start: int) -> int:
     """N such that one run's timed loop lasts about `target` seconds (one probe run)."""
-    ns = prog.run(mode, workload, start)[0]
+    ns = prog.run(mode, workload, start)
     return max(1000, int(round(target * 1e9 / ns, -3)))
+
+
+def layer_id() -> str:
+    """Which tether: git commit of the source tree and a hash of the libtether.so in use."""
+    lib = layer_path()
+    digest = hashlib.sha256(lib.read_bytes()).hexdigest()[:12]
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        head = "not a git tree"
+    return f"source {head}, {lib.name} sha256 {digest}"
 
 
 def machine() -> str:
@@ -139,8 +164,10 @@ def main() -> int:
     ap.add_argument("--versions", help="comma-separated Go versions (default: TETHER_GO_VERSIONS, else all)")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--target", type=float, default=0.25, help="seconds per native run's loop (default 0.25)")
-    ap.add_argument("--strace-target", type=float, default=0.25, help="seconds per strace run's loop")
+    ap.add_argument("--trace-target", type=float, default=0.25,
+                    help="seconds per trace or strace run's loop (default 0.25)")
     ap.add_argument("--quick", action="store_true", help="newest selected version only, 3 rounds")
+    ap.add_argument("--json", metavar="FILE", help="also write every sample (ns/op per run) to FILE")
     args = ap.parse_args()
 
     if args.versions:
@@ -150,69 +177,93 @@ def main() -> int:
     if args.quick:
         versions, rounds = versions[-1:], 3
     strace = strace_path()
+    modes = MODES if have_tether_trace() else tuple(m for m in MODES if m != "trace")
 
     print("command:", shlex.join([Path(sys.executable).name, *sys.argv]))
     print("date:   ", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
     print("machine:", machine())
+    tether_id = layer_id()
+    print("tether: ", tether_id)
     print("strace: ", subprocess.run([strace, "-V"], capture_output=True, text=True).stdout.splitlines()[0])
     print(f"Go versions {', '.join(versions)}; {rounds} rounds per mode, median per mode", flush=True)
 
     progs = {v: Program(v, strace) for v in versions}
     first = progs[versions[0]]
-    n = {(w, m): 0 for w in WORKLOADS for m in MODES}
+    n: dict[tuple[str, str], int] = {}
     for w in WORKLOADS:
         first.run("native", w, 20000)  # page everything in once
         native_n = calibrate(first, w, "native", args.target, 100000)
-        strace_n = calibrate(first, w, "strace", args.strace_target, 2000)
-        for m in MODES:
-            n[w, m] = strace_n if m == "strace" else native_n
-    print("N per run: " + ", ".join(f"{w} {n[w, 'native']} (strace {n[w, 'strace']})" for w in WORKLOADS),
-          flush=True)
+        for m in modes:
+            n[w, m] = calibrate(first, w, m, args.trace_target, 2000) if m in SLOW_MODES else native_n
+    print("N per run: " + "; ".join(
+        f"{w} {n[w, 'native']}" + "".join(f", {m} {n[w, m]}" for m in modes if m in SLOW_MODES)
+        for w in WORKLOADS), flush=True)
 
-    samples: dict[tuple[str, str, str], list[tuple[float, float]]] = {
-        (v, w, m): [] for v in versions for w in WORKLOADS for m in MODES}
+    samples: dict[tuple[str, str, str], list[float]] = {
+        (v, w, m): [] for v in versions for w in WORKLOADS for m in modes}
     total = rounds * len(versions) * len(WORKLOADS)
     done = 0
     for r in range(rounds):
         for v in versions:
             for w in WORKLOADS:
-                order = MODES[r % len(MODES):] + MODES[:r % len(MODES)]
+                order = modes[r % len(modes):] + modes[:r % len(modes)]
                 for m in order:
                     samples[v, w, m].append(progs[v].run(m, w, n[w, m]))
                 done += 1
                 print(f"\r  {done}/{total} round {r + 1}, go {v}, {w}      ", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
 
-    wall = {k: statistics.median(x[0] for x in s) for k, s in samples.items()}
-    cpu = {k: statistics.median(x[1] for x in s) for k, s in samples.items()}
+    if layer_id().split(", ")[-1] != tether_id.split(", ")[-1]:
+        print(f"warning: libtether.so changed during the run (now: {layer_id()}); "
+              "the figures mix two builds")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "command": sys.argv, "tether": tether_id, "rounds": rounds,
+            "n": {f"{w} {m}": n[w, m] for w, m in n},
+            "samples": [{"go": v, "workload": w, "mode": m, "ns_per_op": x}
+                        for (v, w, m), x in samples.items()]}, indent=1) + "\n")
+    med = {k: statistics.median(x) for k, x in samples.items()}
     print()
-    print("| Go | workload | native ns/op (min-max) | hooked/native | route-all/native | strace/native "
-          "| CPU time: hooked/native | CPU time: route-all/native |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
-    pooled: dict[str, list[float]] = {"hooked": [], "route-all": [], "cpu hooked": [], "cpu route-all": []}
+    others = [m for m in modes if m != "native"]
+    print("| Go | workload | native ns/op (min-max) | " + " | ".join(f"{m}/native" for m in others) + " |")
+    print("|---|---|---|" + "---:|" * len(others))
+    pooled: dict[str, list[float]] = {m: [] for m in others}
     for v in versions:
         for w in WORKLOADS:
-            nat = [x[0] for x in samples[v, w, "native"]]
-            r = {m: wall[v, w, m] / wall[v, w, "native"] for m in MODES}
-            c = {m: cpu[v, w, m] / cpu[v, w, "native"] for m in ("hooked", "route-all")}
-            for m in ("hooked", "route-all"):
-                pooled[m].append(r[m])
-                pooled["cpu " + m].append(c[m])
-            print(f"| {v} | {w} | {wall[v, w, 'native']:.0f} ({min(nat):.0f}-{max(nat):.0f}) "
-                  f"| {r['hooked']:.2f} | {r['route-all']:.2f} | {r['strace']:.0f} "
-                  f"| {c['hooked']:.2f} | {c['route-all']:.2f} |")
+            nat = samples[v, w, "native"]
+            cells = []
+            for m in others:
+                r = med[v, w, m] / med[v, w, "native"]
+                pooled[m].append(r)
+                cells.append(f"{r:.2f}" if r < 10 else f"{r:.0f}")
+            print(f"| {v} | {w} | {med[v, w, 'native']:.0f} ({min(nat):.0f}-{max(nat):.0f}) | "
+                  + " | ".join(cells) + " |")
 
-    def gmean(xs: list[float]) -> float:
-        return math.exp(statistics.fmean(math.log(x) for x in xs))
+    def f(x: float) -> str:
+        return f"{x:.3f}" if x < 10 else f"{x:.0f}"
 
     print()
-    print(f"pooled over {len(pooled['hooked'])} version x workload cells (geometric mean): "
-          f"hooked/native {gmean(pooled['hooked']):.3f} wall, {gmean(pooled['cpu hooked']):.3f} CPU; "
-          f"route-all/native {gmean(pooled['route-all']):.3f} wall, {gmean(pooled['cpu route-all']):.3f} CPU")
+    print(f"pooled over {len(pooled['hooked'])} cells x {rounds} rounds, paired per round:")
+    est = {}
+    for m in others:
+        pairs = [(x, y) for v in versions for w in WORKLOADS
+                 for x, y in zip(samples[v, w, m], samples[v, w, "native"], strict=True)]
+        logs = [math.log(x / y) for x, y in pairs]
+        diffs = [x - y for x, y in pairs]
+        mean = statistics.fmean(logs)
+        half = 1.96 * statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else 0.0
+        est[m] = math.exp(mean)
+        print(f"  {m + '/native':17} {f(math.exp(mean)):>6}  (95% CI {f(math.exp(mean - half))}-"
+              f"{f(math.exp(mean + half))}), median {statistics.median(diffs):+.0f} ns per call")
     worst = max(pooled["hooked"])
-    print(f"goal hooked/native <= 1.10: highest cell {worst:.2f} wall, {max(pooled['cpu hooked']):.2f} CPU "
-          f"({'met in every cell' if worst <= 1.10 else 'NOT met in every cell'} on this run)")
-    print("goal trace/native <= 1.5: for `tether trace`, not built yet; strace/native is shown for scale")
+    print(f"goal hooked/native <= 1.10: pooled {est['hooked']:.3f}, highest single cell {worst:.3f} "
+          f"({'met' if est['hooked'] <= 1.10 else 'NOT met'} overall; "
+          f"{'every cell' if worst <= 1.10 else 'not every cell'} under 1.10 on this run)")
+    if "trace" in est:
+        print(f"goal trace/native <= 1.5: pooled {est['trace']:.0f} "
+              f"({'met' if est['trace'] <= 1.5 else 'NOT met'})")
+    else:
+        print("goal trace/native <= 1.5: not measured, this tether has no `trace` command")
     return 0
 
 
