@@ -77,6 +77,7 @@ int tether_session_plan(const char *path, const char *go_build_id, unsigned id_l
 
 /* trace.c: report each call through the dispatcher to the session. */
 extern int tether_tracing;
+extern int tether_pid_cache;	/* 0: ask the kernel (reset in children) */
 long tether_trace_call(tether_syscall_fn *fn, long nr, long a1, long a2, long a3, long a4,
                        long a5, long a6);
 extern unsigned long tether_go_asmcgocall;	/* runtime.asmcgocall (ABI0 body) */

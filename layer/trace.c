@@ -63,6 +63,23 @@ static void items_for(long nr, struct item it[2])
 	}
 }
 
+/* This process's pid, asked of the kernel once.  A child made by fork or
+ * clone starts with the parent's copy, so it is reset where a child first
+ * runs: below for calls through the dispatcher, in tether_go_vfork for Go's
+ * os/exec children. */
+int tether_pid_cache;
+
+static int current_pid(void)
+{
+	int pid = __atomic_load_n(&tether_pid_cache, __ATOMIC_RELAXED);
+
+	if (!pid) {
+		pid = (int)tether_raw_syscall6(SYS_getpid, 0, 0, 0, 0, 0, 0);
+		__atomic_store_n(&tether_pid_cache, pid, __ATOMIC_RELAXED);
+	}
+	return pid;
+}
+
 /* Copy up to n bytes at addr from this process's memory; bytes copied or <0. */
 static long peek(void *dst, long addr, unsigned long n)
 {
@@ -70,8 +87,7 @@ static long peek(void *dst, long addr, unsigned long n)
 
 	if (!addr)
 		return -14; /* EFAULT */
-	return tether_raw_syscall6(SYS_process_vm_readv,
-	                           tether_raw_syscall6(SYS_getpid, 0, 0, 0, 0, 0, 0),
+	return tether_raw_syscall6(SYS_process_vm_readv, current_pid(),
 	                           (long)&local, 1, (long)&remote, 1, 0);
 }
 
@@ -128,7 +144,7 @@ static void report(long nr, const long *args, long ret, unsigned short flags)
 	unsigned char *p = (unsigned char *)(e + 1);
 	struct item it[2];
 
-	e->pid = (int)tether_raw_syscall6(SYS_getpid, 0, 0, 0, 0, 0, 0);
+	e->pid = current_pid();
 	e->tid = (int)tether_raw_syscall6(SYS_gettid, 0, 0, 0, 0, 0, 0);
 	e->nr = nr;
 	for (int i = 0; i < 6; i++)
@@ -162,6 +178,8 @@ long tether_trace_call(tether_syscall_fn *fn, long nr, long a1, long a2, long a3
 	if (never_returns(nr))
 		report(nr, args, 0, TETHER_FLAG_ENTRY);
 	ret = fn(nr, a1, a2, a3, a4, a5, a6);
+	if (ret == 0 && (nr == 56 || nr == 57 || nr == 58 || nr == 435)) /* clone, fork, vfork, clone3 */
+		__atomic_store_n(&tether_pid_cache, 0, __ATOMIC_RELAXED);
 	report(nr, args, ret, 0);
 	return ret;
 }

@@ -133,7 +133,7 @@ def trace(output: str | None, as_json: bool, classes: str | None, program: tuple
     out = open(output, "w", encoding="utf-8") if output else sys.stderr
     printer = Printer(out, as_json, wanted)
     warn = lambda msg: click.echo(f"tether trace: {msg}", err=True)  # noqa: E731
-    server = LayerServer(wire.MODE_TRACE, printer.event, printer.hello, warn)
+    server = LayerServer(wire.MODE_TRACE, printer.event, printer.hello, warn, printer.flush)
     try:
         code = run(list(program), server, {}, started=lambda pid: setattr(printer, "main_pid", pid))
     except LaunchError as e:

@@ -24,13 +24,16 @@ from ..layer import CannotHookError, go_plan
 from ..protocol import wire
 
 log = logging.getLogger("tether.session")
+BATCH = 256  # frames served from one connection before looking at the others
 
 
 class LayerServer:
     def __init__(self, mode: int, on_event: Callable[[wire.SyscallEvent], None],
                  on_hello: Callable[[wire.Hello], None] = lambda h: None,
-                 warn: Callable[[str], None] = lambda msg: None):
+                 warn: Callable[[str], None] = lambda msg: None,
+                 on_batch: Callable[[], None] = lambda: None):
         self.mode, self.on_event, self.on_hello, self.warn = mode, on_event, on_hello, warn
+        self.on_batch = on_batch  # after each round of frames: flush output
         self.dir = Path(tempfile.mkdtemp(prefix="tether-"))
         self.path = str(self.dir / "layer.sock")
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -91,22 +94,32 @@ class LayerServer:
                 conn, _ = self.listener.accept()
                 self.sel.register(conn, selectors.EVENT_READ, "peer")
                 self.peers += 1
-                continue
-            conn = key.fileobj
-            try:
-                msg = conn.recv(wire.FRAME_MAX + 1)
-                if msg:
-                    self._handle(conn, wire.decode_frame(msg))
-                    continue
-            except wire.ProtocolError as e:
-                log.warning("closing a layer connection: %s", e)
-                self.warn(f"closing a layer connection: {e}")
-            except OSError as e:
-                log.warning("layer connection failed: %s", e)
-            self.sel.unregister(conn)
-            conn.close()
-            self.peers -= 1
+            elif not self._serve(key.fileobj):
+                self.sel.unregister(key.fileobj)
+                key.fileobj.close()
+                self.peers -= 1
+        if busy:
+            self.on_batch()
         return busy
+
+    def _serve(self, conn: socket.socket) -> bool:
+        """Handle the frames waiting on conn (a bounded batch); False once it is closed."""
+        try:
+            for _ in range(BATCH):
+                msg = conn.recv(wire.FRAME_MAX + 1, socket.MSG_DONTWAIT)
+                if not msg:
+                    return False
+                self._handle(conn, wire.decode_frame(msg))
+        except BlockingIOError:
+            pass
+        except wire.ProtocolError as e:
+            log.warning("closing a layer connection: %s", e)
+            self.warn(f"closing a layer connection: {e}")
+            return False
+        except OSError as e:
+            log.warning("layer connection failed: %s", e)
+            return False
+        return True
 
     def drain(self, quiet: float = 0.5, limit: float = 5.0) -> None:
         """After the program exits: serve until every peer has gone, or `quiet` seconds pass

@@ -36,6 +36,8 @@ class Printer:
             if result is not None:
                 line = line[: line.rfind("= ?")] + f"= {result}"
             self.out.write(line + "\n")
+
+    def flush(self) -> None:
         self.out.flush()
 
     def event(self, e: SyscallEvent) -> None:
@@ -65,6 +67,7 @@ class Printer:
         for e in self._pending_exec.values():
             self._emit(e)
         self._pending_exec.clear()
+        self.flush()
 
 
 def parse_classes(spec: str | None) -> set[str] | None:
