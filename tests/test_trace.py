@@ -172,3 +172,11 @@ def test_go_c_shared_library_is_hooked_wherever_it_is_loaded(go_versions, tmp_pa
             assert any(e["ret"] == 21 for e in calls(events, "write")), where
             assert any(e["ret"] == 21 for e in calls(events, "read")), where
             assert calls(events, "pipe2"), where
+
+
+def test_go_program_started_by_a_shell_is_hooked(go_versions, tmp_path):
+    """The layer passes through a program that is not Go; its Go child gets its own plan."""
+    exe = gobuild.build(go_versions[-1], "stripped")
+    proc, events = trace("/bin/sh", "-c", f"{exe} hello; exit 3", tmp=tmp_path)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, b"hello\n", b"")
+    assert any(e["args"][0] == "1" and e["ret"] == 6 for e in calls(events, "write"))
