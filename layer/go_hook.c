@@ -1,7 +1,8 @@
-/* go_hook.c - apply a hook plan to a Go executable.
+/* go_hook.c - apply a hook plan to a Go module (executable or c-shared).
  *
  * The session computes the plan in Python from the binary's own function
- * table (tether inspect) and hands it over in TETHER_GO_PLAN:
+ * table (tether inspect) and hands it over (HELLO_REPLY, PLAN_REPLY), or it
+ * comes from the environment (TETHER_GO_PLAN):
  *
  *   1;<go build id>;g=<g.m>:<m.curg>:<g.syscallsp>;funnel=<addr>:<code>;
  *   vfork=<addr>:<code>:<args>;asmcgocall=<addr>:<code>;enter=<addr>:<code>;
