@@ -16,7 +16,12 @@
 #define TETHER_MSG_HELLO_REPLY 2  /* session -> layer: mode and hook plan */
 #define TETHER_MSG_PLAN_REQUEST 3 /* layer -> session: plan for a library (path, build id) */
 #define TETHER_MSG_PLAN_REPLY 4	  /* session -> layer: that plan (maybe empty) */
+#define TETHER_MSG_AGENT_HELLO 5  /* session -> agent: version, capabilities */
+#define TETHER_MSG_AGENT_HELLO_REPLY 6
+#define TETHER_MSG_ERROR 15	  /* reply to any request: errno and a message */
 #define TETHER_MSG_SYSCALL 16	  /* layer -> session: one traced syscall */
+#define TETHER_MSG_CONNECT 32	  /* open and connect a socket in the target */
+#define TETHER_MSG_CONNECT_REPLY 33 /* success; the descriptor rides along (SCM_RIGHTS) */
 
 /* frame flags */
 #define TETHER_FLAG_ENTRY 1	/* SYSCALL sent before the call (execve, exit): no result */
@@ -71,6 +76,20 @@ struct tether_data {
 	unsigned char kind;	/* TETHER_DATA_* */
 	unsigned short length;	/* bytes that follow */
 	unsigned int full_length; /* before cutting to fit the frame */
+};
+
+/* ERROR payload: then a u16 length and a message. */
+struct tether_error {
+	int err;		/* positive errno */
+};
+
+/* CONNECT payload: then a u16 length and the sockaddr bytes as the program
+ * gave them. */
+struct tether_connect {
+	unsigned short family;
+	unsigned short socktype;
+	int protocol;
+	unsigned int timeout_ms;
 };
 
 #endif

@@ -21,6 +21,16 @@ FACTS = {
     "TETHER_MSG_PLAN_REQUEST": wire.MSG_PLAN_REQUEST,
     "TETHER_MSG_PLAN_REPLY": wire.MSG_PLAN_REPLY,
     "TETHER_MSG_SYSCALL": wire.MSG_SYSCALL,
+    "TETHER_MSG_AGENT_HELLO": wire.MSG_AGENT_HELLO,
+    "TETHER_MSG_AGENT_HELLO_REPLY": wire.MSG_AGENT_HELLO_REPLY,
+    "TETHER_MSG_ERROR": wire.MSG_ERROR,
+    "TETHER_MSG_CONNECT": wire.MSG_CONNECT,
+    "TETHER_MSG_CONNECT_REPLY": wire.MSG_CONNECT_REPLY,
+    "sizeof(struct tether_error)": wire.ERROR.size,
+    "sizeof(struct tether_connect)": wire.CONNECT.size,
+    "offsetof(struct tether_connect, socktype)": 2,
+    "offsetof(struct tether_connect, protocol)": 4,
+    "offsetof(struct tether_connect, timeout_ms)": 8,
     "TETHER_FLAG_ENTRY": wire.FLAG_ENTRY,
     "TETHER_MODE_TRACE": wire.MODE_TRACE,
     "TETHER_DATA_STRING": wire.DATA_STRING,
@@ -80,7 +90,17 @@ def test_hello_round_trip(exe, build_id, pid):
 
 
 DECODERS = [wire.decode_syscall, wire.decode_hello, wire.decode_hello_reply,
-            wire.decode_plan_request, wire.decode_plan_reply]
+            wire.decode_plan_request, wire.decode_plan_reply, wire.decode_agent_hello,
+            wire.decode_error, wire.decode_connect]
+
+
+@given(st.integers(1, 4095), st.text(max_size=300), st.binary(min_size=2, max_size=128),
+       st.integers(0, 2**32 - 1))
+def test_error_and_connect_round_trip(err, message, sockaddr, timeout_ms):
+    e = wire.ErrorReply(err, message)
+    assert wire.decode_error(wire.decode_frame(wire.encode_error(e, 9))) == e
+    c = wire.Connect(2, 1, 0, timeout_ms, sockaddr)
+    assert wire.decode_connect(wire.decode_frame(wire.encode_connect(c, 9))) == c
 
 
 @given(st.text(max_size=300), st.text(max_size=90), st.text(max_size=600))

@@ -148,6 +148,30 @@ def trace(output: str | None, as_json: bool, classes: str | None, program: tuple
 
 
 @cli.command()
+@click.option("--fd", type=int, required=True,
+              help="Serve the session on this inherited unix SOCK_SEQPACKET socket.")
+def agent(fd: int) -> None:
+    """Run inside a target and perform what the session asks there (connect, ...).
+
+    \b
+    Started by tether itself: `tether exec --target netns:NAME` runs
+    `ip netns exec NAME tether agent --fd N` with one end of a socket pair.
+    Network-reachable agents (--listen, with a token) come later.
+    """
+    import asyncio
+    import logging
+
+    from .agent.server import serve_fd
+
+    logging.basicConfig(level=logging.WARNING, format="tether agent: %(message)s")
+    try:
+        asyncio.run(serve_fd(fd))
+    except (OSError, ValueError) as e:
+        click.echo(f"tether agent: {e}", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+@cli.command()
 def demo() -> None:
     """Show what tether does, on this machine (the full demo needs `tether exec`, not built yet)."""
     click.echo(

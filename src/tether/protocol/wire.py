@@ -17,7 +17,12 @@ MSG_HELLO = 1
 MSG_HELLO_REPLY = 2
 MSG_PLAN_REQUEST = 3
 MSG_PLAN_REPLY = 4
+MSG_AGENT_HELLO = 5
+MSG_AGENT_HELLO_REPLY = 6
+MSG_ERROR = 15
 MSG_SYSCALL = 16
+MSG_CONNECT = 32
+MSG_CONNECT_REPLY = 33
 
 FLAG_ENTRY = 1
 MODE_TRACE = 1
@@ -30,6 +35,9 @@ HELLO = struct.Struct("<HHIii")  # version, reserved, capabilities, pid, ppid
 HELLO_REPLY = struct.Struct("<HHI")  # version, reserved, mode
 SYSCALL_EVENT = struct.Struct("<iiq6qq")  # pid, tid, nr, args[6], ret
 DATA = struct.Struct("<BBHI")  # arg, kind, length, full_length
+AGENT_HELLO = struct.Struct("<HHI")  # version, reserved, capabilities
+ERROR = struct.Struct("<i")  # errno, then a u16-prefixed message
+CONNECT = struct.Struct("<HHiI")  # family, socktype, protocol, timeout_ms; then the sockaddr
 U16 = struct.Struct("<H")
 
 
@@ -68,6 +76,25 @@ class PlanRequest:
 
     path: str
     go_build_id: str
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """A request failed; errno says how, as the program would see it."""
+
+    errno: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Connect:
+    """Open a socket in the target and connect it; the reply carries its descriptor."""
+
+    family: int
+    socktype: int
+    protocol: int
+    timeout_ms: int
+    sockaddr: bytes
 
 
 @dataclass(frozen=True)
@@ -205,6 +232,60 @@ def decode_plan_reply(f: Frame) -> str:
     if pos != len(f.payload):
         raise ProtocolError("PLAN_REPLY has trailing bytes")
     return plan
+
+
+def encode_agent_hello(version: int, capabilities: int, id: int, reply: bool = False) -> bytes:
+    return encode_frame(MSG_AGENT_HELLO_REPLY if reply else MSG_AGENT_HELLO,
+                        AGENT_HELLO.pack(version, 0, capabilities), id=id)
+
+
+def decode_agent_hello(f: Frame) -> tuple[int, int]:
+    """(version, capabilities) of an AGENT_HELLO or its reply."""
+    if f.type not in (MSG_AGENT_HELLO, MSG_AGENT_HELLO_REPLY) or len(f.payload) != AGENT_HELLO.size:
+        raise ProtocolError("malformed AGENT_HELLO")
+    version, _, caps = AGENT_HELLO.unpack(f.payload)
+    return version, caps
+
+
+def encode_error(e: ErrorReply, id: int) -> bytes:
+    return encode_frame(MSG_ERROR, ERROR.pack(e.errno) + _pack_string(e.message[:1024]), id=id)
+
+
+def decode_error(f: Frame) -> ErrorReply:
+    if f.type != MSG_ERROR or len(f.payload) < ERROR.size:
+        raise ProtocolError("malformed ERROR")
+    (err,) = ERROR.unpack_from(f.payload)
+    message, pos = _string(f.payload, ERROR.size, "error message")
+    if pos != len(f.payload) or err <= 0:
+        raise ProtocolError("malformed ERROR")
+    return ErrorReply(err, message)
+
+
+def encode_connect(c: Connect, id: int) -> bytes:
+    if len(c.sockaddr) > 128:
+        raise ProtocolError("socket address longer than 128 bytes")
+    return encode_frame(MSG_CONNECT, CONNECT.pack(c.family, c.socktype, c.protocol, c.timeout_ms)
+                        + _pack_string_bytes(c.sockaddr), id=id)
+
+
+def decode_connect(f: Frame) -> Connect:
+    if f.type != MSG_CONNECT or len(f.payload) < CONNECT.size + U16.size:
+        raise ProtocolError("malformed CONNECT")
+    family, socktype, protocol, timeout_ms = CONNECT.unpack_from(f.payload)
+    (n,) = U16.unpack_from(f.payload, CONNECT.size)
+    start = CONNECT.size + U16.size
+    if n > 128 or start + n != len(f.payload):
+        raise ProtocolError(f"CONNECT socket address of {n} bytes does not fit")
+    return Connect(family, socktype, protocol, timeout_ms, f.payload[start:])
+
+
+def encode_connect_reply(id: int) -> bytes:
+    """Success; the socket travels beside this frame (SCM_RIGHTS)."""
+    return encode_frame(MSG_CONNECT_REPLY, b"", id=id)
+
+
+def _pack_string_bytes(b: bytes) -> bytes:
+    return U16.pack(len(b)) + b
 
 
 def encode_syscall(e: SyscallEvent) -> bytes:

@@ -8,11 +8,11 @@ layer), file descriptors, a few flag sets; everything else prints as a number.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import socket
 import struct
 
+from ..protocol.sockaddr import SockaddrError, decode_inet
 from ..protocol.wire import DATA_SOCKADDR, DATA_STRING, SyscallEvent
 from .syscalls_x86_64 import NAMES
 
@@ -116,12 +116,12 @@ def format_sockaddr(raw: bytes) -> str:
         return "{...}"
     (family,) = struct.unpack_from("<H", raw)
     name = DOMAINS.get(family, f"family {family}")
-    if family == socket.AF_INET and len(raw) >= 8:
-        port = struct.unpack_from(">H", raw, 2)[0]
-        return f"{{{name}, {ipaddress.IPv4Address(raw[4:8])}:{port}}}"
-    if family == socket.AF_INET6 and len(raw) >= 24:
-        port = struct.unpack_from(">H", raw, 2)[0]
-        return f"{{{name}, [{ipaddress.IPv6Address(raw[8:24])}]:{port}}}"
+    if family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            _, host, port = decode_inet(raw)
+        except SockaddrError:
+            return f"{{{name}, ...}}"
+        return f"{{{name}, {host if family == socket.AF_INET else f'[{host}]'}:{port}}}"
     if family == socket.AF_UNIX:
         path = raw[2:]
         if path[:1] == b"\0":  # abstract socket name

@@ -1,0 +1,47 @@
+"""Network operations the agent performs inside the target."""
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+
+from ..protocol import wire
+from ..protocol.sockaddr import SockaddrError, decode_inet
+
+DEFAULT_TIMEOUT_MS = 10_000
+
+
+class OpError(Exception):
+    """An operation failed with an errno the program should see."""
+
+    def __init__(self, err: int, message: str):
+        super().__init__(message)
+        self.errno = err
+
+
+async def connect(req: wire.Connect) -> socket.socket:
+    """A socket of the requested kind, created here (in the target's network namespace) and
+    connected to req.sockaddr; the caller passes its descriptor back."""
+    try:
+        family, host, port = decode_inet(req.sockaddr)
+    except SockaddrError as e:
+        raise OpError(errno.EAFNOSUPPORT, str(e)) from None
+    if family != req.family or req.socktype not in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        raise OpError(errno.EINVAL, f"cannot connect a family {req.family} type {req.socktype} socket "
+                                    f"to a family {family} address")
+    sock = socket.socket(family, req.socktype, req.protocol)
+    sock.setblocking(False)
+    if req.socktype == socket.SOCK_STREAM:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    timeout = (req.timeout_ms or DEFAULT_TIMEOUT_MS) / 1000
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, port)), timeout)
+    except asyncio.TimeoutError:
+        sock.close()
+        raise OpError(errno.ETIMEDOUT, f"connect to {host}:{port} timed out after {timeout:g} s") from None
+    except OSError as e:
+        sock.close()
+        err = e.errno or errno.EIO
+        raise OpError(err, f"connect to {host}:{port}: {os.strerror(err)}") from None
+    return sock
