@@ -1,0 +1,77 @@
+"""The agent started in a real network namespace (`netns:NAME`): connections made there come
+back as working sockets, although this host cannot reach those addresses at all."""
+from __future__ import annotations
+
+import errno
+import socket
+import time
+
+import pytest
+from netns import HTTP_PORT, UDP_PORT, WEB_ADDR, target_ns  # noqa: F401  (fixture)
+
+from tether.protocol.sockaddr import encode_inet
+from tether.session.agent_link import AgentError, LinkError
+from tether.targets.netns import TargetError, start_agent
+
+
+@pytest.fixture
+def link(target_ns):  # noqa: F811
+    proc, link = start_agent(target_ns.name)
+    yield proc, link
+    link.close()
+    try:
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+
+
+def test_tcp_connect_happens_in_the_namespace(target_ns, link):  # noqa: F811
+    _, agent = link
+    with socket.socket() as direct:  # the host itself has no way there
+        direct.settimeout(1)
+        with pytest.raises(OSError) as e:
+            direct.connect((WEB_ADDR, HTTP_PORT))
+        assert e.value.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH)
+    conn = agent.connect(socket.AF_INET, socket.SOCK_STREAM, encode_inet(WEB_ADDR, HTTP_PORT))
+    with conn:
+        conn.settimeout(10)
+        conn.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+        response = b""
+        while chunk := conn.recv(4096):
+            response += chunk
+    assert response.startswith(b"HTTP/1.") and response.endswith(f"hello from netns {target_ns.name}\n".encode())
+    assert conn.fileno() == -1
+
+
+def test_udp_connect_happens_in_the_namespace(link):
+    _, agent = link
+    with agent.connect(socket.AF_INET, socket.SOCK_DGRAM, encode_inet(WEB_ADDR, UDP_PORT)) as udp:
+        udp.settimeout(5)
+        udp.send(b"ping")
+        assert udp.recv(100) == b"echo:ping"
+
+
+def test_errors_come_back_as_the_programs_errno(link):
+    _, agent = link
+    with pytest.raises(AgentError) as refused:
+        agent.connect(socket.AF_INET, socket.SOCK_STREAM, encode_inet(WEB_ADDR, HTTP_PORT + 1))
+    assert refused.value.errno == errno.ECONNREFUSED
+    start = time.monotonic()
+    with pytest.raises(AgentError) as unreachable:  # no route in the namespace: fails at once
+        agent.connect(socket.AF_INET, socket.SOCK_STREAM, encode_inet("198.20.0.1", 80))
+    assert unreachable.value.errno == errno.ENETUNREACH and time.monotonic() - start < 2
+
+
+def test_agent_that_dies_fails_fast(link):
+    proc, agent = link
+    proc.kill()
+    proc.wait(timeout=10)
+    start = time.monotonic()
+    with pytest.raises(LinkError):
+        agent.connect(socket.AF_INET, socket.SOCK_STREAM, encode_inet(WEB_ADDR, HTTP_PORT))
+    assert time.monotonic() - start < 5
+
+
+def test_unknown_namespace_names_the_fix():
+    with pytest.raises(TargetError, match=r"no network namespace 'no-such-ns-4711'.*ip netns add no-such-ns-4711"):
+        start_agent("no-such-ns-4711")
