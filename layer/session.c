@@ -77,6 +77,45 @@ int tether_session_send(const void *frame, unsigned long length)
 	return (int)raw(SYS_sendto, tether_session_fd, (long)frame, (long)length, MSG_NOSIGNAL, 0, 0);
 }
 
+/* Send the request in buf (payload up to end) and receive the reply, which
+ * must be reply_type with the same id, into buf.  Returns its length or
+ * -errno.  The reply is read by the thread that asked: callers hold the
+ * link for the exchange (start-up, or the lock in tether_session_plan). */
+static long exchange(unsigned char *buf, unsigned long size, const unsigned char *end,
+                     unsigned short type, unsigned long id, unsigned short reply_type)
+{
+	struct tether_frame *f = (struct tether_frame *)buf;
+	long n;
+
+	f->length = (unsigned)(end - buf);
+	f->type = type;
+	f->flags = 0;
+	f->id = id;
+	if (tether_session_send(buf, f->length) < 0)
+		return -32; /* EPIPE */
+	n = raw(SYS_recvfrom, tether_session_fd, (long)buf, (long)size, 0, 0, 0);
+	if (n < (long)sizeof *f || f->length != (unsigned)n || f->type != reply_type || f->id != id)
+		return -71; /* EPROTO */
+	return n;
+}
+
+/* Copy the u16-prefixed string at p, which must end exactly at end, into
+ * out as a C string. */
+static int take_string(const unsigned char *p, const unsigned char *end, char *out, unsigned size)
+{
+	unsigned len;
+
+	if (end - p < 2)
+		return -71;
+	len = (unsigned)p[0] | (unsigned)p[1] << 8;
+	if (len >= size || p + 2 + len != end)
+		return -71; /* EPROTO */
+	for (unsigned i = 0; i < len; i++)
+		out[i] = (char)p[2 + i];
+	out[len] = '\0';
+	return 0;
+}
+
 /* Connect and exchange HELLO / HELLO_REPLY.  On success *mode is set and
  * plan (NUL-terminated, maybe empty) holds this executable's hook plan. */
 int tether_session_open(const char *path, const char *go_build_id, unsigned id_len,
@@ -84,13 +123,11 @@ int tether_session_open(const char *path, const char *go_build_id, unsigned id_l
 {
 	unsigned long words[TETHER_FRAME_MAX / 8]; /* aligned for the structs below */
 	unsigned char *buf = (unsigned char *)words;
-	struct tether_frame *f = (struct tether_frame *)buf;
-	struct tether_hello *h = (struct tether_hello *)(f + 1);
-	const struct tether_hello_reply *r = (const struct tether_hello_reply *)(f + 1);
+	struct tether_hello *h = (struct tether_hello *)(buf + sizeof(struct tether_frame));
+	const struct tether_hello_reply *r = (const struct tether_hello_reply *)h;
 	char exe[1024];
 	long exe_len, n;
 	unsigned char *p;
-	unsigned plan_len;
 
 	tether_session_fd = connect_to(path);
 	if (tether_session_fd < 0)
@@ -107,23 +144,12 @@ int tether_session_open(const char *path, const char *go_build_id, unsigned id_l
 	h->ppid = (int)raw(SYS_getppid, 0, 0, 0, 0, 0, 0);
 	p = put_string((unsigned char *)(h + 1), exe, (unsigned)exe_len);
 	p = put_string(p, go_build_id, id_len);
-	f->length = (unsigned)(p - buf);
-	f->type = TETHER_MSG_HELLO;
-	f->flags = 0;
-	f->id = 1;
-	if (tether_session_send(buf, f->length) < 0)
-		return -32; /* EPIPE */
-	n = raw(SYS_recvfrom, tether_session_fd, (long)buf, sizeof words, 0, 0, 0);
-	if (n < (long)(sizeof *f + sizeof *r + 2) || f->length != (unsigned)n ||
-	    f->type != TETHER_MSG_HELLO_REPLY || f->id != 1 || r->version != TETHER_PROTOCOL_VERSION)
+	n = exchange(buf, sizeof words, p, TETHER_MSG_HELLO, 1, TETHER_MSG_HELLO_REPLY);
+	if (n < 0)
+		return (int)n;
+	if (n < (long)(sizeof(struct tether_frame) + sizeof *r) || r->version != TETHER_PROTOCOL_VERSION ||
+	    take_string((const unsigned char *)(r + 1), buf + n, plan, plan_size))
 		return -71; /* EPROTO */
-	p = (unsigned char *)(r + 1);
-	plan_len = (unsigned)p[0] | (unsigned)p[1] << 8;
-	if (plan_len >= plan_size || p + 2 + plan_len != buf + n)
-		return -71;
-	for (unsigned i = 0; i < plan_len; i++)
-		plan[i] = (char)p[2 + i];
-	plan[plan_len] = '\0';
 	*mode = r->mode;
 	return 0;
 }
@@ -136,12 +162,10 @@ int tether_session_plan(const char *path, const char *go_build_id, unsigned id_l
 	static int busy;
 	unsigned long words[TETHER_FRAME_MAX / 8];
 	unsigned char *buf = (unsigned char *)words;
-	struct tether_frame *f = (struct tether_frame *)buf;
 	unsigned long n = tether_strlen(path);
 	unsigned char *p;
-	unsigned plan_len;
 	long got;
-	int err = -71; /* EPROTO */
+	int err;
 
 	if (tether_session_fd < 0)
 		return -9; /* EBADF */
@@ -149,27 +173,10 @@ int tether_session_plan(const char *path, const char *go_build_id, unsigned id_l
 		return -36; /* ENAMETOOLONG */
 	while (__atomic_exchange_n(&busy, 1, __ATOMIC_ACQUIRE))
 		;
-	p = put_string(buf + sizeof *f, path, (unsigned)n);
+	p = put_string(buf + sizeof(struct tether_frame), path, (unsigned)n);
 	p = put_string(p, go_build_id, id_len);
-	f->length = (unsigned)(p - buf);
-	f->type = TETHER_MSG_PLAN_REQUEST;
-	f->flags = 0;
-	f->id = 2;
-	if (tether_session_send(buf, f->length) < 0)
-		goto out;
-	got = raw(SYS_recvfrom, tether_session_fd, (long)buf, sizeof words, 0, 0, 0);
-	if (got < (long)(sizeof *f + 2) || f->length != (unsigned)got ||
-	    f->type != TETHER_MSG_PLAN_REPLY || f->id != 2)
-		goto out;
-	p = buf + sizeof *f;
-	plan_len = (unsigned)p[0] | (unsigned)p[1] << 8;
-	if (plan_len >= plan_size || p + 2 + plan_len != buf + got)
-		goto out;
-	for (unsigned i = 0; i < plan_len; i++)
-		plan[i] = (char)p[2 + i];
-	plan[plan_len] = '\0';
-	err = 0;
-out:
+	got = exchange(buf, sizeof words, p, TETHER_MSG_PLAN_REQUEST, 2, TETHER_MSG_PLAN_REPLY);
+	err = got < 0 ? (int)got : take_string(buf + sizeof(struct tether_frame), buf + got, plan, plan_size);
 	__atomic_store_n(&busy, 0, __ATOMIC_RELEASE);
 	return err;
 }

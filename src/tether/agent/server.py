@@ -28,31 +28,31 @@ class Link:
         self.loop = asyncio.get_running_loop()
         self.tasks: set[asyncio.Task] = set()
 
+    async def _ready(self, add, remove) -> None:
+        """Wait until the socket is readable (add_reader) or writable (add_writer)."""
+        ready = self.loop.create_future()
+        add(self.sock, ready.set_result, None)
+        try:
+            await ready
+        finally:
+            remove(self.sock)
+
     async def _recv(self) -> bytes:
         while True:
             try:
                 return self.sock.recv(wire.FRAME_MAX + 1)
             except BlockingIOError:
-                ready = self.loop.create_future()
-                self.loop.add_reader(self.sock, ready.set_result, None)
-                try:
-                    await ready
-                finally:
-                    self.loop.remove_reader(self.sock)
+                await self._ready(self.loop.add_reader, self.loop.remove_reader)
 
     async def _send(self, frame: bytes, fds: list[int] = ()) -> None:
+        # asyncio's socket helpers cannot pass descriptors: sendmsg on the non-blocking socket.
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
         while True:
             try:
                 self.sock.sendmsg([frame], ancillary)
                 return
             except BlockingIOError:
-                ready = self.loop.create_future()
-                self.loop.add_writer(self.sock, ready.set_result, None)
-                try:
-                    await ready
-                finally:
-                    self.loop.remove_writer(self.sock)
+                await self._ready(self.loop.add_writer, self.loop.remove_writer)
 
     async def serve(self) -> None:
         try:
