@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..analysis.cache import inspect_binary
 from ..analysis.elf import ELF_MAGIC, ElfError
-from ..layer import CannotHookError, hooked_env, preload_env
+from ..layer import CannotHookError, go_plan, preload_env
 from .server import LayerServer
 
 
@@ -34,19 +34,22 @@ def resolve(program: str) -> Path:
 
 
 def program_env(path: Path, base: dict[str, str]) -> dict[str, str]:
-    """The layer's environment for `path`, refusing up front what cannot be hooked."""
+    """The layer's environment for `path`, refusing up front what cannot be hooked.
+
+    No plan goes into it: every process asks the session for its own (HELLO)."""
     with open(path, "rb") as f:
         is_elf = f.read(4) == ELF_MAGIC
-    if not is_elf:  # a script: its interpreter is analysed when it starts
-        return preload_env(base)
-    try:
-        report = inspect_binary(path)
-        env = hooked_env(report, base)
-    except (ElfError, CannotHookError) as e:
-        raise LaunchError(f"cannot hook {path}: {e}") from None
-    if report["linkage"] == "static":
-        raise LaunchError(f"cannot hook {path}: statically linked, LD_PRELOAD cannot load the "
-                          "layer into it; use a dynamically linked build")
+    if is_elf:  # a script's interpreter is analysed when it starts
+        try:
+            report = inspect_binary(path)
+            go_plan(report)  # raises for a Go program tether refuses
+        except (ElfError, CannotHookError) as e:
+            raise LaunchError(f"cannot hook {path}: {e}") from None
+        if report["linkage"] == "static":
+            raise LaunchError(f"cannot hook {path}: statically linked, LD_PRELOAD cannot load the "
+                              "layer into it; use a dynamically linked build")
+    env = preload_env(base)
+    env.pop("TETHER_GO_PLAN", None)  # one inherited from the caller would not be this program's
     return env
 
 
@@ -57,11 +60,9 @@ def run(argv: list[str], server: LayerServer, extra_env: dict[str, str],
     `started` gets the program's pid before any of its frames is served."""
     path = resolve(argv[0])
     env = program_env(path, os.environ)
-    env.pop("TETHER_GO_PLAN", None)  # every process asks the session for its own plan
     env.update(extra_env, TETHER_SESSION=server.path)
     # The terminal's ^C and ^\ reach the program directly; tether stays to report its end.
     old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)}
-    proc = None
     try:
         proc = subprocess.Popen([str(path), *argv[1:]], env=env, executable=str(path))
         started(proc.pid)
