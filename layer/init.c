@@ -89,6 +89,11 @@ void tether_start(char **envp)
 		plan = session_plan[0] ? session_plan : 0;
 		if (mode & TETHER_MODE_TRACE)
 			tether_tracing = 1;
+		tether_request_init(session);
+		if (mode & TETHER_MODE_NET)
+			tether_net_install(!!(mode & TETHER_MODE_NET_LOOPBACK));
+		if (mode & TETHER_MODE_DNS)
+			tether_files_install();
 	}
 	if (tether_tracing || is_one(tether_getenv(envp, "TETHER_ROUTE_ALL")))
 		tether_route_all();

@@ -18,16 +18,25 @@
 #define TETHER_MSG_PLAN_REPLY 4	  /* session -> layer: that plan (maybe empty) */
 #define TETHER_MSG_AGENT_HELLO 5  /* session -> agent: version, capabilities */
 #define TETHER_MSG_AGENT_HELLO_REPLY 6
+#define TETHER_MSG_LOCAL 14	  /* reply to a layer request: not for the target, run it here */
 #define TETHER_MSG_ERROR 15	  /* reply to any request: errno and a message */
 #define TETHER_MSG_SYSCALL 16	  /* layer -> session: one traced syscall */
 #define TETHER_MSG_CONNECT 32	  /* open and connect a socket in the target */
 #define TETHER_MSG_CONNECT_REPLY 33 /* success; the descriptor rides along (SCM_RIGHTS) */
+#define TETHER_MSG_OPEN 34	  /* open a file in the target, read-only */
+#define TETHER_MSG_OPEN_REPLY 35  /* success; the descriptor rides along */
+#define TETHER_MSG_ENV 36	  /* session -> agent: the target's environment */
+#define TETHER_MSG_ENV_REPLY 37	  /* NUL-terminated KEY=VALUE entries, maybe over several frames */
 
 /* frame flags */
 #define TETHER_FLAG_ENTRY 1	/* SYSCALL sent before the call (execve, exit): no result */
+#define TETHER_FLAG_MORE 2	/* ENV_REPLY: more frames of the same reply follow */
 
 /* HELLO_REPLY modes */
 #define TETHER_MODE_TRACE 1	/* report every hooked syscall */
+#define TETHER_MODE_NET 2	/* send outgoing connects to the session (it may answer LOCAL) */
+#define TETHER_MODE_DNS 4	/* open the resolver's files (resolv.conf, hosts) in the target */
+#define TETHER_MODE_NET_LOOPBACK 8 /* loopback connects go to the session too (some are remote) */
 
 /* data item kinds in a SYSCALL frame */
 #define TETHER_DATA_STRING 1	/* NUL-free bytes of a C string (path), maybe cut */
@@ -84,12 +93,23 @@ struct tether_error {
 };
 
 /* CONNECT payload: then a u16 length and the sockaddr bytes as the program
- * gave them. */
+ * gave them.  timeout_ms 0: reply as soon as the connect is under way. */
 struct tether_connect {
 	unsigned short family;
 	unsigned short socktype;
 	int protocol;
 	unsigned int timeout_ms;
+};
+
+/* CONNECT_REPLY payload. */
+struct tether_connect_reply {
+	int status;		/* 0 connected, EINPROGRESS still connecting */
+};
+
+/* OPEN payload: then a u16 length and the path. */
+struct tether_open {
+	int flags;		/* the program's open flags; only O_RDONLY opens travel */
+	unsigned int mode;
 };
 
 #endif

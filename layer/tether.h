@@ -75,9 +75,25 @@ int tether_session_send(const void *frame, unsigned long length);
 int tether_session_plan(const char *path, const char *go_build_id, unsigned id_len,
                         char *plan, unsigned plan_size);
 
+/* self.c: this process's pid (cached), and reads of its memory that a bad
+ * pointer cannot crash (bytes copied or -errno). */
+extern int tether_pid_cache;	/* 0: ask the kernel (reset in children) */
+int tether_current_pid(void);
+long tether_peek(void *dst, long addr, unsigned long n);
+
+/* request.c: one request to the session on a connection of its own, so
+ * requests from many threads run side by side.  The reply replaces the
+ * request in buf; a descriptor that came with it is stored in *fd (-1 if
+ * none).  Returns the reply's length or -errno. */
+void tether_request_init(const char *session_path);
+long tether_request(void *buf, unsigned long size, int *fd, int cloexec);
+
+/* net.c, files.c: the detours of tether exec. */
+void tether_net_install(int loopback_remote); /* 1: loopback may go to the target too */
+void tether_files_install(void);
+
 /* trace.c: report each call through the dispatcher to the session. */
 extern int tether_tracing;
-extern int tether_pid_cache;	/* 0: ask the kernel (reset in children) */
 long tether_trace_call(tether_syscall_fn *fn, long nr, long a1, long a2, long a3, long a4,
                        long a5, long a6);
 extern unsigned long tether_go_asmcgocall;	/* runtime.asmcgocall (ABI0 body) */

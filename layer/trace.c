@@ -9,9 +9,7 @@
 #include "tether.h"
 #include "protocol.h"
 
-#define SYS_getpid 39
 #define SYS_gettid 186
-#define SYS_process_vm_readv 310
 #define STRING_MAX 256
 #define SOCKADDR_MAX 128
 
@@ -63,34 +61,6 @@ static void items_for(long nr, struct item it[2])
 	}
 }
 
-/* This process's pid, asked of the kernel once.  A child made by fork or
- * clone starts with the parent's copy, so it is reset where a child first
- * runs: below for calls through the dispatcher, in tether_go_vfork for Go's
- * os/exec children. */
-int tether_pid_cache;
-
-static int current_pid(void)
-{
-	int pid = __atomic_load_n(&tether_pid_cache, __ATOMIC_RELAXED);
-
-	if (!pid) {
-		pid = (int)tether_raw_syscall6(SYS_getpid, 0, 0, 0, 0, 0, 0);
-		__atomic_store_n(&tether_pid_cache, pid, __ATOMIC_RELAXED);
-	}
-	return pid;
-}
-
-/* Copy up to n bytes at addr from this process's memory; bytes copied or <0. */
-static long peek(void *dst, long addr, unsigned long n)
-{
-	struct { void *base; unsigned long len; } local = {dst, n}, remote = {(void *)addr, n};
-
-	if (!addr)
-		return -14; /* EFAULT */
-	return tether_raw_syscall6(SYS_process_vm_readv, current_pid(),
-	                           (long)&local, 1, (long)&remote, 1, 0);
-}
-
 static unsigned char *put_item(unsigned char *p, const struct item *it, const long *args, long ret)
 {
 	struct tether_data *d = (struct tether_data *)p;
@@ -99,7 +69,7 @@ static unsigned char *put_item(unsigned char *p, const struct item *it, const lo
 	unsigned len32 = 0;
 
 	if (it->how == PATH) {
-		n = peek(bytes, args[it->arg], STRING_MAX);
+		n = tether_peek(bytes, args[it->arg], STRING_MAX);
 		if (n <= 0)
 			return p;
 		full = n;
@@ -115,13 +85,13 @@ static unsigned char *put_item(unsigned char *p, const struct item *it, const lo
 		if (it->how == SOCKADDR_LEN_ARG) {
 			full = args[it->len_arg];
 		} else {
-			if (ret < 0 || peek(&len32, args[it->len_arg], sizeof len32) != sizeof len32)
+			if (ret < 0 || tether_peek(&len32, args[it->len_arg], sizeof len32) != sizeof len32)
 				return p;
 			full = len32;
 		}
 		if (full <= 0)
 			return p;
-		n = peek(bytes, args[it->arg], full < SOCKADDR_MAX ? (unsigned long)full : SOCKADDR_MAX);
+		n = tether_peek(bytes, args[it->arg], full < SOCKADDR_MAX ? (unsigned long)full : SOCKADDR_MAX);
 		if (n <= 0)
 			return p;
 		d->kind = TETHER_DATA_SOCKADDR;
@@ -144,7 +114,7 @@ static void report(long nr, const long *args, long ret, unsigned short flags)
 	unsigned char *p = (unsigned char *)(e + 1);
 	struct item it[2];
 
-	e->pid = current_pid();
+	e->pid = tether_current_pid();
 	e->tid = (int)tether_raw_syscall6(SYS_gettid, 0, 0, 0, 0, 0, 0);
 	e->nr = nr;
 	for (int i = 0; i < 6; i++)

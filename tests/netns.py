@@ -19,9 +19,10 @@ What the namespace holds, and why the host cannot see it:
 - a UDP echo server on 198.18.0.1:9999 replying `echo:` + datagram;
 - dnsmasq on 198.18.0.53:53 only, answering `only-in-netns.test` (and subdomains) with
   198.18.0.1 (AAAA: NODATA) and every other name with NXDOMAIN (no upstream, no forwarding);
-- /etc/netns/NAME/resolv.conf (`nameserver 198.18.0.53`) and /etc/netns/NAME/hosts
-  (`198.18.0.1 web.only-in-netns.test` and localhost), which `ip netns exec` bind-mounts over
-  /etc/resolv.conf and /etc/hosts for the processes it starts;
+- /etc/netns/NAME/resolv.conf (`nameserver 198.18.0.53`), /etc/netns/NAME/hosts
+  (`198.18.0.1 web.only-in-netns.test` and localhost), nsswitch.conf (`hosts: files dns`) and
+  environment (`environment` below), which `ip netns exec` bind-mounts over their /etc
+  twins for the processes it starts;
 - with `veth=True`, a veth pair: host side 198.19.0.1/30, namespace side 198.19.0.2/30 (the
   next free /30 in 198.19.0.0/22 if a parallel run holds that one).
 
@@ -616,6 +617,13 @@ class TargetNamespace:
     http_url = f"http://{WEB_ADDR}:{HTTP_PORT}/"
 
     @property
+    def environment(self) -> dict[str, str]:
+        """/etc/netns/NAME/environment: what `tether exec` reports as the target's environment.
+        PATH and LANG are there to prove that the local ones are kept."""
+        return {"TARGET_ONLY_VAR": "from-netns", "TARGET_NETNS": self.name, "PATH": "/nonexistent/target/bin",
+                "LANG": "xx_TARGET.UTF-8"}
+
+    @property
     def http_body(self) -> str:
         return f"hello from netns {self.name}\n"
 
@@ -718,6 +726,8 @@ class TargetNamespace:
             "127.0.0.1\tlocalhost\n"
             "::1\tlocalhost ip6-localhost ip6-loopback\n"
             f"{WEB_ADDR}\t{HOSTS_NAME}\n")
+        (etc / "nsswitch.conf").write_text("hosts: files dns\n")
+        (etc / "environment").write_text("".join(f'{k}="{v}"\n' for k, v in self.environment.items()))
         self.target_env = {
             "PATH": f"{Path(sys.executable).parent}:{SBIN_PATH}",
             "HOME": os.environ.get("HOME", "/root"),

@@ -26,6 +26,18 @@ FACTS = {
     "TETHER_MSG_ERROR": wire.MSG_ERROR,
     "TETHER_MSG_CONNECT": wire.MSG_CONNECT,
     "TETHER_MSG_CONNECT_REPLY": wire.MSG_CONNECT_REPLY,
+    "TETHER_MSG_LOCAL": wire.MSG_LOCAL,
+    "TETHER_MSG_OPEN": wire.MSG_OPEN,
+    "TETHER_MSG_OPEN_REPLY": wire.MSG_OPEN_REPLY,
+    "TETHER_MSG_ENV": wire.MSG_ENV,
+    "TETHER_MSG_ENV_REPLY": wire.MSG_ENV_REPLY,
+    "TETHER_FLAG_MORE": wire.FLAG_MORE,
+    "TETHER_MODE_NET": wire.MODE_NET,
+    "TETHER_MODE_DNS": wire.MODE_DNS,
+    "TETHER_MODE_NET_LOOPBACK": wire.MODE_NET_LOOPBACK,
+    "sizeof(struct tether_connect_reply)": wire.CONNECT_REPLY.size,
+    "sizeof(struct tether_open)": wire.OPEN.size,
+    "offsetof(struct tether_open, mode)": 4,
     "sizeof(struct tether_error)": wire.ERROR.size,
     "sizeof(struct tether_connect)": wire.CONNECT.size,
     "offsetof(struct tether_connect, socktype)": 2,
@@ -91,7 +103,8 @@ def test_hello_round_trip(exe, build_id, pid):
 
 DECODERS = [wire.decode_syscall, wire.decode_hello, wire.decode_hello_reply,
             wire.decode_plan_request, wire.decode_plan_reply, wire.decode_agent_hello,
-            wire.decode_error, wire.decode_connect]
+            wire.decode_error, wire.decode_connect, wire.decode_connect_reply, wire.decode_open,
+            lambda f: wire.EnvAssembler().feed(f)]
 
 
 @given(st.integers(1, 4095), st.text(max_size=300), st.binary(min_size=2, max_size=128),
@@ -101,6 +114,27 @@ def test_error_and_connect_round_trip(err, message, sockaddr, timeout_ms):
     assert wire.decode_error(wire.decode_frame(wire.encode_error(e, 9))) == e
     c = wire.Connect(2, 1, 0, timeout_ms, sockaddr)
     assert wire.decode_connect(wire.decode_frame(wire.encode_connect(c, 9))) == c
+
+
+@given(st.integers(-(2**31), 2**31 - 1), st.integers(0, 2**32 - 1), st.text(min_size=1, max_size=300))
+def test_open_round_trip(flags, mode, path):
+    o = wire.Open(flags, mode, path)
+    if "\0" in path:
+        with pytest.raises(wire.ProtocolError):
+            wire.decode_open(wire.decode_frame(wire.encode_open(o, 4)))
+    else:
+        assert wire.decode_open(wire.decode_frame(wire.encode_open(o, 4))) == o
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=40).filter(lambda k: "=" not in k and "\0" not in k),
+                       st.text(max_size=3000).filter(lambda v: "\0" not in v), max_size=20))
+def test_env_reply_round_trips_over_several_frames(env):
+    frames = wire.encode_env_reply(env, 5)
+    assert all(len(f) <= wire.FRAME_MAX for f in frames)
+    got = wire.EnvAssembler()
+    for f in frames:
+        got.feed(wire.decode_frame(f))
+    assert got.complete and got.env() == env
 
 
 @given(st.text(max_size=300), st.text(max_size=90), st.text(max_size=600))

@@ -19,10 +19,12 @@ def cli() -> None:
     """Run a Linux program with its network, DNS, files and environment taken from a target.
 
     \b
-    Working today:
+      tether exec --target netns:NAME -- PROGRAM   run PROGRAM with the target's network,
+                                                   DNS and environment
+      tether trace -- PROGRAM   every syscall through tether's hooks
       tether inspect BINARY     what tether sees in a binary and whether it can hook it
-      tether trace -- PROGRAM   every syscall through tether's hooks (Go programs)
-    Not built yet: `tether exec`, `tether agent` (see README.md).
+      tether demo               see it work, in a throwaway namespace (root)
+    Go programs are hooked at their own syscall entry; programs using libc are not yet.
     """
 
 
@@ -135,7 +137,7 @@ def trace(output: str | None, as_json: bool, classes: str | None, program: tuple
     warn = lambda msg: click.echo(f"tether trace: {msg}", err=True)  # noqa: E731
     server = LayerServer(wire.MODE_TRACE, printer.event, printer.hello, warn, printer.flush)
     try:
-        code = run(list(program), server, {}, started=lambda pid: setattr(printer, "main_pid", pid))
+        code = run(list(program), server, started=lambda pid: setattr(printer, "main_pid", pid))
     except LaunchError as e:
         click.echo(f"tether trace: {e}", err=True)
         code = e.code
@@ -147,10 +149,131 @@ def trace(output: str | None, as_json: bool, classes: str | None, program: tuple
     sys.exit(code)
 
 
+@cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("-t", "--target", "target_spec", required=True, metavar="TARGET",
+              help="Where the program's network, DNS and environment come from: netns:NAME.")
+@click.option("--local", "local_rules", multiple=True, metavar="SPEC",
+              help="Connections to SPEC stay on this machine (repeatable).")
+@click.option("--remote", "remote_rules", multiple=True, metavar="SPEC",
+              help="Only connections to SPEC go out from the target (repeatable).")
+@click.option("--env", "env_overrides", multiple=True, metavar="KEY=VALUE",
+              help="Set KEY for the program, whatever the target says (repeatable).")
+@click.option("--env-include", multiple=True, metavar="PATTERN",
+              help="Take only the target's variables matching PATTERN (repeatable).")
+@click.option("--env-exclude", multiple=True, metavar="PATTERN",
+              help="Never take the target's variables matching PATTERN (repeatable).")
+@click.option("--no-dns", is_flag=True, help="Resolve names on this machine, not in the target.")
+@click.option("-v", "--verbose", is_flag=True, help="Write debug logs to a file (its path is printed).")
+@click.option("--log-file", type=click.Path(dir_okay=False), help="Where -v writes (default: a new file in /tmp).")
+@click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[str, ...],
+          env_overrides: tuple[str, ...], env_include: tuple[str, ...], env_exclude: tuple[str, ...],
+          no_dns: bool, verbose: bool, log_file: str | None, program: tuple[str, ...]) -> None:
+    """Run PROGRAM with its outgoing connections, name lookups and environment taken from TARGET.
+
+    \b
+      sudo tether exec --target netns:blue -- ./client https://api.internal/
+      tether exec -t netns:blue --remote 10.0.0.0/8 --env-exclude 'AWS_*' -- go run .
+
+    \b
+    Outgoing TCP and UDP: the socket is made inside the target and handed to the program, so
+    data flows at native speed. Which destinations go out from the target (first match wins):
+      --local SPEC            stays here
+      --remote SPEC           goes out from the target
+      (any --remote given)    everything else stays here
+      loopback, 0.0.0.0       stays here
+      anything else           goes out from the target
+    SPEC: ADDRESS, CIDR, ADDRESS:PORT, CIDR:PORT, [IPV6]:PORT or :PORT.
+
+    \b
+    DNS: the resolver's files (resolv.conf, hosts, nsswitch.conf) are read in the target and its
+    name servers are asked from there (--no-dns: resolve here).
+    Environment: the target's variables are added to this one's, except those about this
+    machine and your tools (PATH, HOME, TERM, LANG, SHELL, PWD, LD_*, GO*, PYTHON*, ...).
+
+    \b
+    Targets: netns:NAME, a namespace from `ip netns add` (root; /etc/netns/NAME/ files such as
+    resolv.conf, hosts and environment are the target's).
+    Exit status: the program's (128+N if signal N ended it); 2 if tether could not start it or
+    reach the target (the reason is printed); 126/127 as a shell would.
+    """
+    import logging
+    import os
+    import tempfile
+    import time
+
+    from .protocol import wire
+    from .session.agent_link import AgentError, LinkError
+    from .session.environment import EnvError, EnvRules, merge
+    from .session.forward import Forwarder
+    from .session.launch import LaunchError, run
+    from .session.policy import OutgoingPolicy, PolicyError
+    from .session.server import LayerServer
+    from .targets import TargetError, open_target
+
+    def fail(msg: str, code: int = EXIT_ERROR):
+        click.echo(f"tether exec: {msg}", err=True)
+        sys.exit(code)
+
+    if verbose or log_file:
+        if not log_file:
+            fd, log_file = tempfile.mkstemp(prefix="tether-exec-", suffix=".log")
+            os.close(fd)
+        logging.basicConfig(filename=log_file, level=logging.DEBUG,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        click.echo(f"tether exec: debug log in {log_file}", err=True)
+    log = logging.getLogger("tether.exec")
+    try:
+        policy = OutgoingPolicy.from_specs(list(local_rules), list(remote_rules))
+        rules = EnvRules(list(env_include), list(env_exclude), EnvRules.parse_overrides(list(env_overrides)))
+    except (PolicyError, EnvError) as e:
+        raise click.UsageError(str(e)) from None
+
+    agent_log = lambda line: click.echo(line, err=True)  # noqa: E731
+    start = time.monotonic()
+    try:
+        target = open_target(target_spec, agent_log)
+    except (TargetError, LinkError) as e:
+        fail(str(e))
+    server = None
+    try:
+        try:
+            env, taken = merge(dict(os.environ), target.link.env(), rules)
+            mode = wire.MODE_NET
+            if not no_dns:
+                mode |= wire.MODE_DNS
+                try:
+                    policy.add_nameservers(target.link.read_file("/etc/resolv.conf").decode(errors="replace"))
+                except AgentError as e:
+                    log.info("target has no resolv.conf: %s", e)
+            if policy.loopback_may_go:
+                mode |= wire.MODE_NET_LOOPBACK
+        except LinkError as e:
+            fail(f"{target_spec}: {e}")
+        log.info("target %s ready in %.0f ms; variables from the target: %s; name servers: %s",
+                 target_spec, (time.monotonic() - start) * 1000, " ".join(taken) or "none",
+                 " ".join(r.text for r in policy.nameservers) or "none")
+        warn = lambda msg: click.echo(f"tether exec: {msg}", err=True)  # noqa: E731
+        server = LayerServer(mode, on_event=lambda e: None, warn=warn,
+                             forwarder=Forwarder(target.link, policy, target_spec, warn))
+        try:
+            code = run(list(program), server, base_env=env)
+        except LaunchError as e:
+            fail(str(e), e.code)
+    finally:
+        if server:
+            server.close()
+        target.close()
+    sys.exit(code)
+
+
 @cli.command()
 @click.option("--fd", type=int, required=True,
               help="Serve the session on this inherited unix SOCK_SEQPACKET socket.")
-def agent(fd: int) -> None:
+@click.option("--env-file", type=click.Path(dir_okay=False),
+              help="Report the environment in this file (/etc/environment format) as the target's, "
+                   "instead of the agent's own.")
+def agent(fd: int, env_file: str | None) -> None:
     """Run inside a target and perform what the session asks there (connect, ...).
 
     \b
@@ -165,7 +288,7 @@ def agent(fd: int) -> None:
 
     logging.basicConfig(level=logging.WARNING, format="tether agent: %(message)s")
     try:
-        asyncio.run(serve_fd(fd))
+        asyncio.run(serve_fd(fd, env_file))
     except (OSError, ValueError) as e:
         click.echo(f"tether agent: {e}", err=True)
         sys.exit(EXIT_ERROR)

@@ -9,9 +9,6 @@ import socket
 from ..protocol import wire
 from ..protocol.sockaddr import SockaddrError, decode_inet
 
-DEFAULT_TIMEOUT_MS = 10_000
-
-
 class OpError(Exception):
     """An operation failed with an errno the program should see."""
 
@@ -20,9 +17,11 @@ class OpError(Exception):
         self.errno = err
 
 
-async def connect(req: wire.Connect) -> socket.socket:
+async def connect(req: wire.Connect) -> tuple[socket.socket, int]:
     """A socket of the requested kind, created here (in the target's network namespace) and
-    connected to req.sockaddr; the caller passes its descriptor back."""
+    connected to req.sockaddr, with its status: 0, or EINPROGRESS when req.timeout_ms is 0 and
+    the connect is still under way (the program then waits for it as it would have locally).
+    The caller passes the descriptor back."""
     try:
         family, host, port = decode_inet(req.sockaddr)
     except SockaddrError as e:
@@ -32,9 +31,13 @@ async def connect(req: wire.Connect) -> socket.socket:
                                     f"to a family {family} address")
     sock = socket.socket(family, req.socktype, req.protocol)
     sock.setblocking(False)
-    if req.socktype == socket.SOCK_STREAM:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    timeout = (req.timeout_ms or DEFAULT_TIMEOUT_MS) / 1000
+    if req.timeout_ms == 0:
+        err = sock.connect_ex((host, port))
+        if err in (0, errno.EINPROGRESS):
+            return sock, err
+        sock.close()
+        raise OpError(err, f"connect to {host}:{port}: {os.strerror(err)}")
+    timeout = req.timeout_ms / 1000
     try:
         await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, port)), timeout)
     except asyncio.TimeoutError:
@@ -44,4 +47,4 @@ async def connect(req: wire.Connect) -> socket.socket:
         sock.close()
         err = e.errno or errno.EIO
         raise OpError(err, f"connect to {host}:{port}: {os.strerror(err)}") from None
-    return sock
+    return sock, 0

@@ -10,10 +10,11 @@ from __future__ import annotations
 import array
 import asyncio
 import logging
+import os
 import socket
 
 from ..protocol import wire
-from . import net
+from . import env, files, net
 
 log = logging.getLogger("tether.agent")
 CAPABILITIES = 0
@@ -22,8 +23,9 @@ CAPABILITIES = 0
 class Link:
     """One session, over a SOCK_SEQPACKET unix socket (descriptors travel with replies)."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, env_file: str | None = None):
         self.sock = sock
+        self.env_file = env_file
         self.sock.setblocking(False)
         self.loop = asyncio.get_running_loop()
         self.tasks: set[asyncio.Task] = set()
@@ -83,11 +85,20 @@ class Link:
                 await self._send(wire.encode_agent_hello(wire.PROTOCOL_VERSION, CAPABILITIES,
                                                          frame.id, reply=True))
             elif frame.type == wire.MSG_CONNECT:
-                sock = await net.connect(wire.decode_connect(frame))
+                sock, status = await net.connect(wire.decode_connect(frame))
                 try:
-                    await self._send(wire.encode_connect_reply(frame.id), [sock.fileno()])
+                    await self._send(wire.encode_connect_reply(frame.id, status), [sock.fileno()])
                 finally:
                     sock.close()  # the session's copy is the one that lives on
+            elif frame.type == wire.MSG_OPEN:
+                fd = files.open_readonly(wire.decode_open(frame))
+                try:
+                    await self._send(wire.encode_open_reply(frame.id), [fd])
+                finally:
+                    os.close(fd)
+            elif frame.type == wire.MSG_ENV:
+                for part in wire.encode_env_reply(env.target_env(self.env_file), frame.id):
+                    await self._send(part)
             else:
                 raise net.OpError(95, f"unknown request type {frame.type}")  # EOPNOTSUPP
         except net.OpError as e:
@@ -97,9 +108,9 @@ class Link:
             await self._send(wire.encode_error(wire.ErrorReply(22, f"bad request: {e}"), frame.id))
 
 
-async def serve_fd(fd: int) -> None:
+async def serve_fd(fd: int, env_file: str | None = None) -> None:
     """Serve the session on an inherited socket descriptor until it hangs up."""
     sock = socket.socket(fileno=fd)
     if sock.type != socket.SOCK_SEQPACKET or sock.family != socket.AF_UNIX:
         raise ValueError(f"descriptor {fd} is not a unix SOCK_SEQPACKET socket")
-    await Link(sock).serve()
+    await Link(sock, env_file).serve()

@@ -21,11 +21,20 @@ MSG_AGENT_HELLO = 5
 MSG_AGENT_HELLO_REPLY = 6
 MSG_ERROR = 15
 MSG_SYSCALL = 16
+MSG_LOCAL = 14
 MSG_CONNECT = 32
 MSG_CONNECT_REPLY = 33
+MSG_OPEN = 34
+MSG_OPEN_REPLY = 35
+MSG_ENV = 36
+MSG_ENV_REPLY = 37
 
 FLAG_ENTRY = 1
+FLAG_MORE = 2
 MODE_TRACE = 1
+MODE_NET = 2
+MODE_DNS = 4
+MODE_NET_LOOPBACK = 8
 
 DATA_STRING = 1
 DATA_SOCKADDR = 2
@@ -38,6 +47,9 @@ DATA = struct.Struct("<BBHI")  # arg, kind, length, full_length
 AGENT_HELLO = struct.Struct("<HHI")  # version, reserved, capabilities
 ERROR = struct.Struct("<i")  # errno, then a u16-prefixed message
 CONNECT = struct.Struct("<HHiI")  # family, socktype, protocol, timeout_ms; then the sockaddr
+CONNECT_REPLY = struct.Struct("<i")  # status: 0 connected, EINPROGRESS under way
+OPEN = struct.Struct("<iI")  # flags, mode; then the path
+ENV_MAX = 1 << 20  # bytes of environment a session accepts from an agent
 U16 = struct.Struct("<H")
 
 
@@ -95,6 +107,15 @@ class Connect:
     protocol: int
     timeout_ms: int
     sockaddr: bytes
+
+
+@dataclass(frozen=True)
+class Open:
+    """Open a file in the target (read-only); the reply carries its descriptor."""
+
+    flags: int
+    mode: int
+    path: str
 
 
 @dataclass(frozen=True)
@@ -279,9 +300,85 @@ def decode_connect(f: Frame) -> Connect:
     return Connect(family, socktype, protocol, timeout_ms, f.payload[start:])
 
 
-def encode_connect_reply(id: int) -> bytes:
-    """Success; the socket travels beside this frame (SCM_RIGHTS)."""
-    return encode_frame(MSG_CONNECT_REPLY, b"", id=id)
+def encode_connect_reply(id: int, status: int = 0) -> bytes:
+    """The socket travels beside this frame (SCM_RIGHTS); status 0: connected, EINPROGRESS: the
+    connect is under way (a request with timeout_ms 0 asks for exactly that)."""
+    return encode_frame(MSG_CONNECT_REPLY, CONNECT_REPLY.pack(status), id=id)
+
+
+def decode_connect_reply(f: Frame) -> int:
+    if f.type != MSG_CONNECT_REPLY or len(f.payload) != CONNECT_REPLY.size:
+        raise ProtocolError("malformed CONNECT_REPLY")
+    (status,) = CONNECT_REPLY.unpack(f.payload)
+    if status < 0:
+        raise ProtocolError(f"CONNECT_REPLY with status {status}")
+    return status
+
+
+def encode_local(id: int) -> bytes:
+    """Reply to a layer request: not for the target, do the call locally."""
+    return encode_frame(MSG_LOCAL, b"", id=id)
+
+
+def encode_open(o: Open, id: int) -> bytes:
+    return encode_frame(MSG_OPEN, OPEN.pack(o.flags, o.mode) + _pack_string(o.path), id=id)
+
+
+def decode_open(f: Frame) -> Open:
+    if f.type != MSG_OPEN or len(f.payload) < OPEN.size:
+        raise ProtocolError("malformed OPEN")
+    flags, mode = OPEN.unpack_from(f.payload)
+    path, pos = _string(f.payload, OPEN.size, "path")
+    if pos != len(f.payload) or not path or "\0" in path:
+        raise ProtocolError("malformed OPEN path")
+    return Open(flags, mode, path)
+
+
+def encode_open_reply(id: int) -> bytes:
+    """Success; the descriptor travels beside this frame (SCM_RIGHTS)."""
+    return encode_frame(MSG_OPEN_REPLY, b"", id=id)
+
+
+def encode_env_request(id: int) -> bytes:
+    return encode_frame(MSG_ENV, b"", id=id)
+
+
+def encode_env_reply(env: dict[str, str], id: int) -> list[bytes]:
+    """The environment as NUL-terminated KEY=VALUE entries, cut into frames; all but the last
+    carry FLAG_MORE (one entry may span frames)."""
+    blob = b"".join(k.encode("utf-8", "surrogateescape") + b"=" + v.encode("utf-8", "surrogateescape")
+                    + b"\0" for k, v in env.items())
+    step = FRAME_MAX - FRAME.size
+    chunks = [blob[i:i + step] for i in range(0, len(blob), step)] or [b""]
+    return [encode_frame(MSG_ENV_REPLY, c, flags=FLAG_MORE if n < len(chunks) - 1 else 0, id=id)
+            for n, c in enumerate(chunks)]
+
+
+class EnvAssembler:
+    """Collects ENV_REPLY frames; done() once the last one (no FLAG_MORE) has arrived."""
+
+    def __init__(self) -> None:
+        self._blob = bytearray()
+        self.complete = False
+
+    def feed(self, f: Frame) -> None:
+        if f.type != MSG_ENV_REPLY or self.complete:
+            raise ProtocolError("unexpected ENV_REPLY")
+        self._blob += f.payload
+        if len(self._blob) > ENV_MAX:
+            raise ProtocolError(f"environment larger than {ENV_MAX} bytes")
+        self.complete = not f.flags & FLAG_MORE
+
+    def env(self) -> dict[str, str]:
+        if not self.complete or (self._blob and not self._blob.endswith(b"\0")):
+            raise ProtocolError("environment ends mid-entry")
+        env = {}
+        for entry in bytes(self._blob).split(b"\0")[:-1]:
+            key, eq, value = entry.partition(b"=")
+            if not eq or not key:
+                raise ProtocolError("environment entry without KEY=")
+            env[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        return env
 
 
 def _pack_string_bytes(b: bytes) -> bytes:

@@ -1,16 +1,27 @@
 """The session's side of the link to an agent: requests out, replies (and descriptors) in.
 
-Blocking and simple for now: one request at a time from the caller's thread. The agent runs
-requests concurrently, so a session may keep several links or, later, a multiplexing client.
+Requests are asynchronous: `submit` sends one and registers what to do with its reply, and
+`read_ready` (called by the session's event loop when the link is readable) hands each reply
+to its request's callback, so a slow connect never holds up a file open behind it. The
+blocking helpers (hello, env, connect) run that same machinery until their reply arrives; the
+session uses them before its loop starts, and tests use them directly.
 """
 from __future__ import annotations
 
 import array
 import itertools
+import os
 import select
 import socket
+import time
+from collections.abc import Callable
 
 from ..protocol import wire
+
+# A reply callback gets the frame (None when the link failed: see AgentLink.dead) and the
+# descriptors that came with it, which it then owns; it returns False while more frames of the
+# same reply are due (ENV_REPLY with FLAG_MORE).
+ReplyCallback = Callable[[wire.Frame | None, list[int]], bool]
 
 
 class AgentError(Exception):
@@ -25,58 +36,141 @@ class LinkError(Exception):
     """The link itself failed: the agent went away, timed out, or spoke nonsense."""
 
 
+def close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        socket.close(fd)
+
+
 class AgentLink:
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self._ids = itertools.count(1)
+        self._pending: dict[int, ReplyCallback] = {}
+        self.dead: str | None = None  # why the link failed, once it has
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
 
     def close(self) -> None:
         self.sock.close()
 
-    def _request(self, encode, timeout: float) -> tuple[wire.Frame, list[int]]:
+    def submit(self, encode: Callable[[int], bytes], on_reply: ReplyCallback) -> None:
+        """Send the request encode(id) makes; on_reply gets its reply (or None if the link fails)."""
+        if self.dead:
+            on_reply(None, [])
+            return
         id = next(self._ids)
+        self._pending[id] = on_reply
         try:
             self.sock.sendall(encode(id))
-            if not select.select([self.sock], [], [], timeout)[0]:
-                raise LinkError(f"the agent did not answer within {timeout:g} s")
-            fds = array.array("i")
-            msg, ancdata, _, _ = self.sock.recvmsg(wire.FRAME_MAX + 1, socket.CMSG_LEN(4 * fds.itemsize))
         except OSError as e:
-            raise LinkError(f"link to the agent failed: {e.strerror or e}") from None
-        for level, kind, data in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-        if not msg:
-            raise LinkError("the agent closed the link")
-        try:
-            frame = wire.decode_frame(msg)
-            if frame.id != id:
-                raise wire.ProtocolError(f"reply to request {frame.id}, expected {id}")
-            if frame.type == wire.MSG_ERROR:
+            self._fail(f"link to the agent failed: {e.strerror or e}")
+
+    def read_ready(self) -> None:
+        """Take every reply waiting on the link and hand each to its callback."""
+        while not self.dead:
+            fds = array.array("i")
+            try:
+                msg, ancdata, _, _ = self.sock.recvmsg(wire.FRAME_MAX + 1, socket.CMSG_LEN(4 * fds.itemsize),
+                                                       socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self._fail(f"link to the agent failed: {e.strerror or e}")
+                return
+            for level, kind, data in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+            if not msg:
+                self._fail("the agent closed the link (did it exit?)")
+                return
+            try:
+                frame = wire.decode_frame(msg)
+                on_reply = self._pending.pop(frame.id)
+            except (wire.ProtocolError, KeyError) as e:
+                close_fds(list(fds))
+                self._fail(f"the agent sent a malformed reply: {e}")
+                return
+            if not on_reply(frame, list(fds)):
+                self._pending[frame.id] = on_reply
+
+    def _fail(self, reason: str) -> None:
+        self.dead = reason
+        pending, self._pending = self._pending, {}
+        for on_reply in pending.values():
+            on_reply(None, [])
+
+    def _call(self, encode: Callable[[int], bytes], timeout: float,
+              collect: Callable[[wire.Frame], bool] = lambda f: True) -> tuple[wire.Frame, list[int]]:
+        """Submit a request and serve the link until its reply is complete."""
+        got: list[tuple[wire.Frame | None, list[int]]] = []
+
+        def on_reply(frame, fds):
+            if frame is not None and frame.type != wire.MSG_ERROR and not collect(frame):
+                return False
+            got.append((frame, fds))
+            return True
+
+        self.submit(encode, on_reply)
+        end = time.monotonic() + timeout
+        while not got:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                raise LinkError(f"the agent did not answer within {timeout:g} s")
+            self.read_ready()
+        frame, fds = got[0]
+        if frame is None:
+            raise LinkError(self.dead)
+        if frame.type == wire.MSG_ERROR:
+            close_fds(fds)
+            try:
                 err = wire.decode_error(frame)
-                raise AgentError(err.errno, err.message)
-        except wire.ProtocolError as e:
-            for fd in fds:
-                socket.close(fd)
-            raise LinkError(f"the agent sent a malformed reply: {e}") from None
-        return frame, list(fds)
+            except wire.ProtocolError as e:
+                raise LinkError(f"the agent sent a malformed reply: {e}") from None
+            raise AgentError(err.errno, err.message)
+        return frame, fds
 
     def hello(self, timeout: float = 10.0) -> tuple[int, int]:
-        frame, _ = self._request(lambda id: wire.encode_agent_hello(wire.PROTOCOL_VERSION, 0, id), timeout)
-        version, caps = wire.decode_agent_hello(frame)
+        frame, _ = self._call(lambda id: wire.encode_agent_hello(wire.PROTOCOL_VERSION, 0, id), timeout)
+        try:
+            version, caps = wire.decode_agent_hello(frame)
+        except wire.ProtocolError as e:
+            raise LinkError(f"the agent sent a malformed reply: {e}") from None
         if version != wire.PROTOCOL_VERSION:
             raise LinkError(f"agent speaks protocol {version}, this tether {wire.PROTOCOL_VERSION}")
         return version, caps
+
+    def env(self, timeout: float = 10.0) -> dict[str, str]:
+        """The target's environment."""
+        assembler = wire.EnvAssembler()
+
+        def collect(frame: wire.Frame) -> bool:
+            assembler.feed(frame)
+            return assembler.complete
+
+        try:
+            self._call(wire.encode_env_request, timeout, collect)
+            return assembler.env()
+        except wire.ProtocolError as e:
+            raise LinkError(f"the agent sent a malformed environment: {e}") from None
 
     def connect(self, family: int, socktype: int, sockaddr: bytes, protocol: int = 0,
                 timeout_ms: int = 10_000) -> socket.socket:
         """A socket connected from inside the target; AgentError carries the errno otherwise."""
         req = wire.Connect(family, socktype, protocol, timeout_ms, sockaddr)
-        frame, fds = self._request(lambda id: wire.encode_connect(req, id), timeout_ms / 1000 + 5)
+        frame, fds = self._call(lambda id: wire.encode_connect(req, id), timeout_ms / 1000 + 5)
         if frame.type != wire.MSG_CONNECT_REPLY or len(fds) != 1:
-            for fd in fds:
-                socket.close(fd)
+            close_fds(fds)
             raise LinkError(f"CONNECT answered with frame type {frame.type} and {len(fds)} descriptors")
         sock = socket.socket(fileno=fds[0])
         sock.setblocking(True)  # the agent connected it non-blocking; hand it over as new
         return sock
+
+    def read_file(self, path: str, limit: int = 1 << 20, timeout: float = 10.0) -> bytes:
+        """The contents of a file as the target sees it (AgentError if it cannot be opened)."""
+        frame, fds = self._call(lambda id: wire.encode_open(wire.Open(os.O_RDONLY, 0, path), id), timeout)
+        if frame.type != wire.MSG_OPEN_REPLY or len(fds) != 1:
+            close_fds(fds)
+            raise LinkError(f"OPEN answered with frame type {frame.type} and {len(fds)} descriptors")
+        with os.fdopen(fds[0], "rb") as f:
+            return f.read(limit)

@@ -5,7 +5,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..analysis.cache import inspect_binary
@@ -53,14 +53,15 @@ def program_env(path: Path, base: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def run(argv: list[str], server: LayerServer, extra_env: dict[str, str],
+def run(argv: list[str], server: LayerServer, base_env: Mapping[str, str] | None = None,
         started: Callable[[int], None] = lambda pid: None) -> int:
     """Run argv under the layer, serving `server` meanwhile; returns the shell-style status.
 
+    base_env is the program's environment before the layer's variables (default: ours).
     `started` gets the program's pid before any of its frames is served."""
     path = resolve(argv[0])
-    env = program_env(path, os.environ)
-    env.update(extra_env, TETHER_SESSION=server.path)
+    env = program_env(path, os.environ if base_env is None else base_env)
+    env["TETHER_SESSION"] = server.path
     # The terminal's ^C and ^\ reach the program directly; tether stays to report its end.
     old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)}
     try:

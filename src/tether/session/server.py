@@ -22,6 +22,7 @@ from ..analysis.cache import inspect_binary
 from ..analysis.elf import ElfError
 from ..layer import CannotHookError, go_plan
 from ..protocol import wire
+from .forward import Forwarder
 
 log = logging.getLogger("tether.session")
 BATCH = 256  # frames served from one connection before looking at the others
@@ -31,8 +32,9 @@ class LayerServer:
     def __init__(self, mode: int, on_event: Callable[[wire.SyscallEvent], None],
                  on_hello: Callable[[wire.Hello], None] = lambda h: None,
                  warn: Callable[[str], None] = lambda msg: None,
-                 on_batch: Callable[[], None] = lambda: None):
+                 on_batch: Callable[[], None] = lambda: None, forwarder: Forwarder | None = None):
         self.mode, self.on_event, self.on_hello, self.warn = mode, on_event, on_hello, warn
+        self.forwarder = forwarder  # tether exec: requests that need the target
         self.on_batch = on_batch  # after each round of frames: flush output
         self.dir = Path(tempfile.mkdtemp(prefix="tether-"))
         self.path = str(self.dir / "layer.sock")
@@ -41,12 +43,15 @@ class LayerServer:
         self.listener.listen(128)
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.listener, selectors.EVENT_READ, "accept")
+        if forwarder:
+            self.sel.register(forwarder.link, selectors.EVENT_READ, "agent")
         self.peers = 0
         self._plans: dict[str, str] = {}
 
     def close(self) -> None:
         for key in list(self.sel.get_map().values()):
-            key.fileobj.close()
+            if key.data != "agent":  # the link belongs to whoever made it
+                key.fileobj.close()
         self.sel.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -78,6 +83,8 @@ class LayerServer:
             self.on_hello(hello)
             conn.sendall(wire.encode_hello_reply(wire.HelloReply(wire.PROTOCOL_VERSION, self.mode, plan),
                                                  frame.id))
+        elif self.forwarder and self.forwarder.handles(frame.type):
+            self.forwarder.handle(conn, frame)
         elif frame.type == wire.MSG_PLAN_REQUEST:
             req = wire.decode_plan_request(frame)
             plan = self._plan_for(req.path, req.go_build_id, f"Go library {req.path}")
@@ -94,6 +101,10 @@ class LayerServer:
                 conn, _ = self.listener.accept()
                 self.sel.register(conn, selectors.EVENT_READ, "peer")
                 self.peers += 1
+            elif key.data == "agent":
+                key.fileobj.read_ready()
+                if key.fileobj.dead:
+                    self.sel.unregister(key.fileobj)
             elif not self._serve(key.fileobj):
                 self.sel.unregister(key.fileobj)
                 key.fileobj.close()

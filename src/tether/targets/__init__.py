@@ -1,0 +1,44 @@
+"""Targets: where a program's syscalls go, and how the agent there is reached.
+
+`open_target(spec)` gives a Target whose link is ready (hello done). Kinds today: netns:NAME.
+"""
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..session.agent_link import AgentLink
+
+
+class TargetError(Exception):
+    """The target cannot be used; the message names the fix."""
+
+
+@dataclass
+class Target:
+    spec: str
+    link: AgentLink
+    proc: subprocess.Popen | None  # the agent, when tether started it
+
+    def close(self) -> None:
+        self.link.close()  # the agent exits when its session hangs up
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+KINDS = "netns:NAME (a namespace made with `ip netns add NAME`)"
+
+
+def open_target(spec: str, on_log: Callable[[str], None] = lambda line: None) -> Target:
+    kind, sep, rest = spec.partition(":")
+    if kind == "netns" and sep:
+        from . import netns
+
+        proc, link = netns.start_agent(rest, on_log)
+        return Target(spec, link, proc)
+    raise TargetError(f"unknown target {spec!r}; targets: {KINDS}")

@@ -1,0 +1,209 @@
+/* net.c - outgoing connections made in the target (tether exec).
+ *
+ * connect() on an IPv4/IPv6 TCP or UDP socket asks the session, which
+ * applies the local/remote filter: LOCAL runs the call here; otherwise the
+ * agent makes a socket of the same kind inside the target, starts the
+ * connect there and sends the descriptor back.  It takes the place of the
+ * program's descriptor (dup3: same number, close-on-exec kept), gets the
+ * program's file status flags (O_NONBLOCK) and the socket options the
+ * program set, and the call returns what a local connect would: 0, or
+ * EINPROGRESS on a non-blocking socket, whose outcome the program then
+ * polls for and reads from SO_ERROR on what is now the target's socket.
+ * Go registers a socket with its poller only after connect returns
+ * (docs/go-internals.md section 10), so the swap is invisible to it.
+ * The agent leaves connect on the agent's loop (timeout 0): blocking is
+ * the program's business, done below with poll on its own socket. */
+#include "tether.h"
+#include "protocol.h"
+
+#define SYS_close 3
+#define SYS_poll 7
+#define SYS_connect 42
+#define SYS_getsockopt 55
+#define SYS_setsockopt 54
+#define SYS_fcntl 72
+#define SYS_dup3 292
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
+#define SOL_SOCKET 1
+#define SO_TYPE 3
+#define SO_ERROR 4
+#define SO_PROTOCOL 38
+#define SO_RCVBUF 8
+#define SO_SNDBUF 7
+#define IPPROTO_IP 0
+#define IPPROTO_TCP 6
+#define IPPROTO_IPV6 41
+#define F_GETFD 1
+#define F_GETFL 3
+#define F_SETFL 4
+#define FD_CLOEXEC 1
+#define O_CLOEXEC 02000000
+#define O_NONBLOCK 04000
+#define POLLOUT 4
+#define EINTR 4
+#define EINPROGRESS 115
+#define SOCKADDR_MAX 128
+
+static int mode_loopback_remote;
+
+static long raw(long nr, long a1, long a2, long a3, long a4, long a5)
+{
+	return tether_raw_syscall6(nr, a1, a2, a3, a4, a5, 0);
+}
+
+static int is_loopback(const unsigned char *sa, long len)
+{
+	static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+	const unsigned char *a6 = sa + 8;
+	int zero = 1;
+
+	if (sa[0] == AF_INET && len >= 8)
+		return sa[4] == 127 || (sa[4] | sa[5] | sa[6] | sa[7]) == 0; /* 127/8, 0.0.0.0 */
+	if (sa[0] != AF_INET6 || len < 24)
+		return 0;
+	for (int i = 0; i < 15; i++)
+		zero &= a6[i] == 0;
+	if (zero && (a6[15] == 0 || a6[15] == 1)) /* ::, ::1 */
+		return 1;
+	return !tether_memcmp(a6, v4mapped, 12) && (a6[12] == 127 || (a6[12] | a6[13] | a6[14] | a6[15]) == 0);
+}
+
+/* Options a program sets before connect that must follow its socket into
+ * the target: copied where the program's value differs from the new
+ * socket's (setting an option the kernel rejects for this kind of socket
+ * is harmless and ignored). */
+static const struct { int level, name; } carried[] = {
+	{SOL_SOCKET, 2},  /* SO_REUSEADDR */
+	{SOL_SOCKET, 6},  /* SO_BROADCAST */
+	{SOL_SOCKET, SO_SNDBUF},
+	{SOL_SOCKET, SO_RCVBUF},
+	{SOL_SOCKET, 9},  /* SO_KEEPALIVE */
+	{SOL_SOCKET, 12}, /* SO_PRIORITY */
+	{SOL_SOCKET, 13}, /* SO_LINGER */
+	{SOL_SOCKET, 15}, /* SO_REUSEPORT */
+	{SOL_SOCKET, 20}, /* SO_RCVTIMEO */
+	{SOL_SOCKET, 21}, /* SO_SNDTIMEO */
+	{SOL_SOCKET, 36}, /* SO_MARK */
+	{IPPROTO_TCP, 1}, /* TCP_NODELAY */
+	{IPPROTO_TCP, 4}, /* TCP_KEEPIDLE */
+	{IPPROTO_TCP, 5}, /* TCP_KEEPINTVL */
+	{IPPROTO_TCP, 6}, /* TCP_KEEPCNT */
+	{IPPROTO_TCP, 18}, /* TCP_USER_TIMEOUT */
+	{IPPROTO_IP, 1},  /* IP_TOS */
+	{IPPROTO_IP, 2},  /* IP_TTL */
+	{IPPROTO_IPV6, 16}, /* IPV6_UNICAST_HOPS */
+	{IPPROTO_IPV6, 67}, /* IPV6_TCLASS */
+};
+
+static void carry_options(long from, long to)
+{
+	for (unsigned i = 0; i < sizeof carried / sizeof carried[0]; i++) {
+		union { long l[2]; int i; } old = {{0, 0}}, new = {{0, 0}};
+		unsigned old_len = sizeof old, new_len = sizeof new;
+		int level = carried[i].level, name = carried[i].name;
+
+		if (raw(SYS_getsockopt, from, level, name, (long)&old, (long)&old_len) < 0 ||
+		    raw(SYS_getsockopt, to, level, name, (long)&new, (long)&new_len) < 0 ||
+		    (old_len == new_len && !tether_memcmp(&old, &new, old_len)))
+			continue;
+		if (level == SOL_SOCKET && (name == SO_SNDBUF || name == SO_RCVBUF))
+			old.i /= 2; /* the kernel reports twice what was set */
+		raw(SYS_setsockopt, to, level, name, (long)&old, old_len);
+	}
+}
+
+static int sockopt_int(long fd, int name)
+{
+	int v = -1;
+	unsigned len = sizeof v;
+
+	if (raw(SYS_getsockopt, fd, SOL_SOCKET, name, (long)&v, (long)&len) < 0)
+		return -1;
+	return v;
+}
+
+/* A blocking socket waits for its connect here, as the kernel would have
+ * made connect() wait. */
+static long finish_blocking(long fd)
+{
+	struct { int fd; short events, revents; } p = {(int)fd, POLLOUT, 0};
+	long n;
+
+	do
+		n = raw(SYS_poll, (long)&p, 1, -1, 0, 0);
+	while (n == -EINTR);
+	if (n < 0)
+		return n;
+	return -(long)sockopt_int(fd, SO_ERROR);
+}
+
+static long net_connect(long nr, long fd, long addr, long len, long a4, long a5, long a6)
+{
+	unsigned long words[TETHER_FRAME_MAX / 8];
+	struct tether_frame *f = (struct tether_frame *)words;
+	struct tether_connect *c = (struct tether_connect *)(f + 1);
+	unsigned char *sa = (unsigned char *)(c + 1) + 2;
+	int type, protocol, fd_flags, fl, status, newfd = -1;
+	long n;
+
+	if (len < 2 || len > SOCKADDR_MAX || tether_peek(sa, addr, (unsigned long)len) != len ||
+	    (sa[0] != AF_INET && sa[0] != AF_INET6) || sa[1] != 0 ||
+	    (!mode_loopback_remote && is_loopback(sa, len)))
+		return tether_raw_syscall6(nr, fd, addr, len, a4, a5, a6);
+	type = sockopt_int(fd, SO_TYPE);
+	protocol = sockopt_int(fd, SO_PROTOCOL);
+	fd_flags = (int)raw(SYS_fcntl, fd, F_GETFD, 0, 0, 0);
+	fl = (int)raw(SYS_fcntl, fd, F_GETFL, 0, 0, 0);
+	if ((type != SOCK_STREAM && type != SOCK_DGRAM) || protocol < 0 || fd_flags < 0 || fl < 0)
+		return tether_raw_syscall6(nr, fd, addr, len, a4, a5, a6);
+
+	c->family = sa[0];
+	c->socktype = (unsigned short)type;
+	c->protocol = protocol;
+	c->timeout_ms = 0;
+	((unsigned char *)(c + 1))[0] = (unsigned char)len;
+	((unsigned char *)(c + 1))[1] = 0;
+	f->length = (unsigned)(sizeof *f + sizeof *c + 2 + (unsigned long)len);
+	f->type = TETHER_MSG_CONNECT;
+	f->flags = 0;
+	f->id = 1;
+	n = tether_request(words, sizeof words, &newfd, 1);
+	if (n < 0)
+		return n;
+	if (f->type == TETHER_MSG_LOCAL && newfd < 0)
+		return tether_raw_syscall6(nr, fd, addr, len, a4, a5, a6);
+	if (f->type == TETHER_MSG_ERROR && n >= (long)(sizeof *f + sizeof(struct tether_error)) && newfd < 0) {
+		int err = ((const struct tether_error *)(f + 1))->err;
+		return err > 0 && err < 4096 ? -err : -5; /* EIO */
+	}
+	if (f->type != TETHER_MSG_CONNECT_REPLY || n != (long)(sizeof *f + sizeof(struct tether_connect_reply)) ||
+	    newfd < 0) {
+		if (newfd >= 0)
+			raw(SYS_close, newfd, 0, 0, 0, 0);
+		return -71; /* EPROTO */
+	}
+	status = ((const struct tether_connect_reply *)(f + 1))->status;
+
+	carry_options(fd, newfd);
+	n = raw(SYS_dup3, newfd, fd, fd_flags & FD_CLOEXEC ? O_CLOEXEC : 0, 0, 0);
+	raw(SYS_close, newfd, 0, 0, 0, 0);
+	if (n < 0)
+		return n;
+	raw(SYS_fcntl, fd, F_SETFL, fl, 0, 0);
+	if (status == 0)
+		return 0;
+	if (status != EINPROGRESS)
+		return -71;
+	if (fl & O_NONBLOCK)
+		return -EINPROGRESS;
+	return finish_blocking(fd);
+}
+
+void tether_net_install(int loopback_remote)
+{
+	mode_loopback_remote = loopback_remote;
+	tether_set_handler(SYS_connect, net_connect, TETHER_MAY_BLOCK);
+}

@@ -1,0 +1,113 @@
+/* request.c - requests to the session that may bring a descriptor back.
+ *
+ * Each request opens its own connection to the session's socket, sends one
+ * frame and reads one reply, so a slow connect in one thread never holds up
+ * a file open in another, and nothing is shared between threads or across
+ * fork.  The connection lives for one request: a few microseconds, next to
+ * the round trip to the target that follows. */
+#include "tether.h"
+#include "protocol.h"
+
+#define SYS_close 3
+#define SYS_socket 41
+#define SYS_connect 42
+#define SYS_sendto 44
+#define SYS_recvmsg 47
+#define SYS_setsockopt 54
+#define AF_UNIX 1
+#define SOCK_SEQPACKET 5
+#define SOCK_CLOEXEC 02000000
+#define SOL_SOCKET 1
+#define SO_RCVTIMEO 20
+#define SCM_RIGHTS 1
+#define MSG_NOSIGNAL 0x4000
+#define MSG_CMSG_CLOEXEC 0x40000000
+#define EINTR 4
+#define EAGAIN 11
+#define REPLY_TIMEOUT_S 30	/* the session answers at once; this only bounds a wedged one */
+
+struct iovec {
+	void *base;
+	unsigned long len;
+};
+
+struct msghdr {
+	void *name;
+	unsigned int namelen;
+	struct iovec *iov;
+	unsigned long iovlen;
+	void *control;
+	unsigned long controllen;
+	int flags;
+};
+
+struct cmsghdr {
+	unsigned long len;
+	int level;
+	int type;
+};
+
+static struct {
+	unsigned short family;
+	char path[108];
+} session_addr = {AF_UNIX, {0}};
+static unsigned session_addr_len;
+
+void tether_request_init(const char *session_path)
+{
+	unsigned long n = tether_strlen(session_path);
+
+	if (n >= sizeof session_addr.path)
+		return; /* the session's own connection failed the same way */
+	for (unsigned long i = 0; i < n; i++)
+		session_addr.path[i] = session_path[i];
+	session_addr_len = (unsigned)(2 + n + 1);
+}
+
+static long raw(long nr, long a1, long a2, long a3, long a4, long a5)
+{
+	return tether_raw_syscall6(nr, a1, a2, a3, a4, a5, 0);
+}
+
+long tether_request(void *buf, unsigned long size, int *fd, int cloexec)
+{
+	const struct tether_frame *f = buf;
+	struct { long sec, usec; } timeout = {REPLY_TIMEOUT_S, 0};
+	unsigned long control[(sizeof(struct cmsghdr) + sizeof(int) + 7) / 8];
+	struct iovec iov = {buf, size};
+	struct msghdr msg = {0, 0, &iov, 1, control, sizeof control, 0};
+	const struct cmsghdr *c = (const struct cmsghdr *)control;
+	long conn, n;
+
+	*fd = -1;
+	if (!session_addr_len)
+		return -111; /* ECONNREFUSED */
+	conn = raw(SYS_socket, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, 0, 0);
+	if (conn < 0)
+		return conn;
+	raw(SYS_setsockopt, conn, SOL_SOCKET, SO_RCVTIMEO, (long)&timeout, sizeof timeout);
+	if (raw(SYS_connect, conn, (long)&session_addr, session_addr_len, 0, 0) < 0) {
+		n = -111; /* ECONNREFUSED: the session is gone */
+		goto out;
+	}
+	n = raw(SYS_sendto, conn, (long)buf, f->length, MSG_NOSIGNAL, 0);
+	if (n < 0)
+		goto out;
+	do
+		n = raw(SYS_recvmsg, conn, (long)&msg, cloexec ? MSG_CMSG_CLOEXEC : 0, 0, 0);
+	while (n == -EINTR);
+	if (n == -EAGAIN)
+		n = -110; /* ETIMEDOUT */
+	if (n >= 0 && msg.controllen >= sizeof *c + sizeof(int) && c->level == SOL_SOCKET &&
+	    c->type == SCM_RIGHTS)
+		*fd = *(const int *)(c + 1);
+	if (n >= 0 && (n < (long)sizeof *f || f->length != (unsigned long)n)) {
+		n = -71; /* EPROTO */
+		if (*fd >= 0)
+			raw(SYS_close, *fd, 0, 0, 0, 0);
+		*fd = -1;
+	}
+out:
+	raw(SYS_close, conn, 0, 0, 0, 0);
+	return n;
+}

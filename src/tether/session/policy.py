@@ -1,0 +1,112 @@
+"""Which outgoing connections go out from the target and which stay on this machine.
+
+Rules come from `--local SPEC` and `--remote SPEC`; a SPEC is an address, a CIDR block or
+nothing, with an optional port: `10.0.0.0/8`, `192.0.2.7:5432`, `[2001:db8::1]:443`, `:53`.
+The first question that has an answer decides:
+  1. a --local rule matches          -> local
+  2. a --remote rule matches, or the destination is one of the target's name servers
+     (port 53)                       -> target
+  3. some --remote rule was given    -> local (the --remote rules list all that goes out)
+  4. loopback or unspecified address -> local
+  5. anything else                   -> target
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class PolicyError(ValueError):
+    """A rule that cannot be understood; the message shows the accepted forms."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    network: Network | None  # None: any address
+    port: int | None  # None: any port
+    text: str
+
+    def matches(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> bool:
+        if self.port is not None and port != self.port:
+            return False
+        if self.network is None:
+            return True
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped and self.network.version == 4:
+            ip = ip.ipv4_mapped
+        return ip.version == self.network.version and ip in self.network
+
+
+def parse_rule(spec: str) -> Rule:
+    forms = "use ADDRESS, CIDR, ADDRESS:PORT, CIDR:PORT, [IPV6]:PORT or :PORT"
+    text = spec.strip()
+    addr, port = text, None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise PolicyError(f"{spec!r}: missing ']'; {forms}")
+        addr, rest = text[1:end], text[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise PolicyError(f"{spec!r}: expected ':PORT' after ']'; {forms}")
+            port = rest[1:]
+    elif text.count(":") == 1:
+        addr, port = text.split(":")
+    if port is not None:
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise PolicyError(f"{spec!r}: port must be 1-65535; {forms}")
+        port = int(port)
+    if not addr:
+        if port is None:
+            raise PolicyError(f"{spec!r}: empty rule; {forms}")
+        return Rule(None, port, text)
+    try:
+        network = ipaddress.ip_network(addr, strict=False)
+    except ValueError:
+        raise PolicyError(f"{spec!r}: {addr!r} is not an IP address or CIDR block; {forms} "
+                          "(host names are not accepted yet: give the address)") from None
+    return Rule(network, port, text)
+
+
+@dataclass
+class OutgoingPolicy:
+    local: list[Rule]
+    remote: list[Rule]
+    nameservers: list[Rule] = field(default_factory=list)  # from the target's resolv.conf
+
+    @classmethod
+    def from_specs(cls, local: list[str] = (), remote: list[str] = ()) -> OutgoingPolicy:
+        return cls([parse_rule(s) for s in local], [parse_rule(s) for s in remote])
+
+    def goes_to_target(self, host: str, port: int) -> bool:
+        ip = ipaddress.ip_address(host)
+        if any(r.matches(ip, port) for r in self.local):
+            return False
+        if any(r.matches(ip, port) for r in self.remote + self.nameservers):
+            return True
+        if self.remote:
+            return False
+        plain = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
+        return not (plain.is_loopback or plain.is_unspecified)
+
+    @property
+    def loopback_may_go(self) -> bool:
+        """Whether a loopback destination can ever go to the target (the layer then asks)."""
+        return any(r.network is None or r.network.overlaps(_LOOPBACK[r.network.version])
+                   for r in self.remote + self.nameservers)
+
+    def add_nameservers(self, resolv_conf: str) -> None:
+        """Send queries to the name servers listed in the target's resolv.conf to the target,
+        also where they are on its loopback (127.0.0.53 and the like)."""
+        for line in resolv_conf.splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] == "nameserver":
+                try:
+                    ip = ipaddress.ip_address(words[1].split("%")[0])
+                except ValueError:
+                    continue
+                self.nameservers.append(Rule(ipaddress.ip_network(ip), 53, f"nameserver {ip}"))
+
+
+_LOOPBACK = {4: ipaddress.ip_network("127.0.0.0/8"), 6: ipaddress.ip_network("::1/128")}

@@ -1,0 +1,3 @@
+module tether.test/netclient
+
+go 1.19
