@@ -18,6 +18,7 @@
 
 #define SYS_close 3
 #define SYS_poll 7
+#define SYS_socket 41
 #define SYS_connect 42
 #define SYS_getsockopt 55
 #define SYS_setsockopt 54
@@ -41,6 +42,7 @@
 #define F_SETFL 4
 #define FD_CLOEXEC 1
 #define O_CLOEXEC 02000000
+#define SOCK_CLOEXEC O_CLOEXEC
 #define O_NONBLOCK 04000
 #define POLLOUT 4
 #define EINTR 4
@@ -72,9 +74,12 @@ static int is_loopback(const unsigned char *sa, long len)
 }
 
 /* Options a program sets before connect that must follow its socket into
- * the target: copied where the program's value differs from the new
- * socket's (setting an option the kernel rejects for this kind of socket
- * is harmless and ignored). */
+ * the target: those whose value differs from a fresh socket's made here
+ * (so, set by the program) are set on the target's socket.  Comparing with
+ * the target's socket instead would carry this namespace's defaults, such
+ * as buffer sizes, and a buffer size set explicitly stops the kernel from
+ * tuning it: throughput collapses.  An option the kernel rejects for this
+ * kind of socket is skipped. */
 static const struct { int level, name; } carried[] = {
 	{SOL_SOCKET, 2},  /* SO_REUSEADDR */
 	{SOL_SOCKET, 6},  /* SO_BROADCAST */
@@ -98,21 +103,26 @@ static const struct { int level, name; } carried[] = {
 	{IPPROTO_IPV6, 67}, /* IPV6_TCLASS */
 };
 
-static void carry_options(long from, long to)
+static void carry_options(long from, long to, int family, int type, int protocol)
 {
+	long fresh = raw(SYS_socket, family, type | SOCK_CLOEXEC, protocol, 0, 0);
+
+	if (fresh < 0)
+		return;
 	for (unsigned i = 0; i < sizeof carried / sizeof carried[0]; i++) {
-		union { long l[2]; int i; } old = {{0, 0}}, new = {{0, 0}};
-		unsigned old_len = sizeof old, new_len = sizeof new;
+		union { long l[2]; int i; } set = {{0, 0}}, dflt = {{0, 0}};
+		unsigned set_len = sizeof set, dflt_len = sizeof dflt;
 		int level = carried[i].level, name = carried[i].name;
 
-		if (raw(SYS_getsockopt, from, level, name, (long)&old, (long)&old_len) < 0 ||
-		    raw(SYS_getsockopt, to, level, name, (long)&new, (long)&new_len) < 0 ||
-		    (old_len == new_len && !tether_memcmp(&old, &new, old_len)))
+		if (raw(SYS_getsockopt, from, level, name, (long)&set, (long)&set_len) < 0 ||
+		    raw(SYS_getsockopt, fresh, level, name, (long)&dflt, (long)&dflt_len) < 0 ||
+		    (set_len == dflt_len && !tether_memcmp(&set, &dflt, set_len)))
 			continue;
 		if (level == SOL_SOCKET && (name == SO_SNDBUF || name == SO_RCVBUF))
-			old.i /= 2; /* the kernel reports twice what was set */
-		raw(SYS_setsockopt, to, level, name, (long)&old, old_len);
+			set.i /= 2; /* the kernel reports twice what was set */
+		raw(SYS_setsockopt, to, level, name, (long)&set, set_len);
 	}
+	raw(SYS_close, fresh, 0, 0, 0, 0);
 }
 
 static int sockopt_int(long fd, int name)
@@ -187,7 +197,7 @@ static long net_connect(long nr, long fd, long addr, long len, long a4, long a5,
 	}
 	status = ((const struct tether_connect_reply *)(f + 1))->status;
 
-	carry_options(fd, newfd);
+	carry_options(fd, newfd, sa[0], type, protocol);
 	n = raw(SYS_dup3, newfd, fd, fd_flags & FD_CLOEXEC ? O_CLOEXEC : 0, 0, 0);
 	raw(SYS_close, newfd, 0, 0, 0, 0);
 	if (n < 0)

@@ -5,14 +5,22 @@
 //	udp HOST:PORT MSG     one datagram and its answer: "udp REPLY"
 //	lookup NAME           Go's resolver: "lookup NAME ADDR..." (sorted) or "lookup NAME error"
 //	env NAME              "env NAME=VALUE" or "env NAME unset"
-//	dial HOST:PORT        "dial ok" or "dial error: CLASS" (refused, unreachable, timeout, other)
+//	dial HOST:PORT        "dial ok peer=ADDR" or "dial error: CLASS" (refused, unreachable, timeout, other)
 //	loopback              a listener on 127.0.0.1 and a connection to it: "loopback ok"
 //	rcvbuf HOST:PORT N    SO_RCVBUF set to N before connect, read after: "rcvbuf SAME" or the value
 //	blocking HOST:PORT    a blocking connect (raw syscalls), then a GET: "blocking STATUS-LINE"
+//	wait PATH             until PATH exists (at most 10 s): "wait ok" or "wait timeout"
+//	exit N                exit with status N
+//	sink ADDR             accept one connection, read it to the end, answer with the sha256 (hex)
+//	send ADDR BYTES       send BYTES of data, check the sink's sha256: "send ok BYTES SECONDS"
+//	connects ADDR N       N connects one after the other: "connects p50_us P50"
+//	lookups NAME N        N lookups one after the other: "lookups p50_us P50"
 package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -58,6 +66,24 @@ func main() {
 		case "blocking":
 			n = 2
 			step(doBlocking(args[1]))
+		case "wait":
+			n = 2
+			step(doWait(args[1]))
+		case "sink":
+			n = 2
+			step(doSink(args[1]))
+		case "send":
+			n = 3
+			step(doSend(args[1], args[2]))
+		case "connects":
+			n = 3
+			step(doConnects(args[1], args[2]))
+		case "lookups":
+			n = 3
+			step(doLookups(args[1], args[2]))
+		case "exit":
+			code, _ := strconv.Atoi(args[1])
+			os.Exit(code)
 		default:
 			fmt.Fprintln(os.Stderr, "netclient: unknown step", args[0])
 			os.Exit(2)
@@ -129,8 +155,17 @@ func doDial(addr string) string {
 	if err != nil {
 		return "dial error: " + errClass(err)
 	}
-	conn.Close()
-	return "dial ok"
+	defer conn.Close()
+	return "dial ok peer=" + conn.RemoteAddr().String()
+}
+
+func doWait(path string) string {
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return "wait ok"
+		}
+	}
+	return "wait timeout"
 }
 
 func doLoopback() string {
@@ -205,4 +240,91 @@ func doBlocking(addr string) string {
 	buf := make([]byte, 4096)
 	n, _ := syscall.Read(fd, buf)
 	return "blocking " + strings.SplitN(string(buf[:n]), "\r\n", 2)[0]
+}
+
+func doSink(addr string) string {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "sink error: " + err.Error()
+	}
+	defer ln.Close()
+	fmt.Println("sink listening") // the caller waits for this line
+	conn, err := ln.Accept()
+	if err != nil {
+		return "sink error: " + err.Error()
+	}
+	defer conn.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, conn)
+	if err != nil {
+		return "sink error: " + err.Error()
+	}
+	conn.Write([]byte(hex.EncodeToString(h.Sum(nil))))
+	return fmt.Sprintf("sink %d", n)
+}
+
+func doSend(addr, size string) string {
+	total, _ := strconv.ParseInt(size, 10, 64)
+	block := make([]byte, 1<<20)
+	for i := range block {
+		block[i] = byte(i*7 + i>>8)
+	}
+	start := time.Now()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return "send error: " + err.Error()
+	}
+	defer conn.Close()
+	h := sha256.New()
+	for sent := int64(0); sent < total; {
+		chunk := block
+		if total-sent < int64(len(chunk)) {
+			chunk = chunk[:total-sent]
+		}
+		if _, err := conn.Write(chunk); err != nil {
+			return "send error: " + err.Error()
+		}
+		h.Write(chunk)
+		sent += int64(len(chunk))
+	}
+	conn.(*net.TCPConn).CloseWrite()
+	answer, _ := io.ReadAll(conn)
+	elapsed := time.Since(start).Seconds()
+	if string(answer) != hex.EncodeToString(h.Sum(nil)) {
+		return "send error: sha256 differs"
+	}
+	return fmt.Sprintf("send ok %d %.6f", total, elapsed)
+}
+
+func p50(samples []time.Duration) string {
+	sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
+	return fmt.Sprintf("%.1f", float64(samples[len(samples)/2].Nanoseconds())/1000)
+}
+
+func doConnects(addr, count string) string {
+	n, _ := strconv.Atoi(count)
+	samples := make([]time.Duration, 0, n)
+	for i := 0; i < n; i++ {
+		start := time.Now()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			return "connects error: " + err.Error()
+		}
+		samples = append(samples, time.Since(start))
+		conn.Close()
+	}
+	return "connects p50_us " + p50(samples)
+}
+
+func doLookups(name, count string) string {
+	n, _ := strconv.Atoi(count)
+	samples := make([]time.Duration, 0, n)
+	for i := 0; i < n; i++ {
+		start := time.Now()
+		if _, err := net.DefaultResolver.LookupHost(context.Background(), name); err != nil {
+			return "lookups error: " + err.Error()
+		}
+		samples = append(samples, time.Since(start))
+	}
+	return "lookups p50_us " + p50(samples)
 }

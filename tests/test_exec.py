@@ -1,0 +1,172 @@
+"""`tether exec --target netns:NAME` end to end: real Go programs reach services that exist only
+in a throwaway namespace (by address, by a name in its hosts file and by a name only its DNS
+server knows), get its environment, and keep loopback traffic local; bad targets and a dying
+agent give clear errors, never a hang."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gobuild
+import pytest
+from netns import HTTP_PORT, UDP_PORT, WEB_ADDR, target_ns  # noqa: F401  (fixture)
+
+from tether.session.environment import EnvRules, merge
+
+TETHER = [sys.executable, "-m", "tether"]
+WEB = f"{WEB_ADDR}:{HTTP_PORT}"
+
+
+def tether_exec(ns, program: Path, steps: list[str], *flags: str, timeout: float = 60,
+                **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*TETHER, "exec", "--target", f"netns:{ns.name}", *flags, "--", str(program), *steps],
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+
+
+def full_tour(ns) -> tuple[list[str], list[str]]:
+    steps = ["env", "TARGET_ONLY_VAR", "env", "LANG",
+             "http", ns.http_url,
+             "udp", f"{WEB_ADDR}:{UDP_PORT}", "ping",
+             "lookup", ns.hosts_name, "lookup", ns.dns_name,
+             "http", f"http://{ns.dns_name}:{HTTP_PORT}/",
+             "http", f"http://{ns.hosts_name}:{HTTP_PORT}/",
+             "dial", WEB, "dial", f"{WEB_ADDR}:{HTTP_PORT + 1}",
+             "loopback", "rcvbuf", WEB, "100000", "blocking", WEB]
+    body = ns.http_body.strip()
+    expected = ["env TARGET_ONLY_VAR=from-netns", f"env LANG={os.environ.get('LANG')}" if "LANG" in os.environ
+                else "env LANG unset",
+                f"http 200 {body}", "udp echo:ping",
+                f"lookup {ns.hosts_name} {WEB_ADDR}", f"lookup {ns.dns_name} {WEB_ADDR}",
+                f"http 200 {body}", f"http 200 {body}",
+                f"dial ok peer={WEB}", "dial error: refused",
+                "loopback ok", "rcvbuf SAME", "blocking HTTP/1.0 200 OK"]
+    return steps, expected
+
+
+def test_go_program_sees_the_target_without_tether_it_does_not(go_versions, target_ns):  # noqa: F811
+    exe = gobuild.build(go_versions[-1], "default", "netclient")
+    native = subprocess.run([exe, "dial", WEB, "env", "TARGET_ONLY_VAR"], capture_output=True, text=True, timeout=30)
+    assert native.stdout.splitlines() == ["dial error: unreachable", "env TARGET_ONLY_VAR unset"]
+    steps, expected = full_tour(target_ns)
+    r = tether_exec(target_ns, exe, steps)
+    assert (r.returncode, r.stdout.splitlines(), r.stderr) == (0, expected, "")
+
+
+@pytest.mark.parametrize("variant", ["default", "stripped"])
+def test_every_go_version_reaches_the_target(go_versions, variant, target_ns):  # noqa: F811
+    steps, expected = full_tour(target_ns)
+    for version in go_versions:
+        r = tether_exec(target_ns, gobuild.build(version, variant, "netclient"), steps)
+        assert (version, r.returncode, r.stdout.splitlines(), r.stderr) == (version, 0, expected, "")
+
+
+def test_pie_build_reaches_the_target(go_versions, target_ns):  # noqa: F811
+    steps, expected = full_tour(target_ns)
+    r = tether_exec(target_ns, gobuild.build(go_versions[-1], "pie", "netclient"), steps)
+    assert (r.returncode, r.stdout.splitlines(), r.stderr) == (0, expected, "")
+
+
+def test_outgoing_filter_rules(go_versions, target_ns):  # noqa: F811
+    exe = gobuild.build(go_versions[-1], "default", "netclient")
+    steps = ["dial", WEB, "udp", f"{WEB_ADDR}:{UDP_PORT}", "x", "lookup", target_ns.dns_name]
+    r = tether_exec(target_ns, exe, steps, "--local", f"{WEB_ADDR}:{HTTP_PORT}")
+    assert r.stdout.splitlines() == ["dial error: unreachable", "udp echo:x", f"lookup {target_ns.dns_name} {WEB_ADDR}"]
+    # Only --remote destinations go out; the target's name server still does.
+    r = tether_exec(target_ns, exe, steps, "--remote", f"{WEB_ADDR}/32:{UDP_PORT}")
+    assert r.stdout.splitlines() == ["dial error: unreachable", "udp echo:x", f"lookup {target_ns.dns_name} {WEB_ADDR}"]
+    r = tether_exec(target_ns, exe, ["dial", WEB], "--remote", "nonsense")
+    assert r.returncode == 2 and "'nonsense' is not an IP address or CIDR block" in r.stderr
+
+
+def test_no_dns_reads_the_resolver_files_here(go_versions, target_ns, tmp_path):  # noqa: F811
+    exe = gobuild.build(go_versions[-1], "default", "netclient")
+    log = tmp_path / "exec.log"
+    # localhost is in both hosts files: no query leaves for any name server.
+    r = tether_exec(target_ns, exe, ["lookup", "localhost"], "--no-dns", "--log-file", str(log))
+    assert r.returncode == 0 and r.stdout.startswith("lookup localhost ")
+    assert "open /etc/" not in log.read_text()
+    r = tether_exec(target_ns, exe, ["lookup", "localhost"], "--log-file", str(log))
+    assert "open /etc/hosts in netns:" in log.read_text()
+
+
+def test_environment_rules(go_versions, target_ns):  # noqa: F811
+    exe = gobuild.build(go_versions[-1], "default", "netclient")
+    steps = ["env", "TARGET_ONLY_VAR", "env", "TARGET_NETNS", "env", "EXTRA"]
+    r = tether_exec(target_ns, exe, steps, "--env-exclude", "TARGET_ONLY_*", "--env", "EXTRA=1")
+    assert r.stdout.splitlines() == ["env TARGET_ONLY_VAR unset", f"env TARGET_NETNS={target_ns.name}", "env EXTRA=1"]
+    r = tether_exec(target_ns, exe, steps, "--env-include", "TARGET_ONLY_VAR")
+    assert r.stdout.splitlines() == ["env TARGET_ONLY_VAR=from-netns", "env TARGET_NETNS unset", "env EXTRA unset"]
+
+
+def test_environment_merge_keeps_local_tooling():
+    local = {"PATH": "/local", "HOME": "/root", "GOPATH": "/go", "LC_ALL": "C", "A": "local"}
+    target = {"PATH": "/t", "HOME": "/t", "GOPATH": "/t", "LC_ALL": "t", "A": "t", "B": "t", "LD_PRELOAD": "x"}
+    env, taken = merge(local, target, EnvRules())
+    assert env == {**local, "A": "t", "B": "t"} and taken == ["A", "B"]
+    env, _ = merge(local, target, EnvRules(include=["PATH"], override={"A": "o"}))
+    assert env == {**local, "PATH": "/t", "A": "o"}
+
+
+def test_exit_status_passes_through(go_versions, target_ns):  # noqa: F811
+    exe = gobuild.build(go_versions[-1], "default", "netclient")
+    assert tether_exec(target_ns, exe, ["exit", "7"]).returncode == 7
+
+
+@pytest.mark.parametrize("target, message", [
+    ("nosuch:thing", "unknown target 'nosuch:thing'; targets: netns:NAME"),
+    ("netns:no-such-ns-4711", "no network namespace 'no-such-ns-4711'"),
+    ("netns:", "no network namespace ''"),
+])
+def test_bad_targets_exit_2_with_the_reason(go_versions, target, message):
+    exe = gobuild.build(go_versions[-1], "default", "netclient")
+    start = time.monotonic()
+    r = subprocess.run([*TETHER, "exec", "--target", target, "--", str(exe), "exit", "0"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and message in r.stderr and r.stdout == ""
+    assert time.monotonic() - start < 5
+
+
+def test_non_root_is_told_what_it_needs(go_versions, target_ns, tmp_path):  # noqa: F811
+    exe = gobuild.build(go_versions[-1], "default", "netclient")
+    # Everything imported while still root: the interpreter's files may be root's alone.
+    code = ("import os, sys, logging, tempfile, time, tether.cli, tether.targets.netns, tether.session.launch, "
+            "tether.session.server, tether.session.forward, tether.session.environment, tether.session.policy; "
+            "os.setgid(65534); os.setuid(65534); sys.argv = ['tether'] + sys.argv[1:]; tether.cli.main()")
+    r = subprocess.run([sys.executable, "-c", code, "exec", "--target", f"netns:{target_ns.name}", "--",
+                        str(exe), "exit", "0"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "needs root" in r.stderr and "sudo" in r.stderr
+
+
+def test_agent_dying_fails_new_connects_fast_and_keeps_the_program(go_versions, target_ns, tmp_path):  # noqa: F811
+    exe = gobuild.build(go_versions[-1], "default", "netclient")
+    go_on = tmp_path / "go-on"
+    proc = subprocess.Popen([*TETHER, "exec", "--target", f"netns:{target_ns.name}", "--", str(exe),
+                             "dial", WEB, "wait", str(go_on), "dial", WEB, "http", target_ns.http_url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()  # the program runs: the agent is up
+        agent = None
+        for _ in range(500):  # find the agent tether started (bounded: 10 s)
+            out = subprocess.run(["pgrep", "-f", "-P", str(proc.pid), "tether agent"],
+                                 capture_output=True, text=True).stdout.split()
+            kids = [int(p) for p in out]
+            if kids:
+                agent = kids[0]
+                break
+            time.sleep(0.02)
+        assert agent, "the agent was not found"
+        os.killpg(os.getpgid(agent), signal.SIGKILL)  # ip netns exec became the agent; it leads its own group
+        go_on.touch()
+        start = time.monotonic()
+        out, err = proc.communicate(timeout=15)
+        assert time.monotonic() - start < 5
+    finally:
+        proc.kill()
+    lines = [first.rstrip("\n"), *out.splitlines()]
+    assert lines[:3] == [f"dial ok peer={WEB}", "wait ok", "dial error: refused"], (out, err)
+    assert lines[3].startswith("http error: ") and "connection refused" in lines[3]
+    assert proc.returncode == 0 and "lost the agent in netns:" in err
