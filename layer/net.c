@@ -36,6 +36,7 @@
 #define SO_SNDBUF 7
 #define IPPROTO_IP 0
 #define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
 #define IPPROTO_IPV6 41
 #define F_GETFD 1
 #define F_GETFL 3
@@ -103,26 +104,62 @@ static const struct { int level, name; } carried[] = {
 	{IPPROTO_IPV6, 67}, /* IPV6_TCLASS */
 };
 
+#define NCARRIED (sizeof carried / sizeof carried[0])
+
+union optval {
+	long l[2];		/* the largest carried: struct timeval, struct linger */
+	int i;
+};
+
+/* A fresh socket's values, per kind (IPv4/IPv6 x TCP/UDP), read once. */
+static struct defaults {
+	int ready;
+	unsigned len[NCARRIED];	/* 0: the kernel has no such option for this kind */
+	union optval val[NCARRIED];
+} defaults[2][2];
+
+static const struct defaults *defaults_for(int family, int type, int protocol)
+{
+	struct defaults *d = &defaults[family == AF_INET6][type == SOCK_DGRAM];
+	long fresh;
+
+	if (protocol != (type == SOCK_STREAM ? IPPROTO_TCP : IPPROTO_UDP))
+		return 0;
+	if (__atomic_load_n(&d->ready, __ATOMIC_ACQUIRE))
+		return d;
+	fresh = raw(SYS_socket, family, type | SOCK_CLOEXEC, protocol, 0, 0);
+	if (fresh < 0)
+		return 0;
+	/* Two threads may fill it at once: both write the same values. */
+	for (unsigned i = 0; i < NCARRIED; i++) {
+		d->len[i] = sizeof d->val[i];
+		if (raw(SYS_getsockopt, fresh, carried[i].level, carried[i].name, (long)&d->val[i],
+		        (long)&d->len[i]) < 0)
+			d->len[i] = 0;
+	}
+	raw(SYS_close, fresh, 0, 0, 0, 0);
+	__atomic_store_n(&d->ready, 1, __ATOMIC_RELEASE);
+	return d;
+}
+
 static void carry_options(long from, long to, int family, int type, int protocol)
 {
-	long fresh = raw(SYS_socket, family, type | SOCK_CLOEXEC, protocol, 0, 0);
+	const struct defaults *d = defaults_for(family, type, protocol);
 
-	if (fresh < 0)
+	if (!d)
 		return;
-	for (unsigned i = 0; i < sizeof carried / sizeof carried[0]; i++) {
-		union { long l[2]; int i; } set = {{0, 0}}, dflt = {{0, 0}};
-		unsigned set_len = sizeof set, dflt_len = sizeof dflt;
+	for (unsigned i = 0; i < NCARRIED; i++) {
+		union optval set = {{0, 0}};
+		unsigned len = sizeof set;
 		int level = carried[i].level, name = carried[i].name;
 
-		if (raw(SYS_getsockopt, from, level, name, (long)&set, (long)&set_len) < 0 ||
-		    raw(SYS_getsockopt, fresh, level, name, (long)&dflt, (long)&dflt_len) < 0 ||
-		    (set_len == dflt_len && !tether_memcmp(&set, &dflt, set_len)))
+		if (!d->len[i] || raw(SYS_getsockopt, from, level, name, (long)&set, (long)&len) < 0 ||
+		    (len == d->len[i] && !tether_memcmp(&set, &d->val[i], len)))
 			continue;
 		if (level == SOL_SOCKET && (name == SO_SNDBUF || name == SO_RCVBUF))
 			set.i /= 2; /* the kernel reports twice what was set */
-		raw(SYS_setsockopt, to, level, name, (long)&set, set_len);
+		raw(SYS_setsockopt, to, level, name, (long)&set, len);
 	}
-	raw(SYS_close, fresh, 0, 0, 0, 0);
 }
 
 static int sockopt_int(long fd, int name)

@@ -1,14 +1,17 @@
 /* request.c - requests to the session that may bring a descriptor back.
  *
- * Each request opens its own connection to the session's socket, sends one
- * frame and reads one reply, so a slow connect in one thread never holds up
- * a file open in another, and nothing is shared between threads or across
- * fork.  The connection lives for one request: a few microseconds, next to
- * the round trip to the target that follows. */
+ * A request takes a connection to the session's socket for itself, sends
+ * one frame and reads one reply, so a slow connect in one thread never
+ * holds up a file open in another.  Idle connections wait in a small pool
+ * (taken and returned with atomic exchanges, no lock) because making one
+ * costs more than the request.  The pool belongs to the process that
+ * filled it: a forked child finds another pid and starts its own, so two
+ * processes never read each other's replies. */
 #include "tether.h"
 #include "protocol.h"
 
 #define SYS_close 3
+#define SYS_getpid 39
 #define SYS_socket 41
 #define SYS_connect 42
 #define SYS_sendto 44
@@ -69,10 +72,63 @@ static long raw(long nr, long a1, long a2, long a3, long a4, long a5)
 	return tether_raw_syscall6(nr, a1, a2, a3, a4, a5, 0);
 }
 
+#define POOL_SIZE 16
+static int pool[POOL_SIZE] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+static int pool_pid;
+
+static long new_connection(void)
+{
+	struct { long sec, usec; } timeout = {REPLY_TIMEOUT_S, 0};
+	long conn = raw(SYS_socket, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, 0, 0);
+
+	if (conn < 0)
+		return conn;
+	raw(SYS_setsockopt, conn, SOL_SOCKET, SO_RCVTIMEO, (long)&timeout, sizeof timeout);
+	if (raw(SYS_connect, conn, (long)&session_addr, session_addr_len, 0, 0) < 0) {
+		raw(SYS_close, conn, 0, 0, 0, 0);
+		return -111; /* ECONNREFUSED: the session is gone */
+	}
+	return conn;
+}
+
+static long take_connection(void)
+{
+	int pid = (int)raw(SYS_getpid, 0, 0, 0, 0, 0);
+
+	if (__atomic_load_n(&pool_pid, __ATOMIC_ACQUIRE) != pid) {
+		/* A child: the inherited connections are its parent's. */
+		for (int i = 0; i < POOL_SIZE; i++) {
+			int fd = __atomic_exchange_n(&pool[i], -1, __ATOMIC_ACQ_REL);
+
+			if (fd >= 0)
+				raw(SYS_close, fd, 0, 0, 0, 0);
+		}
+		__atomic_store_n(&pool_pid, pid, __ATOMIC_RELEASE);
+	}
+	for (int i = 0; i < POOL_SIZE; i++) {
+		int fd = __atomic_exchange_n(&pool[i], -1, __ATOMIC_ACQ_REL);
+
+		if (fd >= 0)
+			return fd;
+	}
+	return new_connection();
+}
+
+static void give_back(long conn)
+{
+	for (int i = 0; i < POOL_SIZE; i++) {
+		int idle = -1;
+
+		if (__atomic_compare_exchange_n(&pool[i], &idle, (int)conn, 0, __ATOMIC_ACQ_REL,
+		                                __ATOMIC_RELAXED))
+			return;
+	}
+	raw(SYS_close, conn, 0, 0, 0, 0);
+}
+
 long tether_request(void *buf, unsigned long size, int *fd, int cloexec)
 {
 	const struct tether_frame *f = buf;
-	struct { long sec, usec; } timeout = {REPLY_TIMEOUT_S, 0};
 	unsigned long control[(sizeof(struct cmsghdr) + sizeof(int) + 7) / 8];
 	struct iovec iov = {buf, size};
 	struct msghdr msg = {0, 0, &iov, 1, control, sizeof control, 0};
@@ -82,15 +138,17 @@ long tether_request(void *buf, unsigned long size, int *fd, int cloexec)
 	*fd = -1;
 	if (!session_addr_len)
 		return -111; /* ECONNREFUSED */
-	conn = raw(SYS_socket, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, 0, 0);
+	conn = take_connection();
 	if (conn < 0)
 		return conn;
-	raw(SYS_setsockopt, conn, SOL_SOCKET, SO_RCVTIMEO, (long)&timeout, sizeof timeout);
-	if (raw(SYS_connect, conn, (long)&session_addr, session_addr_len, 0, 0) < 0) {
-		n = -111; /* ECONNREFUSED: the session is gone */
-		goto out;
-	}
 	n = raw(SYS_sendto, conn, (long)buf, f->length, MSG_NOSIGNAL, 0);
+	if (n < 0) { /* an idle connection the session dropped: one fresh try */
+		raw(SYS_close, conn, 0, 0, 0, 0);
+		conn = new_connection();
+		if (conn < 0)
+			return conn;
+		n = raw(SYS_sendto, conn, (long)buf, f->length, MSG_NOSIGNAL, 0);
+	}
 	if (n < 0)
 		goto out;
 	do
@@ -101,13 +159,18 @@ long tether_request(void *buf, unsigned long size, int *fd, int cloexec)
 	if (n >= 0 && msg.controllen >= sizeof *c + sizeof(int) && c->level == SOL_SOCKET &&
 	    c->type == SCM_RIGHTS)
 		*fd = *(const int *)(c + 1);
-	if (n >= 0 && (n < (long)sizeof *f || f->length != (unsigned long)n)) {
-		n = -71; /* EPROTO */
+	if (n > 0 && n >= (long)sizeof *f && f->length == (unsigned long)n) {
+		give_back(conn);
+		return n;
+	}
+	if (n >= 0) {
+		n = -71; /* EPROTO, or the session closed the connection */
 		if (*fd >= 0)
 			raw(SYS_close, *fd, 0, 0, 0, 0);
 		*fd = -1;
 	}
 out:
-	raw(SYS_close, conn, 0, 0, 0, 0);
+	if (conn >= 0)
+		raw(SYS_close, conn, 0, 0, 0, 0);
 	return n;
 }

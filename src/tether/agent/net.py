@@ -17,11 +17,7 @@ class OpError(Exception):
         self.errno = err
 
 
-async def connect(req: wire.Connect) -> tuple[socket.socket, int]:
-    """A socket of the requested kind, created here (in the target's network namespace) and
-    connected to req.sockaddr, with its status: 0, or EINPROGRESS when req.timeout_ms is 0 and
-    the connect is still under way (the program then waits for it as it would have locally).
-    The caller passes the descriptor back."""
+def _socket_for(req: wire.Connect) -> tuple[socket.socket, str, int]:
     try:
         family, host, port = decode_inet(req.sockaddr)
     except SockaddrError as e:
@@ -31,12 +27,25 @@ async def connect(req: wire.Connect) -> tuple[socket.socket, int]:
                                     f"to a family {family} address")
     sock = socket.socket(family, req.socktype, req.protocol)
     sock.setblocking(False)
-    if req.timeout_ms == 0:
-        err = sock.connect_ex((host, port))
-        if err in (0, errno.EINPROGRESS):
-            return sock, err
-        sock.close()
-        raise OpError(err, f"connect to {host}:{port}: {os.strerror(err)}")
+    return sock, host, port
+
+
+def start_connect(req: wire.Connect) -> tuple[socket.socket, int]:
+    """A socket of the requested kind, created here (in the target's network namespace), with
+    its connect to req.sockaddr started: status 0 (done: UDP, or an instant TCP connect) or
+    EINPROGRESS. The program then waits for it as it would have locally. The caller passes the
+    descriptor back."""
+    sock, host, port = _socket_for(req)
+    err = sock.connect_ex((host, port))
+    if err in (0, errno.EINPROGRESS):
+        return sock, err
+    sock.close()
+    raise OpError(err, f"connect to {host}:{port}: {os.strerror(err)}")
+
+
+async def connect(req: wire.Connect) -> socket.socket:
+    """As start_connect, but connected: waits up to req.timeout_ms for the connect to finish."""
+    sock, host, port = _socket_for(req)
     timeout = req.timeout_ms / 1000
     try:
         await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, port)), timeout)
@@ -47,4 +56,4 @@ async def connect(req: wire.Connect) -> tuple[socket.socket, int]:
         sock.close()
         err = e.errno or errno.EIO
         raise OpError(err, f"connect to {host}:{port}: {os.strerror(err)}") from None
-    return sock, 0
+    return sock

@@ -1,14 +1,17 @@
 """The agent's side of one link to a session: frames in, operations run, replies out.
 
-Runs inside the target (a network namespace, a container's namespaces, a remote host). Each
-request runs as its own task, so a slow connect never holds up another request; replies carry
-the request's id. A malformed frame closes the link with a logged reason; the agent itself
-never crashes on input.
+Runs inside the target (a network namespace, a container's namespaces, a remote host). The
+link is read by one reader callback on the event loop. Requests that complete at once (hello,
+file open, environment, a connect that is only started) are answered from that callback, with
+no task and no wait; a connect the session wants finished (timeout_ms > 0) runs as its own
+task, so it never holds up another request. Replies carry the request's id. A malformed frame
+closes the link with a logged reason; the agent itself never crashes on input.
 """
 from __future__ import annotations
 
 import array
 import asyncio
+import collections
 import logging
 import os
 import socket
@@ -18,6 +21,7 @@ from . import env, files, net
 
 log = logging.getLogger("tether.agent")
 CAPABILITIES = 0
+BATCH = 64  # frames read in one go before the loop looks at anything else
 
 
 class Link:
@@ -25,87 +29,126 @@ class Link:
 
     def __init__(self, sock: socket.socket, env_file: str | None = None):
         self.sock = sock
-        self.env_file = env_file
         self.sock.setblocking(False)
+        self.env_file = env_file
         self.loop = asyncio.get_running_loop()
         self.tasks: set[asyncio.Task] = set()
+        self.unsent: collections.deque[tuple[bytes, list[int]]] = collections.deque()
+        self.done = self.loop.create_future()
 
-    async def _ready(self, add, remove) -> None:
-        """Wait until the socket is readable (add_reader) or writable (add_writer)."""
-        ready = self.loop.create_future()
-        add(self.sock, ready.set_result, None)
+    async def serve(self) -> None:
+        self.loop.add_reader(self.sock, self._readable)
         try:
-            await ready
+            await self.done
         finally:
-            remove(self.sock)
+            self.loop.remove_reader(self.sock)
+            if self.unsent:
+                self.loop.remove_writer(self.sock)
+            for task in list(self.tasks):
+                task.cancel()
+            for _, fds in self.unsent:
+                for fd in fds:
+                    os.close(fd)
+            self.sock.close()
 
-    async def _recv(self) -> bytes:
-        while True:
+    def _close(self, why: str | None = None) -> None:
+        if why:
+            log.warning("closing the session link: %s", why)
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def _readable(self) -> None:
+        for _ in range(BATCH):
             try:
-                return self.sock.recv(wire.FRAME_MAX + 1)
+                msg = self.sock.recv(wire.FRAME_MAX + 1)
             except BlockingIOError:
-                await self._ready(self.loop.add_reader, self.loop.remove_reader)
+                return
+            except OSError as e:
+                self._close(f"session link failed: {e}")
+                return
+            if not msg:
+                self._close()
+                return
+            try:
+                frame = wire.decode_frame(msg)
+            except wire.ProtocolError as e:
+                self._close(str(e))
+                return
+            self._handle(frame)
 
-    async def _send(self, frame: bytes, fds: list[int] = ()) -> None:
-        # asyncio's socket helpers cannot pass descriptors: sendmsg on the non-blocking socket.
-        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-        while True:
+    def _send(self, frame: bytes, fds: list[int] = ()) -> None:
+        """Send now, or queue (with copies of fds) until the link can take it."""
+        if not self.unsent:
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
             try:
                 self.sock.sendmsg([frame], ancillary)
                 return
             except BlockingIOError:
-                await self._ready(self.loop.add_writer, self.loop.remove_writer)
+                self.loop.add_writer(self.sock, self._writable)
+            except OSError as e:
+                self._close(f"session link failed: {e}")
+                return
+        self.unsent.append((frame, [os.dup(fd) for fd in fds]))
 
-    async def serve(self) -> None:
-        try:
-            while True:
-                msg = await self._recv()
-                if not msg:
-                    return
-                frame = wire.decode_frame(msg)
-                task = asyncio.create_task(self._handle(frame))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
-        except wire.ProtocolError as e:
-            log.warning("closing the session link: %s", e)
-        except OSError as e:
-            log.warning("session link failed: %s", e)
-        finally:
-            for task in list(self.tasks):
-                task.cancel()
-            self.sock.close()
+    def _writable(self) -> None:
+        while self.unsent:
+            frame, fds = self.unsent[0]
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+            try:
+                self.sock.sendmsg([frame], ancillary)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self._close(f"session link failed: {e}")
+                return
+            self.unsent.popleft()
+            for fd in fds:
+                os.close(fd)
+        self.loop.remove_writer(self.sock)
 
-    async def _handle(self, frame: wire.Frame) -> None:
+    def _handle(self, frame: wire.Frame) -> None:
         try:
             if frame.type == wire.MSG_AGENT_HELLO:
                 version, _ = wire.decode_agent_hello(frame)
                 if version != wire.PROTOCOL_VERSION:
                     raise net.OpError(71, f"agent speaks protocol {wire.PROTOCOL_VERSION}, "
                                           f"session {version}")  # EPROTO
-                await self._send(wire.encode_agent_hello(wire.PROTOCOL_VERSION, CAPABILITIES,
-                                                         frame.id, reply=True))
+                self._send(wire.encode_agent_hello(wire.PROTOCOL_VERSION, CAPABILITIES, frame.id, reply=True))
             elif frame.type == wire.MSG_CONNECT:
-                sock, status = await net.connect(wire.decode_connect(frame))
-                try:
-                    await self._send(wire.encode_connect_reply(frame.id, status), [sock.fileno()])
-                finally:
-                    sock.close()  # the session's copy is the one that lives on
+                req = wire.decode_connect(frame)
+                if req.timeout_ms:
+                    task = asyncio.create_task(self._connect_and_wait(frame.id, req))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+                    return
+                sock, status = net.start_connect(req)
+                with sock:  # the session's copy is the one that lives on
+                    self._send(wire.encode_connect_reply(frame.id, status), [sock.fileno()])
             elif frame.type == wire.MSG_OPEN:
                 fd = files.open_readonly(wire.decode_open(frame))
                 try:
-                    await self._send(wire.encode_open_reply(frame.id), [fd])
+                    self._send(wire.encode_open_reply(frame.id), [fd])
                 finally:
                     os.close(fd)
             elif frame.type == wire.MSG_ENV:
                 for part in wire.encode_env_reply(env.target_env(self.env_file), frame.id):
-                    await self._send(part)
+                    self._send(part)
             else:
                 raise net.OpError(95, f"unknown request type {frame.type}")  # EOPNOTSUPP
         except net.OpError as e:
-            await self._send(wire.encode_error(wire.ErrorReply(e.errno, str(e)), frame.id))
+            self._send(wire.encode_error(wire.ErrorReply(e.errno, str(e)), frame.id))
         except wire.ProtocolError as e:
             log.warning("bad request: %s", e)
-            await self._send(wire.encode_error(wire.ErrorReply(22, f"bad request: {e}"), frame.id))
+            self._send(wire.encode_error(wire.ErrorReply(22, f"bad request: {e}"), frame.id))
+
+    async def _connect_and_wait(self, id: int, req: wire.Connect) -> None:
+        try:
+            sock = await net.connect(req)
+        except net.OpError as e:
+            self._send(wire.encode_error(wire.ErrorReply(e.errno, str(e)), id))
+            return
+        with sock:
+            self._send(wire.encode_connect_reply(id, 0), [sock.fileno()])
 
 
 async def serve_fd(fd: int, env_file: str | None = None) -> None:

@@ -101,17 +101,22 @@ class LayerServer:
                 conn, _ = self.listener.accept()
                 self.sel.register(conn, selectors.EVENT_READ, "peer")
                 self.peers += 1
+                if not self._serve(conn):  # its first frame is usually there already
+                    self._drop(conn)
             elif key.data == "agent":
                 key.fileobj.read_ready()
                 if key.fileobj.dead:
                     self.sel.unregister(key.fileobj)
             elif not self._serve(key.fileobj):
-                self.sel.unregister(key.fileobj)
-                key.fileobj.close()
-                self.peers -= 1
+                self._drop(key.fileobj)
         if busy:
             self.on_batch()
         return busy
+
+    def _drop(self, conn: socket.socket) -> None:
+        self.sel.unregister(conn)
+        conn.close()
+        self.peers -= 1
 
     def _serve(self, conn: socket.socket) -> bool:
         """Handle the frames waiting on conn (a bounded batch); False once it is closed."""
