@@ -229,10 +229,9 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
     except (PolicyError, EnvError) as e:
         raise click.UsageError(str(e)) from None
 
-    agent_log = lambda line: click.echo(line, err=True)  # noqa: E731
     start = time.monotonic()
     try:
-        target = open_target(target_spec, agent_log)
+        target = open_target(target_spec)
     except (TargetError, LinkError) as e:
         fail(str(e))
     server = None

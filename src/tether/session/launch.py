@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import selectors
 import shutil
 import signal
 import subprocess
@@ -53,6 +54,17 @@ def program_env(path: Path, base: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def _exit_watch(pid: int, server: LayerServer) -> int | None:
+    """A pidfd in the server's selector, so that its poll returns the moment the program
+    exits (else the loop notices within its poll interval)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+    server.sel.register(fd, selectors.EVENT_READ, "exit")
+    return fd
+
+
 def run(argv: list[str], server: LayerServer, base_env: Mapping[str, str] | None = None,
         started: Callable[[int], None] = lambda pid: None) -> int:
     """Run argv under the layer, serving `server` meanwhile; returns the shell-style status.
@@ -70,8 +82,12 @@ def run(argv: list[str], server: LayerServer, base_env: Mapping[str, str] | None
         forward = lambda sig, _frame: proc.send_signal(sig)  # noqa: E731
         for s in (signal.SIGTERM, signal.SIGHUP):
             old.setdefault(s, signal.signal(s, forward))
+        exited = _exit_watch(proc.pid, server)
         while proc.poll() is None:
             server.poll(0.05)
+        if exited is not None:
+            server.sel.unregister(exited)
+            os.close(exited)
         server.drain()
         # The shell's convention: the exit status, or 128+N for signal N.
         return proc.returncode if proc.returncode >= 0 else 128 - proc.returncode

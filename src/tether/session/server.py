@@ -103,6 +103,8 @@ class LayerServer:
                 self.peers += 1
                 if not self._serve(conn):  # its first frame is usually there already
                     self._drop(conn)
+            elif key.data == "exit":
+                pass  # the program ended: the caller's loop sees it
             elif key.data == "agent":
                 key.fileobj.read_ready()
                 if key.fileobj.dead:

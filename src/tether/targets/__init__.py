@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..session.agent_link import AgentLink
@@ -19,7 +18,7 @@ class TargetError(Exception):
 class Target:
     spec: str
     link: AgentLink
-    proc: subprocess.Popen | None  # the agent, when tether started it
+    proc: object | None  # the agent when tether started it (wait, kill, poll as subprocess.Popen's)
 
     def close(self) -> None:
         self.link.close()  # the agent exits when its session hangs up
@@ -34,11 +33,11 @@ class Target:
 KINDS = "netns:NAME (a namespace made with `ip netns add NAME`)"
 
 
-def open_target(spec: str, on_log: Callable[[str], None] = lambda line: None) -> Target:
+def open_target(spec: str) -> Target:
     kind, sep, rest = spec.partition(":")
     if kind == "netns" and sep:
         from . import netns
 
-        proc, link = netns.start_agent(rest, on_log)
+        proc, link = netns.start_agent(rest)
         return Target(spec, link, proc)
     raise TargetError(f"unknown target {spec!r}; targets: {KINDS}")
