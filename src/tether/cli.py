@@ -211,8 +211,17 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
     from .session.server import LayerServer
     from .targets import TargetError, open_target
 
+    def say(msg: str, style: str = "bold red") -> None:
+        if not sys.stderr.isatty():
+            click.echo(f"tether exec: {msg}", err=True)
+            return
+        from rich.console import Console  # only for a terminal: it costs start-up time
+        from rich.markup import escape
+
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[{style}]tether exec:[/] {escape(msg)}")
+
     def fail(msg: str, code: int = EXIT_ERROR):
-        click.echo(f"tether exec: {msg}", err=True)
+        say(msg)
         sys.exit(code)
 
     if verbose or log_file:
@@ -231,7 +240,13 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
 
     start = time.monotonic()
     try:
-        target = open_target(target_spec)
+        if sys.stderr.isatty():
+            from rich.console import Console
+
+            with Console(stderr=True).status(f"starting the agent in {target_spec}", spinner="dots"):
+                target = open_target(target_spec)
+        else:
+            target = open_target(target_spec)
     except (TargetError, LinkError) as e:
         fail(str(e))
     server = None
@@ -252,7 +267,7 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
         log.info("target %s ready in %.0f ms; variables from the target: %s; name servers: %s",
                  target_spec, (time.monotonic() - start) * 1000, " ".join(taken) or "none",
                  " ".join(r.text for r in policy.nameservers) or "none")
-        warn = lambda msg: click.echo(f"tether exec: {msg}", err=True)  # noqa: E731
+        warn = lambda msg: say(msg, "bold yellow")  # noqa: E731
         server = LayerServer(mode, on_event=lambda e: None, warn=warn,
                              forwarder=Forwarder(target.link, policy, target_spec, warn))
         try:
