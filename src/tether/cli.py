@@ -310,15 +310,22 @@ def agent(fd: int, env_file: str | None) -> None:
 
 @cli.command()
 def demo() -> None:
-    """Show what tether does, on this machine (the full demo needs `tether exec`, not built yet)."""
-    click.echo(
-        "tether demo: the end-to-end demo (a throwaway network namespace reached through\n"
-        "`tether exec`) is not built yet: the Go hooking core and the netns target are still\n"
-        "being built. What works today is the binary analysis behind the hooks; here it is\n"
-        f"on this Python interpreter ({sys.executable}):\n"
-    )
-    report = inspect_binary(sys.executable)
-    _print_report(report)
+    """See tether work: a throwaway namespace, a Go client run under `tether exec` (root).
+
+    \b
+    Makes a network namespace holding an HTTP service, a host name and an environment variable
+    that exist only there, builds a small Go client (a Go toolchain is needed: `go` on PATH, or
+    TETHER_DEMO_GO), runs it with `tether exec --target netns:...`, says what crossed over and
+    how fast, and removes everything it made, also on failure or ^C.
+    """
+    from .demo import DemoError, run
+
+    try:
+        code = run(lambda line: click.echo(f"tether demo: {line}"))
+    except DemoError as e:
+        click.echo(f"tether demo: {e}", err=True)
+        code = EXIT_ERROR
+    sys.exit(code)
 
 
 def main() -> None:
