@@ -62,7 +62,7 @@ static long open_in_target(const char *path, int flags, unsigned mode)
 		int err = ((const struct tether_error *)(f + 1))->err;
 		return err > 0 && err < 4096 ? -err : -5; /* EIO */
 	}
-	return f->type == TETHER_MSG_LOCAL ? RUN_HERE : -71; /* EPROTO */
+	return -71; /* EPROTO */
 }
 
 /* The target's descriptor (or -errno), or RUN_HERE. */

@@ -17,7 +17,7 @@ extern char **environ; /* libc's, for a start from pthread_create */
 #define EXIT_REFUSED 2
 
 static int loaded;
-static char session_plan[2048];
+static struct tether_session_reply reply;
 
 int tether_layer_loaded(void)
 {
@@ -52,6 +52,14 @@ static void no_session(const char *path, int err)
 		tether_raw_syscall6(SYS_exit_group, EXIT_REFUSED, 0, 0, 0, 0, 0);
 }
 
+__attribute__((noreturn))
+static void refuse(const char *why)
+{
+	tether_say((const char *[]){"tether: ", why, "; is this libtether.so from the same tether?", 0});
+	for (;;)
+		tether_raw_syscall6(SYS_exit_group, EXIT_REFUSED, 0, 0, 0, 0, 0);
+}
+
 static const char *env_plans;
 
 const char *tether_go_plans(void)
@@ -81,17 +89,17 @@ void tether_start(char **envp)
 		build_id = tether_go_buildid(&exe, &build_id_len);
 	if (session && *session) {
 		unsigned mode = 0;
-		int err = tether_session_open(session, build_id ? build_id : "", build_id_len,
-		                              &mode, session_plan, sizeof session_plan);
+		int err = tether_session_open(session, build_id ? build_id : "", build_id_len, &mode, &reply);
 
 		if (err < 0)
 			no_session(session, err);
-		plan = session_plan[0] ? session_plan : 0;
+		plan = reply.plan[0] ? reply.plan : 0;
 		if (mode & TETHER_MODE_TRACE)
 			tether_tracing = 1;
-		tether_request_init(session);
-		if (mode & TETHER_MODE_NET)
-			tether_net_install(!!(mode & TETHER_MODE_NET_LOOPBACK));
+		if (mode & (TETHER_MODE_NET | TETHER_MODE_DNS) && tether_request_init(reply.agent) < 0)
+			refuse("the session named no usable agent socket");
+		if (mode & TETHER_MODE_NET && tether_net_install(reply.rules) < 0)
+			refuse("the session sent outgoing rules the layer cannot read");
 		if (mode & TETHER_MODE_DNS)
 			tether_files_install();
 	}

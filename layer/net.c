@@ -1,9 +1,9 @@
 /* net.c - outgoing connections made in the target (tether exec).
  *
- * connect() on an IPv4/IPv6 TCP or UDP socket asks the session, which
- * applies the local/remote filter: LOCAL runs the call here; otherwise the
- * agent makes a socket of the same kind inside the target, starts the
- * connect there and sends the descriptor back.  It takes the place of the
+ * connect() on an IPv4/IPv6 TCP or UDP socket to a destination the rules
+ * send to the target (route.c) asks the agent, which makes a socket of the
+ * same kind inside the target, starts the connect there and sends the
+ * descriptor back.  It takes the place of the
  * program's descriptor (dup3: same number, close-on-exec kept), gets the
  * program's file status flags (O_NONBLOCK) and the socket options the
  * program set, and the call returns what a local connect would: 0, or
@@ -50,28 +50,11 @@
 #define EINPROGRESS 115
 #define SOCKADDR_MAX 128
 
-static int mode_loopback_remote;
+static struct tether_route route;
 
 static long raw(long nr, long a1, long a2, long a3, long a4, long a5)
 {
 	return tether_raw_syscall6(nr, a1, a2, a3, a4, a5, 0);
-}
-
-static int is_loopback(const unsigned char *sa, long len)
-{
-	static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-	const unsigned char *a6 = sa + 8;
-	int zero = 1;
-
-	if (sa[0] == AF_INET && len >= 8)
-		return sa[4] == 127 || (sa[4] | sa[5] | sa[6] | sa[7]) == 0; /* 127/8, 0.0.0.0 */
-	if (sa[0] != AF_INET6 || len < 24)
-		return 0;
-	for (int i = 0; i < 15; i++)
-		zero &= a6[i] == 0;
-	if (zero && (a6[15] == 0 || a6[15] == 1)) /* ::, ::1 */
-		return 1;
-	return !tether_memcmp(a6, v4mapped, 12) && (a6[12] == 127 || (a6[12] | a6[13] | a6[14] | a6[15]) == 0);
 }
 
 /* Options a program sets before connect that must follow its socket into
@@ -197,8 +180,7 @@ static long net_connect(long nr, long fd, long addr, long len, long a4, long a5,
 	long n;
 
 	if (len < 2 || len > SOCKADDR_MAX || tether_peek(sa, addr, (unsigned long)len) != len ||
-	    (sa[0] != AF_INET && sa[0] != AF_INET6) || sa[1] != 0 ||
-	    (!mode_loopback_remote && is_loopback(sa, len)))
+	    tether_route_remote(&route, sa, len) != 1)
 		return tether_raw_syscall6(nr, fd, addr, len, a4, a5, a6);
 	type = sockopt_int(fd, SO_TYPE);
 	protocol = sockopt_int(fd, SO_PROTOCOL);
@@ -220,8 +202,6 @@ static long net_connect(long nr, long fd, long addr, long len, long a4, long a5,
 	n = tether_request(words, sizeof words, &newfd, 1);
 	if (n < 0)
 		return n;
-	if (f->type == TETHER_MSG_LOCAL && newfd < 0)
-		return tether_raw_syscall6(nr, fd, addr, len, a4, a5, a6);
 	if (f->type == TETHER_MSG_ERROR && n >= (long)(sizeof *f + sizeof(struct tether_error)) && newfd < 0) {
 		int err = ((const struct tether_error *)(f + 1))->err;
 		return err > 0 && err < 4096 ? -err : -5; /* EIO */
@@ -249,8 +229,9 @@ static long net_connect(long nr, long fd, long addr, long len, long a4, long a5,
 	return finish_blocking(fd);
 }
 
-void tether_net_install(int loopback_remote)
+int tether_net_install(const char *rules)
 {
-	mode_loopback_remote = loopback_remote;
-	tether_set_handler(SYS_connect, net_connect, TETHER_MAY_BLOCK);
+	if (tether_route_parse(rules, &route) < 0)
+		return -22; /* EINVAL */
+	return tether_set_handler(SYS_connect, net_connect, TETHER_MAY_BLOCK);
 }

@@ -18,7 +18,6 @@
 #define TETHER_MSG_PLAN_REPLY 4	  /* session -> layer: that plan (maybe empty) */
 #define TETHER_MSG_AGENT_HELLO 5  /* session -> agent: version, capabilities */
 #define TETHER_MSG_AGENT_HELLO_REPLY 6
-#define TETHER_MSG_LOCAL 14	  /* reply to a layer request: not for the target, run it here */
 #define TETHER_MSG_ERROR 15	  /* reply to any request: errno and a message */
 #define TETHER_MSG_SYSCALL 16	  /* layer -> session: one traced syscall */
 #define TETHER_MSG_CONNECT 32	  /* open and connect a socket in the target */
@@ -34,9 +33,8 @@
 
 /* HELLO_REPLY modes */
 #define TETHER_MODE_TRACE 1	/* report every hooked syscall */
-#define TETHER_MODE_NET 2	/* send outgoing connects to the session (it may answer LOCAL) */
+#define TETHER_MODE_NET 2	/* connects the rules send to the target go to the agent */
 #define TETHER_MODE_DNS 4	/* open the resolver's files (resolv.conf, hosts) in the target */
-#define TETHER_MODE_NET_LOOPBACK 8 /* loopback connects go to the session too (some are remote) */
 
 /* data item kinds in a SYSCALL frame */
 #define TETHER_DATA_STRING 1	/* NUL-free bytes of a C string (path), maybe cut */
@@ -59,8 +57,11 @@ struct tether_hello {
 	int ppid;
 };
 
-/* HELLO_REPLY payload, then a u16 length and the hook plan text (the
- * TETHER_GO_PLAN format of go_hook.c; empty when there is nothing to hook). */
+/* HELLO_REPLY payload, then three strings, each a u16 length and bytes: the
+ * hook plan (the TETHER_GO_PLAN format of go_hook.c; empty when there is
+ * nothing to hook), the path of the agent's socket for CONNECT and OPEN
+ * requests, and the outgoing rules (route.c's format); both empty unless
+ * the mode asks for them. */
 struct tether_hello_reply {
 	unsigned short version;
 	unsigned short reserved;

@@ -1,6 +1,6 @@
-/* request.c - requests to the session that may bring a descriptor back.
+/* request.c - requests to the agent that may bring a descriptor back.
  *
- * A request takes a connection to the session's socket for itself, sends
+ * A request takes a connection to the agent's socket for itself, sends
  * one frame and reads one reply, so a slow connect in one thread never
  * holds up a file open in another.  Idle connections wait in a small pool
  * (taken and returned with atomic exchanges, no lock) because making one
@@ -27,7 +27,7 @@
 #define MSG_CMSG_CLOEXEC 0x40000000
 #define EINTR 4
 #define EAGAIN 11
-#define REPLY_TIMEOUT_S 30	/* the session answers at once; this only bounds a wedged one */
+#define REPLY_TIMEOUT_S 30	/* the agent answers at once; this only bounds a wedged one */
 
 struct iovec {
 	void *base;
@@ -53,18 +53,19 @@ struct cmsghdr {
 static struct {
 	unsigned short family;
 	char path[108];
-} session_addr = {AF_UNIX, {0}};
-static unsigned session_addr_len;
+} agent_addr = {AF_UNIX, {0}};
+static unsigned agent_addr_len;
 
-void tether_request_init(const char *session_path)
+int tether_request_init(const char *agent_path)
 {
-	unsigned long n = tether_strlen(session_path);
+	unsigned long n = tether_strlen(agent_path);
 
-	if (n >= sizeof session_addr.path)
-		return; /* the session's own connection failed the same way */
+	if (n == 0 || n >= sizeof agent_addr.path)
+		return -22; /* EINVAL */
 	for (unsigned long i = 0; i < n; i++)
-		session_addr.path[i] = session_path[i];
-	session_addr_len = (unsigned)(2 + n + 1);
+		agent_addr.path[i] = agent_path[i];
+	agent_addr_len = (unsigned)(2 + n + 1);
+	return 0;
 }
 
 static long raw(long nr, long a1, long a2, long a3, long a4, long a5)
@@ -84,9 +85,9 @@ static long new_connection(void)
 	if (conn < 0)
 		return conn;
 	raw(SYS_setsockopt, conn, SOL_SOCKET, SO_RCVTIMEO, (long)&timeout, sizeof timeout);
-	if (raw(SYS_connect, conn, (long)&session_addr, session_addr_len, 0, 0) < 0) {
+	if (raw(SYS_connect, conn, (long)&agent_addr, agent_addr_len, 0, 0) < 0) {
 		raw(SYS_close, conn, 0, 0, 0, 0);
-		return -111; /* ECONNREFUSED: the session is gone */
+		return -111; /* ECONNREFUSED: the agent is gone */
 	}
 	return conn;
 }
@@ -136,13 +137,13 @@ long tether_request(void *buf, unsigned long size, int *fd, int cloexec)
 	long conn, n;
 
 	*fd = -1;
-	if (!session_addr_len)
+	if (!agent_addr_len)
 		return -111; /* ECONNREFUSED */
 	conn = take_connection();
 	if (conn < 0)
 		return conn;
 	n = raw(SYS_sendto, conn, (long)buf, f->length, MSG_NOSIGNAL, 0);
-	if (n < 0) { /* an idle connection the session dropped: one fresh try */
+	if (n < 0) { /* an idle connection the agent dropped: one fresh try */
 		raw(SYS_close, conn, 0, 0, 0, 0);
 		conn = new_connection();
 		if (conn < 0)
@@ -164,7 +165,7 @@ long tether_request(void *buf, unsigned long size, int *fd, int cloexec)
 		return n;
 	}
 	if (n >= 0) {
-		n = -71; /* EPROTO, or the session closed the connection */
+		n = -71; /* EPROTO, or the agent closed the connection */
 		if (*fd >= 0)
 			raw(SYS_close, *fd, 0, 0, 0, 0);
 		*fd = -1;

@@ -99,27 +99,29 @@ static long exchange(unsigned char *buf, unsigned long size, const unsigned char
 	return n;
 }
 
-/* Copy the u16-prefixed string at p, which must end exactly at end, into
- * out as a C string. */
-static int take_string(const unsigned char *p, const unsigned char *end, char *out, unsigned size)
+/* Copy the u16-prefixed string at p into out as a C string; returns where
+ * the next item starts, or 0 if it does not fit in out or before end. */
+static const unsigned char *take_string(const unsigned char *p, const unsigned char *end, char *out,
+                                        unsigned size)
 {
 	unsigned len;
 
 	if (end - p < 2)
-		return -71;
+		return 0;
 	len = (unsigned)p[0] | (unsigned)p[1] << 8;
-	if (len >= size || p + 2 + len != end)
-		return -71; /* EPROTO */
+	if (len >= size || (unsigned long)(end - p - 2) < len)
+		return 0;
 	for (unsigned i = 0; i < len; i++)
 		out[i] = (char)p[2 + i];
 	out[len] = '\0';
-	return 0;
+	return p + 2 + len;
 }
 
 /* Connect and exchange HELLO / HELLO_REPLY.  On success *mode is set and
- * plan (NUL-terminated, maybe empty) holds this executable's hook plan. */
+ * the strings of the reply (NUL-terminated, maybe empty) are in r: this
+ * executable's hook plan, the agent's socket and the outgoing rules. */
 int tether_session_open(const char *path, const char *go_build_id, unsigned id_len,
-                        unsigned *mode, char *plan, unsigned plan_size)
+                        unsigned *mode, struct tether_session_reply *reply)
 {
 	unsigned long words[TETHER_FRAME_MAX / 8]; /* aligned for the structs below */
 	unsigned char *buf = (unsigned char *)words;
@@ -147,8 +149,12 @@ int tether_session_open(const char *path, const char *go_build_id, unsigned id_l
 	n = exchange(buf, sizeof words, p, TETHER_MSG_HELLO, 1, TETHER_MSG_HELLO_REPLY);
 	if (n < 0)
 		return (int)n;
-	if (n < (long)(sizeof(struct tether_frame) + sizeof *r) || r->version != TETHER_PROTOCOL_VERSION ||
-	    take_string((const unsigned char *)(r + 1), buf + n, plan, plan_size))
+	if (n < (long)(sizeof(struct tether_frame) + sizeof *r) || r->version != TETHER_PROTOCOL_VERSION)
+		return -71; /* EPROTO */
+	p = (unsigned char *)(r + 1);
+	if (!(p = (unsigned char *)take_string(p, buf + n, reply->plan, sizeof reply->plan)) ||
+	    !(p = (unsigned char *)take_string(p, buf + n, reply->agent, sizeof reply->agent)) ||
+	    !(p = (unsigned char *)take_string(p, buf + n, reply->rules, sizeof reply->rules)) || p != buf + n)
 		return -71; /* EPROTO */
 	*mode = r->mode;
 	return 0;
@@ -176,7 +182,10 @@ int tether_session_plan(const char *path, const char *go_build_id, unsigned id_l
 	p = put_string(buf + sizeof(struct tether_frame), path, (unsigned)n);
 	p = put_string(p, go_build_id, id_len);
 	got = exchange(buf, sizeof words, p, TETHER_MSG_PLAN_REQUEST, 2, TETHER_MSG_PLAN_REPLY);
-	err = got < 0 ? (int)got : take_string(buf + sizeof(struct tether_frame), buf + got, plan, plan_size);
+	if (got < 0)
+		err = (int)got;
+	else
+		err = take_string(buf + sizeof(struct tether_frame), buf + got, plan, plan_size) == buf + got ? 0 : -71;
 	__atomic_store_n(&busy, 0, __ATOMIC_RELEASE);
 	return err;
 }

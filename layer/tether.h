@@ -69,8 +69,13 @@ void tether_module_seen(const struct tether_module *m);
 
 /* session.c: the connection to tether's session, if any. */
 extern int tether_session_fd;
+struct tether_session_reply {
+	char plan[2048];
+	char agent[108];	/* a unix socket path */
+	char rules[2048];
+};
 int tether_session_open(const char *path, const char *go_build_id, unsigned id_len,
-                        unsigned *mode, char *plan, unsigned plan_size);
+                        unsigned *mode, struct tether_session_reply *reply);
 int tether_session_send(const void *frame, unsigned long length);
 int tether_session_plan(const char *path, const char *go_build_id, unsigned id_len,
                         char *plan, unsigned plan_size);
@@ -81,15 +86,31 @@ extern int tether_pid_cache;	/* 0: ask the kernel (reset in children) */
 int tether_current_pid(void);
 long tether_peek(void *dst, long addr, unsigned long n);
 
-/* request.c: one request to the session on a connection of its own, so
+/* request.c: one request to the agent on a connection of its own, so
  * requests from many threads run side by side.  The reply replaces the
  * request in buf; a descriptor that came with it is stored in *fd (-1 if
  * none).  Returns the reply's length or -errno. */
-void tether_request_init(const char *session_path);
+int tether_request_init(const char *agent_path);
 long tether_request(void *buf, unsigned long size, int *fd, int cloexec);
 
-/* net.c, files.c: the detours of tether exec. */
-void tether_net_install(int loopback_remote); /* 1: loopback may go to the target too */
+/* route.c: the ordered local/remote rules for outgoing connections. */
+#define TETHER_ROUTE_MAX 64
+struct tether_route_rule {
+	unsigned char remote, family, prefix; /* family 0, 4 or 6 */
+	unsigned short port;		      /* 0: any */
+	unsigned char addr[16];
+};
+struct tether_route {
+	unsigned n;
+	int default_remote;
+	struct tether_route_rule rules[TETHER_ROUTE_MAX];
+};
+int tether_route_parse(const char *text, struct tether_route *r);
+int tether_route_remote(const struct tether_route *r, const unsigned char *sa, long len);
+TETHER_EXPORT int tether_route_verdict(const char *rules, const unsigned char *sa, long len);
+
+/* net.c, files.c: the detours of tether exec; net.c takes the rules text. */
+int tether_net_install(const char *rules);
 void tether_files_install(void);
 
 /* trace.c: report each call through the dispatcher to the session. */

@@ -88,9 +88,9 @@ def test_no_dns_reads_the_resolver_files_here(go_versions, target_ns, tmp_path):
     # localhost is in both hosts files: no query leaves for any name server.
     r = tether_exec(target_ns, exe, ["lookup", "localhost"], "--no-dns", "--log-file", str(log))
     assert r.returncode == 0 and r.stdout.startswith("lookup localhost ")
-    assert "open /etc/" not in log.read_text()
+    assert "tether.agent DEBUG open /etc/" not in log.read_text()
     r = tether_exec(target_ns, exe, ["lookup", "localhost"], "--log-file", str(log))
-    assert "open /etc/hosts in netns:" in log.read_text()
+    assert "tether.agent DEBUG open /etc/hosts" in log.read_text()
 
 
 def test_environment_rules(go_versions, target_ns):  # noqa: F811
@@ -134,7 +134,7 @@ def test_non_root_is_told_what_it_needs(go_versions, target_ns, tmp_path):  # no
     exe = gobuild.build(go_versions[-1], "default", "netclient")
     # Everything imported while still root: the interpreter's files may be root's alone.
     code = ("import os, sys, logging, tempfile, time, tether.cli, tether.targets.netns, tether.session.launch, "
-            "tether.session.server, tether.session.forward, tether.session.environment, tether.session.policy; "
+            "tether.session.server, tether.session.environment, tether.session.policy; "
             "os.setgid(65534); os.setuid(65534); sys.argv = ['tether'] + sys.argv[1:]; tether.cli.main()")
     r = subprocess.run([sys.executable, "-c", code, "exec", "--target", f"netns:{target_ns.name}", "--",
                         str(exe), "exit", "0"], capture_output=True, text=True, timeout=30)

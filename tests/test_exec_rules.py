@@ -1,11 +1,16 @@
 """The pure parts of tether exec: outgoing rules, environment files and merging."""
 from __future__ import annotations
 
+import ctypes
+import ipaddress
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tether.agent.env import parse_env_file
+from tether.layer import layer_path
+from tether.protocol.sockaddr import encode_inet
 from tether.session.policy import OutgoingPolicy, PolicyError, parse_rule
 
 
@@ -36,9 +41,7 @@ def test_nameservers_go_to_the_target_even_on_its_loopback():
     policy = OutgoingPolicy.from_specs([], ["10.0.0.0/8"])
     policy.add_nameservers("# comment\nnameserver 127.0.0.53\nnameserver fe80::1%eth0\nnameserver bogus\n")
     assert policy.goes_to_target("127.0.0.53", 53) and not policy.goes_to_target("127.0.0.53", 80)
-    assert policy.goes_to_target("fe80::1", 53) and policy.loopback_may_go
-    assert not OutgoingPolicy.from_specs([], []).loopback_may_go
-    assert OutgoingPolicy.from_specs([], [":53"]).loopback_may_go
+    assert policy.goes_to_target("fe80::1", 53)
 
 
 @given(st.text(max_size=60))
@@ -61,3 +64,37 @@ def test_env_file_format():
 def test_env_file_parser_takes_any_text(text):
     env = parse_env_file(text)
     assert all(k and "=" not in k for k in env)
+
+
+# The layer decides with layer/route.c from the list layer_rules() writes: both must agree.
+_layer = ctypes.CDLL(str(layer_path()))
+_layer.tether_route_verdict.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_long]
+
+_v4 = st.builds(lambda n: str(ipaddress.IPv4Address(n)), st.sampled_from(
+    [0, 0x7F000001, 0x7F000035, 0x0A000001, 0x0A0A0A0A, 0xC6120001, 0xC6120035, 0xC0A80101]) | st.integers(0, 2**32 - 1))
+_v6 = st.sampled_from(["::", "::1", "2001:db8::1", "2001:db8:1::5", "fe80::1", "::ffff:127.0.0.1",
+                       "::ffff:10.0.0.1", "::ffff:198.18.0.1"])
+_addr = _v4 | _v6
+_spec = st.one_of(
+    _v4, _v6.map(lambda a: f"[{a}]"),
+    st.tuples(_v4, st.integers(0, 32)).map(lambda t: f"{t[0]}/{t[1]}"),
+    st.tuples(_v6, st.integers(0, 128)).map(lambda t: f"[{t[0]}/{t[1]}]"),
+).flatmap(lambda base: st.sampled_from([base, f"{base}:53", f"{base}:8080"])) | st.sampled_from([":53", ":8080"])
+
+
+@settings(max_examples=300)
+@given(st.lists(_spec, max_size=4), st.lists(_spec, max_size=4), st.lists(st.tuples(_addr, st.sampled_from([53, 80, 8080]))))
+def test_layer_and_session_agree_on_every_destination(local, remote, destinations):
+    policy = OutgoingPolicy.from_specs(local, remote)
+    rules = policy.layer_rules().encode()
+    for host, port in destinations:
+        sa = encode_inet(host, port)
+        assert _layer.tether_route_verdict(rules, sa, len(sa)) == int(policy.goes_to_target(host, port)), \
+            (rules, host, port)
+
+
+def test_layer_refuses_malformed_rules():
+    sa = encode_inet("10.0.0.1", 80)
+    for bad in [b"", b"X4/0a000000/8/0;*R", b"R4/0a0000/8/0;*R", b"R4/0a000000/33/0;*R", b"R4/0a000000/8/0*R",
+                b"R7//0/0;*R", b"*Q", b"*R;"]:
+        assert _layer.tether_route_verdict(bad, sa, len(sa)) == -2, bad

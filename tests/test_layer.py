@@ -28,7 +28,7 @@ SYS_getpid = 39
 SYS_getppid = 110
 
 # pthread_create: the moment a Go c-shared library starts its runtime (layer/pthread.c).
-EXPORTS = {"tether_dispatch", "tether_layer_loaded", "tether_set_handler", "pthread_create"}
+EXPORTS = {"tether_dispatch", "tether_layer_loaded", "tether_set_handler", "tether_route_verdict", "pthread_create"}
 # libc serves start-up only; the syscall path never calls it.
 LIBC_IMPORTS = {"dlsym", "dl_iterate_phdr", "environ", "__environ"}
 

@@ -16,13 +16,12 @@ from tether.targets.netns import TargetError, start_agent
 
 @pytest.fixture
 def link(target_ns):  # noqa: F811
-    proc, link = start_agent(target_ns.name)
-    yield proc, link
-    link.close()
+    target = start_agent(target_ns.name)
+    yield target.proc, target.link
     try:
-        proc.wait(timeout=10)
+        target.close()
     finally:
-        proc.kill()
+        target.proc.kill()
 
 
 def test_tcp_connect_happens_in_the_namespace(target_ns, link):  # noqa: F811

@@ -205,7 +205,6 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
     from .protocol import wire
     from .session.agent_link import AgentError, LinkError
     from .session.environment import EnvError, EnvRules, merge
-    from .session.forward import Forwarder
     from .session.launch import LaunchError, run
     from .session.policy import OutgoingPolicy, PolicyError
     from .session.server import LayerServer
@@ -234,7 +233,7 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
     log = logging.getLogger("tether.exec")
     try:
         policy = OutgoingPolicy.from_specs(list(local_rules), list(remote_rules))
-        rules = EnvRules(list(env_include), list(env_exclude), EnvRules.parse_overrides(list(env_overrides)))
+        env_rules = EnvRules(list(env_include), list(env_exclude), EnvRules.parse_overrides(list(env_overrides)))
     except (PolicyError, EnvError) as e:
         raise click.UsageError(str(e)) from None
 
@@ -252,7 +251,7 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
     server = None
     try:
         try:
-            env, taken = merge(dict(os.environ), target.link.env(), rules)
+            env, taken = merge(dict(os.environ), target.link.env(), env_rules)
             mode = wire.MODE_NET
             if not no_dns:
                 mode |= wire.MODE_DNS
@@ -260,16 +259,19 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
                     policy.add_nameservers(target.link.read_file("/etc/resolv.conf").decode(errors="replace"))
                 except AgentError as e:
                     log.info("target has no resolv.conf: %s", e)
-            if policy.loopback_may_go:
-                mode |= wire.MODE_NET_LOOPBACK
+            rules = policy.layer_rules()
         except LinkError as e:
             fail(f"{target_spec}: {e}")
-        log.info("target %s ready in %.0f ms; variables from the target: %s; name servers: %s",
+        except PolicyError as e:
+            fail(str(e))
+        log.info("target %s ready in %.0f ms; variables from the target: %s; name servers: %s; rules: %s",
                  target_spec, (time.monotonic() - start) * 1000, " ".join(taken) or "none",
-                 " ".join(r.text for r in policy.nameservers) or "none")
-        warn = lambda msg: say(msg, "bold yellow")  # noqa: E731
-        server = LayerServer(mode, on_event=lambda e: None, warn=warn,
-                             forwarder=Forwarder(target.link, policy, target_spec, warn))
+                 " ".join(r.text for r in policy.nameservers) or "none", rules)
+        server = LayerServer(mode, on_event=lambda e: None, warn=lambda msg: say(msg, "bold yellow"),
+                             agent=target.link, agent_socket=target.agent_socket, rules=rules,
+                             on_agent_lost=lambda why: say(
+                                 f"lost the agent in {target_spec} ({why}); connections to the target "
+                                 "now fail with ECONNREFUSED", "bold yellow"))
         try:
             code = run(list(program), server, base_env=env)
         except LaunchError as e:
@@ -288,12 +290,13 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
               help="Report the environment in this file (/etc/environment format) as the target's, "
                    "instead of the agent's own.")
 def agent(fd: int, env_file: str | None) -> None:
-    """Run inside a target and perform what the session asks there (connect, ...).
+    """Run inside a target and perform what the session asks there (connect, open, env).
 
     \b
-    Started by tether itself: `tether exec --target netns:NAME` runs
-    `ip netns exec NAME tether agent --fd N` with one end of a socket pair.
-    Network-reachable agents (--listen, with a token) come later.
+    The agent serves one session on an inherited socket, e.g.
+      ip netns exec NAME tether agent --fd 3 --env-file /etc/environment
+    `tether exec --target netns:NAME` runs the same agent in a forked child that joins the
+    namespace. Network-reachable agents (--listen, with a token) come later.
     """
     import asyncio
     import logging

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 
 from ..protocol import wire
 from .net import OpError
+
+log = logging.getLogger("tether.agent")
 
 # Flags that keep their meaning on a read-only open made on the program's behalf.
 PASSED_FLAGS = os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK
@@ -18,6 +21,7 @@ def open_readonly(req: wire.Open) -> int:
         raise OpError(errno.EROFS, f"{req.path}: only read-only opens reach the target")
     if not req.path.startswith("/"):
         raise OpError(errno.EINVAL, f"{req.path}: the target opens absolute paths only")
+    log.debug("open %s", req.path)
     try:
         return os.open(req.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | (req.flags & PASSED_FLAGS))
     except OSError as e:

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import socket
 
 from ..protocol import wire
 from ..protocol.sockaddr import SockaddrError, decode_inet
+
+log = logging.getLogger("tether.agent")
 
 class OpError(Exception):
     """An operation failed with an errno the program should see."""
@@ -37,6 +40,7 @@ def start_connect(req: wire.Connect) -> tuple[socket.socket, int]:
     descriptor back."""
     sock, host, port = _socket_for(req)
     err = sock.connect_ex((host, port))
+    log.debug("connect %s:%s: %s", host, port, os.strerror(err) if err else "connected")
     if err in (0, errno.EINPROGRESS):
         return sock, err
     sock.close()

@@ -151,9 +151,45 @@ class Link:
             self._send(wire.encode_connect_reply(id, 0), [sock.fileno()])
 
 
-async def serve_fd(fd: int, env_file: str | None = None) -> None:
-    """Serve the session on an inherited socket descriptor until it hangs up."""
+def _seqpacket(fd: int) -> socket.socket:
     sock = socket.socket(fileno=fd)
     if sock.type != socket.SOCK_SEQPACKET or sock.family != socket.AF_UNIX:
         raise ValueError(f"descriptor {fd} is not a unix SOCK_SEQPACKET socket")
-    await Link(sock, env_file).serve()
+    return sock
+
+
+async def serve_fd(fd: int, env_file: str | None = None, listen_fd: int | None = None) -> None:
+    """Serve the session on an inherited socket descriptor until it hangs up.
+
+    listen_fd: a listening socket on which hooked processes connect directly for CONNECT and
+    OPEN (each connection is served like the session's link), so those requests take one
+    hop instead of two."""
+    session = _seqpacket(fd)
+    listener = _seqpacket(listen_fd) if listen_fd is not None else None
+    loop = asyncio.get_running_loop()
+    layers: set[asyncio.Task] = set()
+
+    def accept() -> None:
+        for _ in range(BATCH):
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as e:
+                log.warning("accepting a layer connection: %s", e)
+                return
+            task = loop.create_task(Link(conn).serve())
+            layers.add(task)
+            task.add_done_callback(layers.discard)
+
+    if listener:
+        listener.setblocking(False)
+        loop.add_reader(listener, accept)
+    try:
+        await Link(session, env_file).serve()
+    finally:
+        if listener:
+            loop.remove_reader(listener)
+            listener.close()
+        for task in list(layers):
+            task.cancel()

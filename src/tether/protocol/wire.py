@@ -21,7 +21,6 @@ MSG_AGENT_HELLO = 5
 MSG_AGENT_HELLO_REPLY = 6
 MSG_ERROR = 15
 MSG_SYSCALL = 16
-MSG_LOCAL = 14
 MSG_CONNECT = 32
 MSG_CONNECT_REPLY = 33
 MSG_OPEN = 34
@@ -34,7 +33,6 @@ FLAG_MORE = 2
 MODE_TRACE = 1
 MODE_NET = 2
 MODE_DNS = 4
-MODE_NET_LOOPBACK = 8
 
 DATA_STRING = 1
 DATA_SOCKADDR = 2
@@ -80,6 +78,8 @@ class HelloReply:
     version: int
     mode: int
     plan: str
+    agent: str = ""  # the agent's socket, for CONNECT and OPEN (MODE_NET, MODE_DNS)
+    rules: str = ""  # outgoing rules, layer/route.c's format (MODE_NET)
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,8 @@ def decode_hello(f: Frame) -> Hello:
 
 
 def encode_hello_reply(r: HelloReply, id: int) -> bytes:
-    return encode_frame(MSG_HELLO_REPLY, HELLO_REPLY.pack(r.version, 0, r.mode) + _pack_string(r.plan), id=id)
+    return encode_frame(MSG_HELLO_REPLY, HELLO_REPLY.pack(r.version, 0, r.mode) + _pack_string(r.plan)
+                        + _pack_string(r.agent) + _pack_string(r.rules), id=id)
 
 
 def decode_hello_reply(f: Frame) -> HelloReply:
@@ -223,9 +224,11 @@ def decode_hello_reply(f: Frame) -> HelloReply:
         raise ProtocolError("malformed HELLO_REPLY")
     version, _, mode = HELLO_REPLY.unpack_from(f.payload)
     plan, pos = _string(f.payload, HELLO_REPLY.size, "plan")
+    agent, pos = _string(f.payload, pos, "agent socket")
+    rules, pos = _string(f.payload, pos, "rules")
     if pos != len(f.payload):
         raise ProtocolError("HELLO_REPLY has trailing bytes")
-    return HelloReply(version, mode, plan)
+    return HelloReply(version, mode, plan, agent, rules)
 
 
 def encode_plan_request(r: PlanRequest, id: int) -> bytes:
@@ -313,11 +316,6 @@ def decode_connect_reply(f: Frame) -> int:
     if status < 0:
         raise ProtocolError(f"CONNECT_REPLY with status {status}")
     return status
-
-
-def encode_local(id: int) -> bytes:
-    """Reply to a layer request: not for the target, do the call locally."""
-    return encode_frame(MSG_LOCAL, b"", id=id)
 
 
 def encode_open(o: Open, id: int) -> bytes:

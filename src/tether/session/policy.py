@@ -9,6 +9,8 @@ The first question that has an answer decides:
   3. some --remote rule was given    -> local (the --remote rules list all that goes out)
   4. loopback or unspecified address -> local
   5. anything else                   -> target
+An IPv4-mapped IPv6 destination counts as the IPv4 address it carries. The layer makes the
+same decisions from the list layer_rules() writes (layer/route.c), with no round trip.
 """
 from __future__ import annotations
 
@@ -31,11 +33,7 @@ class Rule:
     def matches(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> bool:
         if self.port is not None and port != self.port:
             return False
-        if self.network is None:
-            return True
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped and self.network.version == 4:
-            ip = ip.ipv4_mapped
-        return ip.version == self.network.version and ip in self.network
+        return self.network is None or (ip.version == self.network.version and ip in self.network)
 
 
 def parse_rule(spec: str) -> Rule:
@@ -81,20 +79,37 @@ class OutgoingPolicy:
 
     def goes_to_target(self, host: str, port: int) -> bool:
         ip = ipaddress.ip_address(host)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped  # an IPv4 destination, reached through an IPv6 socket
         if any(r.matches(ip, port) for r in self.local):
             return False
         if any(r.matches(ip, port) for r in self.remote + self.nameservers):
             return True
         if self.remote:
             return False
-        plain = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
-        return not (plain.is_loopback or plain.is_unspecified)
+        return not any(ip.version == n.version and ip in n for n in _STAYS_HERE)
 
-    @property
-    def loopback_may_go(self) -> bool:
-        """Whether a loopback destination can ever go to the target (the layer then asks)."""
-        return any(r.network is None or r.network.overlaps(_LOOPBACK[r.network.version])
-                   for r in self.remote + self.nameservers)
+    def layer_rules(self) -> str:
+        """The same decisions as goes_to_target, as the ordered list layer/route.c evaluates:
+        first match wins, the last entry is the default."""
+        ordered = [("L", r) for r in self.local] + [("R", r) for r in self.remote + self.nameservers]
+        if self.remote:
+            default = "L"
+        else:
+            ordered += [("L", Rule(n, None, "")) for n in _STAYS_HERE]
+            default = "R"
+        if len(ordered) > MAX_RULES:
+            raise PolicyError(f"{len(ordered)} rules; at most {MAX_RULES - len(_STAYS_HERE)} --local and "
+                              "--remote rules together")
+        out = []
+        for verdict, rule in ordered:
+            if rule.network is None:
+                out.append(f"{verdict}0//0/{rule.port or 0};")
+            else:
+                net = rule.network
+                out.append(f"{verdict}{net.version}/{net.network_address.packed.hex()}/{net.prefixlen}/"
+                           f"{rule.port or 0};")
+        return "".join(out) + "*" + default
 
     def add_nameservers(self, resolv_conf: str) -> None:
         """Send queries to the name servers listed in the target's resolv.conf to the target,
@@ -109,4 +124,6 @@ class OutgoingPolicy:
                 self.nameservers.append(Rule(ipaddress.ip_network(ip), 53, f"nameserver {ip}"))
 
 
-_LOOPBACK = {4: ipaddress.ip_network("127.0.0.0/8"), 6: ipaddress.ip_network("::1/128")}
+MAX_RULES = 64  # layer/route.c's TETHER_ROUTE_MAX
+# Rule 4 of the module's list: what stays here when no --remote rule was given.
+_STAYS_HERE = [ipaddress.ip_network(n) for n in ("127.0.0.0/8", "0.0.0.0/32", "::1/128", "::/128")]

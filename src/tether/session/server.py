@@ -22,7 +22,7 @@ from ..analysis.cache import inspect_binary
 from ..analysis.elf import ElfError
 from ..layer import CannotHookError, go_plan
 from ..protocol import wire
-from .forward import Forwarder
+from .agent_link import AgentLink
 
 log = logging.getLogger("tether.session")
 BATCH = 256  # frames served from one connection before looking at the others
@@ -32,9 +32,12 @@ class LayerServer:
     def __init__(self, mode: int, on_event: Callable[[wire.SyscallEvent], None],
                  on_hello: Callable[[wire.Hello], None] = lambda h: None,
                  warn: Callable[[str], None] = lambda msg: None,
-                 on_batch: Callable[[], None] = lambda: None, forwarder: Forwarder | None = None):
+                 on_batch: Callable[[], None] = lambda: None, agent: AgentLink | None = None,
+                 agent_socket: str = "", rules: str = "", on_agent_lost: Callable[[str], None] = lambda why: None):
         self.mode, self.on_event, self.on_hello, self.warn = mode, on_event, on_hello, warn
-        self.forwarder = forwarder  # tether exec: requests that need the target
+        # tether exec: where the layer sends CONNECT and OPEN, and which connects go there
+        self.agent_socket, self.rules = agent_socket, rules
+        self.on_agent_lost = on_agent_lost
         self.on_batch = on_batch  # after each round of frames: flush output
         self.dir = Path(tempfile.mkdtemp(prefix="tether-"))
         self.path = str(self.dir / "layer.sock")
@@ -43,8 +46,8 @@ class LayerServer:
         self.listener.listen(128)
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.listener, selectors.EVENT_READ, "accept")
-        if forwarder:
-            self.sel.register(forwarder.link, selectors.EVENT_READ, "agent")
+        if agent:  # watched so that its loss is reported when it happens
+            self.sel.register(agent, selectors.EVENT_READ, "agent")
         self.peers = 0
         self._plans: dict[str, str] = {}
 
@@ -81,10 +84,8 @@ class LayerServer:
                                          f"session {wire.PROTOCOL_VERSION}")
             plan = self._plan_for(hello.exe, hello.go_build_id, f"process {hello.pid} ({hello.exe})")
             self.on_hello(hello)
-            conn.sendall(wire.encode_hello_reply(wire.HelloReply(wire.PROTOCOL_VERSION, self.mode, plan),
-                                                 frame.id))
-        elif self.forwarder and self.forwarder.handles(frame.type):
-            self.forwarder.handle(conn, frame)
+            conn.sendall(wire.encode_hello_reply(wire.HelloReply(wire.PROTOCOL_VERSION, self.mode, plan,
+                                                                 self.agent_socket, self.rules), frame.id))
         elif frame.type == wire.MSG_PLAN_REQUEST:
             req = wire.decode_plan_request(frame)
             plan = self._plan_for(req.path, req.go_build_id, f"Go library {req.path}")
@@ -109,6 +110,7 @@ class LayerServer:
                 key.fileobj.read_ready()
                 if key.fileobj.dead:
                     self.sel.unregister(key.fileobj)
+                    self.on_agent_lost(key.fileobj.dead)
             elif not self._serve(key.fileobj):
                 self._drop(key.fileobj)
         if busy:

@@ -4,8 +4,10 @@
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..session.agent_link import AgentLink
 
@@ -19,6 +21,8 @@ class Target:
     spec: str
     link: AgentLink
     proc: object | None  # the agent when tether started it (wait, kill, poll as subprocess.Popen's)
+    agent_socket: str = ""  # where hooked processes reach the agent directly (same host)
+    workdir: Path | None = None  # made for this target, removed by close()
 
     def close(self) -> None:
         self.link.close()  # the agent exits when its session hangs up
@@ -28,6 +32,8 @@ class Target:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 KINDS = "netns:NAME (a namespace made with `ip netns add NAME`)"
@@ -38,6 +44,5 @@ def open_target(spec: str) -> Target:
     if kind == "netns" and sep:
         from . import netns
 
-        proc, link = netns.start_agent(rest)
-        return Target(spec, link, proc)
+        return netns.start_agent(rest)
     raise TargetError(f"unknown target {spec!r}; targets: {KINDS}")

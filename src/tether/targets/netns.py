@@ -4,7 +4,9 @@ The agent is this process forked: the child joins the namespace (setns on /run/n
 and, in a mount namespace of its own, mounts /etc/netns/NAME/* over /etc/* as `ip netns exec`
 does, so it sees the namespace's resolv.conf, hosts and environment (which it reports as the
 target's). A fork costs milliseconds where starting another interpreter costs hundreds; the
-child has its own session, so the terminal's ^C is for the program, not for it.
+child has its own session, so the terminal's ^C is for the program, not for it. Besides its
+link to the session it listens on a socket in a directory of its own, where hooked processes
+send CONNECT and OPEN directly.
 """
 from __future__ import annotations
 
@@ -14,11 +16,12 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from ..session.agent_link import AgentLink, LinkError
-from . import TargetError
+from . import Target, TargetError
 
 NETNS_DIR = Path("/run/netns")
 ETC_NETNS = Path("/etc/netns")
@@ -81,19 +84,26 @@ def _enter(name: str) -> None:
     libc.prctl(PR_SET_NAME, AGENT_NAME, 0, 0, 0)
 
 
-def _agent_child(name: str, sock: socket.socket) -> None:
+def _agent_child(name: str, sock: socket.socket, listener: socket.socket) -> None:
     code = 0
     try:
         os.setsid()
-        # The parent's log handlers write to descriptors closed below: the agent logs to stderr.
-        logging.basicConfig(level=logging.WARNING, format="tether agent: %(message)s", force=True)
-        os.closerange(3, sock.fileno())
-        os.closerange(sock.fileno() + 1, os.sysconf("SC_OPEN_MAX"))
+        # Only the two sockets and a debug log file (tether exec -v) stay open.
+        keep = {sock.fileno(), listener.fileno()}
+        logs = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+        keep.update(h.stream.fileno() for h in logs)
+        if not logs:
+            logging.basicConfig(level=logging.WARNING, format="tether agent: %(message)s", force=True)
+        low = 3
+        for fd in sorted(keep):
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
         _enter(name)
         import asyncio
 
         from ..agent.server import serve_fd
-        asyncio.run(serve_fd(sock.fileno(), "/etc/environment"))
+        asyncio.run(serve_fd(sock.fileno(), "/etc/environment", listener.fileno()))
     except BaseException as e:  # noqa: BLE001 - the child reports and leaves, whatever happened
         print(f"tether agent: netns:{name}: {e}", file=sys.stderr)
         code = 2
@@ -101,7 +111,7 @@ def _agent_child(name: str, sock: socket.socket) -> None:
         os._exit(code)
 
 
-def start_agent(name: str) -> tuple[AgentProcess, AgentLink]:
+def start_agent(name: str) -> Target:
     if os.geteuid() != 0:
         raise TargetError(f"netns:{name} needs root (joining a network namespace does): "
                           "run tether as root, e.g. with sudo")
@@ -109,20 +119,25 @@ def start_agent(name: str) -> tuple[AgentProcess, AgentLink]:
         known = ", ".join(sorted(p.name for p in NETNS_DIR.iterdir())) if NETNS_DIR.is_dir() else ""
         raise TargetError(f"no network namespace {name!r} (`ip netns list` shows: {known or 'none'}); "
                           f"create it with `ip netns add {name}`")
+    workdir = Path(tempfile.mkdtemp(prefix="tether-agent-"))
+    agent_socket = str(workdir / "agent.sock")  # a path: it works across network namespaces
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(agent_socket)
+    listener.listen(128)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
         ours.close()
-        _agent_child(name, theirs)
+        _agent_child(name, theirs, listener)
     theirs.close()
-    proc, link = AgentProcess(pid), AgentLink(ours)
+    listener.close()
+    target = Target(f"netns:{name}", AgentLink(ours), AgentProcess(pid), agent_socket, workdir)
     try:
-        link.hello()
+        target.link.hello()
     except LinkError as e:
-        proc.kill()
-        proc.wait(timeout=5)
-        link.close()
+        target.proc.kill()
+        target.close()
         raise TargetError(f"the agent for netns:{name} did not start: {e}") from None
-    return proc, link
+    return target
