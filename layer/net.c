@@ -11,8 +11,10 @@
  * polls for and reads from SO_ERROR on what is now the target's socket.
  * Go registers a socket with its poller only after connect returns
  * (docs/go-internals.md section 10), so the swap is invisible to it.
- * The agent leaves connect on the agent's loop (timeout 0): blocking is
- * the program's business, done below with poll on its own socket. */
+ * The agent only starts the connect (timeout 0): blocking is the
+ * program's business, done below with poll on its own socket.
+ * Unconnected UDP: sendto()/sendmsg() to a remote address first moves the
+ * socket into the target the same way (move_udp). */
 #include "tether.h"
 #include "protocol.h"
 
@@ -20,6 +22,10 @@
 #define SYS_poll 7
 #define SYS_socket 41
 #define SYS_connect 42
+#define SYS_sendto 44
+#define SYS_sendmsg 46
+#define SYS_bind 49
+#define SYS_getsockname 51
 #define SYS_getsockopt 55
 #define SYS_setsockopt 54
 #define SYS_fcntl 72
@@ -32,6 +38,7 @@
 #define SO_TYPE 3
 #define SO_ERROR 4
 #define SO_PROTOCOL 38
+#define SO_NETNS_COOKIE 71
 #define SO_RCVBUF 8
 #define SO_SNDBUF 7
 #define IPPROTO_IP 0
@@ -170,28 +177,73 @@ static long finish_blocking(long fd)
 	return -(long)sockopt_int(fd, SO_ERROR);
 }
 
+/* What the swap keeps of the program's socket. */
+struct kind {
+	int family, type, protocol, fd_flags, fl;
+};
+
+static int kind_of(long fd, int family, struct kind *k)
+{
+	k->family = family;
+	k->type = sockopt_int(fd, SO_TYPE);
+	k->protocol = sockopt_int(fd, SO_PROTOCOL);
+	k->fd_flags = (int)raw(SYS_fcntl, fd, F_GETFD, 0, 0, 0);
+	k->fl = (int)raw(SYS_fcntl, fd, F_GETFL, 0, 0, 0);
+	return (k->type == SOCK_STREAM || k->type == SOCK_DGRAM) && k->protocol >= 0 && k->fd_flags >= 0 &&
+	       k->fl >= 0 ? 0 : -1;
+}
+
+/* Send the request in words to the agent; on reply_type with the expected
+ * payload size and a descriptor, return the descriptor, else -errno. */
+static long ask_agent(unsigned long *words, unsigned short reply_type, unsigned long payload)
+{
+	const struct tether_frame *f = (const struct tether_frame *)words;
+	int newfd = -1;
+	long n = tether_request(words, TETHER_FRAME_MAX, &newfd, 1);
+
+	if (n < 0)
+		return n;
+	if (f->type == reply_type && n == (long)(sizeof *f + payload) && newfd >= 0)
+		return newfd;
+	if (newfd >= 0)
+		raw(SYS_close, newfd, 0, 0, 0, 0);
+	if (f->type == TETHER_MSG_ERROR && n >= (long)(sizeof *f + sizeof(struct tether_error))) {
+		int err = ((const struct tether_error *)(f + 1))->err;
+		return err > 0 && err < 4096 ? -err : -5; /* EIO */
+	}
+	return -71; /* EPROTO */
+}
+
+/* Put the target's socket newfd in place of fd, as the program made it. */
+static long swap_in(long fd, long newfd, const struct kind *k)
+{
+	long n;
+
+	carry_options(fd, newfd, k->family, k->type, k->protocol);
+	n = raw(SYS_dup3, newfd, fd, k->fd_flags & FD_CLOEXEC ? O_CLOEXEC : 0, 0, 0);
+	raw(SYS_close, newfd, 0, 0, 0, 0);
+	if (n < 0)
+		return n;
+	raw(SYS_fcntl, fd, F_SETFL, k->fl, 0, 0);
+	return 0;
+}
+
 static long net_connect(long nr, long fd, long addr, long len, long a4, long a5, long a6)
 {
 	unsigned long words[TETHER_FRAME_MAX / 8];
 	struct tether_frame *f = (struct tether_frame *)words;
 	struct tether_connect *c = (struct tether_connect *)(f + 1);
 	unsigned char *sa = (unsigned char *)(c + 1) + 2;
-	int type, protocol, fd_flags, fl, status, newfd = -1;
-	long n;
+	struct kind k;
+	long newfd, n;
+	int status;
 
 	if (len < 2 || len > SOCKADDR_MAX || tether_peek(sa, addr, (unsigned long)len) != len ||
-	    tether_route_remote(&route, sa, len) != 1)
+	    tether_route_remote(&route, sa, len) != 1 || kind_of(fd, sa[0], &k) < 0)
 		return tether_raw_syscall6(nr, fd, addr, len, a4, a5, a6);
-	type = sockopt_int(fd, SO_TYPE);
-	protocol = sockopt_int(fd, SO_PROTOCOL);
-	fd_flags = (int)raw(SYS_fcntl, fd, F_GETFD, 0, 0, 0);
-	fl = (int)raw(SYS_fcntl, fd, F_GETFL, 0, 0, 0);
-	if ((type != SOCK_STREAM && type != SOCK_DGRAM) || protocol < 0 || fd_flags < 0 || fl < 0)
-		return tether_raw_syscall6(nr, fd, addr, len, a4, a5, a6);
-
 	c->family = sa[0];
-	c->socktype = (unsigned short)type;
-	c->protocol = protocol;
+	c->socktype = (unsigned short)k.type;
+	c->protocol = k.protocol;
 	c->timeout_ms = 0;
 	((unsigned char *)(c + 1))[0] = (unsigned char)len;
 	((unsigned char *)(c + 1))[1] = 0;
@@ -199,39 +251,127 @@ static long net_connect(long nr, long fd, long addr, long len, long a4, long a5,
 	f->type = TETHER_MSG_CONNECT;
 	f->flags = 0;
 	f->id = 1;
-	n = tether_request(words, sizeof words, &newfd, 1);
-	if (n < 0)
-		return n;
-	if (f->type == TETHER_MSG_ERROR && n >= (long)(sizeof *f + sizeof(struct tether_error)) && newfd < 0) {
-		int err = ((const struct tether_error *)(f + 1))->err;
-		return err > 0 && err < 4096 ? -err : -5; /* EIO */
-	}
-	if (f->type != TETHER_MSG_CONNECT_REPLY || n != (long)(sizeof *f + sizeof(struct tether_connect_reply)) ||
-	    newfd < 0) {
-		if (newfd >= 0)
-			raw(SYS_close, newfd, 0, 0, 0, 0);
-		return -71; /* EPROTO */
-	}
+	newfd = ask_agent(words, TETHER_MSG_CONNECT_REPLY, sizeof(struct tether_connect_reply));
+	if (newfd < 0)
+		return newfd;
 	status = ((const struct tether_connect_reply *)(f + 1))->status;
-
-	carry_options(fd, newfd, sa[0], type, protocol);
-	n = raw(SYS_dup3, newfd, fd, fd_flags & FD_CLOEXEC ? O_CLOEXEC : 0, 0, 0);
-	raw(SYS_close, newfd, 0, 0, 0, 0);
-	if (n < 0)
+	if ((n = swap_in(fd, newfd, &k)) < 0)
 		return n;
-	raw(SYS_fcntl, fd, F_SETFL, fl, 0, 0);
 	if (status == 0)
 		return 0;
 	if (status != EINPROGRESS)
 		return -71;
-	if (fl & O_NONBLOCK)
+	if (k.fl & O_NONBLOCK)
 		return -EINPROGRESS;
 	return finish_blocking(fd);
+}
+
+/* The network namespace a socket belongs to (SO_NETNS_COOKIE, Linux 5.14),
+ * or 0 if the kernel cannot tell. */
+static unsigned long netns_cookie(long fd)
+{
+	unsigned long cookie = 0;
+	unsigned len = sizeof cookie;
+
+	if (raw(SYS_getsockopt, fd, SOL_SOCKET, SO_NETNS_COOKIE, (long)&cookie, (long)&len) < 0)
+		return 0;
+	return cookie;
+}
+
+static unsigned long here_cookie(void)
+{
+	static unsigned long cookie;
+	unsigned long c = __atomic_load_n(&cookie, __ATOMIC_RELAXED);
+	long probe;
+
+	if (!c && (probe = raw(SYS_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0, 0, 0)) >= 0) {
+		c = netns_cookie(probe);
+		raw(SYS_close, probe, 0, 0, 0, 0);
+		__atomic_store_n(&cookie, c, __ATOMIC_RELAXED);
+	}
+	return c;
+}
+
+/* Before an unconnected UDP socket first sends to a remote address, it is
+ * replaced by one made in the target (bound to the same port if the
+ * program had bound it), so that datagram and all that follow leave from
+ * there and replies come back to it.  A socket already in the target (its
+ * namespace cookie is not this one's) is left alone.  Returns 0, or
+ * -errno to fail the send with. */
+static long move_udp(long fd, const unsigned char *sa)
+{
+	unsigned long words[TETHER_FRAME_MAX / 8];
+	struct tether_frame *f = (struct tether_frame *)words;
+	struct tether_socket *s = (struct tether_socket *)(f + 1);
+	struct { unsigned short family, port; unsigned char rest[24]; } bound = {0, 0, {0}};
+	unsigned bound_len = sizeof bound;
+	unsigned long here = here_cookie(), cookie = netns_cookie(fd);
+	struct tether_epoll_reg regs[8];
+	unsigned nregs;
+	struct kind k;
+	long newfd, err;
+
+	if (kind_of(fd, sa[0], &k) < 0 || k.type != SOCK_DGRAM)
+		return 0; /* the kernel answers for anything but a UDP socket */
+	if (!here || !cookie)
+		return -97; /* EAFNOSUPPORT: without namespace cookies the move cannot be tracked */
+	if (cookie != here)
+		return 0;
+	if (raw(SYS_getsockname, fd, (long)&bound, (long)&bound_len, 0, 0) < 0)
+		bound.port = 0;
+	s->family = (unsigned short)k.family;
+	s->socktype = SOCK_DGRAM;
+	s->protocol = k.protocol;
+	f->length = (unsigned)(sizeof *f + sizeof *s);
+	f->type = TETHER_MSG_SOCKET;
+	f->flags = 0;
+	f->id = 1;
+	newfd = ask_agent(words, TETHER_MSG_SOCKET_REPLY, 0);
+	if (newfd < 0)
+		return newfd;
+	if (bound.port) {
+		/* The same port, any address: the program's own address is not the target's. */
+		for (unsigned i = 0; i < sizeof bound.rest; i++)
+			bound.rest[i] = 0;
+		raw(SYS_bind, newfd, (long)&bound, bound_len, 0, 0);
+	}
+	/* Go registered this socket with its poller when it made it. */
+	nregs = tether_epoll_find((int)fd, regs, sizeof regs / sizeof regs[0]);
+	if ((err = swap_in(fd, newfd, &k)) < 0)
+		return err;
+	tether_epoll_restore((int)fd, regs, nregs);
+	return 0;
+}
+
+static long net_sendto(long nr, long fd, long buf, long len, long flags, long addr, long addrlen)
+{
+	unsigned char sa[SOCKADDR_MAX];
+	long err;
+
+	if (addr && addrlen >= 2 && addrlen <= SOCKADDR_MAX && tether_peek(sa, addr, (unsigned long)addrlen) == addrlen &&
+	    tether_route_remote(&route, sa, addrlen) == 1 && (err = move_udp(fd, sa)) < 0)
+		return err;
+	return tether_raw_syscall6(nr, fd, buf, len, flags, addr, addrlen);
+}
+
+static long net_sendmsg(long nr, long fd, long msg, long flags, long a4, long a5, long a6)
+{
+	struct { long name; unsigned namelen; } head; /* the start of struct msghdr */
+	unsigned char sa[SOCKADDR_MAX];
+	long err;
+
+	if (tether_peek(&head, msg, sizeof head) == sizeof head && head.name && head.namelen >= 2 &&
+	    head.namelen <= SOCKADDR_MAX && tether_peek(sa, head.name, head.namelen) == head.namelen &&
+	    tether_route_remote(&route, sa, head.namelen) == 1 && (err = move_udp(fd, sa)) < 0)
+		return err;
+	return tether_raw_syscall6(nr, fd, msg, flags, a4, a5, a6);
 }
 
 int tether_net_install(const char *rules)
 {
 	if (tether_route_parse(rules, &route) < 0)
 		return -22; /* EINVAL */
+	tether_set_handler(SYS_sendto, net_sendto, TETHER_MAY_BLOCK);
+	tether_set_handler(SYS_sendmsg, net_sendmsg, TETHER_MAY_BLOCK);
 	return tether_set_handler(SYS_connect, net_connect, TETHER_MAY_BLOCK);
 }

@@ -24,6 +24,8 @@
 #define TETHER_MSG_CONNECT_REPLY 33 /* success; the descriptor rides along (SCM_RIGHTS) */
 #define TETHER_MSG_OPEN 34	  /* open a file in the target, read-only */
 #define TETHER_MSG_OPEN_REPLY 35  /* success; the descriptor rides along */
+#define TETHER_MSG_SOCKET 38	  /* a socket made in the target, not connected */
+#define TETHER_MSG_SOCKET_REPLY 39 /* success; the descriptor rides along */
 #define TETHER_MSG_ENV 36	  /* session -> agent: the target's environment */
 #define TETHER_MSG_ENV_REPLY 37	  /* NUL-terminated KEY=VALUE entries, maybe over several frames */
 
@@ -105,6 +107,13 @@ struct tether_connect {
 /* CONNECT_REPLY payload. */
 struct tether_connect_reply {
 	int status;		/* 0 connected, EINPROGRESS still connecting */
+};
+
+/* SOCKET payload: the kind of socket to make in the target. */
+struct tether_socket {
+	unsigned short family;
+	unsigned short socktype;
+	int protocol;
 };
 
 /* OPEN payload: then a u16 length and the path. */

@@ -109,6 +109,16 @@ int tether_route_parse(const char *text, struct tether_route *r);
 int tether_route_remote(const struct tether_route *r, const unsigned char *sa, long len);
 TETHER_EXPORT int tether_route_verdict(const char *rules, const unsigned char *sa, long len);
 
+/* epoll.c: a descriptor's epoll registrations, read before a swap and
+ * added again after it. */
+struct tether_epoll_reg {
+	int epfd;
+	unsigned events;
+	unsigned long data;
+};
+unsigned tether_epoll_find(int fd, struct tether_epoll_reg *regs, unsigned max);
+void tether_epoll_restore(int fd, const struct tether_epoll_reg *regs, unsigned n);
+
 /* net.c, files.c: the detours of tether exec; net.c takes the rules text. */
 int tether_net_install(const char *rules);
 void tether_files_install(void);

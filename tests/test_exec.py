@@ -31,6 +31,7 @@ def full_tour(ns) -> tuple[list[str], list[str]]:
     steps = ["env", "TARGET_ONLY_VAR", "env", "LANG",
              "http", ns.http_url,
              "udp", f"{WEB_ADDR}:{UDP_PORT}", "ping",
+             "udpto", f"{WEB_ADDR}:{UDP_PORT}", "pong",
              "lookup", ns.hosts_name, "lookup", ns.dns_name,
              "http", f"http://{ns.dns_name}:{HTTP_PORT}/",
              "http", f"http://{ns.hosts_name}:{HTTP_PORT}/",
@@ -39,7 +40,7 @@ def full_tour(ns) -> tuple[list[str], list[str]]:
     body = ns.http_body.strip()
     expected = ["env TARGET_ONLY_VAR=from-netns", f"env LANG={os.environ.get('LANG')}" if "LANG" in os.environ
                 else "env LANG unset",
-                f"http 200 {body}", "udp echo:ping",
+                f"http 200 {body}", "udp echo:ping", f"udpto echo:pong echo:pong2 from {WEB_ADDR}:{UDP_PORT}",
                 f"lookup {ns.hosts_name} {WEB_ADDR}", f"lookup {ns.dns_name} {WEB_ADDR}",
                 f"http 200 {body}", f"http 200 {body}",
                 f"dial ok peer={WEB}", "dial error: refused",

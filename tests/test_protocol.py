@@ -29,6 +29,11 @@ FACTS = {
     "TETHER_MSG_OPEN": wire.MSG_OPEN,
     "TETHER_MSG_OPEN_REPLY": wire.MSG_OPEN_REPLY,
     "TETHER_MSG_ENV": wire.MSG_ENV,
+    "TETHER_MSG_SOCKET": wire.MSG_SOCKET,
+    "TETHER_MSG_SOCKET_REPLY": wire.MSG_SOCKET_REPLY,
+    "sizeof(struct tether_socket)": wire.SOCKET.size,
+    "offsetof(struct tether_socket, socktype)": 2,
+    "offsetof(struct tether_socket, protocol)": 4,
     "TETHER_MSG_ENV_REPLY": wire.MSG_ENV_REPLY,
     "TETHER_FLAG_MORE": wire.FLAG_MORE,
     "TETHER_MODE_NET": wire.MODE_NET,
@@ -101,7 +106,7 @@ def test_hello_round_trip(exe, build_id, pid):
 
 DECODERS = [wire.decode_syscall, wire.decode_hello, wire.decode_hello_reply,
             wire.decode_plan_request, wire.decode_plan_reply, wire.decode_agent_hello,
-            wire.decode_error, wire.decode_connect, wire.decode_connect_reply, wire.decode_open,
+            wire.decode_error, wire.decode_connect, wire.decode_connect_reply, wire.decode_open, wire.decode_socket,
             lambda f: wire.EnvAssembler().feed(f)]
 
 

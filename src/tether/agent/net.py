@@ -61,3 +61,14 @@ async def connect(req: wire.Connect) -> socket.socket:
         err = e.errno or errno.EIO
         raise OpError(err, f"connect to {host}:{port}: {os.strerror(err)}") from None
     return sock
+
+
+def unconnected(family: int, socktype: int, protocol: int) -> socket.socket:
+    """A UDP socket made here, for a program that sends to remote addresses with sendto()."""
+    if family not in (socket.AF_INET, socket.AF_INET6) or socktype != socket.SOCK_DGRAM:
+        raise OpError(errno.EINVAL, f"only UDP sockets are made unconnected (family {family}, type {socktype})")
+    log.debug("udp socket (family %s)", family)
+    try:
+        return socket.socket(family, socktype, protocol)
+    except OSError as e:
+        raise OpError(e.errno or errno.EIO, f"socket: {e.strerror}") from None

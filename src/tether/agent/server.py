@@ -124,6 +124,9 @@ class Link:
                 sock, status = net.start_connect(req)
                 with sock:  # the session's copy is the one that lives on
                     self._send(wire.encode_connect_reply(frame.id, status), [sock.fileno()])
+            elif frame.type == wire.MSG_SOCKET:
+                with net.unconnected(*wire.decode_socket(frame)) as sock:
+                    self._send(wire.encode_socket_reply(frame.id), [sock.fileno()])
             elif frame.type == wire.MSG_OPEN:
                 fd = files.open_readonly(wire.decode_open(frame))
                 try:

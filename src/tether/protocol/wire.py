@@ -27,6 +27,8 @@ MSG_OPEN = 34
 MSG_OPEN_REPLY = 35
 MSG_ENV = 36
 MSG_ENV_REPLY = 37
+MSG_SOCKET = 38
+MSG_SOCKET_REPLY = 39
 
 FLAG_ENTRY = 1
 FLAG_MORE = 2
@@ -47,6 +49,7 @@ ERROR = struct.Struct("<i")  # errno, then a u16-prefixed message
 CONNECT = struct.Struct("<HHiI")  # family, socktype, protocol, timeout_ms; then the sockaddr
 CONNECT_REPLY = struct.Struct("<i")  # status: 0 connected, EINPROGRESS under way
 OPEN = struct.Struct("<iI")  # flags, mode; then the path
+SOCKET = struct.Struct("<HHi")  # family, socktype, protocol
 ENV_MAX = 1 << 20  # bytes of environment a session accepts from an agent
 U16 = struct.Struct("<H")
 
@@ -316,6 +319,22 @@ def decode_connect_reply(f: Frame) -> int:
     if status < 0:
         raise ProtocolError(f"CONNECT_REPLY with status {status}")
     return status
+
+
+def encode_socket(family: int, socktype: int, protocol: int, id: int) -> bytes:
+    return encode_frame(MSG_SOCKET, SOCKET.pack(family, socktype, protocol), id=id)
+
+
+def decode_socket(f: Frame) -> tuple[int, int, int]:
+    """(family, socktype, protocol) of a SOCKET request."""
+    if f.type != MSG_SOCKET or len(f.payload) != SOCKET.size:
+        raise ProtocolError("malformed SOCKET")
+    return SOCKET.unpack(f.payload)
+
+
+def encode_socket_reply(id: int) -> bytes:
+    """Success; the socket travels beside this frame (SCM_RIGHTS)."""
+    return encode_frame(MSG_SOCKET_REPLY, b"", id=id)
 
 
 def encode_open(o: Open, id: int) -> bytes:

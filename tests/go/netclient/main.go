@@ -10,6 +10,8 @@
 //	rcvbuf HOST:PORT N    SO_RCVBUF set to N before connect, read after: "rcvbuf SAME" or the value
 //	blocking HOST:PORT    a blocking connect (raw syscalls), then a GET: "blocking STATUS-LINE"
 //	wait PATH             until PATH exists (at most 10 s): "wait ok" or "wait timeout"
+//	udpto HOST:PORT MSG   an unconnected UDP socket: WriteTo, then WriteMsgUDP (sendmsg), each
+//	                      answer read with ReadFrom: "udpto REPLY REPLY from ADDR"
 //	exit N                exit with status N
 //	sink ADDR             accept one connection, read it to the end, answer with the sha256 (hex)
 //	send ADDR BYTES       send BYTES of data, check the sink's sha256: "send ok BYTES SECONDS"
@@ -81,6 +83,9 @@ func main() {
 		case "lookups":
 			n = 3
 			step(doLookups(args[1], args[2]))
+		case "udpto":
+			n = 3
+			step(doUDPTo(args[1], args[2]))
 		case "exit":
 			code, _ := strconv.Atoi(args[1])
 			os.Exit(code)
@@ -327,4 +332,34 @@ func doLookups(name, count string) string {
 		samples = append(samples, time.Since(start))
 	}
 	return "lookups p50_us " + p50(samples)
+}
+
+func doUDPTo(addr, msg string) string {
+	to, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return "udpto error: " + err.Error()
+	}
+	conn, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		return "udpto error: " + err.Error()
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	var replies []string
+	var from net.Addr
+	for i, send := range []func() error{
+		func() error { _, err := conn.WriteTo([]byte(msg), to); return err },
+		func() error { _, _, err := conn.WriteMsgUDP([]byte(msg+"2"), nil, to); return err },
+	} {
+		if err := send(); err != nil {
+			return fmt.Sprintf("udpto error (send %d): %v", i, err)
+		}
+		buf := make([]byte, 1500)
+		n, addr, err := conn.ReadFrom(buf)
+		if err != nil {
+			return fmt.Sprintf("udpto error (receive %d): %v", i, err)
+		}
+		replies, from = append(replies, string(buf[:n])), addr
+	}
+	return "udpto " + strings.Join(replies, " ") + " from " + from.String()
 }
