@@ -32,6 +32,7 @@ DECODERS = {
     wire.MSG_ERROR: wire.decode_error, wire.MSG_SYSCALL: wire.decode_syscall,
     wire.MSG_CONNECT: wire.decode_connect, wire.MSG_CONNECT_REPLY: wire.decode_connect_reply,
     wire.MSG_OPEN: wire.decode_open, wire.MSG_SOCKET: wire.decode_socket,
+    wire.MSG_RESOLVE: wire.decode_resolve, wire.MSG_RESOLVE_REPLY: wire.decode_resolve_reply,
     wire.MSG_ENV_REPLY: lambda f: wire.EnvAssembler().feed(f),
 }
 
@@ -48,6 +49,7 @@ def seeds() -> list[bytes]:
                                               data=(wire.Data(1, wire.DATA_SOCKADDR, sa, 16),))),
         wire.encode_connect(wire.Connect(2, 1, 0, 0, sa), 5), wire.encode_connect_reply(5, 115),
         wire.encode_open(wire.Open(0, 0, "/etc/hosts"), 6), wire.encode_socket(10, 2, 17, 7),
+        wire.encode_resolve("db.internal", 9), wire.encode_resolve_reply(["10.0.0.1", "::1"], 9),
         *wire.encode_env_reply({"A": "1", "B": "x" * 50}, 8),
     ]
 

@@ -26,6 +26,8 @@
 #define TETHER_MSG_OPEN_REPLY 35  /* success; the descriptor rides along */
 #define TETHER_MSG_SOCKET 38	  /* a socket made in the target, not connected */
 #define TETHER_MSG_SOCKET_REPLY 39 /* success; the descriptor rides along */
+#define TETHER_MSG_RESOLVE 40	  /* a host name, resolved in the target */
+#define TETHER_MSG_RESOLVE_REPLY 41 /* its addresses: u16-prefixed numeric strings */
 #define TETHER_MSG_ENV 36	  /* session -> agent: the target's environment */
 #define TETHER_MSG_ENV_REPLY 37	  /* NUL-terminated KEY=VALUE entries, maybe over several frames */
 

@@ -79,8 +79,15 @@ def test_outgoing_filter_rules(go_versions, target_ns):  # noqa: F811
     # Only --remote destinations go out; the target's name server still does.
     r = tether_exec(target_ns, exe, steps, "--remote", f"{WEB_ADDR}/32:{UDP_PORT}")
     assert r.stdout.splitlines() == ["dial error: unreachable", "udp echo:x", f"lookup {target_ns.dns_name} {WEB_ADDR}"]
-    r = tether_exec(target_ns, exe, ["dial", WEB], "--remote", "nonsense")
-    assert r.returncode == 2 and "'nonsense' is not an IP address or CIDR block" in r.stderr
+    # Host names resolve in the target: one from its hosts file, one only its DNS server knows.
+    r = tether_exec(target_ns, exe, steps, "--local", f"{target_ns.hosts_name}:{HTTP_PORT}")
+    assert r.stdout.splitlines() == ["dial error: unreachable", "udp echo:x", f"lookup {target_ns.dns_name} {WEB_ADDR}"]
+    r = tether_exec(target_ns, exe, ["dial", WEB], "--remote", target_ns.dns_name)
+    assert r.stdout.splitlines() == [f"dial ok peer={WEB}"]
+    r = tether_exec(target_ns, exe, ["dial", WEB], "--remote", "no-such-host.test")
+    assert r.returncode == 2 and "no-such-host.test does not resolve in netns:" in r.stderr
+    r = tether_exec(target_ns, exe, ["dial", WEB], "--remote", "10.0.0.1:99999")
+    assert r.returncode == 2 and "port must be 1-65535" in r.stderr
 
 
 def test_no_dns_reads_the_resolver_files_here(go_versions, target_ns, tmp_path):  # noqa: F811

@@ -37,6 +37,20 @@ def test_outgoing_rules(host, port, local, remote, expected):
     assert policy.goes_to_target(host, port) is expected
 
 
+def test_host_rules_are_resolved_in_place():
+    policy = OutgoingPolicy.from_specs(["db.internal:5432"], ["Web.Example.", "10.0.0.0/8"])
+    assert policy.local[0].host == "db.internal" and policy.remote[0].host == "web.example"
+    answers = {"db.internal": ["10.1.1.1", "fd00::1"], "web.example": ["10.1.1.1"]}
+    policy.resolve_hosts(answers.__getitem__)
+    assert not policy.goes_to_target("10.1.1.1", 5432) and policy.goes_to_target("10.1.1.1", 80)
+    assert not policy.goes_to_target("fd00::1", 5432) and not policy.goes_to_target("192.0.2.1", 80)
+    with pytest.raises(PolicyError, match="no address"):
+        OutgoingPolicy.from_specs(["x.test"]).resolve_hosts(lambda name: [])
+    for bad in ["-bad-.test", "a..b", "under score!", "1.2.3.4.5"]:
+        with pytest.raises(PolicyError):
+            parse_rule(bad)
+
+
 def test_nameservers_go_to_the_target_even_on_its_loopback():
     policy = OutgoingPolicy.from_specs([], ["10.0.0.0/8"])
     policy.add_nameservers("# comment\nnameserver 127.0.0.53\nnameserver fe80::1%eth0\nnameserver bogus\n")
@@ -51,7 +65,7 @@ def test_rule_parser_takes_any_text(spec):
     except PolicyError as e:
         assert "\n" not in str(e) and "use ADDRESS" in str(e)
     else:
-        assert rule.network is not None or rule.port is not None
+        assert rule.network is not None or rule.port is not None or rule.host
 
 
 def test_env_file_format():

@@ -74,3 +74,17 @@ def test_agent_that_dies_fails_fast(link):
 def test_unknown_namespace_names_the_fix():
     with pytest.raises(TargetError, match=r"no network namespace 'no-such-ns-4711'.*ip netns add no-such-ns-4711"):
         start_agent("no-such-ns-4711")
+
+
+def test_names_resolve_as_in_the_namespace(target_ns, link):  # noqa: F811
+    _, agent = link
+    assert agent.resolve(target_ns.hosts_name) == [WEB_ADDR]  # its hosts file
+    assert agent.resolve(target_ns.dns_name) == [WEB_ADDR]  # only its dnsmasq knows this one
+    with pytest.raises(AgentError) as missing:
+        agent.resolve("no-such-host.test")
+    assert missing.value.errno == errno.ENOENT
+
+
+def test_environment_is_the_namespace_file(target_ns, link):  # noqa: F811
+    _, agent = link
+    assert agent.env() == target_ns.environment

@@ -31,6 +31,8 @@ FACTS = {
     "TETHER_MSG_ENV": wire.MSG_ENV,
     "TETHER_MSG_SOCKET": wire.MSG_SOCKET,
     "TETHER_MSG_SOCKET_REPLY": wire.MSG_SOCKET_REPLY,
+    "TETHER_MSG_RESOLVE": wire.MSG_RESOLVE,
+    "TETHER_MSG_RESOLVE_REPLY": wire.MSG_RESOLVE_REPLY,
     "sizeof(struct tether_socket)": wire.SOCKET.size,
     "offsetof(struct tether_socket, socktype)": 2,
     "offsetof(struct tether_socket, protocol)": 4,
@@ -107,6 +109,7 @@ def test_hello_round_trip(exe, build_id, pid):
 DECODERS = [wire.decode_syscall, wire.decode_hello, wire.decode_hello_reply,
             wire.decode_plan_request, wire.decode_plan_reply, wire.decode_agent_hello,
             wire.decode_error, wire.decode_connect, wire.decode_connect_reply, wire.decode_open, wire.decode_socket,
+            wire.decode_resolve, wire.decode_resolve_reply,
             lambda f: wire.EnvAssembler().feed(f)]
 
 
@@ -117,6 +120,12 @@ def test_error_and_connect_round_trip(err, message, sockaddr, timeout_ms):
     assert wire.decode_error(wire.decode_frame(wire.encode_error(e, 9))) == e
     c = wire.Connect(2, 1, 0, timeout_ms, sockaddr)
     assert wire.decode_connect(wire.decode_frame(wire.encode_connect(c, 9))) == c
+
+
+@given(st.text(min_size=1, max_size=253), st.lists(st.text(max_size=45), max_size=20))
+def test_resolve_round_trip(name, addresses):
+    assert wire.decode_resolve(wire.decode_frame(wire.encode_resolve(name, 3))) == name
+    assert wire.decode_resolve_reply(wire.decode_frame(wire.encode_resolve_reply(addresses, 3))) == addresses
 
 
 @given(st.integers(-(2**31), 2**31 - 1), st.integers(0, 2**32 - 1), st.text(min_size=1, max_size=300))

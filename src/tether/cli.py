@@ -183,7 +183,8 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
       (any --remote given)    everything else stays here
       loopback, 0.0.0.0       stays here
       anything else           goes out from the target
-    SPEC: ADDRESS, CIDR, ADDRESS:PORT, CIDR:PORT, [IPV6]:PORT or :PORT.
+    SPEC: ADDRESS, CIDR or HOST (resolved in the target), each with an optional :PORT
+    ([IPV6]:PORT), or :PORT alone.
 
     \b
     DNS: the resolver's files (resolv.conf, hosts, nsswitch.conf) are read in the target and its
@@ -248,6 +249,12 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
             target = open_target(target_spec)
     except (TargetError, LinkError) as e:
         fail(str(e))
+    def resolve_in_target(name: str) -> list[str]:
+        try:
+            return target.link.resolve(name)
+        except AgentError as e:
+            raise PolicyError(f"{name} does not resolve in {target_spec}: {e}") from None
+
     server = None
     try:
         try:
@@ -259,6 +266,7 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
                     policy.add_nameservers(target.link.read_file("/etc/resolv.conf").decode(errors="replace"))
                 except AgentError as e:
                     log.info("target has no resolv.conf: %s", e)
+            policy.resolve_hosts(resolve_in_target)
             rules = policy.layer_rules()
         except LinkError as e:
             fail(f"{target_spec}: {e}")

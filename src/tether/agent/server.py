@@ -3,9 +3,9 @@
 Runs inside the target (a network namespace, a container's namespaces, a remote host). The
 link is read by one reader callback on the event loop. Requests that complete at once (hello,
 file open, environment, a connect that is only started) are answered from that callback, with
-no task and no wait; a connect the session wants finished (timeout_ms > 0) runs as its own
-task, so it never holds up another request. Replies carry the request's id. A malformed frame
-closes the link with a logged reason; the agent itself never crashes on input.
+no task and no wait; a connect the session wants finished (timeout_ms > 0) and a name lookup
+run as their own tasks, so they never hold up another request. Replies carry the request's id.
+A malformed frame closes the link with a logged reason; the agent itself never crashes on input.
 """
 from __future__ import annotations
 
@@ -117,13 +117,13 @@ class Link:
             elif frame.type == wire.MSG_CONNECT:
                 req = wire.decode_connect(frame)
                 if req.timeout_ms:
-                    task = asyncio.create_task(self._connect_and_wait(frame.id, req))
-                    self.tasks.add(task)
-                    task.add_done_callback(self.tasks.discard)
+                    self._spawn(self._connect_and_wait(frame.id, req))
                     return
                 sock, status = net.start_connect(req)
                 with sock:  # the session's copy is the one that lives on
                     self._send(wire.encode_connect_reply(frame.id, status), [sock.fileno()])
+            elif frame.type == wire.MSG_RESOLVE:
+                self._spawn(self._resolve(frame.id, wire.decode_resolve(frame)))
             elif frame.type == wire.MSG_SOCKET:
                 with net.unconnected(*wire.decode_socket(frame)) as sock:
                     self._send(wire.encode_socket_reply(frame.id), [sock.fileno()])
@@ -143,6 +143,20 @@ class Link:
         except wire.ProtocolError as e:
             log.warning("bad request: %s", e)
             self._send(wire.encode_error(wire.ErrorReply(22, f"bad request: {e}"), frame.id))
+
+    def _spawn(self, work) -> None:
+        """Run a request that waits as its own task: it holds up no other request."""
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _resolve(self, id: int, name: str) -> None:
+        try:
+            addresses = await net.resolve(name)
+        except net.OpError as e:
+            self._send(wire.encode_error(wire.ErrorReply(e.errno, str(e)), id))
+            return
+        self._send(wire.encode_resolve_reply(addresses[:64], id))
 
     async def _connect_and_wait(self, id: int, req: wire.Connect) -> None:
         try:

@@ -29,6 +29,8 @@ MSG_ENV = 36
 MSG_ENV_REPLY = 37
 MSG_SOCKET = 38
 MSG_SOCKET_REPLY = 39
+MSG_RESOLVE = 40
+MSG_RESOLVE_REPLY = 41
 
 FLAG_ENTRY = 1
 FLAG_MORE = 2
@@ -335,6 +337,33 @@ def decode_socket(f: Frame) -> tuple[int, int, int]:
 def encode_socket_reply(id: int) -> bytes:
     """Success; the socket travels beside this frame (SCM_RIGHTS)."""
     return encode_frame(MSG_SOCKET_REPLY, b"", id=id)
+
+
+def encode_resolve(name: str, id: int) -> bytes:
+    return encode_frame(MSG_RESOLVE, _pack_string(name), id=id)
+
+
+def decode_resolve(f: Frame) -> str:
+    if f.type != MSG_RESOLVE:
+        raise ProtocolError("malformed RESOLVE")
+    name, pos = _string(f.payload, 0, "host name")
+    if pos != len(f.payload) or not name or len(name) > 253:
+        raise ProtocolError("malformed RESOLVE host name")
+    return name
+
+
+def encode_resolve_reply(addresses: list[str], id: int) -> bytes:
+    return encode_frame(MSG_RESOLVE_REPLY, b"".join(_pack_string(a) for a in addresses), id=id)
+
+
+def decode_resolve_reply(f: Frame) -> list[str]:
+    if f.type != MSG_RESOLVE_REPLY:
+        raise ProtocolError("malformed RESOLVE_REPLY")
+    out, pos = [], 0
+    while pos < len(f.payload):
+        address, pos = _string(f.payload, pos, "address")
+        out.append(address)
+    return out
 
 
 def encode_open(o: Open, id: int) -> bytes:

@@ -174,3 +174,12 @@ class AgentLink:
             raise LinkError(f"OPEN answered with frame type {frame.type} and {len(fds)} descriptors")
         with os.fdopen(fds[0], "rb") as f:
             return f.read(limit)
+
+    def resolve(self, name: str, timeout: float = 10.0) -> list[str]:
+        """The addresses of name as the target resolves it (AgentError if it does not)."""
+        frame, fds = self._call(lambda id: wire.encode_resolve(name, id), timeout)
+        close_fds(fds)
+        try:
+            return wire.decode_resolve_reply(frame)
+        except wire.ProtocolError as e:
+            raise LinkError(f"the agent sent a malformed reply: {e}") from None

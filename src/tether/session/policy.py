@@ -1,7 +1,8 @@
 """Which outgoing connections go out from the target and which stay on this machine.
 
-Rules come from `--local SPEC` and `--remote SPEC`; a SPEC is an address, a CIDR block or
-nothing, with an optional port: `10.0.0.0/8`, `192.0.2.7:5432`, `[2001:db8::1]:443`, `:53`.
+Rules come from `--local SPEC` and `--remote SPEC`; a SPEC is an address, a CIDR block, a host
+name (resolved in the target when tether starts) or nothing, with an optional port:
+`10.0.0.0/8`, `192.0.2.7:5432`, `[2001:db8::1]:443`, `db.internal:5432`, `:53`.
 The first question that has an answer decides:
   1. a --local rule matches          -> local
   2. a --remote rule matches, or the destination is one of the target's name servers
@@ -15,6 +16,8 @@ same decisions from the list layer_rules() writes (layer/route.c), with no round
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -29,15 +32,17 @@ class Rule:
     network: Network | None  # None: any address
     port: int | None  # None: any port
     text: str
+    host: str | None = None  # a host name still to be resolved in the target (resolve_hosts)
 
     def matches(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> bool:
+        assert self.host is None, "host rules are resolved first (OutgoingPolicy.resolve_hosts)"
         if self.port is not None and port != self.port:
             return False
         return self.network is None or (ip.version == self.network.version and ip in self.network)
 
 
 def parse_rule(spec: str) -> Rule:
-    forms = "use ADDRESS, CIDR, ADDRESS:PORT, CIDR:PORT, [IPV6]:PORT or :PORT"
+    forms = "use ADDRESS, CIDR or HOST, each with an optional :PORT ([IPV6]:PORT), or :PORT"
     text = spec.strip()
     addr, port = text, None
     if text.startswith("["):
@@ -62,9 +67,14 @@ def parse_rule(spec: str) -> Rule:
     try:
         network = ipaddress.ip_network(addr, strict=False)
     except ValueError:
-        raise PolicyError(f"{spec!r}: {addr!r} is not an IP address or CIDR block; {forms} "
-                          "(host names are not accepted yet: give the address)") from None
+        if _HOSTNAME.match(addr) and any(c.isalpha() for c in addr):
+            return Rule(None, port, text, host=addr.rstrip(".").lower())
+        raise PolicyError(f"{spec!r}: {addr!r} is not an IP address, CIDR block or host name; {forms}") from None
     return Rule(network, port, text)
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                       r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
 
 
 @dataclass
@@ -76,6 +86,23 @@ class OutgoingPolicy:
     @classmethod
     def from_specs(cls, local: list[str] = (), remote: list[str] = ()) -> OutgoingPolicy:
         return cls([parse_rule(s) for s in local], [parse_rule(s) for s in remote])
+
+    def resolve_hosts(self, resolve: Callable[[str], list[str]]) -> None:
+        """Replace each host-name rule by one rule per address the target gives for it (in
+        place, so the order of the rules is kept). resolve raises for a name that does not
+        resolve; that is an error, never a silently empty rule."""
+        for rules in (self.local, self.remote):
+            out = []
+            for rule in rules:
+                if rule.host is None:
+                    out.append(rule)
+                    continue
+                addresses = resolve(rule.host)
+                if not addresses:
+                    raise PolicyError(f"{rule.text!r}: {rule.host} has no address in the target")
+                out += [Rule(ipaddress.ip_network(a.split("%")[0]), rule.port, f"{rule.text} ({a})")
+                        for a in addresses]
+            rules[:] = out
 
     def goes_to_target(self, host: str, port: int) -> bool:
         ip = ipaddress.ip_address(host)
@@ -103,6 +130,7 @@ class OutgoingPolicy:
                               "--remote rules together")
         out = []
         for verdict, rule in ordered:
+            assert rule.host is None, "host rules are resolved first (OutgoingPolicy.resolve_hosts)"
             if rule.network is None:
                 out.append(f"{verdict}0//0/{rule.port or 0};")
             else:
