@@ -254,13 +254,18 @@ def encode_plan_reply(plan: str, id: int) -> bytes:
     return encode_frame(MSG_PLAN_REPLY, _pack_string(plan), id=id)
 
 
-def decode_plan_reply(f: Frame) -> str:
-    if f.type != MSG_PLAN_REPLY:
-        raise ProtocolError("malformed PLAN_REPLY")
-    plan, pos = _string(f.payload, 0, "plan")
+def _only_string(f: Frame, type: int, frame_name: str, what: str) -> str:
+    """The one u16-prefixed string that is the whole payload of a frame of `type`."""
+    if f.type != type:
+        raise ProtocolError(f"malformed {frame_name}")
+    value, pos = _string(f.payload, 0, what)
     if pos != len(f.payload):
-        raise ProtocolError("PLAN_REPLY has trailing bytes")
-    return plan
+        raise ProtocolError(f"{frame_name} has trailing bytes")
+    return value
+
+
+def decode_plan_reply(f: Frame) -> str:
+    return _only_string(f, MSG_PLAN_REPLY, "PLAN_REPLY", "plan")
 
 
 def encode_agent_hello(version: int, capabilities: int, id: int, reply: bool = False) -> bytes:
@@ -344,10 +349,8 @@ def encode_resolve(name: str, id: int) -> bytes:
 
 
 def decode_resolve(f: Frame) -> str:
-    if f.type != MSG_RESOLVE:
-        raise ProtocolError("malformed RESOLVE")
-    name, pos = _string(f.payload, 0, "host name")
-    if pos != len(f.payload) or not name or len(name) > 253:
+    name = _only_string(f, MSG_RESOLVE, "RESOLVE", "host name")
+    if not name or len(name) > 253:
         raise ProtocolError("malformed RESOLVE host name")
     return name
 
