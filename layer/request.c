@@ -92,7 +92,8 @@ static long new_connection(void)
 	return conn;
 }
 
-static long take_connection(void)
+/* An idle connection from the pool (*pooled = 1), else a new one. */
+static long take_connection(int *pooled)
 {
 	int pid = (int)raw(SYS_getpid, 0, 0, 0, 0, 0);
 
@@ -106,12 +107,14 @@ static long take_connection(void)
 		}
 		__atomic_store_n(&pool_pid, pid, __ATOMIC_RELEASE);
 	}
+	*pooled = 1;
 	for (int i = 0; i < POOL_SIZE; i++) {
 		int fd = __atomic_exchange_n(&pool[i], -1, __ATOMIC_ACQ_REL);
 
 		if (fd >= 0)
 			return fd;
 	}
+	*pooled = 0;
 	return new_connection();
 }
 
@@ -127,51 +130,60 @@ static void give_back(long conn)
 	raw(SYS_close, conn, 0, 0, 0, 0);
 }
 
-long tether_request(void *buf, unsigned long size, int *fd, int cloexec)
+/* Send the request in buf on conn and receive the reply into buf: its
+ * length, 0 if the agent closed the connection, or -errno. */
+static long exchange_on(long conn, void *buf, unsigned long size, int *fd, int cloexec)
 {
 	const struct tether_frame *f = buf;
 	unsigned long control[(sizeof(struct cmsghdr) + sizeof(int) + 7) / 8];
 	struct iovec iov = {buf, size};
 	struct msghdr msg = {0, 0, &iov, 1, control, sizeof control, 0};
 	const struct cmsghdr *c = (const struct cmsghdr *)control;
+	long n = raw(SYS_sendto, conn, (long)buf, f->length, MSG_NOSIGNAL, 0);
+
+	if (n < 0)
+		return n;
+	do
+		n = raw(SYS_recvmsg, conn, (long)&msg, cloexec ? MSG_CMSG_CLOEXEC : 0, 0, 0);
+	while (n == -EINTR);
+	if (n == -EAGAIN)
+		return -110; /* ETIMEDOUT */
+	if (n > 0 && msg.controllen >= sizeof *c + sizeof(int) && c->level == SOL_SOCKET &&
+	    c->type == SCM_RIGHTS)
+		*fd = *(const int *)(c + 1);
+	return n;
+}
+
+long tether_request(void *buf, unsigned long size, int *fd, int cloexec)
+{
+	const struct tether_frame *f = buf;
+	int pooled;
 	long conn, n;
 
 	*fd = -1;
 	if (!agent_addr_len)
 		return -111; /* ECONNREFUSED */
-	conn = take_connection();
+	conn = take_connection(&pooled);
 	if (conn < 0)
 		return conn;
-	n = raw(SYS_sendto, conn, (long)buf, f->length, MSG_NOSIGNAL, 0);
-	if (n < 0) { /* an idle connection the agent dropped: one fresh try */
+	n = exchange_on(conn, buf, size, fd, cloexec);
+	if (pooled && n <= 0 && n != -110) {
+		/* An idle connection the agent dropped (or the agent is gone): the
+		 * request did not arrive or got no answer, and buf still holds it.
+		 * One try on a fresh connection, which fails at once without agent. */
 		raw(SYS_close, conn, 0, 0, 0, 0);
 		conn = new_connection();
 		if (conn < 0)
 			return conn;
-		n = raw(SYS_sendto, conn, (long)buf, f->length, MSG_NOSIGNAL, 0);
+		n = exchange_on(conn, buf, size, fd, cloexec);
 	}
-	if (n < 0)
-		goto out;
-	do
-		n = raw(SYS_recvmsg, conn, (long)&msg, cloexec ? MSG_CMSG_CLOEXEC : 0, 0, 0);
-	while (n == -EINTR);
-	if (n == -EAGAIN)
-		n = -110; /* ETIMEDOUT */
-	if (n >= 0 && msg.controllen >= sizeof *c + sizeof(int) && c->level == SOL_SOCKET &&
-	    c->type == SCM_RIGHTS)
-		*fd = *(const int *)(c + 1);
 	if (n > 0 && n >= (long)sizeof *f && f->length == (unsigned long)n) {
 		give_back(conn);
 		return n;
 	}
-	if (n >= 0) {
-		n = -71; /* EPROTO, or the agent closed the connection */
-		if (*fd >= 0)
-			raw(SYS_close, *fd, 0, 0, 0, 0);
-		*fd = -1;
-	}
-out:
-	if (conn >= 0)
-		raw(SYS_close, conn, 0, 0, 0, 0);
-	return n;
+	raw(SYS_close, conn, 0, 0, 0, 0);
+	if (*fd >= 0)
+		raw(SYS_close, *fd, 0, 0, 0, 0);
+	*fd = -1;
+	return n < 0 ? n : -71; /* EPROTO, or the agent closed the connection */
 }

@@ -203,12 +203,9 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
     import tempfile
     import time
 
-    from .protocol import wire
     from .session.agent_link import AgentError, LinkError
     from .session.environment import EnvError, EnvRules, merge
-    from .session.launch import LaunchError, run
     from .session.policy import OutgoingPolicy, PolicyError
-    from .session.server import LayerServer
     from .targets import TargetError, open_target
 
     def say(msg: str, style: str = "bold red") -> None:
@@ -240,13 +237,19 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
 
     start = time.monotonic()
     try:
+        target = open_target(target_spec, wait=False)
+        # While the agent starts: what only the rest of this command needs.
+        from .protocol import wire
+        from .session.launch import LaunchError, run
+        from .session.server import LayerServer
+
         if sys.stderr.isatty():
             from rich.console import Console
 
             with Console(stderr=True).status(f"starting the agent in {target_spec}", spinner="dots"):
-                target = open_target(target_spec)
+                target.ready()
         else:
-            target = open_target(target_spec)
+            target.ready()
     except (TargetError, LinkError) as e:
         fail(str(e))
     def resolve_in_target(name: str) -> list[str]:

@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..session.agent_link import AgentLink
+from ..session.agent_link import AgentLink, LinkError
 
 
 class TargetError(Exception):
@@ -23,6 +23,16 @@ class Target:
     proc: object | None  # the agent when tether started it (wait, kill, poll as subprocess.Popen's)
     agent_socket: str = ""  # where hooked processes reach the agent directly (same host)
     workdir: Path | None = None  # made for this target, removed by close()
+
+    def ready(self) -> None:
+        """Wait until the agent answers its hello; TargetError (and all cleaned up) if not."""
+        try:
+            self.link.hello()
+        except LinkError as e:
+            if self.proc is not None:
+                self.proc.kill()
+            self.close()
+            raise TargetError(f"the agent for {self.spec} did not start: {e}") from None
 
     def close(self) -> None:
         self.link.close()  # the agent exits when its session hangs up
@@ -39,10 +49,12 @@ class Target:
 KINDS = "netns:NAME (a namespace made with `ip netns add NAME`)"
 
 
-def open_target(spec: str) -> Target:
+def open_target(spec: str, wait: bool = True) -> Target:
+    """The target spec names, its agent started; with wait=False the caller does other work
+    while the agent starts and then calls Target.ready()."""
     kind, sep, rest = spec.partition(":")
     if kind == "netns" and sep:
         from . import netns
 
-        return netns.start_agent(rest)
+        return netns.start_agent(rest, wait)
     raise TargetError(f"unknown target {spec!r}; targets: {KINDS}")

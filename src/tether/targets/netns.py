@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..session.agent_link import AgentLink, LinkError
+from ..session.agent_link import AgentLink
 from . import Target, TargetError
 
 NETNS_DIR = Path("/run/netns")
@@ -111,7 +111,8 @@ def _agent_child(name: str, sock: socket.socket, listener: socket.socket) -> Non
         os._exit(code)
 
 
-def start_agent(name: str) -> Target:
+def start_agent(name: str, wait: bool = True) -> Target:
+    """Fork the agent into namespace name; with wait, also until it answers (Target.ready)."""
     if os.geteuid() != 0:
         raise TargetError(f"netns:{name} needs root (joining a network namespace does): "
                           "run tether as root, e.g. with sudo")
@@ -134,10 +135,6 @@ def start_agent(name: str) -> Target:
     theirs.close()
     listener.close()
     target = Target(f"netns:{name}", AgentLink(ours), AgentProcess(pid), agent_socket, workdir)
-    try:
-        target.link.hello()
-    except LinkError as e:
-        target.proc.kill()
-        target.close()
-        raise TargetError(f"the agent for netns:{name} did not start: {e}") from None
+    if wait:
+        target.ready()
     return target
