@@ -28,9 +28,10 @@ SYS_getpid = 39
 SYS_getppid = 110
 
 # pthread_create: the moment a Go c-shared library starts its runtime (layer/pthread.c).
-EXPORTS = {"tether_dispatch", "tether_layer_loaded", "tether_set_handler", "tether_route_verdict", "pthread_create"}
-# libc serves start-up only; the syscall path never calls it.
-LIBC_IMPORTS = {"dlsym", "dl_iterate_phdr", "environ", "__environ"}
+EXPORTS = {"tether_dispatch", "tether_layer_loaded", "tether_set_handler", "tether_route_verdict", "pthread_create",
+           "connect", "sendto", "sendmsg"}
+# libc serves start-up only, and errno for the libc entry points of layer/libc.c.
+LIBC_IMPORTS = {"dlsym", "dl_iterate_phdr", "environ", "__environ", "__errno_location"}
 
 
 @pytest.fixture(scope="module")
