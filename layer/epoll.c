@@ -33,20 +33,6 @@ static long raw(long nr, long a1, long a2, long a3)
 	return tether_raw_syscall6(nr, a1, a2, a3, 0, 0, 0);
 }
 
-static char *put_num(char *p, long v)
-{
-	char digits[24];
-	int n = 0;
-
-	do
-		digits[n++] = (char)('0' + v % 10);
-	while ((v /= 10) > 0);
-	while (n)
-		*p++ = digits[--n];
-	*p = '\0';
-	return p;
-}
-
 static int parse_num(const char *s, int base, unsigned long *out)
 {
 	unsigned long v = 0;
@@ -55,7 +41,7 @@ static int parse_num(const char *s, int base, unsigned long *out)
 	while (*s == ' ')
 		s++;
 	for (;; s++, any = 1) {
-		int d = *s >= '0' && *s <= '9' ? *s - '0' : *s >= 'a' && *s <= 'f' ? *s - 'a' + 10 : -1;
+		int d = tether_hexdigit(*s);
 
 		if (d < 0 || d >= base)
 			break;
@@ -83,7 +69,7 @@ static unsigned from_fdinfo(int epfd, int fd, struct tether_epoll_reg *regs, uns
 	long fi, got;
 	const char *line, *end;
 
-	put_num(path + 18, epfd);
+	tether_fmt_ulong(path + 18, (unsigned long)epfd, 10);
 	fi = raw(SYS_open, (long)path, O_RDONLY | O_CLOEXEC, 0);
 	if (fi < 0)
 		return n;
@@ -129,7 +115,7 @@ unsigned tether_epoll_find(int fd, struct tether_epoll_reg *regs, unsigned max)
 			pos += d->reclen;
 			if (!parse_num(d->name, 10, &epfd) || epfd == (unsigned long)dir)
 				continue;
-			put_num(path + 14, (long)epfd);
+			tether_fmt_ulong(path + 14, epfd, 10);
 			if (raw(SYS_readlink, (long)path, (long)target, sizeof target) == sizeof eventpoll - 1 &&
 			    !tether_memcmp(target, eventpoll, sizeof eventpoll - 1))
 				n = from_fdinfo((int)epfd, fd, regs, n, max);

@@ -9,7 +9,6 @@
 #include "protocol.h"
 
 #define SYS_open 2
-#define SYS_close 3
 #define SYS_openat 257
 #define O_ACCMODE 3
 #define O_CLOEXEC 02000000
@@ -36,33 +35,15 @@ static long open_in_target(const char *path, int flags, unsigned mode)
 	unsigned long words[TETHER_FRAME_MAX / 8];
 	struct tether_frame *f = (struct tether_frame *)words;
 	struct tether_open *o = (struct tether_open *)(f + 1);
-	unsigned char *p = (unsigned char *)(o + 1);
-	unsigned long n = tether_strlen(path);
-	int fd = -1;
-	long got;
 
 	o->flags = flags;
 	o->mode = mode;
-	p[0] = (unsigned char)n;
-	p[1] = (unsigned char)(n >> 8);
-	for (unsigned long i = 0; i < n; i++)
-		p[2 + i] = (unsigned char)path[i];
-	f->length = (unsigned)(sizeof *f + sizeof *o + 2 + n);
+	f->length = (unsigned)(tether_put_string((unsigned char *)(o + 1), path, (unsigned)tether_strlen(path)) -
+	                       (unsigned char *)words);
 	f->type = TETHER_MSG_OPEN;
 	f->flags = 0;
 	f->id = 1;
-	got = tether_request(words, sizeof words, &fd, flags & O_CLOEXEC);
-	if (got < 0)
-		return got;
-	if (f->type == TETHER_MSG_OPEN_REPLY && got == (long)sizeof *f && fd >= 0)
-		return fd;
-	if (fd >= 0)
-		tether_raw_syscall6(SYS_close, fd, 0, 0, 0, 0, 0);
-	if (f->type == TETHER_MSG_ERROR && got >= (long)(sizeof *f + sizeof(struct tether_error))) {
-		int err = ((const struct tether_error *)(f + 1))->err;
-		return err > 0 && err < 4096 ? -err : -5; /* EIO */
-	}
-	return -71; /* EPROTO */
+	return tether_ask(words, TETHER_MSG_OPEN_REPLY, 0, flags & O_CLOEXEC);
 }
 
 /* The target's descriptor (or -errno), or RUN_HERE. */

@@ -42,38 +42,16 @@ unsigned long tether_go_entered_pc, tether_go_exited_pc;
 unsigned long tether_go_g_m, tether_go_m_curg, tether_go_g_syscallsp;
 unsigned tether_go_vfork_args;
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 /* Parse "<hex>" up to a stop character; 0 on success. */
 static int parse_hex(const char **s, unsigned long *out)
 {
 	unsigned long v = 0;
 	int n = 0;
 
-	for (; hexval(**s) >= 0 && n < 16; (*s)++, n++)
-		v = v << 4 | (unsigned long)hexval(**s);
+	for (; tether_hexdigit(**s) >= 0 && n < 16; (*s)++, n++)
+		v = v << 4 | (unsigned long)tether_hexdigit(**s);
 	*out = v;
 	return n ? 0 : -1;
-}
-
-static int parse_code(const char **s, unsigned char *code)
-{
-	for (int i = 0; i < CODE_BYTES; i++) {
-		int hi = hexval((*s)[0]), lo = hi >= 0 ? hexval((*s)[1]) : -1;
-
-		if (lo < 0)
-			return -1;
-		code[i] = (unsigned char)(hi << 4 | lo);
-		*s += 2;
-	}
-	return 0;
 }
 
 static int starts(const char *s, const char *prefix)
@@ -119,7 +97,7 @@ static int parse(const char *s, struct func *funcs, unsigned long goff[3], const
 		if (k == NFUNCS)
 			return -1;
 		s += tether_strlen(names[k]) + 1;
-		if (parse_hex(&s, &funcs[k].addr) || *s++ != ':' || parse_code(&s, funcs[k].code))
+		if (parse_hex(&s, &funcs[k].addr) || *s++ != ':' || tether_hex_bytes(&s, funcs[k].code, CODE_BYTES))
 			return -1;
 		if (*s == ':') {
 			s++;

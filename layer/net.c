@@ -193,27 +193,6 @@ static int kind_of(long fd, int family, struct kind *k)
 	       k->fl >= 0 ? 0 : -1;
 }
 
-/* Send the request in words to the agent; on reply_type with the expected
- * payload size and a descriptor, return the descriptor, else -errno. */
-static long ask_agent(unsigned long *words, unsigned short reply_type, unsigned long payload)
-{
-	const struct tether_frame *f = (const struct tether_frame *)words;
-	int newfd = -1;
-	long n = tether_request(words, TETHER_FRAME_MAX, &newfd, 1);
-
-	if (n < 0)
-		return n;
-	if (f->type == reply_type && n == (long)(sizeof *f + payload) && newfd >= 0)
-		return newfd;
-	if (newfd >= 0)
-		raw(SYS_close, newfd, 0, 0, 0, 0);
-	if (f->type == TETHER_MSG_ERROR && n >= (long)(sizeof *f + sizeof(struct tether_error))) {
-		int err = ((const struct tether_error *)(f + 1))->err;
-		return err > 0 && err < 4096 ? -err : -5; /* EIO */
-	}
-	return -71; /* EPROTO */
-}
-
 /* Put the target's socket newfd in place of fd, as the program made it. */
 static long swap_in(long fd, long newfd, const struct kind *k)
 {
@@ -251,7 +230,7 @@ static long net_connect(long nr, long fd, long addr, long len, long a4, long a5,
 	f->type = TETHER_MSG_CONNECT;
 	f->flags = 0;
 	f->id = 1;
-	newfd = ask_agent(words, TETHER_MSG_CONNECT_REPLY, sizeof(struct tether_connect_reply));
+	newfd = tether_ask(words, TETHER_MSG_CONNECT_REPLY, sizeof(struct tether_connect_reply), 1);
 	if (newfd < 0)
 		return newfd;
 	status = ((const struct tether_connect_reply *)(f + 1))->status;
@@ -326,7 +305,7 @@ static long move_udp(long fd, const unsigned char *sa)
 	f->type = TETHER_MSG_SOCKET;
 	f->flags = 0;
 	f->id = 1;
-	newfd = ask_agent(words, TETHER_MSG_SOCKET_REPLY, 0);
+	newfd = tether_ask(words, TETHER_MSG_SOCKET_REPLY, 0, 1);
 	if (newfd < 0)
 		return newfd;
 	if (bound.port) {

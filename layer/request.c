@@ -187,3 +187,22 @@ long tether_request(void *buf, unsigned long size, int *fd, int cloexec)
 	*fd = -1;
 	return n < 0 ? n : -71; /* EPROTO, or the agent closed the connection */
 }
+
+long tether_ask(unsigned long *words, unsigned short reply_type, unsigned long payload, int cloexec)
+{
+	const struct tether_frame *f = (const struct tether_frame *)words;
+	int newfd = -1;
+	long n = tether_request(words, TETHER_FRAME_MAX, &newfd, cloexec);
+
+	if (n < 0)
+		return n;
+	if (f->type == reply_type && n == (long)(sizeof *f + payload) && newfd >= 0)
+		return newfd;
+	if (newfd >= 0)
+		raw(SYS_close, newfd, 0, 0, 0, 0);
+	if (f->type == TETHER_MSG_ERROR && n >= (long)(sizeof *f + sizeof(struct tether_error))) {
+		int err = ((const struct tether_error *)(f + 1))->err;
+		return err > 0 && err < 4096 ? -err : -5; /* EIO */
+	}
+	return -71; /* EPROTO */
+}

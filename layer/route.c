@@ -16,15 +16,6 @@
 #define AF_INET 2
 #define AF_INET6 10
 
-static int hex(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 static const char *number(const char *p, unsigned *out, unsigned max)
 {
 	unsigned v = 0;
@@ -64,14 +55,8 @@ int tether_route_parse(const char *p, struct tether_route *r)
 		nbytes = family == 4 ? 4 : family == 6 ? 16 : 0;
 		for (unsigned i = 0; i < 16; i++)
 			rule->addr[i] = 0;
-		for (unsigned i = 0; i < nbytes; i++) {
-			int hi = hex(p[0]), lo = hi < 0 ? -1 : hex(p[1]);
-
-			if (lo < 0)
-				return -1;
-			rule->addr[i] = (unsigned char)(hi << 4 | lo);
-			p += 2;
-		}
+		if (tether_hex_bytes(&p, rule->addr, nbytes) < 0)
+			return -1;
 		if (*p++ != '/' || !(p = number(p, &prefix, nbytes * 8)) || *p++ != '/' ||
 		    !(p = number(p, &port, 65535)) || *p++ != ';')
 			return -1;

@@ -61,7 +61,7 @@ static int connect_to(const char *path)
 	return (int)fd;
 }
 
-static unsigned char *put_string(unsigned char *p, const char *s, unsigned n)
+unsigned char *tether_put_string(unsigned char *p, const char *s, unsigned n)
 {
 	p[0] = (unsigned char)n;
 	p[1] = (unsigned char)(n >> 8);
@@ -144,8 +144,8 @@ int tether_session_open(const char *path, const char *go_build_id, unsigned id_l
 	h->capabilities = 0;
 	h->pid = (int)raw(SYS_getpid, 0, 0, 0, 0, 0, 0);
 	h->ppid = (int)raw(SYS_getppid, 0, 0, 0, 0, 0, 0);
-	p = put_string((unsigned char *)(h + 1), exe, (unsigned)exe_len);
-	p = put_string(p, go_build_id, id_len);
+	p = tether_put_string((unsigned char *)(h + 1), exe, (unsigned)exe_len);
+	p = tether_put_string(p, go_build_id, id_len);
 	n = exchange(buf, sizeof words, p, TETHER_MSG_HELLO, 1, TETHER_MSG_HELLO_REPLY);
 	if (n < 0)
 		return (int)n;
@@ -179,8 +179,8 @@ int tether_session_plan(const char *path, const char *go_build_id, unsigned id_l
 		return -36; /* ENAMETOOLONG */
 	while (__atomic_exchange_n(&busy, 1, __ATOMIC_ACQUIRE))
 		;
-	p = put_string(buf + sizeof(struct tether_frame), path, (unsigned)n);
-	p = put_string(p, go_build_id, id_len);
+	p = tether_put_string(buf + sizeof(struct tether_frame), path, (unsigned)n);
+	p = tether_put_string(p, go_build_id, id_len);
 	got = exchange(buf, sizeof words, p, TETHER_MSG_PLAN_REQUEST, 2, TETHER_MSG_PLAN_REPLY);
 	if (got < 0)
 		err = (int)got;

@@ -45,6 +45,9 @@ void tether_say(const char *const *parts); /* NULL-terminated; one line to fd 2 
 char *tether_fmt_ulong(char *p, unsigned long v, unsigned base);
 unsigned long tether_strlen(const char *s);
 int tether_memcmp(const void *a, const void *b, unsigned long n);
+int tether_hexdigit(char c);	/* 0-15 for 0-9 a-f, else -1 */
+/* n bytes from 2n lowercase hex digits at *s, which moves past them; 0 or -1. */
+int tether_hex_bytes(const char **s, unsigned char *out, unsigned n);
 
 /* main_exe.c: a loaded ELF module, as the dynamic loader placed it. */
 struct tether_module {
@@ -77,6 +80,8 @@ struct tether_session_reply {
 int tether_session_open(const char *path, const char *go_build_id, unsigned id_len,
                         unsigned *mode, struct tether_session_reply *reply);
 int tether_session_send(const void *frame, unsigned long length);
+/* A u16 length and n bytes of s at p (the wire's strings); returns the end. */
+unsigned char *tether_put_string(unsigned char *p, const char *s, unsigned n);
 int tether_session_plan(const char *path, const char *go_build_id, unsigned id_len,
                         char *plan, unsigned plan_size);
 
@@ -92,6 +97,10 @@ long tether_peek(void *dst, long addr, unsigned long n);
  * none).  Returns the reply's length or -errno. */
 int tether_request_init(const char *agent_path);
 long tether_request(void *buf, unsigned long size, int *fd, int cloexec);
+/* The same for a request whose answer is reply_type with payload bytes and a
+ * descriptor (words: a TETHER_FRAME_MAX buffer): the descriptor, or -errno
+ * (the agent's ERROR, else EPROTO). */
+long tether_ask(unsigned long *words, unsigned short reply_type, unsigned long payload, int cloexec);
 
 /* route.c: the ordered local/remote rules for outgoing connections. */
 #define TETHER_ROUTE_MAX 64
