@@ -76,30 +76,32 @@ class Link:
                 return
             self._handle(frame)
 
+    def _sendmsg(self, frame: bytes, fds: list[int]) -> bool:
+        """Send one frame with its descriptors; False if the link cannot take it now. On a
+        failed (or closed) link nothing more goes out: that counts as done."""
+        if self.done.done():
+            return True
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        try:
+            self.sock.sendmsg([frame], ancillary)
+        except BlockingIOError:
+            return False
+        except OSError as e:
+            self._close(f"session link failed: {e}")
+        return True
+
     def _send(self, frame: bytes, fds: list[int] = ()) -> None:
         """Send now, or queue (with copies of fds) until the link can take it."""
         if not self.unsent:
-            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-            try:
-                self.sock.sendmsg([frame], ancillary)
+            if self._sendmsg(frame, fds):
                 return
-            except BlockingIOError:
-                self.loop.add_writer(self.sock, self._writable)
-            except OSError as e:
-                self._close(f"session link failed: {e}")
-                return
+            self.loop.add_writer(self.sock, self._writable)
         self.unsent.append((frame, [os.dup(fd) for fd in fds]))
 
     def _writable(self) -> None:
         while self.unsent:
             frame, fds = self.unsent[0]
-            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-            try:
-                self.sock.sendmsg([frame], ancillary)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                self._close(f"session link failed: {e}")
+            if not self._sendmsg(frame, fds):
                 return
             self.unsent.popleft()
             for fd in fds:
