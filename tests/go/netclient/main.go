@@ -36,68 +36,53 @@ import (
 	"time"
 )
 
+// steps: how many arguments each takes, and what it does with them.
+var steps = map[string]struct {
+	args int
+	run  func(a []string) string
+}{
+	"http":     {1, func(a []string) string { return doHTTP(a[0]) }},
+	"udp":      {2, func(a []string) string { return doUDP(a[0], a[1]) }},
+	"lookup":   {1, func(a []string) string { return doLookup(a[0]) }},
+	"env":      {1, func(a []string) string { return doEnv(a[0]) }},
+	"dial":     {1, func(a []string) string { return doDial(a[0]) }},
+	"loopback": {0, func(a []string) string { return doLoopback() }},
+	"rcvbuf":   {2, func(a []string) string { return doRcvbuf(a[0], a[1]) }},
+	"blocking": {1, func(a []string) string { return doBlocking(a[0]) }},
+	"wait":     {1, func(a []string) string { return doWait(a[0]) }},
+	"udpto":    {2, func(a []string) string { return doUDPTo(a[0], a[1]) }},
+	"sink":     {1, func(a []string) string { return doSink(a[0]) }},
+	"send":     {2, func(a []string) string { return doSend(a[0], a[1]) }},
+	"connects": {2, func(a []string) string { return doConnects(a[0], a[1]) }},
+	"lookups":  {2, func(a []string) string { return doLookups(a[0], a[1]) }},
+	"exit": {1, func(a []string) string {
+		code, _ := strconv.Atoi(a[0])
+		os.Exit(code)
+		return ""
+	}},
+}
+
 func main() {
 	args := os.Args[1:]
 	for len(args) > 0 {
-		n := 1
-		switch args[0] {
-		case "http":
-			n = 2
-			step(doHTTP(args[1]))
-		case "udp":
-			n = 3
-			step(doUDP(args[1], args[2]))
-		case "lookup":
-			n = 2
-			step(doLookup(args[1]))
-		case "env":
-			n = 2
-			if v, ok := os.LookupEnv(args[1]); ok {
-				step("env " + args[1] + "=" + v)
-			} else {
-				step("env " + args[1] + " unset")
-			}
-		case "dial":
-			n = 2
-			step(doDial(args[1]))
-		case "loopback":
-			step(doLoopback())
-		case "rcvbuf":
-			n = 3
-			step(doRcvbuf(args[1], args[2]))
-		case "blocking":
-			n = 2
-			step(doBlocking(args[1]))
-		case "wait":
-			n = 2
-			step(doWait(args[1]))
-		case "sink":
-			n = 2
-			step(doSink(args[1]))
-		case "send":
-			n = 3
-			step(doSend(args[1], args[2]))
-		case "connects":
-			n = 3
-			step(doConnects(args[1], args[2]))
-		case "lookups":
-			n = 3
-			step(doLookups(args[1], args[2]))
-		case "udpto":
-			n = 3
-			step(doUDPTo(args[1], args[2]))
-		case "exit":
-			code, _ := strconv.Atoi(args[1])
-			os.Exit(code)
-		default:
-			fmt.Fprintln(os.Stderr, "netclient: unknown step", args[0])
+		s, ok := steps[args[0]]
+		if !ok || len(args) < 1+s.args {
+			fmt.Fprintln(os.Stderr, "netclient: unknown step or missing arguments:", args[0])
 			os.Exit(2)
 		}
-		args = args[n:]
+		step(s.run(args[1 : 1+s.args]))
+		args = args[1+s.args:]
 	}
 }
 
 func step(line string) { fmt.Println(line) }
+
+func doEnv(name string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return "env " + name + "=" + v
+	}
+	return "env " + name + " unset"
+}
 
 func doHTTP(url string) string {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
