@@ -49,7 +49,8 @@ def seeds() -> list[bytes]:
                                               data=(wire.Data(1, wire.DATA_SOCKADDR, sa, 16),))),
         wire.encode_connect(wire.Connect(2, 1, 0, 0, sa), 5), wire.encode_connect_reply(5, 115),
         wire.encode_open(wire.Open(0, 0, "/etc/hosts"), 6), wire.encode_socket(10, 2, 17, 7),
-        wire.encode_resolve("db.internal", 9), wire.encode_resolve_reply(["10.0.0.1", "::1"], 9),
+        wire.encode_resolve(wire.Resolve("db.internal", "443", 0x20, 2, 1, 6), 9),
+        wire.encode_resolve_reply(wire.ResolveReply(0, 0, "db", (wire.AddrInfo(2, 1, 6, bytes(16)),)), 9),
         *wire.encode_env_reply({"A": "1", "B": "x" * 50}, 8),
     ]
 

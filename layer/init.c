@@ -100,8 +100,10 @@ void tether_start(char **envp)
 			refuse("the session named no usable agent socket");
 		if (mode & TETHER_MODE_NET && tether_net_install(reply.rules) < 0)
 			refuse("the session sent outgoing rules the layer cannot read");
-		if (mode & TETHER_MODE_DNS)
+		if (mode & TETHER_MODE_DNS) {
 			tether_files_install();
+			tether_dns_install();
+		}
 	}
 	if (tether_tracing || is_one(tether_getenv(envp, "TETHER_ROUTE_ALL")))
 		tether_route_all();

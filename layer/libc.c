@@ -5,8 +5,7 @@
  * layer is preloaded).  Each goes to the same dispatcher as the Go hooks,
  * so a detour is written once; the kernel-style result becomes libc's
  * -1 and errno.  The layer's own socket calls are raw syscalls, so these
- * are never re-entered.  The rest of libc interposition is issue work to
- * come (files, DNS inside glibc). */
+ * are never re-entered.  Name lookups are dns.c's. */
 #include "tether.h"
 
 int *__errno_location(void); /* libc's, for the thread's errno */

@@ -26,8 +26,8 @@
 #define TETHER_MSG_OPEN_REPLY 35  /* success; the descriptor rides along */
 #define TETHER_MSG_SOCKET 38	  /* a socket made in the target, not connected */
 #define TETHER_MSG_SOCKET_REPLY 39 /* success; the descriptor rides along */
-#define TETHER_MSG_RESOLVE 40	  /* a host name, resolved in the target */
-#define TETHER_MSG_RESOLVE_REPLY 41 /* its addresses: u16-prefixed numeric strings */
+#define TETHER_MSG_RESOLVE 40	  /* getaddrinfo() in the target */
+#define TETHER_MSG_RESOLVE_REPLY 41 /* its status and addresses */
 #define TETHER_MSG_ENV 36	  /* session -> agent: the target's environment */
 #define TETHER_MSG_ENV_REPLY 37	  /* NUL-terminated KEY=VALUE entries, maybe over several frames */
 
@@ -113,6 +113,29 @@ struct tether_connect_reply {
 
 /* SOCKET payload: the kind of socket to make in the target. */
 struct tether_socket {
+	unsigned short family;
+	unsigned short socktype;
+	int protocol;
+};
+
+/* RESOLVE payload: getaddrinfo's hints, then two strings (u16 length and
+ * bytes): the node (host name) and the service (may be empty). */
+struct tether_resolve {
+	int flags;		/* AI_* as glibc numbers them */
+	int family;
+	int socktype;
+	int protocol;
+};
+
+/* RESOLVE_REPLY payload, then a string (the canonical name, empty unless
+ * AI_CANONNAME asked for it) and entries: struct tether_resolve_entry, a
+ * u16 length and the sockaddr bytes.  Entries are in getaddrinfo's order. */
+struct tether_resolve_reply {
+	int status;		/* 0, or getaddrinfo's EAI_* code (glibc's numbers, negative) */
+	int err;		/* errno, for EAI_SYSTEM */
+};
+
+struct tether_resolve_entry {
 	unsigned short family;
 	unsigned short socktype;
 	int protocol;

@@ -131,6 +131,8 @@ void tether_epoll_restore(int fd, const struct tether_epoll_reg *regs, unsigned 
 /* net.c, files.c: the detours of tether exec; net.c takes the rules text. */
 int tether_net_install(const char *rules);
 void tether_files_install(void);
+/* dns.c: answer libc's host name lookups from the target. */
+void tether_dns_install(void);
 
 /* trace.c: report each call through the dispatcher to the session. */
 extern int tether_tracing;

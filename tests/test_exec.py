@@ -183,17 +183,26 @@ def test_agent_dying_fails_new_connects_fast_and_keeps_the_program(go_versions, 
 
 PY_CLIENT = r'''
 import os, socket, sys, threading, urllib.request
+url, hosts_name, dns_name, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-print(opener.open(sys.argv[1], timeout=5).read().decode().strip())
+print(opener.open(url, timeout=5).read().decode().strip())
 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 udp.settimeout(3)
-udp.sendto(b"py", (sys.argv[2], int(sys.argv[3])))
+udp.sendto(b"py", (hosts_name, port))  # getaddrinfo inside sendto
 print(udp.recvfrom(100)[0].decode())
+print(socket.gethostbyname(dns_name), socket.gethostbyname_ex(hosts_name)[2])
+print(sorted({(i[0].name, i[4][0]) for i in socket.getaddrinfo(dns_name, "http", type=socket.SOCK_STREAM)}))
+print(socket.getaddrinfo(hosts_name, 80, flags=socket.AI_CANONNAME)[0][3])
+for name in ("no-such-host.test", b"x" * 300):
+    try:
+        socket.getaddrinfo(name, 80)
+    except socket.gaierror as e:
+        print("gaierror", e.errno == socket.EAI_NONAME)
 server = socket.create_server(("127.0.0.1", 0))
 threading.Thread(target=lambda: server.accept()[0].sendall(b"local"), daemon=True).start()
 print(socket.create_connection(server.getsockname(), timeout=3).recv(10).decode())
 try:
-    socket.create_connection((sys.argv[2], int(sys.argv[3]) + 1), timeout=3)
+    socket.create_connection((hosts_name, port + 1), timeout=3)
 except ConnectionRefusedError:
     print("refused")
 print(os.environ.get("TARGET_ONLY_VAR"))
@@ -201,15 +210,27 @@ print(os.environ.get("TARGET_ONLY_VAR"))
 
 
 def test_python_program_reaches_the_target_through_libc(target_ns):  # noqa: F811
-    # By address: names in libc programs resolve through glibc's internals, not hooked yet.
-    r = tether_exec(target_ns, Path(sys.executable), ["-I", "-c", PY_CLIENT, target_ns.http_url, WEB_ADDR,
-                                                      str(UDP_PORT)])
+    """Names resolve through the target (the layer answers getaddrinfo and gethostbyname*):
+    a hosts-file-only name and a name only the namespace's dnsmasq knows."""
+    url = f"http://{target_ns.dns_name}:{HTTP_PORT}/"
+    args = ["-I", "-c", PY_CLIENT, url, target_ns.hosts_name, target_ns.dns_name, str(UDP_PORT)]
+    r = tether_exec(target_ns, Path(sys.executable), args)
     assert (r.returncode, r.stdout.splitlines(), r.stderr) == (
-        0, [target_ns.http_body.strip(), "echo:py", "local", "refused", "from-netns"], "")
+        0, [target_ns.http_body.strip(), "echo:py", f"{WEB_ADDR} ['{WEB_ADDR}']",
+            f"[('AF_INET', '{WEB_ADDR}')]", target_ns.hosts_name, "gaierror True", "gaierror True",
+            "local", "refused", "from-netns"], "")
+    # Without tether neither name exists here; with --no-dns the lookups stay here too.
+    for flags in ([], ["--no-dns"]):
+        cmd = [*TETHER, "exec", "--target", f"netns:{target_ns.name}", *flags, "--"] if flags else []
+        here = subprocess.run([*cmd, sys.executable, "-I", "-c", "import socket, sys; socket.getaddrinfo(sys.argv[1], 80)",
+                               target_ns.hosts_name], capture_output=True, text=True, timeout=30)
+        assert here.returncode == 1 and "socket.gaierror" in here.stderr, here.stderr
 
 
 def test_curl_reaches_the_target(target_ns):  # noqa: F811
     curl = shutil.which("curl")
     assert curl, "curl is missing: .ci/run installs it (apt install curl)"
-    r = tether_exec(target_ns, Path(curl), ["-sS", "--noproxy", "*", "-m", "5", target_ns.http_url])
-    assert (r.returncode, r.stdout, r.stderr) == (0, target_ns.http_body, "")
+    for url in (target_ns.http_url, f"http://{target_ns.dns_name}:{HTTP_PORT}/",
+                f"http://{target_ns.hosts_name}:{HTTP_PORT}/"):
+        r = tether_exec(target_ns, Path(curl), ["-sS", "--noproxy", "*", "-m", "5", url])
+        assert (r.returncode, r.stdout, r.stderr) == (0, target_ns.http_body, ""), url

@@ -29,9 +29,12 @@ SYS_getppid = 110
 
 # pthread_create: the moment a Go c-shared library starts its runtime (layer/pthread.c).
 EXPORTS = {"tether_dispatch", "tether_layer_loaded", "tether_set_handler", "tether_route_verdict", "pthread_create",
-           "connect", "sendto", "sendmsg"}
-# libc serves start-up only, and errno for the libc entry points of layer/libc.c.
-LIBC_IMPORTS = {"dlsym", "dl_iterate_phdr", "environ", "__environ", "__errno_location"}
+           "connect", "sendto", "sendmsg",
+           "getaddrinfo", "gethostbyname", "gethostbyname2", "gethostbyname_r", "gethostbyname2_r"}
+# libc serves start-up only, errno for the libc entry points of layer/libc.c, and malloc/free
+# for the lookup results of layer/dns.c (freed by libc's freeaddrinfo).
+LIBC_IMPORTS = {"dlsym", "dl_iterate_phdr", "environ", "__environ", "__errno_location", "__h_errno_location",
+                "malloc", "free"}
 
 
 @pytest.fixture(scope="module")

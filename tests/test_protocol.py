@@ -34,6 +34,15 @@ FACTS = {
     "TETHER_MSG_RESOLVE": wire.MSG_RESOLVE,
     "TETHER_MSG_RESOLVE_REPLY": wire.MSG_RESOLVE_REPLY,
     "sizeof(struct tether_socket)": wire.SOCKET.size,
+    "sizeof(struct tether_resolve)": wire.RESOLVE.size,
+    "offsetof(struct tether_resolve, family)": 4,
+    "offsetof(struct tether_resolve, socktype)": 8,
+    "offsetof(struct tether_resolve, protocol)": 12,
+    "sizeof(struct tether_resolve_reply)": wire.RESOLVE_REPLY.size,
+    "offsetof(struct tether_resolve_reply, err)": 4,
+    "sizeof(struct tether_resolve_entry)": wire.RESOLVE_ENTRY.size,
+    "offsetof(struct tether_resolve_entry, socktype)": 2,
+    "offsetof(struct tether_resolve_entry, protocol)": 4,
     "offsetof(struct tether_socket, socktype)": 2,
     "offsetof(struct tether_socket, protocol)": 4,
     "TETHER_MSG_ENV_REPLY": wire.MSG_ENV_REPLY,
@@ -122,10 +131,31 @@ def test_error_and_connect_round_trip(err, message, sockaddr, timeout_ms):
     assert wire.decode_connect(wire.decode_frame(wire.encode_connect(c, 9))) == c
 
 
-@given(st.text(min_size=1, max_size=253), st.lists(st.text(max_size=45), max_size=20))
-def test_resolve_round_trip(name, addresses):
-    assert wire.decode_resolve(wire.decode_frame(wire.encode_resolve(name, 3))) == name
-    assert wire.decode_resolve_reply(wire.decode_frame(wire.encode_resolve_reply(addresses, 3))) == addresses
+names = st.text(st.characters(blacklist_characters="\0"), min_size=1, max_size=253)
+addrinfos = st.builds(wire.AddrInfo, st.integers(0, 65535), st.integers(0, 65535),
+                      st.integers(-(2**31), 2**31 - 1), st.binary(max_size=128))
+
+
+@given(names, st.text(st.characters(blacklist_characters="\0"), max_size=32),
+       st.tuples(*[st.integers(-(2**31), 2**31 - 1)] * 4))
+def test_resolve_round_trip(node, service, hints):
+    r = wire.Resolve(node, service, *hints)
+    assert wire.decode_resolve(wire.decode_frame(wire.encode_resolve(r, 3))) == r
+
+
+@given(st.text(max_size=255), st.lists(addrinfos, max_size=20), st.integers(-12, -1), st.integers(0, 200))
+def test_resolve_reply_round_trip(canonname, entries, status, err):
+    ok = wire.ResolveReply(0, 0, canonname, tuple(entries))
+    assert wire.decode_resolve_reply(wire.decode_frame(wire.encode_resolve_reply(ok, 3))) == ok
+    failed = wire.ResolveReply(status, err)
+    assert wire.decode_resolve_reply(wire.decode_frame(wire.encode_resolve_reply(failed, 3))) == failed
+
+
+def test_resolve_reply_keeps_what_fits_one_frame():
+    many = wire.ResolveReply(entries=tuple(wire.AddrInfo(10, 1, 6, bytes(28)) for _ in range(500)))
+    frame = wire.encode_resolve_reply(many, 3)
+    assert len(frame) <= wire.FRAME_MAX
+    assert 0 < len(wire.decode_resolve_reply(wire.decode_frame(frame)).entries) < 500
 
 
 @given(st.integers(-(2**31), 2**31 - 1), st.integers(0, 2**32 - 1), st.text(min_size=1, max_size=300))

@@ -73,14 +73,3 @@ def unconnected(family: int, socktype: int, protocol: int) -> socket.socket:
     except OSError as e:
         raise OpError(e.errno or errno.EIO, f"socket: {e.strerror}") from None
 
-
-async def resolve(name: str) -> list[str]:
-    """The addresses of a host name as the target resolves it (its resolv.conf, hosts and name
-    servers), IPv4 first, without duplicates."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_STREAM)
-    except socket.gaierror as e:
-        raise OpError(errno.ENOENT, f"{name}: {e.strerror}") from None
-    addresses = sorted({info[4][0] for info in infos}, key=lambda a: (":" in a, a))
-    log.debug("resolve %s: %s", name, " ".join(addresses))
-    return addresses

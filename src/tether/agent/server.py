@@ -17,7 +17,7 @@ import os
 import socket
 
 from ..protocol import wire
-from . import env, files, net
+from . import dns, env, files, net
 
 log = logging.getLogger("tether.agent")
 CAPABILITIES = 0
@@ -152,13 +152,8 @@ class Link:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _resolve(self, id: int, name: str) -> None:
-        try:
-            addresses = await net.resolve(name)
-        except net.OpError as e:
-            self._send(wire.encode_error(wire.ErrorReply(e.errno, str(e)), id))
-            return
-        self._send(wire.encode_resolve_reply(addresses[:64], id))
+    async def _resolve(self, id: int, req: wire.Resolve) -> None:
+        self._send(wire.encode_resolve_reply(await dns.resolve(req), id))
 
     async def _connect_and_wait(self, id: int, req: wire.Connect) -> None:
         try:

@@ -26,10 +26,10 @@ def decode_inet(raw: bytes) -> tuple[int, str, int]:
     raise SockaddrError(f"not an IPv4/IPv6 socket address (family {family}, {len(raw)} bytes)")
 
 
-def encode_inet(host: str, port: int) -> bytes:
+def encode_inet(host: str, port: int, flowinfo: int = 0, scope_id: int = 0) -> bytes:
     """The sockaddr_in / sockaddr_in6 bytes for host:port (a numeric address)."""
     ip = ipaddress.ip_address(host)
     if ip.version == 4:
         return struct.pack("<H", socket.AF_INET) + struct.pack(">H", port) + ip.packed + b"\0" * 8
-    return (struct.pack("<H", socket.AF_INET6) + struct.pack(">H", port) + b"\0" * 4 + ip.packed
-            + b"\0" * 4)
+    return (struct.pack("<H", socket.AF_INET6) + struct.pack(">HI", port, flowinfo) + ip.packed
+            + struct.pack("<I", scope_id))

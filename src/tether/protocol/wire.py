@@ -52,6 +52,10 @@ CONNECT = struct.Struct("<HHiI")  # family, socktype, protocol, timeout_ms; then
 CONNECT_REPLY = struct.Struct("<i")  # status: 0 connected, EINPROGRESS under way
 OPEN = struct.Struct("<iI")  # flags, mode; then the path
 SOCKET = struct.Struct("<HHi")  # family, socktype, protocol
+RESOLVE = struct.Struct("<iiii")  # getaddrinfo hints: flags, family, socktype, protocol; then node, service
+RESOLVE_REPLY = struct.Struct("<ii")  # status (0 or EAI_*), errno for EAI_SYSTEM; then canonname, entries
+RESOLVE_ENTRY = struct.Struct("<HHi")  # family, socktype, protocol; then the sockaddr
+EAI_SYSTEM = -11  # glibc's number: the failure is in errno
 ENV_MAX = 1 << 20  # bytes of environment a session accepts from an agent
 U16 = struct.Struct("<H")
 
@@ -124,6 +128,37 @@ class Open:
 
 
 @dataclass(frozen=True)
+class Resolve:
+    """getaddrinfo(node, service, hints) as the target answers it."""
+
+    node: str
+    service: str = ""
+    flags: int = 0
+    family: int = 0
+    socktype: int = 0
+    protocol: int = 0
+
+
+@dataclass(frozen=True)
+class AddrInfo:
+    family: int
+    socktype: int
+    protocol: int
+    sockaddr: bytes
+
+
+@dataclass(frozen=True)
+class ResolveReply:
+    """getaddrinfo's answer: status 0 and its entries, or an EAI_* code (and errno for
+    EAI_SYSTEM)."""
+
+    status: int = 0
+    errno: int = 0
+    canonname: str = ""
+    entries: tuple[AddrInfo, ...] = ()
+
+
+@dataclass(frozen=True)
 class Data:
     arg: int
     kind: int
@@ -188,14 +223,20 @@ class FrameReader:
         return frames
 
 
-def _string(payload: bytes, pos: int, what: str) -> tuple[str, int]:
+def _bytes(payload: bytes, pos: int, what: str) -> tuple[bytes, int]:
+    """The u16-prefixed bytes at pos, and the position after them."""
     if pos + U16.size > len(payload):
         raise ProtocolError(f"{what} length missing")
     (n,) = U16.unpack_from(payload, pos)
     pos += U16.size
     if pos + n > len(payload):
         raise ProtocolError(f"{what} of {n} bytes runs past the frame")
-    return payload[pos:pos + n].decode("utf-8", "surrogateescape"), pos + n
+    return payload[pos:pos + n], pos + n
+
+
+def _string(payload: bytes, pos: int, what: str) -> tuple[str, int]:
+    value, pos = _bytes(payload, pos, what)
+    return value.decode("utf-8", "surrogateescape"), pos
 
 
 def _pack_string(s: str) -> bytes:
@@ -344,29 +385,50 @@ def encode_socket_reply(id: int) -> bytes:
     return encode_frame(MSG_SOCKET_REPLY, b"", id=id)
 
 
-def encode_resolve(name: str, id: int) -> bytes:
-    return encode_frame(MSG_RESOLVE, _pack_string(name), id=id)
+def encode_resolve(r: Resolve, id: int) -> bytes:
+    return encode_frame(MSG_RESOLVE, RESOLVE.pack(r.flags, r.family, r.socktype, r.protocol)
+                        + _pack_string(r.node) + _pack_string(r.service), id=id)
 
 
-def decode_resolve(f: Frame) -> str:
-    name = _only_string(f, MSG_RESOLVE, "RESOLVE", "host name")
-    if not name or len(name) > 253:
-        raise ProtocolError("malformed RESOLVE host name")
-    return name
+def decode_resolve(f: Frame) -> Resolve:
+    if f.type != MSG_RESOLVE or len(f.payload) < RESOLVE.size:
+        raise ProtocolError("malformed RESOLVE")
+    flags, family, socktype, protocol = RESOLVE.unpack_from(f.payload)
+    node, pos = _string(f.payload, RESOLVE.size, "host name")
+    service, pos = _string(f.payload, pos, "service")
+    if pos != len(f.payload) or not node or len(node) > 253 or "\0" in node + service:
+        raise ProtocolError("malformed RESOLVE host name or service")
+    return Resolve(node, service, flags, family, socktype, protocol)
 
 
-def encode_resolve_reply(addresses: list[str], id: int) -> bytes:
-    return encode_frame(MSG_RESOLVE_REPLY, b"".join(_pack_string(a) for a in addresses), id=id)
+def encode_resolve_reply(r: ResolveReply, id: int) -> bytes:
+    """As many entries as fit one frame (a name with more addresses than that is cut)."""
+    payload = RESOLVE_REPLY.pack(r.status, r.errno) + _pack_string(r.canonname[:255])
+    for e in r.entries:
+        entry = RESOLVE_ENTRY.pack(e.family, e.socktype, e.protocol) + _pack_string_bytes(e.sockaddr[:128])
+        if FRAME.size + len(payload) + len(entry) > FRAME_MAX:
+            break
+        payload += entry
+    return encode_frame(MSG_RESOLVE_REPLY, payload, id=id)
 
 
-def decode_resolve_reply(f: Frame) -> list[str]:
-    if f.type != MSG_RESOLVE_REPLY:
+def decode_resolve_reply(f: Frame) -> ResolveReply:
+    if f.type != MSG_RESOLVE_REPLY or len(f.payload) < RESOLVE_REPLY.size:
         raise ProtocolError("malformed RESOLVE_REPLY")
-    out, pos = [], 0
+    status, err = RESOLVE_REPLY.unpack_from(f.payload)
+    canonname, pos = _string(f.payload, RESOLVE_REPLY.size, "canonical name")
+    entries = []
     while pos < len(f.payload):
-        address, pos = _string(f.payload, pos, "address")
-        out.append(address)
-    return out
+        if pos + RESOLVE_ENTRY.size > len(f.payload):
+            raise ProtocolError("RESOLVE_REPLY entry runs past the frame")
+        family, socktype, protocol = RESOLVE_ENTRY.unpack_from(f.payload, pos)
+        sockaddr, pos = _bytes(f.payload, pos + RESOLVE_ENTRY.size, "socket address")
+        if len(sockaddr) > 128:
+            raise ProtocolError("RESOLVE_REPLY socket address longer than 128 bytes")
+        entries.append(AddrInfo(family, socktype, protocol, sockaddr))
+    if status > 0 or (status and entries):
+        raise ProtocolError(f"RESOLVE_REPLY with status {status} and {len(entries)} entries")
+    return ResolveReply(status, err, canonname, tuple(entries))
 
 
 def encode_open(o: Open, id: int) -> bytes:

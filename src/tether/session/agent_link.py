@@ -9,6 +9,7 @@ session uses them before its loop starts, and tests use them directly.
 from __future__ import annotations
 
 import array
+import errno
 import itertools
 import os
 import select
@@ -17,11 +18,16 @@ import time
 from collections.abc import Callable
 
 from ..protocol import wire
+from ..protocol.sockaddr import decode_inet
 
 # A reply callback gets the frame (None when the link failed: see AgentLink.dead) and the
 # descriptors that came with it, which it then owns; it returns False while more frames of the
 # same reply are due (ENV_REPLY with FLAG_MORE).
 ReplyCallback = Callable[[wire.Frame | None, list[int]], bool]
+
+# glibc's getaddrinfo codes and their gai_strerror texts, for the ones a name lookup returns.
+EAI_REASONS = {-2: "Name or service not known", -3: "Temporary failure in name resolution",
+               -4: "Non-recoverable failure in name resolution", -5: "No address associated with hostname"}
 
 
 class AgentError(Exception):
@@ -176,10 +182,19 @@ class AgentLink:
             return f.read(limit)
 
     def resolve(self, name: str, timeout: float = 10.0) -> list[str]:
-        """The addresses of name as the target resolves it (AgentError if it does not)."""
-        frame, fds = self._call(lambda id: wire.encode_resolve(name, id), timeout)
+        """The addresses of name as the target resolves it, IPv4 first, without duplicates
+        (AgentError ENOENT if it does not resolve)."""
+        req = wire.Resolve(name, socktype=socket.SOCK_STREAM)
+        frame, fds = self._call(lambda id: wire.encode_resolve(req, id), timeout)
         close_fds(fds)
         try:
-            return wire.decode_resolve_reply(frame)
+            reply = wire.decode_resolve_reply(frame)
         except wire.ProtocolError as e:
             raise LinkError(f"the agent sent a malformed reply: {e}") from None
+        if reply.status:
+            reason = EAI_REASONS.get(reply.status, f"getaddrinfo error {reply.status}")
+            if reply.status == wire.EAI_SYSTEM:
+                reason = os.strerror(reply.errno)
+            raise AgentError(errno.ENOENT, f"{name}: {reason}")
+        addresses = {decode_inet(e.sockaddr)[1] for e in reply.entries}
+        return sorted(addresses, key=lambda a: (":" in a, a))

@@ -1,0 +1,44 @@
+"""Name lookups the agent performs inside the target: getaddrinfo() here reads the target's
+resolv.conf, hosts and nsswitch.conf and asks its name servers, so the program gets the answer
+the target would get. The layer's getaddrinfo (layer/dns.c) and the session's host-name rules
+ask through this."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from ..protocol import wire
+from ..protocol.sockaddr import encode_inet
+
+log = logging.getLogger("tether.agent")
+
+
+def _entry(family: int, socktype: int, protocol: int, sockaddr: tuple) -> wire.AddrInfo:
+    host, port = sockaddr[0], sockaddr[1]
+    if family == socket.AF_INET6:
+        raw = encode_inet(host.split("%")[0], port, flowinfo=sockaddr[2], scope_id=sockaddr[3])
+    else:
+        raw = encode_inet(host, port)
+    return wire.AddrInfo(family, socktype, protocol, raw)
+
+
+async def resolve(req: wire.Resolve) -> wire.ResolveReply:
+    """getaddrinfo(req.node, req.service, hints) as the target answers it. Names pass as bytes,
+    exactly as the program gave them (no IDNA re-encoding on the way)."""
+    node = req.node.encode("utf-8", "surrogateescape")
+    service = req.service.encode("utf-8", "surrogateescape") or None
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            node, service, family=req.family, type=req.socktype, proto=req.protocol, flags=req.flags)
+    except socket.gaierror as e:
+        log.debug("resolve %s: %s", req.node, e.strerror)
+        return wire.ResolveReply(status=e.errno)
+    except OSError as e:  # EAI_SYSTEM: Python raises the errno
+        log.debug("resolve %s: %s", req.node, e.strerror)
+        return wire.ResolveReply(status=wire.EAI_SYSTEM, errno=e.errno or 5)
+    entries = tuple(_entry(family, socktype, protocol, sockaddr) for family, socktype, protocol, _, sockaddr in infos
+                    if family in (socket.AF_INET, socket.AF_INET6))
+    canonname = next((name for *_, name, _ in infos if name), "")
+    log.debug("resolve %s: %d addresses", req.node, len(entries))
+    return wire.ResolveReply(0, 0, canonname, entries)
