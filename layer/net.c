@@ -30,6 +30,8 @@
 #define SYS_setsockopt 54
 #define SYS_fcntl 72
 #define SYS_dup3 292
+#define SYS_clock_gettime 228
+#define CLOCK_MONOTONIC 1
 #define AF_INET 2
 #define AF_INET6 10
 #define SOCK_STREAM 1
@@ -40,6 +42,7 @@
 #define SO_PROTOCOL 38
 #define SO_NETNS_COOKIE 71
 #define SO_RCVBUF 8
+#define SO_SNDTIMEO 21
 #define SO_SNDBUF 7
 #define IPPROTO_IP 0
 #define IPPROTO_TCP 6
@@ -81,7 +84,7 @@ static const struct { int level, name; } carried[] = {
 	{SOL_SOCKET, 13}, /* SO_LINGER */
 	{SOL_SOCKET, 15}, /* SO_REUSEPORT */
 	{SOL_SOCKET, 20}, /* SO_RCVTIMEO */
-	{SOL_SOCKET, 21}, /* SO_SNDTIMEO */
+	{SOL_SOCKET, SO_SNDTIMEO},
 	{SOL_SOCKET, 36}, /* SO_MARK */
 	{IPPROTO_TCP, 1}, /* TCP_NODELAY */
 	{IPPROTO_TCP, 4}, /* TCP_KEEPIDLE */
@@ -162,18 +165,36 @@ static int sockopt_int(long fd, int name)
 	return v;
 }
 
+static long now_ms(void)
+{
+	struct { long sec, nsec; } t;
+
+	raw(SYS_clock_gettime, CLOCK_MONOTONIC, (long)&t, 0, 0, 0);
+	return t.sec * 1000 + t.nsec / 1000000;
+}
+
 /* A blocking socket waits for its connect here, as the kernel would have
- * made connect() wait. */
+ * made connect() wait: without end, or for SO_SNDTIMEO, after which the
+ * kernel's connect returns EINPROGRESS. */
 static long finish_blocking(long fd)
 {
 	struct { int fd; short events, revents; } p = {(int)fd, POLLOUT, 0};
-	long n;
+	struct { long sec, usec; } limit = {0, 0};
+	unsigned len = sizeof limit;
+	long wait_ms = -1, end = 0, n;
 
-	do
-		n = raw(SYS_poll, (long)&p, 1, -1, 0, 0);
-	while (n == -EINTR);
+	if (raw(SYS_getsockopt, fd, SOL_SOCKET, SO_SNDTIMEO, (long)&limit, (long)&len) == 0 &&
+	    (limit.sec > 0 || limit.usec > 0)) {
+		wait_ms = limit.sec * 1000 + (limit.usec + 999) / 1000;
+		end = now_ms() + wait_ms;
+	}
+	while ((n = raw(SYS_poll, (long)&p, 1, wait_ms, 0, 0)) == -EINTR)
+		if (end && (wait_ms = end - now_ms()) < 0)
+			wait_ms = 0;
 	if (n < 0)
 		return n;
+	if (n == 0)
+		return -EINPROGRESS;
 	return -(long)sockopt_int(fd, SO_ERROR);
 }
 

@@ -234,3 +234,58 @@ def test_curl_reaches_the_target(target_ns):  # noqa: F811
                 f"http://{target_ns.hosts_name}:{HTTP_PORT}/"):
         r = tether_exec(target_ns, Path(curl), ["-sS", "--noproxy", "*", "-m", "5", url])
         assert (r.returncode, r.stdout, r.stderr) == (0, target_ns.http_body, ""), url
+
+
+STUCK_PORT = 8099
+STUCK_LISTENER = r'''
+import socket, sys, time
+s = socket.socket()
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(0)  # never accepts: one queued connect fills it, later SYNs go unanswered
+first = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+time.sleep(60)
+'''
+PY_SLOW_CONNECT = r'''
+import socket, struct, sys, threading, time, urllib.request
+addr, port, dns_name, url = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+result = []
+
+def slow():
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 3, 0))
+    start = time.monotonic()
+    try:
+        s.connect((addr, port))  # blocking: the kernel would wait up to SO_SNDTIMEO
+        result.append("connected")
+    except OSError as e:
+        result.append(f"{type(e).__name__} after {time.monotonic() - start:.0f} s")
+
+t = threading.Thread(target=slow)
+t.start()
+time.sleep(0.3)
+start = time.monotonic()
+socket.getaddrinfo(dns_name, 80)
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+body = opener.open(url, timeout=5).read().decode().strip()
+took = time.monotonic() - start
+print("lookup and fetch", "fast" if took < 1 else f"took {took:.1f} s", "while connecting" if t.is_alive() else "")
+t.join()
+print("slow connect:", *result)
+'''
+
+
+def test_a_slow_connect_holds_up_no_lookup_on_another_thread(target_ns):  # noqa: F811
+    listener = subprocess.Popen(target_ns.exec_argv([sys.executable, "-I", "-c", STUCK_LISTENER, WEB_ADDR,
+                                                     str(STUCK_PORT)]), stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout.readline() == "ready\n"
+        url = f"http://{target_ns.dns_name}:{HTTP_PORT}/"
+        r = tether_exec(target_ns, Path(sys.executable), ["-I", "-c", PY_SLOW_CONNECT, WEB_ADDR, str(STUCK_PORT),
+                                                          target_ns.dns_name, url], timeout=30)
+    finally:
+        listener.kill()
+        listener.wait()
+    # SO_SNDTIMEO bounds the blocking connect as the kernel's would: EINPROGRESS after 3 s.
+    assert (r.returncode, r.stdout.splitlines(), r.stderr) == (
+        0, ["lookup and fetch fast while connecting", "slow connect: BlockingIOError after 3 s"], "")
