@@ -7,8 +7,6 @@ import sys
 import click
 
 from . import __version__
-from .analysis.cache import inspect_binary
-from .analysis.elf import ElfError
 
 EXIT_SUPPORTED, EXIT_UNSUPPORTED, EXIT_ERROR = 0, 1, 2
 
@@ -45,6 +43,9 @@ def inspect(binary: str, as_json: bool, no_cache: bool) -> None:
     Exit status: 0 supported, 1 readable but not supported (the reason and fix are printed),
     2 not an ELF file, unreadable, truncated or corrupt.
     """
+    from .analysis.cache import inspect_binary
+    from .analysis.elf import ElfError
+
     try:
         report = inspect_binary(binary, use_cache=not no_cache)
     except ElfError as e:
@@ -204,7 +205,6 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
     import tempfile
     import time
 
-    from .session.agent_link import AgentError, LinkError
     from .session.environment import EnvError, EnvRules, merge
     from .session.policy import OutgoingPolicy, PolicyError
     from .targets import TargetError, open_target
@@ -239,11 +239,15 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
     start = time.monotonic()
     try:
         target = open_target(target_spec, wait=False)
-        # While the agent starts: what only the rest of this command needs.
-        from .protocol import wire
-        from .session.launch import LaunchError, run
-        from .session.server import LayerServer
+    except TargetError as e:
+        fail(str(e))
+    # While the agent starts: what only the rest of this command needs.
+    from .protocol import wire
+    from .session.agent_link import AgentError, LinkError
+    from .session.launch import LaunchError, run
+    from .session.server import LayerServer
 
+    try:
         if sys.stderr.isatty():
             from rich.console import Console
 
@@ -251,8 +255,9 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
                 target.ready()
         else:
             target.ready()
-    except (TargetError, LinkError) as e:
+    except TargetError as e:
         fail(str(e))
+
     def resolve_in_target(name: str) -> list[str]:
         try:
             return target.link.resolve(name)
@@ -292,7 +297,14 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
         if server:
             server.close()
         target.close()
-    sys.exit(code)
+    # Everything is closed: skip the interpreter's teardown (30-40 ms of start-up budget here).
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(code)
 
 
 @cli.command()

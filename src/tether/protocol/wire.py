@@ -8,7 +8,7 @@ with a one-line reason.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 PROTOCOL_VERSION = 1
 FRAME_MAX = 4096
@@ -64,16 +64,14 @@ class ProtocolError(Exception):
     """A malformed frame; the peer that sent it is closed."""
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     type: int
     flags: int
     id: int
     payload: bytes
 
 
-@dataclass(frozen=True)
-class Hello:
+class Hello(NamedTuple):
     version: int
     capabilities: int
     pid: int
@@ -82,8 +80,7 @@ class Hello:
     go_build_id: str
 
 
-@dataclass(frozen=True)
-class HelloReply:
+class HelloReply(NamedTuple):
     version: int
     mode: int
     plan: str
@@ -91,24 +88,21 @@ class HelloReply:
     rules: str = ""  # outgoing rules, layer/route.c's format (MODE_NET)
 
 
-@dataclass(frozen=True)
-class PlanRequest:
+class PlanRequest(NamedTuple):
     """A Go library loaded after start-up asks for its hook plan."""
 
     path: str
     go_build_id: str
 
 
-@dataclass(frozen=True)
-class ErrorReply:
+class ErrorReply(NamedTuple):
     """A request failed; errno says how, as the program would see it."""
 
     errno: int
     message: str
 
 
-@dataclass(frozen=True)
-class Connect:
+class Connect(NamedTuple):
     """Open a socket in the target and connect it; the reply carries its descriptor."""
 
     family: int
@@ -118,8 +112,7 @@ class Connect:
     sockaddr: bytes
 
 
-@dataclass(frozen=True)
-class Open:
+class Open(NamedTuple):
     """Open a file in the target (read-only); the reply carries its descriptor."""
 
     flags: int
@@ -127,8 +120,7 @@ class Open:
     path: str
 
 
-@dataclass(frozen=True)
-class Resolve:
+class Resolve(NamedTuple):
     """getaddrinfo(node, service, hints) as the target answers it."""
 
     node: str
@@ -139,16 +131,14 @@ class Resolve:
     protocol: int = 0
 
 
-@dataclass(frozen=True)
-class AddrInfo:
+class AddrInfo(NamedTuple):
     family: int
     socktype: int
     protocol: int
     sockaddr: bytes
 
 
-@dataclass(frozen=True)
-class ResolveReply:
+class ResolveReply(NamedTuple):
     """getaddrinfo's answer: status 0 and its entries, or an EAI_* code (and errno for
     EAI_SYSTEM)."""
 
@@ -158,8 +148,7 @@ class ResolveReply:
     entries: tuple[AddrInfo, ...] = ()
 
 
-@dataclass(frozen=True)
-class Data:
+class Data(NamedTuple):
     arg: int
     kind: int
     value: bytes
@@ -170,15 +159,14 @@ class Data:
         return self.full_length > len(self.value)
 
 
-@dataclass(frozen=True)
-class SyscallEvent:
+class SyscallEvent(NamedTuple):
     pid: int
     tid: int
     nr: int
     args: tuple[int, ...]
     ret: int
     entry: bool = False  # sent before the call (execve, exit): ret is meaningless
-    data: tuple[Data, ...] = field(default_factory=tuple)
+    data: tuple[Data, ...] = ()
 
     def data_for(self, arg: int) -> Data | None:
         return next((d for d in self.data if d.arg == arg), None)

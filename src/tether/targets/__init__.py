@@ -8,8 +8,10 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..session.agent_link import AgentLink, LinkError
+if TYPE_CHECKING:  # the link's module is imported once the agent is on its way
+    from ..session.agent_link import AgentLink
 
 
 class TargetError(Exception):
@@ -26,6 +28,8 @@ class Target:
 
     def ready(self) -> None:
         """Wait until the agent answers its hello; TargetError (and all cleaned up) if not."""
+        from ..session.agent_link import LinkError
+
         try:
             self.link.hello()
         except LinkError as e:

@@ -10,7 +10,6 @@ send CONNECT and OPEN directly.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import socket
@@ -20,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..session.agent_link import AgentLink
 from . import Target, TargetError
 
 NETNS_DIR = Path("/run/netns")
@@ -60,6 +58,8 @@ class AgentProcess:
 
 def _enter(name: str) -> None:
     """In the child: join the namespace and see its /etc/netns files over /etc."""
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
 
     def check(ret: int, what: str) -> None:
@@ -134,6 +134,9 @@ def start_agent(name: str, wait: bool = True) -> Target:
         _agent_child(name, theirs, listener)
     theirs.close()
     listener.close()
+    # What only this side needs is imported while the agent starts (asyncio there).
+    from ..session.agent_link import AgentLink
+
     target = Target(f"netns:{name}", AgentLink(ours), AgentProcess(pid), agent_socket, workdir)
     if wait:
         target.ready()
