@@ -205,8 +205,6 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
     import tempfile
     import time
 
-    from .session.environment import EnvError, EnvRules, merge
-    from .session.policy import OutgoingPolicy, PolicyError
     from .targets import TargetError, open_target
 
     def say(msg: str, style: str = "bold red") -> None:
@@ -230,22 +228,25 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
                             format="%(asctime)s %(name)s %(levelname)s %(message)s")
         click.echo(f"tether exec: debug log in {log_file}", err=True)
     log = logging.getLogger("tether.exec")
-    try:
-        policy = OutgoingPolicy.from_specs(list(local_rules), list(remote_rules))
-        env_rules = EnvRules(list(env_include), list(env_exclude), EnvRules.parse_overrides(list(env_overrides)))
-    except (PolicyError, EnvError) as e:
-        raise click.UsageError(str(e)) from None
-
     start = time.monotonic()
     try:
         target = open_target(target_spec, wait=False)
     except TargetError as e:
         fail(str(e))
-    # While the agent starts: what only the rest of this command needs.
+    # While the agent starts (importing asyncio is most of its start): what only this side needs.
     from .protocol import wire
     from .session.agent_link import AgentError, LinkError
+    from .session.environment import EnvError, EnvRules, merge
     from .session.launch import LaunchError, run
+    from .session.policy import OutgoingPolicy, PolicyError
     from .session.server import LayerServer
+
+    try:
+        policy = OutgoingPolicy.from_specs(list(local_rules), list(remote_rules))
+        env_rules = EnvRules(list(env_include), list(env_exclude), EnvRules.parse_overrides(list(env_overrides)))
+    except (PolicyError, EnvError) as e:
+        target.close()
+        raise click.UsageError(str(e)) from None
 
     try:
         if sys.stderr.isatty():

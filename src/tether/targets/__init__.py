@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +38,8 @@ class Target:
             raise TargetError(f"the agent for {self.spec} did not start: {e}") from None
 
     def close(self) -> None:
+        import subprocess
+
         self.link.close()  # the agent exits when its session hangs up
         if self.proc is not None:
             try:

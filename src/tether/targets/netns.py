@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from . import Target, TargetError
@@ -44,11 +43,18 @@ class AgentProcess:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        end = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if end is not None and time.monotonic() > end:
+        if self.poll() is not None:
+            return self.returncode
+        pidfd = os.pidfd_open(self.pid)  # readable when it exits: no polling interval to sleep out
+        try:
+            if not select.select([pidfd], [], [], timeout)[0]:
+                import subprocess
+
                 raise subprocess.TimeoutExpired(f"agent {self.pid}", timeout)
-            time.sleep(0.005)
+        finally:
+            os.close(pidfd)
+        pid, status = os.waitpid(self.pid, 0)
+        self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
     def kill(self) -> None:
