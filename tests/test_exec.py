@@ -289,3 +289,26 @@ def test_a_slow_connect_holds_up_no_lookup_on_another_thread(target_ns):  # noqa
     # SO_SNDTIMEO bounds the blocking connect as the kernel's would: EINPROGRESS after 3 s.
     assert (r.returncode, r.stdout.splitlines(), r.stderr) == (
         0, ["lookup and fetch fast while connecting", "slow connect: BlockingIOError after 3 s"], "")
+
+
+PY_LOOKUPS = r'''
+import socket, sys
+hosts_name, dns_name = sys.argv[1], sys.argv[2]
+for call, args in [(socket.gethostbyname_ex, ("no-such-host.test",)), (socket.gethostbyname, ("no-such-host.test",)),
+                   (socket.getaddrinfo, ("no-such-host.test", None)), (socket.gethostbyname_ex, (hosts_name,)),
+                   (socket.gethostbyname_ex, (dns_name,)), (socket.getaddrinfo, (hosts_name, "http", socket.AF_INET6)),
+                   (socket.getaddrinfo, (dns_name, 80, 0, socket.SOCK_DGRAM, 0, socket.AI_CANONNAME))]:
+    try:
+        print(call.__name__, call(*args))
+    except OSError as e:
+        print(call.__name__, type(e).__name__, e.errno, e)
+'''
+
+
+def test_python_lookups_answer_as_inside_the_namespace(target_ns):  # noqa: F811
+    """Results and errors (NXDOMAIN, no AAAA, canonical names) match a run inside the namespace."""
+    argv = [sys.executable, "-I", "-c", PY_LOOKUPS, target_ns.hosts_name, target_ns.dns_name]
+    inside = target_ns.run(argv, timeout=30)
+    r = tether_exec(target_ns, Path(argv[0]), argv[1:])
+    assert inside.returncode == 0 and "198.18.0.1" in inside.stdout and "gaierror -5" in inside.stdout, inside
+    assert (r.returncode, r.stdout, r.stderr) == (0, inside.stdout, "")
