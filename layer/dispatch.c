@@ -12,17 +12,7 @@ unsigned char tether_may_block[TETHER_NR_MAX];
 long tether_dispatch(long nr, long a1, long a2, long a3, long a4, long a5,
                      long a6)
 {
-	/* Unsigned compare also sends negative numbers to the kernel, which
-	 * answers -ENOSYS for anything it does not know. */
-	tether_syscall_fn *handler = 0;
-
-	if ((unsigned long)nr < TETHER_NR_MAX)
-		handler = tether_handlers[nr];
-	if (!handler)
-		handler = tether_raw_syscall6;
-	if (tether_tracing)
-		return tether_trace_call(handler, nr, a1, a2, a3, a4, a5, a6);
-	return handler(nr, a1, a2, a3, a4, a5, a6);
+	return tether_dispatch_inline(nr, a1, a2, a3, a4, a5, a6);
 }
 
 /* For detours built outside the layer (tests, embedders): install fn for

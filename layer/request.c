@@ -27,6 +27,9 @@
 #define MSG_CMSG_CLOEXEC 0x40000000
 #define EINTR 4
 #define EAGAIN 11
+#define EPIPE 32
+#define ECONNRESET 104
+#define ECONNREFUSED 111
 #define REPLY_TIMEOUT_S 30	/* the agent answers at once; this only bounds a wedged one */
 
 struct iovec {
@@ -87,7 +90,7 @@ static long new_connection(void)
 	raw(SYS_setsockopt, conn, SOL_SOCKET, SO_RCVTIMEO, (long)&timeout, sizeof timeout);
 	if (raw(SYS_connect, conn, (long)&agent_addr, agent_addr_len, 0, 0) < 0) {
 		raw(SYS_close, conn, 0, 0, 0, 0);
-		return -111; /* ECONNREFUSED: the agent is gone */
+		return -ECONNREFUSED; /* the agent is gone */
 	}
 	return conn;
 }
@@ -162,7 +165,7 @@ long tether_request(void *buf, unsigned long size, int *fd, int cloexec)
 
 	*fd = -1;
 	if (!agent_addr_len)
-		return -111; /* ECONNREFUSED */
+		return -ECONNREFUSED;
 	conn = take_connection(&pooled);
 	if (conn < 0)
 		return conn;
@@ -185,7 +188,12 @@ long tether_request(void *buf, unsigned long size, int *fd, int cloexec)
 	if (*fd >= 0)
 		raw(SYS_close, *fd, 0, 0, 0, 0);
 	*fd = -1;
-	return n < 0 ? n : -71; /* EPROTO, or the agent closed the connection */
+	/* Hung up or reset without a reply: the agent went away mid-request
+	 * (killed while our connect sat in its backlog); say so as when it
+	 * is already gone. */
+	if (n == 0 || n == -ECONNRESET || n == -EPIPE)
+		return -ECONNREFUSED;
+	return n < 0 ? n : -71; /* EPROTO: a reply that is no frame */
 }
 
 long tether_ask(unsigned long *words, unsigned short reply_type, unsigned long payload, int cloexec)

@@ -27,6 +27,26 @@ TETHER_EXPORT tether_syscall_fn tether_dispatch;
 
 /* dispatch.c: one handler per syscall number; NULL passes it through. */
 extern tether_syscall_fn *tether_handlers[TETHER_NR_MAX];
+extern int tether_tracing; /* trace.c */
+long tether_trace_call(tether_syscall_fn *fn, long nr, long a1, long a2, long a3, long a4,
+                       long a5, long a6);
+
+/* The dispatcher's body, inlined into the libc entry points (libc*.c) so a
+ * passthrough costs no call beyond the raw syscall's.  Unsigned compare
+ * also sends negative numbers to the kernel, which answers -ENOSYS. */
+static inline long tether_dispatch_inline(long nr, long a1, long a2, long a3, long a4, long a5,
+                                          long a6)
+{
+	tether_syscall_fn *handler = 0;
+
+	if ((unsigned long)nr < TETHER_NR_MAX)
+		handler = tether_handlers[nr];
+	if (!handler)
+		handler = tether_raw_syscall6;
+	if (tether_tracing)
+		return tether_trace_call(handler, nr, a1, a2, a3, a4, a5, a6);
+	return handler(nr, a1, a2, a3, a4, a5, a6);
+}
 /* Nonzero where the handler may block: on raw Go calls the trampoline then
  * enters Go's syscall state around it so other goroutines keep running. */
 extern unsigned char tether_may_block[TETHER_NR_MAX];
@@ -128,16 +148,21 @@ struct tether_epoll_reg {
 unsigned tether_epoll_find(int fd, struct tether_epoll_reg *regs, unsigned max);
 void tether_epoll_restore(int fd, const struct tether_epoll_reg *regs, unsigned n);
 
+/* libc.c: a kernel-style result as libc returns it (-1 and errno), and a
+ * syscall made the libc way through the dispatcher (libc*.c). */
+long tether_libc_result(long r);
+#define TETHER_LIBC_CALL(nr, a1, a2, a3, a4, a5, a6)                                              \
+	tether_libc_result(tether_dispatch_inline(nr, (long)(a1), (long)(a2), (long)(a3), (long)(a4),      \
+	                                          (long)(a5), (long)(a6)))
+
 /* net.c, files.c: the detours of tether exec; net.c takes the rules text. */
 int tether_net_install(const char *rules);
 void tether_files_install(void);
 /* dns.c: answer libc's host name lookups from the target. */
 void tether_dns_install(void);
 
-/* trace.c: report each call through the dispatcher to the session. */
-extern int tether_tracing;
-long tether_trace_call(tether_syscall_fn *fn, long nr, long a1, long a2, long a3, long a4,
-                       long a5, long a6);
+/* trace.c: report each call through the dispatcher to the session
+ * (tether_tracing and tether_trace_call are declared above). */
 extern unsigned long tether_go_asmcgocall;	/* runtime.asmcgocall (ABI0 body) */
 extern unsigned long tether_go_entersyscall, tether_go_exitsyscall;
 extern unsigned long tether_go_entered_pc, tether_go_exited_pc; /* funnel+14, +28 */

@@ -38,7 +38,6 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 GO_SOURCES = TESTS / "go"
-C_HOST_SOURCE = TESTS / "native" / "cshared_host.c"
 
 if str(ROOT / "tools") not in sys.path:
     sys.path.insert(0, str(ROOT / "tools"))
@@ -119,20 +118,25 @@ def build(version: str, variant: str, program: str | None = None) -> Path:
     return final / artifact
 
 
-def build_c_host() -> Path:
-    """Compile tests/native/cshared_host.c with gcc (cached) and return the executable."""
+def build_c(name: str, flags: tuple[str, ...] = ("-O2", "-Wall", "-Wextra"), libs: tuple[str, ...] = ()) -> Path:
+    """Compile tests/native/NAME.c with gcc (cached by source, compiler and flags) and return
+    the executable."""
+    source = TESTS / "native" / f"{name}.c"
     env = dict(os.environ)
     cc = env.get("CC", "gcc")
-    key = _hash(_SCHEMA, "c-host", C_HOST_SOURCE.read_bytes(), cc, _cc_version(env),
-                *_C_HOST_FLAGS, *_C_HOST_LIBS)
-    final = _builds_dir() / f"cshared_host-{key}"
+    key = _hash(_SCHEMA, "c", name, source.read_bytes(), cc, _cc_version(env), *flags, *libs)
+    final = _builds_dir() / f"{name}-{key}"
 
     def make(tmp: Path) -> None:
-        cmd = [cc, *_C_HOST_FLAGS, "-o", str(tmp / "cshared_host"), str(C_HOST_SOURCE), *_C_HOST_LIBS]
-        _run(cmd, cwd=tmp, env=env, what="gcc build of cshared_host")
+        _run([cc, *flags, "-o", str(tmp / name), str(source), *libs], cwd=tmp, env=env, what=f"gcc build of {name}")
 
     _build_once(final, make)
-    return final / "cshared_host"
+    return final / name
+
+
+def build_c_host() -> Path:
+    """tests/native/cshared_host.c: loads a Go c-shared library with dlopen."""
+    return build_c("cshared_host", _C_HOST_FLAGS, _C_HOST_LIBS)
 
 
 # --------------------------------------------------------------------------------------------

@@ -77,7 +77,8 @@ def run(argv: list[str], server: LayerServer, base_env: Mapping[str, str] | None
     # The terminal's ^C and ^\ reach the program directly; tether stays to report its end.
     old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)}
     try:
-        proc = subprocess.Popen([str(path), *argv[1:]], env=env, executable=str(path))
+        # argv[0] as typed, as a shell passes it; the file found for it is what runs.
+        proc = subprocess.Popen(argv, env=env, executable=str(path.absolute()))
         started(proc.pid)
         forward = lambda sig, _frame: proc.send_signal(sig)  # noqa: E731
         for s in (signal.SIGTERM, signal.SIGHUP):
