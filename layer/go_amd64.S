@@ -188,10 +188,7 @@ tether_go_vfork:
 	xorl	%r9d, %r9d
 	movq	8(%rsp), %rax		/* trap */
 	syscall
-	testq	%rax, %rax
-	jnz	4f
-	movl	$0, tether_pid_cache(%rip)	/* the child: its own pid from now on */
-4:	movl	tether_go_vfork_args(%rip), %ecx
+	movl	tether_go_vfork_args(%rip), %ecx
 	leaq	16(%rsp,%rcx,8), %rcx	/* &r1, just after the last argument */
 	cmpq	$-4095, %rax
 	ja	2f

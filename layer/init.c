@@ -96,6 +96,7 @@ void tether_start(char **envp)
 		plan = reply.plan[0] ? reply.plan : 0;
 		if (mode & TETHER_MODE_TRACE)
 			tether_tracing = 1;
+		tether_exec_install(envp);
 		if (mode & (TETHER_MODE_NET | TETHER_MODE_DNS) && tether_request_init(reply.agent) < 0)
 			refuse("the session named no usable agent socket");
 		if (mode & TETHER_MODE_NET && tether_net_install(reply.rules) < 0)

@@ -16,9 +16,36 @@ TETHER_EXPORT long write(int fd, const void *buf, unsigned long n)
 	return CALL(1, fd, buf, n, 0, 0, 0);
 }
 
+#define EBADF 9
+#define SYS_close_range 436
+
+/* The layer's own descriptors (fds.c) are not the program's to close. */
 TETHER_EXPORT int close(int fd)
 {
+	if (tether_fd_is_ours(fd))
+		return (int)tether_libc_result(-EBADF);
 	return (int)CALL(3, fd, 0, 0, 0, 0, 0);
+}
+
+/* close_range and closefrom close around the layer's descriptors. */
+TETHER_EXPORT int close_range(unsigned first, unsigned last, int flags)
+{
+	long ours, r;
+
+	while (first <= last && (ours = tether_fd_next_ours(first, last)) >= 0) {
+		if ((unsigned long)ours > first &&
+		    (r = tether_dispatch_inline(SYS_close_range, first, ours - 1, flags, 0, 0, 0)) < 0)
+			return (int)tether_libc_result(r);
+		if ((unsigned long)ours == last)
+			return 0;
+		first = (unsigned)ours + 1;
+	}
+	return first <= last ? (int)CALL(SYS_close_range, first, last, flags, 0, 0, 0) : 0;
+}
+
+TETHER_EXPORT void closefrom(int lowfd)
+{
+	close_range(lowfd < 0 ? 0 : (unsigned)lowfd, ~0u, 0);
 }
 
 TETHER_EXPORT long pread(int fd, void *buf, unsigned long n, long offset)

@@ -92,7 +92,7 @@ static long new_connection(void)
 		raw(SYS_close, conn, 0, 0, 0, 0);
 		return -ECONNREFUSED; /* the agent is gone */
 	}
-	return conn;
+	return tether_fd_park(conn);
 }
 
 /* An idle connection from the pool (*pooled = 1), else a new one. */
@@ -106,7 +106,7 @@ static long take_connection(int *pooled)
 			int fd = __atomic_exchange_n(&pool[i], -1, __ATOMIC_ACQ_REL);
 
 			if (fd >= 0)
-				raw(SYS_close, fd, 0, 0, 0, 0);
+				tether_fd_close(fd);
 		}
 		__atomic_store_n(&pool_pid, pid, __ATOMIC_RELEASE);
 	}
@@ -130,7 +130,7 @@ static void give_back(long conn)
 		                                __ATOMIC_RELAXED))
 			return;
 	}
-	raw(SYS_close, conn, 0, 0, 0, 0);
+	tether_fd_close(conn);
 }
 
 /* Send the request in buf on conn and receive the reply into buf: its
@@ -174,7 +174,7 @@ long tether_request(void *buf, unsigned long size, int *fd, int cloexec)
 		/* An idle connection the agent dropped (or the agent is gone): the
 		 * request did not arrive or got no answer, and buf still holds it.
 		 * One try on a fresh connection, which fails at once without agent. */
-		raw(SYS_close, conn, 0, 0, 0, 0);
+		tether_fd_close(conn);
 		conn = new_connection();
 		if (conn < 0)
 			return conn;
@@ -184,7 +184,7 @@ long tether_request(void *buf, unsigned long size, int *fd, int cloexec)
 		give_back(conn);
 		return n;
 	}
-	raw(SYS_close, conn, 0, 0, 0, 0);
+	tether_fd_close(conn);
 	if (*fd >= 0)
 		raw(SYS_close, *fd, 0, 0, 0, 0);
 	*fd = -1;

@@ -6,21 +6,13 @@
 #define SYS_getpid 39
 #define SYS_process_vm_readv 310
 
-/* This process's pid, asked of the kernel once.  A child made by fork or
- * clone starts with the parent's copy, so it is reset where a child first
- * runs: in tether_trace_call for calls through the dispatcher, in
- * tether_go_vfork for Go's os/exec children. */
-int tether_pid_cache;
-
+/* This process's pid, asked of the kernel each time: a cached copy would
+ * be the parent's in a child made by a vfork or clone the layer does not
+ * see (glibc's vfork and posix_spawn), and a vfork child writing the cache
+ * would write its parent's. */
 int tether_current_pid(void)
 {
-	int pid = __atomic_load_n(&tether_pid_cache, __ATOMIC_RELAXED);
-
-	if (!pid) {
-		pid = (int)tether_raw_syscall6(SYS_getpid, 0, 0, 0, 0, 0, 0);
-		__atomic_store_n(&tether_pid_cache, pid, __ATOMIC_RELAXED);
-	}
-	return pid;
+	return (int)tether_raw_syscall6(SYS_getpid, 0, 0, 0, 0, 0, 0);
 }
 
 long tether_peek(void *dst, long addr, unsigned long n)

@@ -14,16 +14,13 @@
 #define SYS_connect 42
 #define SYS_sendto 44
 #define SYS_recvfrom 45
-#define SYS_fcntl 72
 #define SYS_readlink 89
 #define SYS_getpid 39
 #define SYS_getppid 110
 #define AF_UNIX 1
 #define SOCK_SEQPACKET 5
 #define SOCK_CLOEXEC 02000000
-#define F_DUPFD_CLOEXEC 1030
 #define MSG_NOSIGNAL 0x4000
-#define HIGH_FD 700
 #define PATH_MAX_UN 108
 
 int tether_session_fd = -1;
@@ -40,7 +37,7 @@ static int connect_to(const char *path)
 		char path[PATH_MAX_UN];
 	} addr = {AF_UNIX, {0}};
 	unsigned long n = tether_strlen(path);
-	long fd, high;
+	long fd;
 
 	if (n >= sizeof addr.path)
 		return -36; /* ENAMETOOLONG */
@@ -53,11 +50,7 @@ static int connect_to(const char *path)
 		raw(SYS_close, fd, 0, 0, 0, 0, 0);
 		return -111; /* ECONNREFUSED */
 	}
-	high = raw(SYS_fcntl, fd, F_DUPFD_CLOEXEC, HIGH_FD, 0, 0, 0);
-	if (high >= 0) {
-		raw(SYS_close, fd, 0, 0, 0, 0, 0);
-		fd = high;
-	}
+	fd = tether_fd_park(fd);
 	return (int)fd;
 }
 

@@ -105,9 +105,16 @@ unsigned char *tether_put_string(unsigned char *p, const char *s, unsigned n);
 int tether_session_plan(const char *path, const char *go_build_id, unsigned id_len,
                         char *plan, unsigned plan_size);
 
-/* self.c: this process's pid (cached), and reads of its memory that a bad
- * pointer cannot crash (bytes copied or -errno). */
-extern int tether_pid_cache;	/* 0: ask the kernel (reset in children) */
+/* fds.c: the layer's own descriptors (session, agent connections): moved
+ * high and registered by park, so libc's close and close_range skip them;
+ * fd_close unregisters and closes. */
+long tether_fd_park(long fd);
+void tether_fd_close(long fd);
+int tether_fd_is_ours(long fd);
+long tether_fd_next_ours(unsigned long first, unsigned long last); /* lowest in range, or -1 */
+
+/* self.c: this process's pid, and reads of its memory that a bad pointer
+ * cannot crash (bytes copied or -errno). */
 int tether_current_pid(void);
 long tether_peek(void *dst, long addr, unsigned long n);
 
@@ -158,6 +165,9 @@ long tether_libc_result(long r);
 /* net.c, files.c: the detours of tether exec; net.c takes the rules text. */
 int tether_net_install(const char *rules);
 void tether_files_install(void);
+/* exec.c: execve and execveat keep LD_PRELOAD and TETHER_SESSION (from
+ * envp, this process's start-up environment). */
+void tether_exec_install(char **envp);
 /* dns.c: answer libc's host name lookups from the target. */
 void tether_dns_install(void);
 

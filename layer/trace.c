@@ -148,8 +148,6 @@ long tether_trace_call(tether_syscall_fn *fn, long nr, long a1, long a2, long a3
 	if (never_returns(nr))
 		report(nr, args, 0, TETHER_FLAG_ENTRY);
 	ret = fn(nr, a1, a2, a3, a4, a5, a6);
-	if (ret == 0 && (nr == 56 || nr == 57 || nr == 58 || nr == 435)) /* clone, fork, vfork, clone3 */
-		__atomic_store_n(&tether_pid_cache, 0, __ATOMIC_RELAXED);
 	report(nr, args, ret, 0);
 	return ret;
 }

@@ -32,13 +32,14 @@ SYS_getppid = 110
 EXPORTS = {"tether_dispatch", "tether_layer_loaded", "tether_set_handler", "tether_route_verdict", "pthread_create"}
 LIBC_NET = {"socket", "connect", "accept", "accept4", "send", "sendto", "sendmsg", "recv", "recvfrom", "recvmsg",
             "shutdown", "bind", "listen", "getsockname", "getpeername", "__recv_chk", "__recvfrom_chk"}
-LIBC_IO = {"read", "write", "close", "pread", "pread64", "pwrite", "pwrite64", "readv", "writev", "dup", "dup2",
+LIBC_IO = {"read", "write", "close", "close_range", "closefrom", "pread", "pread64", "pwrite", "pwrite64", "readv", "writev", "dup", "dup2",
            "dup3", "fcntl", "fcntl64", "__read_chk", "__pread_chk", "__pread64_chk"}
 LIBC_FILES = {"open", "open64", "openat", "openat64", "__open_2", "__open64_2", "__openat_2", "__openat64_2",
               "creat", "creat64", "fopen", "fopen64", "opendir", "getdents64", "stat", "stat64", "lstat",
               "lstat64", "fstat", "fstat64", "fstatat", "fstatat64", "__xstat", "__xstat64", "__lxstat",
               "__lxstat64", "__fxstat", "__fxstat64", "__fxstatat", "__fxstatat64", "statx", "access",
               "faccessat", "unlink", "unlinkat", "rename", "renameat", "mkdir", "mkdirat", "rmdir"}
+LIBC_PROC = {"fork", "execve", "execv", "fexecve", "execvpe", "execvp", "execl", "execlp", "execle"}
 LIBC_DNS = {"getaddrinfo", "gethostbyname", "gethostbyname2", "gethostbyname_r", "gethostbyname2_r"}
 # libc serves start-up only (dlsym, dl_iterate_phdr, environ), errno and the fortify abort for
 # the libc entry points, malloc/free for dns.c's lookup results (freed by libc's freeaddrinfo),
@@ -92,7 +93,7 @@ def test_layer_is_an_elf_shared_object() -> None:
 
 def test_exports_only_the_public_entry_points() -> None:
     defined = dynamic_symbols(layer_path(), "--defined-only")
-    assert defined.keys() == EXPORTS | LIBC_NET | LIBC_IO | LIBC_FILES | LIBC_DNS
+    assert defined.keys() == EXPORTS | LIBC_NET | LIBC_IO | LIBC_FILES | LIBC_PROC | LIBC_DNS
     assert all(kind == "T" for kind in defined.values())
 
 

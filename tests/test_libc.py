@@ -74,6 +74,27 @@ def test_c_program_files(probe, tmp_path):
     assert not list(work.iterdir())
 
 
+def test_c_program_fork_and_exec(probe, tmp_path):
+    """fork is reported in parent and child; execlp searches PATH with traced execve calls
+    (misses fail with ENOENT, the hit is ret 0: the new image's layer said hello)."""
+    env = {**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin"}
+    proc, events = trace(probe, "spawn", tmp=tmp_path, env=env)
+    ref = subprocess.run([str(probe), "spawn"], capture_output=True, timeout=60, env=env)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, ref.stdout, ref.stderr)
+    assert proc.stdout == b"from-child\necho exited 0\nsh exited 7\nsh exited 9\n"
+    forks = calls(events, "fork")
+    parent = next(e["pid"] for e in forks if e["ret"] > 0)  # a child may report before its parent
+    children = [e["ret"] for e in forks if e["pid"] == parent]
+    assert len(children) == 3 and all(c > 0 for c in children)
+    assert sorted(e["pid"] for e in forks if e["ret"] == 0) == sorted(children)  # each child's own line
+    echo = [(e["args"][0], e["errno"]) for e in calls(events, "execve", children[0])]
+    assert echo == [(f'"{tmp_path}/echo"', "ENOENT"), ('"/usr/bin/echo"', None)]
+    for child in children[1:]:  # execle (its envp read past the list's NULL) and execv
+        assert [(e["args"][0], e["ret"]) for e in calls(events, "execve", child)] == [('"/bin/sh"', 0)]
+    missing = [e for e in calls(events, "execve", parent) if "no-such-program-here" in e["args"][0]]
+    assert len(missing) == 3 and all(e["errno"] == "ENOENT" for e in missing)  # one per PATH entry
+
+
 PY_SCRIPT = r'''
 import http.server, os, socket, subprocess, sys, threading, urllib.request
 d = sys.argv[1]
@@ -109,6 +130,9 @@ def test_python_script(tmp_path):
     assert [(e["args"][1], e["errno"]) for e in calls(events, "connect")] in ([(port, None)], [(port, "EINPROGRESS")])
     assert calls(events, "accept4") and any(e["ret"] == 5 for e in calls(events, "write") + calls(events, "sendto"))
     assert [(e["args"][0], e["ret"]) for e in calls(events, "unlink")] == [(f_txt, 0)]
+    # subprocess: the child's execve (_posixsubprocess calls execve/execv) runs /bin/echo.
+    python = next(e["pid"] for e in calls(events, "unlink"))
+    assert [(e["args"][0], e["ret"]) for e in calls(events, "execve") if e["pid"] != python] == [('"/bin/echo"', 0)]
 
 
 class _Hello(http.server.BaseHTTPRequestHandler):

@@ -4,6 +4,7 @@
  *   libc_probe files DIR    files in DIR (left empty again)
  *   libc_probe threads N S  N threads doing mixed calls for S seconds
  *   libc_probe reads N      N 1-byte reads from /dev/zero, timed: ns per read
+ *   libc_probe spawn        fork + execlp (PATH search), execle, execv; exit statuses
  *
  * Prints the same lines with or without tether; exits 1 on any failure. */
 #define _GNU_SOURCE
@@ -19,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -180,6 +182,43 @@ static int reads(long n)
 	return 0;
 }
 
+static int wait_for(pid_t pid)
+{
+	int status;
+
+	check(pid > 0 && waitpid(pid, &status, 0) == pid, "waitpid");
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int spawn(void)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		execlp("echo", "echo", "from-child", (char *)NULL);
+		_exit(127);
+	}
+	printf("echo exited %d\n", wait_for(pid));
+	pid = fork();
+	if (pid == 0) {
+		char *const env[] = {"CODE=7", NULL};
+
+		execle("/bin/sh", "sh", "-c", "exit $CODE", (char *)NULL, env);
+		_exit(127);
+	}
+	printf("sh exited %d\n", wait_for(pid));
+	pid = fork();
+	if (pid == 0) {
+		char *const argv[] = {"sh", "-c", "exit 9", NULL};
+
+		execv("/bin/sh", argv);
+		_exit(127);
+	}
+	printf("sh exited %d\n", wait_for(pid));
+	check(execlp("no-such-program-here", "x", (char *)NULL) == -1 && errno == ENOENT, "execlp of nothing");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -189,8 +228,10 @@ int main(int argc, char **argv)
 		return files(argv[2]);
 	if (argc == 4 && !strcmp(argv[1], "threads"))
 		return threads(atoi(argv[2]), atof(argv[3]));
+	if (argc == 2 && !strcmp(argv[1], "spawn"))
+		return spawn();
 	if (argc == 3 && !strcmp(argv[1], "reads"))
 		return reads(atol(argv[2]));
-	fprintf(stderr, "usage: libc_probe net | files DIR | threads N SECONDS | reads N\n");
+	fprintf(stderr, "usage: libc_probe net | files DIR | threads N SECONDS | reads N | spawn\n");
 	return 2;
 }

@@ -220,7 +220,8 @@ func files(base string) {
 }
 
 // execSelf runs this same executable as a child: once to capture its output, once to see
-// its exit status.
+// its exit status, that time with an environment of its own (which tether must keep the
+// child hooked through).
 func execSelf() {
 	self, err := os.Executable()
 	check("executable", err)
@@ -229,7 +230,9 @@ func execSelf() {
 	check("child hello", err)
 	fmt.Printf("exec: child said %q\n", out)
 
-	err = exec.Command(self, "exit", "253").Run()
+	cmd := exec.Command(self, "exit", "253")
+	cmd.Env = []string{"PROBE_CHILD=1"}
+	err = cmd.Run()
 	var exitErr *exec.ExitError
 	if !errors.As(err, &exitErr) {
 		check("child exit", fmt.Errorf("want an exit status, got %v", err))
