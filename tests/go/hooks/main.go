@@ -122,6 +122,12 @@ func stress(d time.Duration) {
 	end := time.Now().Add(d)
 	var wg sync.WaitGroup
 	var failures int64
+	var first atomic.Value // the first failure, so that a red run says what went wrong
+	failed := func(what string, err error) {
+		if atomic.AddInt64(&failures, 1) == 1 {
+			first.Store(fmt.Sprintf("%s: %v", what, err))
+		}
+	}
 	for g := 0; g < 1000; g++ {
 		wg.Add(1)
 		go func(g int) {
@@ -129,21 +135,21 @@ func stress(d time.Duration) {
 			path := filepath.Join(dir, strconv.Itoa(g))
 			for i := 0; time.Now().Before(end); i++ {
 				if err := os.WriteFile(path, []byte(path), 0o600); err != nil {
-					atomic.AddInt64(&failures, 1)
+					failed("write", err)
 				}
 				if b, err := os.ReadFile(path); err != nil || string(b) != path {
-					atomic.AddInt64(&failures, 1)
+					failed("read", fmt.Errorf("%v (%q)", err, b))
 				}
 				if g%10 == 0 {
 					c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
 					if err != nil {
-						atomic.AddInt64(&failures, 1)
+						failed("dial", err)
 						continue
 					}
 					c.Write([]byte("ping"))
 					buf := make([]byte, 4)
 					if _, err := c.Read(buf); err != nil || string(buf) != "ping" {
-						atomic.AddInt64(&failures, 1)
+						failed("echo", fmt.Errorf("%v (%q)", err, buf))
 					}
 					c.Close()
 				}
@@ -156,7 +162,7 @@ func stress(d time.Duration) {
 	}
 	wg.Wait()
 	if failures != 0 {
-		fail(fmt.Sprintf("stress: %d failures", failures))
+		fail(fmt.Sprintf("stress: %d failures, the first: %s", failures, first.Load()))
 	}
 	fmt.Println("stress ok")
 }
