@@ -126,9 +126,13 @@ def test_exit_status_passes_through(go_versions, target_ns):  # noqa: F811
 
 
 @pytest.mark.parametrize("target, message", [
-    ("nosuch:thing", "unknown target 'nosuch:thing'; targets: netns:NAME"),
+    ("nosuch:thing", "unknown target 'nosuch:thing'; targets: netns:NAME (a namespace made with `ip netns add "
+                     "NAME`), pid:PID"),
     ("netns:no-such-ns-4711", "no network namespace 'no-such-ns-4711'"),
     ("netns:", "no network namespace ''"),
+    ("pid:abc", "pid:abc: give a process id, e.g. pid:1234"),
+    ("pid:", "pid:: give a process id"),
+    ("pid:2147483646", "no process 2147483646 (it may have exited"),
 ])
 def test_bad_targets_exit_2_with_the_reason(go_versions, target, message):
     exe = gobuild.build(go_versions[-1], "default", "netclient")

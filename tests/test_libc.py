@@ -26,7 +26,8 @@ def probe():
 def test_c_program_sockets(probe, tmp_path):
     proc, events = trace(probe, "net", tmp=tmp_path)
     ref = native(probe, "net")
-    assert (proc.returncode, proc.stdout, proc.stderr) == (0, ref.stdout, ref.stderr) == (0, b"tcp ping\nudp pong\n", b"")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, ref.stdout, ref.stderr) == (
+        0, b"tcp ping\nudp pong\nlookup localhost 127.0.0.1:80\n", b"")
     assert [e["args"][:3] for e in calls(events, "socket")] == [["AF_INET", "SOCK_STREAM", "0"]] * 2 + [
         ["AF_INET", "SOCK_DGRAM", "0"]]  # server, client, udp
     binds = calls(events, "bind")

@@ -153,7 +153,7 @@ def trace(output: str | None, as_json: bool, classes: str | None, program: tuple
 
 @cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("-t", "--target", "target_spec", required=True, metavar="TARGET",
-              help="Where the program's network, DNS and environment come from: netns:NAME.")
+              help="Where the program's network, DNS and environment come from: netns:NAME or pid:PID.")
 @click.option("--local", "local_rules", multiple=True, metavar="SPEC",
               help="Connections to SPEC stay on this machine (repeatable).")
 @click.option("--remote", "remote_rules", multiple=True, metavar="SPEC",
@@ -195,8 +195,12 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
     machine and your tools (PATH, HOME, TERM, LANG, SHELL, PWD, LD_*, GO*, PYTHON*, ...).
 
     \b
-    Targets: netns:NAME, a namespace from `ip netns add` (root; /etc/netns/NAME/ files such as
-    resolv.conf, hosts and environment are the target's).
+    Targets (both need root):
+      netns:NAME   a namespace from `ip netns add`; /etc/netns/NAME/ files such as
+                   resolv.conf, hosts and environment are the target's
+      pid:PID      the network, UTS and mount namespaces of a running process, e.g. a
+                   container's (`docker inspect -f '{{.State.Pid}}' NAME`); its files and
+                   its own environment are the target's
     Exit status: the program's (128+N if signal N ended it); 2 if tether could not start it or
     reach the target (the reason is printed); 126/127 as a shell would.
     """
@@ -320,17 +324,21 @@ def agent(fd: int, env_file: str | None) -> None:
     \b
     The agent serves one session on an inherited socket, e.g.
       ip netns exec NAME tether agent --fd 3 --env-file /etc/environment
-    `tether exec --target netns:NAME` runs the same agent in a forked child that joins the
-    namespace. Network-reachable agents (--listen, with a token) come later.
+    `tether exec --target netns:NAME` (or pid:PID) runs the same agent in a forked child that
+    joins the target's namespaces. Network-reachable agents (--listen, with a token) come later.
     """
     import asyncio
     import logging
 
+    import os
+
+    from .agent.env import target_env
     from .agent.server import serve_fd
 
     logging.basicConfig(level=logging.WARNING, format="tether agent: %(message)s")
+    environment = (lambda: target_env(env_file)) if env_file else (lambda: dict(os.environ))
     try:
-        asyncio.run(serve_fd(fd, env_file))
+        asyncio.run(serve_fd(fd, environment))
     except (OSError, ValueError) as e:
         click.echo(f"tether agent: {e}", err=True)
         sys.exit(EXIT_ERROR)

@@ -1,6 +1,6 @@
 /* libc_probe.c - a C program whose libc calls tether trace must see.
  *
- *   libc_probe net          TCP and UDP on loopback
+ *   libc_probe net          TCP and UDP on loopback, getaddrinfo of localhost
  *   libc_probe files DIR    files in DIR (left empty again)
  *   libc_probe threads N S  N threads doing mixed calls for S seconds
  *   libc_probe reads N      N 1-byte reads from /dev/zero, timed: ns per read
@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -70,6 +71,14 @@ static int net(void)
 	check(recvfrom(udp, buf, sizeof buf, 0, (struct sockaddr *)&peer, &len) == 4, "recvfrom");
 	printf("udp %s\n", buf);
 	close(udp);
+
+	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
+	char host[INET_ADDRSTRLEN];
+
+	check(getaddrinfo("localhost", "80", &hints, &res) == 0, "getaddrinfo");
+	inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, host, sizeof host);
+	printf("lookup localhost %s:%d\n", host, ntohs(((struct sockaddr_in *)res->ai_addr)->sin_port));
+	freeaddrinfo(res);
 	return 0;
 }
 

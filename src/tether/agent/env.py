@@ -5,8 +5,6 @@ not the target's: it is then given a file to read instead, in /etc/environment's
 (KEY=VALUE lines, optional quotes, # comments), as the target sees that file."""
 from __future__ import annotations
 
-import os
-
 
 def parse_env_file(text: str) -> dict[str, str]:
     env = {}
@@ -27,9 +25,7 @@ def parse_env_file(text: str) -> dict[str, str]:
     return env
 
 
-def target_env(env_file: str | None) -> dict[str, str]:
-    if env_file is None:
-        return dict(os.environ)
+def target_env(env_file: str) -> dict[str, str]:
     try:
         with open(env_file, encoding="utf-8", errors="surrogateescape") as f:
             return parse_env_file(f.read())

@@ -15,22 +15,24 @@ import collections
 import logging
 import os
 import socket
+from collections.abc import Callable
 
 from ..protocol import wire
-from . import dns, env, files, net
+from . import dns, files, net
 
 log = logging.getLogger("tether.agent")
 CAPABILITIES = 0
+Environment = Callable[[], dict[str, str]]  # the target's environment, when the session asks
 BATCH = 64  # frames read in one go before the loop looks at anything else
 
 
 class Link:
     """One session, over a SOCK_SEQPACKET unix socket (descriptors travel with replies)."""
 
-    def __init__(self, sock: socket.socket, env_file: str | None = None):
+    def __init__(self, sock: socket.socket, environment: Environment):
         self.sock = sock
         self.sock.setblocking(False)
-        self.env_file = env_file
+        self.environment = environment
         self.loop = asyncio.get_running_loop()
         self.tasks: set[asyncio.Task] = set()
         self.unsent: collections.deque[tuple[bytes, list[int]]] = collections.deque()
@@ -136,7 +138,7 @@ class Link:
                 finally:
                     os.close(fd)
             elif frame.type == wire.MSG_ENV:
-                for part in wire.encode_env_reply(env.target_env(self.env_file), frame.id):
+                for part in wire.encode_env_reply(self.environment(), frame.id):
                     self._send(part)
             else:
                 raise net.OpError(95, f"unknown request type {frame.type}")  # EOPNOTSUPP
@@ -172,7 +174,7 @@ def _seqpacket(fd: int) -> socket.socket:
     return sock
 
 
-async def serve_fd(fd: int, env_file: str | None = None, listen_fd: int | None = None) -> None:
+async def serve_fd(fd: int, environment: Environment, listen_fd: int | None = None) -> None:
     """Serve the session on an inherited socket descriptor until it hangs up.
 
     listen_fd: a listening socket on which hooked processes connect directly for CONNECT and
@@ -192,7 +194,7 @@ async def serve_fd(fd: int, env_file: str | None = None, listen_fd: int | None =
             except OSError as e:
                 log.warning("accepting a layer connection: %s", e)
                 return
-            task = loop.create_task(Link(conn).serve())
+            task = loop.create_task(Link(conn, environment).serve())
             layers.add(task)
             task.add_done_callback(layers.discard)
 
@@ -200,7 +202,7 @@ async def serve_fd(fd: int, env_file: str | None = None, listen_fd: int | None =
         listener.setblocking(False)
         loop.add_reader(listener, accept)
     try:
-        await Link(session, env_file).serve()
+        await Link(session, environment).serve()
     finally:
         if listener:
             loop.remove_reader(listener)

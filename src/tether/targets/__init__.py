@@ -1,6 +1,7 @@
 """Targets: where a program's syscalls go, and how the agent there is reached.
 
-`open_target(spec)` gives a Target whose link is ready (hello done). Kinds today: netns:NAME.
+`open_target(spec)` gives a Target whose link is ready (hello done). Kinds today: netns:NAME
+and pid:PID (targets/local.py forks their agents).
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ class Target:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-KINDS = "netns:NAME (a namespace made with `ip netns add NAME`)"
+KINDS = "netns:NAME (a namespace made with `ip netns add NAME`), pid:PID (a running process's namespaces)"
 
 
 def open_target(spec: str, wait: bool = True) -> Target:
@@ -62,4 +63,8 @@ def open_target(spec: str, wait: bool = True) -> Target:
         from . import netns
 
         return netns.start_agent(rest, wait)
+    if kind == "pid" and sep:
+        from . import pid
+
+        return pid.start_agent(rest, wait)
     raise TargetError(f"unknown target {spec!r}; targets: {KINDS}")
