@@ -147,7 +147,7 @@ def test_non_root_is_told_what_it_needs(go_versions, target_ns, tmp_path):  # no
     exe = gobuild.build(go_versions[-1], "default", "netclient")
     # Everything imported while still root: the interpreter's files may be root's alone.
     code = ("import os, sys, logging, tempfile, time, tether.cli, tether.targets.netns, tether.session.launch, "
-            "tether.session.server, tether.session.environment, tether.session.policy; "
+            "tether.session.server, tether.session.environment, tether.session.policy, tether.config; "
             "os.setgid(65534); os.setuid(65534); sys.argv = ['tether'] + sys.argv[1:]; tether.cli.main()")
     r = subprocess.run([sys.executable, "-c", code, "exec", "--target", f"netns:{target_ns.name}", "--",
                         str(exe), "exit", "0"], capture_output=True, text=True, timeout=30)

@@ -152,7 +152,7 @@ def trace(output: str | None, as_json: bool, classes: str | None, program: tuple
 
 
 @cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("-t", "--target", "target_spec", required=True, metavar="TARGET",
+@click.option("-t", "--target", "target_spec", metavar="TARGET",
               help="Where the program's network, DNS and environment come from: netns:NAME or pid:PID.")
 @click.option("--local", "local_rules", multiple=True, metavar="SPEC",
               help="Connections to SPEC stay on this machine (repeatable).")
@@ -164,13 +164,16 @@ def trace(output: str | None, as_json: bool, classes: str | None, program: tuple
               help="Take only the target's variables matching PATTERN (repeatable).")
 @click.option("--env-exclude", multiple=True, metavar="PATTERN",
               help="Never take the target's variables matching PATTERN (repeatable).")
-@click.option("--no-dns", is_flag=True, help="Resolve names on this machine, not in the target.")
+@click.option("--dns/--no-dns", default=True, help="Resolve names in the target (default) or on this machine.")
 @click.option("-v", "--verbose", is_flag=True, help="Write debug logs to a file (its path is printed).")
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Where -v writes (default: a new file in /tmp).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Settings file (default: TETHER_CONFIG, else ./tether.toml if there).")
 @click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[str, ...],
+def exec_(target_spec: str | None, local_rules: tuple[str, ...], remote_rules: tuple[str, ...],
           env_overrides: tuple[str, ...], env_include: tuple[str, ...], env_exclude: tuple[str, ...],
-          no_dns: bool, verbose: bool, log_file: str | None, program: tuple[str, ...]) -> None:
+          dns: bool, verbose: bool, log_file: str | None, config_file: str | None,
+          program: tuple[str, ...]) -> None:
     """Run PROGRAM with its outgoing connections, name lookups and environment taken from TARGET.
 
     \b
@@ -201,6 +204,12 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
       pid:PID      the network, UTS and mount namespaces of a running process, e.g. a
                    container's (`docker inspect -f '{{.State.Pid}}' NAME`); its files and
                    its own environment are the target's
+    \b
+    Settings: each flag also has a TETHER_* variable (TETHER_TARGET, TETHER_LOCAL, TETHER_DNS=0,
+    ...; lists space-separated) and a key in tether.toml (target, local, remote, env, env_include,
+    env_exclude, dns, verbose, log_file); a flag beats the variable, which beats the file.
+    `tether config show` prints what applies, `tether config schema` the file's JSON schema.
+
     Exit status: the program's (128+N if signal N ended it); 2 if tether could not start it or
     reach the target (the reason is printed); 126/127 as a shell would.
     """
@@ -209,7 +218,24 @@ def exec_(target_spec: str, local_rules: tuple[str, ...], remote_rules: tuple[st
     import tempfile
     import time
 
+    from . import config
     from .targets import TargetError, open_target
+
+    ctx = click.get_current_context()
+    given = {k.param: ctx.params[k.param] for k in config.KEYS
+             if ctx.get_parameter_source(k.param) == click.core.ParameterSource.COMMANDLINE}
+    try:
+        settings, _ = config.effective(given, config.find(config_file or os.environ.get("TETHER_CONFIG")),
+                                       dict(os.environ))
+    except config.ConfigError as e:
+        click.echo(f"tether exec: {e}", err=True)
+        sys.exit(EXIT_ERROR)
+    target_spec = settings["target_spec"]
+    local_rules, remote_rules = settings["local_rules"], settings["remote_rules"]
+    env_overrides, env_include, env_exclude = settings["env_overrides"], settings["env_include"], settings["env_exclude"]
+    no_dns, verbose, log_file = not settings["dns"], settings["verbose"], settings["log_file"]
+    if not target_spec:
+        raise click.UsageError("no target: give --target TARGET, TETHER_TARGET, or target in tether.toml")
 
     def say(msg: str, style: str = "bold red") -> None:
         if not sys.stderr.isatty():
@@ -362,6 +388,41 @@ def demo() -> None:
         click.echo(f"tether demo: {e}", err=True)
         code = EXIT_ERROR
     sys.exit(code)
+
+
+@cli.group("config")
+def config_() -> None:
+    """The settings of `tether exec`: where they come from, and the file's schema."""
+
+
+@config_.command("schema")
+def config_schema() -> None:
+    """Print the JSON schema of tether.toml (for editors and validators)."""
+    from . import config
+
+    click.echo(json.dumps(config.schema(), indent=2))
+
+
+@config_.command("show")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Settings file (default: TETHER_CONFIG, else ./tether.toml if there).")
+def config_show(config_file: str | None) -> None:
+    """Print the settings `tether exec` would use here (before its flags) and their sources."""
+    import os
+
+    from . import config
+
+    try:
+        path = config.find(config_file or os.environ.get("TETHER_CONFIG"))
+        settings, sources = config.effective({}, path, dict(os.environ))
+    except config.ConfigError as e:
+        click.echo(f"tether config: {e}", err=True)
+        sys.exit(EXIT_ERROR)
+    click.echo(f"# file: {path or 'none (no ./tether.toml)'}; flags of `tether exec` override all of these")
+    for key in config.KEYS:
+        value = settings[key.param]
+        shown = json.dumps(list(value) if isinstance(value, tuple) else value)
+        click.echo(f"{key.name} = {shown}  # {sources[key.name]}")
 
 
 def main() -> None:
