@@ -12,7 +12,6 @@
 #define SYS_execve 59
 #define SYS_execveat 322
 #define ENV_MAX 16384		/* entries an exec may pass through here */
-#define PRELOAD_MAX 4096
 #define E2BIG 7
 
 static const char *session_entry;	/* "TETHER_SESSION=..." */
@@ -39,13 +38,14 @@ static int preloads_layer(const char *value)
 	return 0;
 }
 
-static long exec_with_layer(long nr, long a1, long a2, long a3, long a4, long a5, long a6)
+long tether_exec_env_size(char *const *envp)
 {
-	char *const *envp = (char *const *)(nr == SYS_execve ? a3 : a4);
 	const char *preload = 0;
 	int has_session = 0;
-	unsigned long n = 0, m = 0, len;
+	unsigned long n = 0;
 
+	if (!session_entry)
+		return 0;
 	for (; envp && envp[n]; n++) {
 		if (n == ENV_MAX)
 			return -E2BIG;
@@ -54,35 +54,53 @@ static long exec_with_layer(long nr, long a1, long a2, long a3, long a4, long a5
 		else if (has_prefix(envp[n], "LD_PRELOAD="))
 			preload = envp[n] + 11;
 	}
-	if (has_session && preload && preloads_layer(preload))
-		return tether_raw_syscall6(nr, a1, a2, a3, a4, a5, a6);
+	return has_session && preload && preloads_layer(preload) ? 0 : (long)n + 3;
+}
 
-	char *env[n + 3];
-	char preload_entry[PRELOAD_MAX];
+int tether_exec_env_build(char *const *envp, char **env, char *preload_entry)
+{
+	const char *preload = 0;
+	unsigned long m = 0, len;
+	char *p = preload_entry;
 
-	for (unsigned long i = 0; i < n; i++)
-		if (!has_prefix(envp[i], "TETHER_SESSION=") && !has_prefix(envp[i], "LD_PRELOAD="))
+	for (unsigned long i = 0; envp && envp[i]; i++) {
+		if (has_prefix(envp[i], "LD_PRELOAD="))
+			preload = envp[i] + 11;
+		else if (!has_prefix(envp[i], "TETHER_SESSION="))
 			env[m++] = envp[i];
-	env[m++] = (char *)session_entry;
-	len = 11 + layer_len + (preload && *preload ? 1 + tether_strlen(preload) : 0);
-	if (len >= sizeof preload_entry)
-		return -E2BIG;
-	{
-		char *p = preload_entry;
-
-		for (const char *s = "LD_PRELOAD="; *s; s++)
-			*p++ = *s;
-		for (unsigned long i = 0; i < layer_len; i++)
-			*p++ = layer_path[i];
-		if (preload && *preload && !preloads_layer(preload)) {
-			*p++ = ':';
-			for (const char *s = preload; *s; s++)
-				*p++ = *s;
-		}
-		*p = '\0';
 	}
+	len = 11 + layer_len + (preload && *preload ? 1 + tether_strlen(preload) : 0);
+	if (len >= TETHER_PRELOAD_MAX)
+		return -E2BIG;
+	for (const char *s = "LD_PRELOAD="; *s; s++)
+		*p++ = *s;
+	for (unsigned long i = 0; i < layer_len; i++)
+		*p++ = layer_path[i];
+	if (preload && *preload && !preloads_layer(preload)) {
+		*p++ = ':';
+		for (const char *s = preload; *s; s++)
+			*p++ = *s;
+	}
+	*p = '\0';
+	env[m++] = (char *)session_entry;
 	env[m++] = preload_entry;
 	env[m] = 0;
+	return 0;
+}
+
+static long exec_with_layer(long nr, long a1, long a2, long a3, long a4, long a5, long a6)
+{
+	char *const *envp = (char *const *)(nr == SYS_execve ? a3 : a4);
+	long size = tether_exec_env_size(envp);
+
+	if (size <= 0)
+		return size < 0 ? size : tether_raw_syscall6(nr, a1, a2, a3, a4, a5, a6);
+	char *env[size];
+	char preload_entry[TETHER_PRELOAD_MAX];
+	int err = tether_exec_env_build(envp, env, preload_entry);
+
+	if (err)
+		return err;
 	if (nr == SYS_execve)
 		a3 = (long)env;
 	else

@@ -5,9 +5,10 @@
  * done here because glibc's calls its internal execve, which no
  * interposition reaches.  fork stays glibc's (its atfork handlers and lock
  * resets must run); the layer only reports it.
- * Not covered: vfork (a wrapper cannot return twice on one stack) and
- * posix_spawn, whose exec is internal to glibc; their children still load
- * the layer through the inherited environment. */
+ * vfork is not wrapped (a wrapper cannot return twice on one stack); its
+ * child's exec comes through here like any other.  posix_spawn execs inside
+ * glibc: the layer gives it the environment exec.c gives every exec, and
+ * reports the exec as the child's once the spawn succeeded. */
 #include "tether.h"
 
 #define CALL TETHER_LIBC_CALL
@@ -210,3 +211,50 @@ static int exec_list(enum list_exec how, const char *target, const char *arg, __
 EXEC_LIST(execl, BY_PATH)
 EXEC_LIST(execlp, BY_SEARCH)
 EXEC_LIST(execle, WITH_ENV)
+
+typedef int spawn_fn(int *, const char *, const void *, const void *, char *const[], char *const[]);
+
+static int spawn(const char *name, void **real, int *pid, const char *file, const void *actions,
+                 const void *attr, char *const argv[], char *const envp[])
+{
+	long size = tether_exec_env_size(envp);
+	int child = 0, r;
+
+	if (!*real)
+		*real = dlsym((void *)-1L /* RTLD_NEXT */, name);
+	if (size < 0)
+		return (int)-size; /* posix_spawn returns the error number */
+	char *env[size > 0 ? size : 1];
+	char preload_entry[size > 0 ? TETHER_PRELOAD_MAX : 1];
+
+	if (size > 0) {
+		if ((r = tether_exec_env_build(envp, env, preload_entry)))
+			return -r;
+		envp = env;
+	}
+	r = ((spawn_fn *)*real)(&child, file, actions, attr, argv, envp);
+	if (r == 0 && tether_tracing) {
+		const long args[6] = {(long)file, (long)argv, (long)envp, 0, 0, 0};
+
+		tether_trace_exec_for(child, SYS_execve, args);
+	}
+	if (r == 0 && pid)
+		*pid = child;
+	return r;
+}
+
+TETHER_EXPORT int posix_spawn(int *pid, const char *path, const void *actions, const void *attr,
+                              char *const argv[], char *const envp[])
+{
+	static void *real;
+
+	return spawn("posix_spawn", &real, pid, path, actions, attr, argv, envp);
+}
+
+TETHER_EXPORT int posix_spawnp(int *pid, const char *file, const void *actions, const void *attr,
+                               char *const argv[], char *const envp[])
+{
+	static void *real;
+
+	return spawn("posix_spawnp", &real, pid, file, actions, attr, argv, envp);
+}

@@ -166,13 +166,21 @@ long tether_libc_result(long r);
 int tether_net_install(const char *rules);
 void tether_files_install(void);
 /* exec.c: execve and execveat keep LD_PRELOAD and TETHER_SESSION (from
- * envp, this process's start-up environment). */
+ * envp, this process's start-up environment).  For other ways to exec:
+ * env_size is the slots a new list for envp needs (0: envp will do as it
+ * is, -E2BIG: too long); env_build fills env (that many slots, and a
+ * TETHER_PRELOAD_MAX buffer for the LD_PRELOAD entry). */
+#define TETHER_PRELOAD_MAX 4096
 void tether_exec_install(char **envp);
+long tether_exec_env_size(char *const *envp);
+int tether_exec_env_build(char *const *envp, char **env, char *preload_entry);
 /* dns.c: answer libc's host name lookups from the target. */
 void tether_dns_install(void);
 
 /* trace.c: report each call through the dispatcher to the session
- * (tether_tracing and tether_trace_call are declared above). */
+ * (tether_tracing and tether_trace_call are declared above); and an exec
+ * made for another process (posix_spawn's child), as that process's. */
+void tether_trace_exec_for(int pid, long nr, const long *args);
 extern unsigned long tether_go_asmcgocall;	/* runtime.asmcgocall (ABI0 body) */
 extern unsigned long tether_go_entersyscall, tether_go_exitsyscall;
 extern unsigned long tether_go_entered_pc, tether_go_exited_pc; /* funnel+14, +28 */

@@ -105,7 +105,7 @@ static unsigned char *put_item(unsigned char *p, const struct item *it, const lo
 	return p;
 }
 
-static void report(long nr, const long *args, long ret, unsigned short flags)
+static void report_as(int pid, int tid, long nr, const long *args, long ret, unsigned short flags)
 {
 	unsigned long buf[(sizeof(struct tether_frame) + sizeof(struct tether_syscall_event) +
 	                   2 * (sizeof(struct tether_data) + STRING_MAX + 8)) / 8 + 1];
@@ -114,8 +114,8 @@ static void report(long nr, const long *args, long ret, unsigned short flags)
 	unsigned char *p = (unsigned char *)(e + 1);
 	struct item it[2];
 
-	e->pid = tether_current_pid();
-	e->tid = (int)tether_raw_syscall6(SYS_gettid, 0, 0, 0, 0, 0, 0);
+	e->pid = pid;
+	e->tid = tid;
 	e->nr = nr;
 	for (int i = 0; i < 6; i++)
 		e->args[i] = args[i];
@@ -130,6 +130,17 @@ static void report(long nr, const long *args, long ret, unsigned short flags)
 	f->id = 0;
 	/* A session that went away loses the rest of the trace, not the program. */
 	tether_session_send(buf, f->length);
+}
+
+static void report(long nr, const long *args, long ret, unsigned short flags)
+{
+	report_as(tether_current_pid(), (int)tether_raw_syscall6(SYS_gettid, 0, 0, 0, 0, 0, 0), nr, args, ret,
+	          flags);
+}
+
+void tether_trace_exec_for(int pid, long nr, const long *args)
+{
+	report_as(pid, pid, nr, args, 0, TETHER_FLAG_ENTRY);
 }
 
 int tether_tracing;

@@ -4,7 +4,7 @@
  *   libc_probe files DIR    files in DIR (left empty again)
  *   libc_probe threads N S  N threads doing mixed calls for S seconds
  *   libc_probe reads N      N 1-byte reads from /dev/zero, timed: ns per read
- *   libc_probe spawn        fork + execlp (PATH search), execle, execv; exit statuses
+ *   libc_probe spawn        fork + execlp (PATH search), execle, execv, posix_spawnp
  *
  * Prints the same lines with or without tether; exits 1 on any failure. */
 #define _GNU_SOURCE
@@ -15,6 +15,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,6 +225,12 @@ static int spawn(void)
 		_exit(127);
 	}
 	printf("sh exited %d\n", wait_for(pid));
+	{
+		char *const argv[] = {"sh", "-c", "exit 5", NULL}, *const env[] = {"ONLY=this", NULL};
+
+		check(posix_spawnp(&pid, "sh", NULL, NULL, argv, env) == 0, "posix_spawnp");
+		printf("spawned sh exited %d\n", wait_for(pid));
+	}
 	check(execlp("no-such-program-here", "x", (char *)NULL) == -1 && errno == ENOENT, "execlp of nothing");
 	return 0;
 }
