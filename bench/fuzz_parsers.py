@@ -33,6 +33,7 @@ DECODERS = {
     wire.MSG_CONNECT: wire.decode_connect, wire.MSG_CONNECT_REPLY: wire.decode_connect_reply,
     wire.MSG_OPEN: wire.decode_open, wire.MSG_SOCKET: wire.decode_socket,
     wire.MSG_RESOLVE: wire.decode_resolve, wire.MSG_RESOLVE_REPLY: wire.decode_resolve_reply,
+    wire.MSG_NAMEINFO: wire.decode_nameinfo, wire.MSG_NAMEINFO_REPLY: wire.decode_nameinfo_reply,
     wire.MSG_ENV_REPLY: lambda f: wire.EnvAssembler().feed(f),
 }
 
@@ -51,6 +52,7 @@ def seeds() -> list[bytes]:
         wire.encode_open(wire.Open(0, 0, "/etc/hosts"), 6), wire.encode_socket(10, 2, 17, 7),
         wire.encode_resolve(wire.Resolve("db.internal", "443", 0x20, 2, 1, 6), 9),
         wire.encode_resolve_reply(wire.ResolveReply(0, 0, "db", (wire.AddrInfo(2, 1, 6, bytes(16)),)), 9),
+        wire.encode_nameinfo(sa, 8, 10), wire.encode_nameinfo_reply(wire.NameInfo(0, 0, "db.internal", "http"), 10),
         *wire.encode_env_reply({"A": "1", "B": "x" * 50}, 8),
     ]
 

@@ -35,6 +35,9 @@ int *__h_errno_location(void);
 #define EAI_SERVICE (-8)
 #define EAI_MEMORY (-10)
 #define EAI_SYSTEM (-11)
+#define EAI_OVERFLOW (-12)
+#define NI_NUMERICHOST 1
+#define NI_NAMEREQD 8
 #define NETDB_INTERNAL (-1)
 #define HOST_NOT_FOUND 1
 #define TRY_AGAIN 2
@@ -69,6 +72,10 @@ typedef void freeaddrinfo_fn(struct addrinfo *);
 typedef int gethostbyname2_r_fn(const char *, int, struct hostent *, char *, unsigned long,
                                 struct hostent **, int *);
 typedef struct hostent *gethostbyname2_fn(const char *, int);
+typedef int getnameinfo_fn(const void *, unsigned, char *, unsigned, char *, unsigned, int);
+typedef int gethostbyaddr_r_fn(const void *, unsigned, int, struct hostent *, char *, unsigned long,
+                               struct hostent **, int *);
+typedef struct hostent *gethostbyaddr_fn(const void *, unsigned, int);
 
 static int dns_on;
 
@@ -91,6 +98,7 @@ static void *libc_next(void **cache, const char *name)
 
 #define LIBC(name) ((name##_fn *)libc_next(&name##_cache, #name))
 static void *getaddrinfo_cache, *freeaddrinfo_cache, *gethostbyname2_r_cache, *gethostbyname2_cache;
+static void *getnameinfo_cache, *gethostbyaddr_r_cache, *gethostbyaddr_cache;
 
 /* 1 if node is a numeric address libc reads itself (for family, 0: any). */
 static int numeric(const char *node, int family)
@@ -255,6 +263,14 @@ TETHER_EXPORT int getaddrinfo(const char *node, const char *service, const struc
 	return a.status ? a.status : to_addrinfo(&a, hints->ai_flags, res);
 }
 
+/* The _r functions report through *h_errnop and, as glibc's do, through
+ * h_errno as well (CPython reads the latter). */
+static void set_h_errno(int *h_errnop, int value)
+{
+	*h_errnop = value;
+	*__h_errno_location() = value;
+}
+
 static int h_errno_for(int status)
 {
 	switch (status) {
@@ -266,8 +282,36 @@ static int h_errno_for(int status)
 	}
 }
 
-/* The answer as a hostent in buf: the pointer arrays, then the addresses,
- * then the name.  0, or ERANGE when buf is too small. */
+/* Lays out a hostent in buf for count addresses of af and a name: the
+ * pointer arrays, room for the addresses (h_addr_list[i] points into it, to
+ * be filled), then the name.  0, or ERANGE when buf is too small. */
+static int layout_hostent(struct hostent *h, char *buf, unsigned long size, int af, unsigned count,
+                          const char *name, unsigned long name_len)
+{
+	const unsigned addr_len = af == AF_INET6 ? 16 : 4;
+	char **addrs = (char **)(((unsigned long)buf + 7) & ~7ul);
+	char *data;
+
+	if ((unsigned long)((char *)addrs - buf) + (count + 2) * sizeof(char *) + count * addr_len + name_len + 1 >
+	    size)
+		return ERANGE;
+	h->h_aliases = addrs + count + 1;
+	h->h_aliases[0] = 0;
+	data = (char *)(h->h_aliases + 1);
+	for (unsigned i = 0; i < count; i++)
+		addrs[i] = data + i * addr_len;
+	addrs[count] = 0;
+	data += count * addr_len;
+	copy(data, name, name_len);
+	data[name_len] = '\0';
+	h->h_name = data;
+	h->h_addrtype = af;
+	h->h_length = (int)addr_len;
+	h->h_addr_list = addrs;
+	return 0;
+}
+
+/* The answer's addresses of family af as a hostent in buf. */
 static int to_hostent(struct answer *a, const char *name, int af, struct hostent *h, char *buf,
                       unsigned long size)
 {
@@ -276,35 +320,18 @@ static int to_hostent(struct answer *a, const char *name, int af, struct hostent
 	const unsigned char *sa;
 	unsigned len, count = 0;
 	struct answer scan = *a;
-	unsigned long name_len = a->canonname_len ? a->canonname_len : tether_strlen(name);
-	unsigned long need;
-	char **addrs = (char **)(((unsigned long)buf + 7) & ~7ul);
-	char *data;
+	int err;
 
 	while ((sa = next_entry(&scan, &e, &len)))
 		count += e->family == af;
-	need = (unsigned long)((char *)addrs - buf) + (count + 2) * sizeof(char *) + count * addr_len +
-	       name_len + 1;
-	if (need > size)
-		return ERANGE;
-	h->h_aliases = addrs + count + 1;
-	h->h_aliases[0] = 0;
-	data = (char *)(h->h_aliases + 1);
+	err = layout_hostent(h, buf, size, af, count, a->canonname_len ? a->canonname : name,
+	                     a->canonname_len ? a->canonname_len : tether_strlen(name));
+	if (err)
+		return err;
 	count = 0;
-	while ((sa = next_entry(a, &e, &len))) {
-		if (e->family != af)
-			continue;
-		addrs[count++] = data;
-		copy(data, sa + offset, addr_len); /* sin_addr at 4, sin6_addr at 8 */
-		data += addr_len;
-	}
-	addrs[count] = 0;
-	copy(data, a->canonname_len ? a->canonname : name, name_len);
-	data[name_len] = '\0';
-	h->h_name = data;
-	h->h_addrtype = af;
-	h->h_length = (int)addr_len;
-	h->h_addr_list = addrs;
+	while ((sa = next_entry(a, &e, &len)))
+		if (e->family == af)
+			copy(h->h_addr_list[count++], sa + offset, addr_len); /* sin_addr at 4, sin6_addr at 8 */
 	return 0;
 }
 
@@ -321,18 +348,18 @@ TETHER_EXPORT int gethostbyname2_r(const char *name, int af, struct hostent *ret
 	*result = 0;
 	ask_target(words, name, 0, &hints, &a);
 	if (a.status) {
-		*h_errnop = h_errno_for(a.status);
+		set_h_errno(h_errnop, h_errno_for(a.status));
 		/* As glibc: not found is no error of the call; a failure is. */
 		return *h_errnop == NETDB_INTERNAL ? *__errno_location() : 0;
 	}
 	err = to_hostent(&a, name, af, ret, buf, size);
 	if (err) {
-		*h_errnop = NETDB_INTERNAL;
+		set_h_errno(h_errnop, NETDB_INTERNAL);
 		*__errno_location() = err;
 		return err;
 	}
 	if (!ret->h_addr_list[0]) {
-		*h_errnop = NO_DATA;
+		set_h_errno(h_errnop, NO_DATA);
 		return 0;
 	}
 	*result = ret;
@@ -363,4 +390,118 @@ TETHER_EXPORT struct hostent *gethostbyname2(const char *name, int af)
 TETHER_EXPORT struct hostent *gethostbyname(const char *name)
 {
 	return gethostbyname2(name, AF_INET);
+}
+
+/* A reverse lookup in the target: status 0 and host and service in the
+ * reply (views into words), or an EAI_* code (errno set for EAI_SYSTEM). */
+struct names {
+	const char *host, *service;
+	unsigned host_len, service_len;
+};
+
+static int ask_names(unsigned long *words, const unsigned char *sa, unsigned len, int flags, struct names *out)
+{
+	struct tether_frame *f = (struct tether_frame *)words;
+	struct tether_nameinfo *q = (struct tether_nameinfo *)(f + 1);
+	const struct tether_resolve_reply *reply = (const void *)(f + 1);
+	const unsigned char *p, *end;
+	int newfd;
+	long n;
+
+	q->flags = flags;
+	p = (const unsigned char *)tether_put_string((unsigned char *)(q + 1), (const char *)sa, len);
+	f->length = (unsigned)(p - (const unsigned char *)words);
+	f->type = TETHER_MSG_NAMEINFO;
+	f->flags = 0;
+	f->id = 1;
+	n = tether_request(words, TETHER_FRAME_MAX, &newfd, 1);
+	if (newfd >= 0)
+		tether_raw_syscall6(3 /* close */, newfd, 0, 0, 0, 0, 0);
+	if (n < 0) {
+		*__errno_location() = (int)-n;
+		return EAI_SYSTEM;
+	}
+	*__errno_location() = 71; /* EPROTO unless the reply makes sense */
+	end = (const unsigned char *)words + n;
+	p = (const unsigned char *)(reply + 1);
+	if (f->type != TETHER_MSG_NAMEINFO_REPLY || p + 4 > end)
+		return EAI_SYSTEM;
+	out->host_len = get_u16(p);
+	out->host = (const char *)p + 2;
+	p += 2 + out->host_len;
+	if (p + 2 > end || p + 2 + get_u16(p) > end)
+		return EAI_SYSTEM;
+	out->service_len = get_u16(p);
+	out->service = (const char *)p + 2;
+	if (reply->status == EAI_SYSTEM)
+		*__errno_location() = reply->err;
+	return reply->status;
+}
+
+/* s (n bytes) and a NUL into dst of size; 0 or EAI_OVERFLOW. */
+static int put_name(char *dst, unsigned size, const char *s, unsigned n)
+{
+	if (n >= size)
+		return EAI_OVERFLOW;
+	copy(dst, s, n);
+	dst[n] = '\0';
+	return 0;
+}
+
+TETHER_EXPORT int getnameinfo(const void *sa, unsigned len, char *host, unsigned hostlen, char *serv,
+                              unsigned servlen, int flags)
+{
+	unsigned long words[TETHER_FRAME_MAX / 8];
+	unsigned short family = len >= 2 ? *(const unsigned short *)sa : 0;
+	struct names names;
+	int status;
+
+	if (!dns_on || !host || !hostlen || flags & NI_NUMERICHOST ||
+	    !((family == AF_INET && len >= 16) || (family == AF_INET6 && len >= 28)))
+		return LIBC(getnameinfo)(sa, len, host, hostlen, serv, servlen, flags);
+	status = ask_names(words, sa, family == AF_INET ? 16 : 28, flags, &names);
+	if (status)
+		return status;
+	if ((status = put_name(host, hostlen, names.host, names.host_len)))
+		return status;
+	return serv && servlen ? put_name(serv, servlen, names.service, names.service_len) : 0;
+}
+
+TETHER_EXPORT int gethostbyaddr_r(const void *addr, unsigned len, int af, struct hostent *ret, char *buf,
+                                  unsigned long size, struct hostent **result, int *h_errnop)
+{
+	unsigned long words[TETHER_FRAME_MAX / 8];
+	unsigned char sa[28] = {0};
+	struct names names;
+	int status;
+
+	if (!dns_on || !((af == AF_INET && len == 4) || (af == AF_INET6 && len == 16)))
+		return LIBC(gethostbyaddr_r)(addr, len, af, ret, buf, size, result, h_errnop);
+	*result = 0;
+	sa[0] = (unsigned char)af; /* sa_family, little-endian */
+	copy(sa + (af == AF_INET ? 4 : 8), addr, len); /* sin_addr at 4, sin6_addr at 8 */
+	status = ask_names(words, sa, af == AF_INET ? 16 : 28, NI_NAMEREQD, &names);
+	if (status) {
+		set_h_errno(h_errnop, h_errno_for(status));
+		return *h_errnop == NETDB_INTERNAL ? *__errno_location() : 0;
+	}
+	if (layout_hostent(ret, buf, size, af, 1, names.host, names.host_len)) {
+		set_h_errno(h_errnop, NETDB_INTERNAL);
+		*__errno_location() = ERANGE;
+		return ERANGE;
+	}
+	copy(ret->h_addr_list[0], addr, len);
+	*result = ret;
+	return 0;
+}
+
+TETHER_EXPORT struct hostent *gethostbyaddr(const void *addr, unsigned len, int af)
+{
+	struct hostent *result;
+
+	if (!dns_on)
+		return LIBC(gethostbyaddr)(addr, len, af);
+	gethostbyaddr_r(addr, len, af, &static_host, (char *)static_buf, sizeof static_buf, &result,
+	                __h_errno_location());
+	return result;
 }

@@ -28,6 +28,8 @@
 #define TETHER_MSG_SOCKET_REPLY 39 /* success; the descriptor rides along */
 #define TETHER_MSG_RESOLVE 40	  /* getaddrinfo() in the target */
 #define TETHER_MSG_RESOLVE_REPLY 41 /* its status and addresses */
+#define TETHER_MSG_NAMEINFO 42	  /* getnameinfo() in the target: an address's name */
+#define TETHER_MSG_NAMEINFO_REPLY 43 /* its status, host and service */
 #define TETHER_MSG_ENV 36	  /* session -> agent: the target's environment */
 #define TETHER_MSG_ENV_REPLY 37	  /* NUL-terminated KEY=VALUE entries, maybe over several frames */
 
@@ -139,6 +141,14 @@ struct tether_resolve_entry {
 	unsigned short family;
 	unsigned short socktype;
 	int protocol;
+};
+
+/* NAMEINFO payload: flags (NI_* as glibc numbers them), then a u16 length
+ * and the sockaddr bytes.  NAMEINFO_REPLY payload: struct
+ * tether_resolve_reply (status and errno as for RESOLVE), then two strings:
+ * the host and the service. */
+struct tether_nameinfo {
+	int flags;
 };
 
 /* OPEN payload: then a u16 length and the path. */

@@ -297,8 +297,10 @@ def test_a_slow_connect_holds_up_no_lookup_on_another_thread(target_ns):  # noqa
 
 PY_LOOKUPS = r'''
 import socket, sys
-hosts_name, dns_name = sys.argv[1], sys.argv[2]
-for call, args in [(socket.gethostbyname_ex, ("no-such-host.test",)), (socket.gethostbyname, ("no-such-host.test",)),
+hosts_name, dns_name, web = sys.argv[1], sys.argv[2], sys.argv[3]
+for call, args in [(socket.gethostbyaddr, (web,)), (socket.getnameinfo, ((web, 80), 0)),
+                   (socket.getnameinfo, ((web, 80), socket.NI_NUMERICHOST)), (socket.gethostbyaddr, ("198.18.0.77",)),
+                   (socket.getnameinfo, (("198.18.0.77", 53), socket.NI_NAMEREQD)),(socket.gethostbyname_ex, ("no-such-host.test",)), (socket.gethostbyname, ("no-such-host.test",)),
                    (socket.getaddrinfo, ("no-such-host.test", None)), (socket.gethostbyname_ex, (hosts_name,)),
                    (socket.gethostbyname_ex, (dns_name,)), (socket.getaddrinfo, (hosts_name, "http", socket.AF_INET6)),
                    (socket.getaddrinfo, (dns_name, 80, 0, socket.SOCK_DGRAM, 0, socket.AI_CANONNAME))]:
@@ -310,9 +312,11 @@ for call, args in [(socket.gethostbyname_ex, ("no-such-host.test",)), (socket.ge
 
 
 def test_python_lookups_answer_as_inside_the_namespace(target_ns):  # noqa: F811
-    """Results and errors (NXDOMAIN, no AAAA, canonical names) match a run inside the namespace."""
-    argv = [sys.executable, "-I", "-c", PY_LOOKUPS, target_ns.hosts_name, target_ns.dns_name]
+    """Results and errors (NXDOMAIN, no AAAA, canonical names, reverse lookups of an address the
+    namespace's hosts file names and of one nobody names) match a run inside the namespace."""
+    argv = [sys.executable, "-I", "-c", PY_LOOKUPS, target_ns.hosts_name, target_ns.dns_name, WEB_ADDR]
     inside = target_ns.run(argv, timeout=30)
     r = tether_exec(target_ns, Path(argv[0]), argv[1:])
     assert inside.returncode == 0 and "198.18.0.1" in inside.stdout and "gaierror -5" in inside.stdout, inside
+    assert f"gethostbyaddr ('{target_ns.hosts_name}'" in inside.stdout and "herror" in inside.stdout, inside
     assert (r.returncode, r.stdout, r.stderr) == (0, inside.stdout, "")

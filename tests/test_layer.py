@@ -41,7 +41,8 @@ LIBC_FILES = {"open", "open64", "openat", "openat64", "__open_2", "__open64_2", 
               "faccessat", "unlink", "unlinkat", "rename", "renameat", "mkdir", "mkdirat", "rmdir"}
 LIBC_PROC = {"fork", "execve", "execv", "fexecve", "execvpe", "execvp", "execl", "execlp", "execle", "posix_spawn",
              "posix_spawnp"}
-LIBC_DNS = {"getaddrinfo", "gethostbyname", "gethostbyname2", "gethostbyname_r", "gethostbyname2_r"}
+LIBC_DNS = {"getaddrinfo", "gethostbyname", "gethostbyname2", "gethostbyname_r", "gethostbyname2_r", "getnameinfo",
+            "gethostbyaddr", "gethostbyaddr_r"}
 # libc serves start-up only (dlsym, dl_iterate_phdr, environ), errno and the fortify abort for
 # the libc entry points, malloc/free for dns.c's lookup results (freed by libc's freeaddrinfo),
 # and fdopen/fdopendir, which give a FILE or DIR to a descriptor opened through the dispatcher.

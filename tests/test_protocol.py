@@ -33,6 +33,9 @@ FACTS = {
     "TETHER_MSG_SOCKET_REPLY": wire.MSG_SOCKET_REPLY,
     "TETHER_MSG_RESOLVE": wire.MSG_RESOLVE,
     "TETHER_MSG_RESOLVE_REPLY": wire.MSG_RESOLVE_REPLY,
+    "TETHER_MSG_NAMEINFO": wire.MSG_NAMEINFO,
+    "TETHER_MSG_NAMEINFO_REPLY": wire.MSG_NAMEINFO_REPLY,
+    "sizeof(struct tether_nameinfo)": wire.NAMEINFO.size,
     "sizeof(struct tether_socket)": wire.SOCKET.size,
     "sizeof(struct tether_resolve)": wire.RESOLVE.size,
     "offsetof(struct tether_resolve, family)": 4,
@@ -118,7 +121,7 @@ def test_hello_round_trip(exe, build_id, pid):
 DECODERS = [wire.decode_syscall, wire.decode_hello, wire.decode_hello_reply,
             wire.decode_plan_request, wire.decode_plan_reply, wire.decode_agent_hello,
             wire.decode_error, wire.decode_connect, wire.decode_connect_reply, wire.decode_open, wire.decode_socket,
-            wire.decode_resolve, wire.decode_resolve_reply,
+            wire.decode_resolve, wire.decode_resolve_reply, wire.decode_nameinfo, wire.decode_nameinfo_reply,
             lambda f: wire.EnvAssembler().feed(f)]
 
 
@@ -151,6 +154,14 @@ def test_resolve_reply_round_trip(canonname, entries, status, err):
     assert wire.decode_resolve_reply(wire.decode_frame(wire.encode_resolve_reply(ok, 3))) == ok
     failed = wire.ResolveReply(status, err)
     assert wire.decode_resolve_reply(wire.decode_frame(wire.encode_resolve_reply(failed, 3))) == failed
+
+
+@given(st.binary(max_size=128), st.integers(-(2**31), 2**31 - 1), st.text(wire_chars, max_size=255),
+       st.text(wire_chars, max_size=32), st.integers(-12, 0), st.integers(0, 200))
+def test_nameinfo_round_trip(sockaddr, flags, host, service, status, err):
+    assert wire.decode_nameinfo(wire.decode_frame(wire.encode_nameinfo(sockaddr, flags, 5))) == (sockaddr, flags)
+    r = wire.NameInfo(status, err, host, service)
+    assert wire.decode_nameinfo_reply(wire.decode_frame(wire.encode_nameinfo_reply(r, 5))) == r
 
 
 def test_resolve_reply_keeps_what_fits_one_frame():

@@ -1,17 +1,19 @@
 """Name lookups the agent performs inside the target: getaddrinfo() here reads the target's
 resolv.conf, hosts and nsswitch.conf and asks its name servers, so the program gets the answer
-the target would get. The layer's getaddrinfo (layer/dns.c) and the session's host-name rules
-ask through this."""
+the target would get. The layer's getaddrinfo and getnameinfo (layer/dns.c) and the session's
+host-name rules ask through this."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import socket
+import struct
 
 from ..protocol import wire
-from ..protocol.sockaddr import encode_inet
+from ..protocol.sockaddr import SockaddrError, decode_inet, encode_inet
 
 log = logging.getLogger("tether.agent")
+EAI_FAMILY = -6  # glibc's number
 
 
 def _entry(family: int, socktype: int, protocol: int, sockaddr: tuple) -> wire.AddrInfo:
@@ -42,3 +44,23 @@ async def resolve(req: wire.Resolve) -> wire.ResolveReply:
     canonname = next((name for *_, name, _ in infos if name), "")
     log.debug("resolve %s: %d addresses", req.node, len(entries))
     return wire.ResolveReply(0, 0, canonname, entries)
+
+
+async def nameinfo(sockaddr: bytes, flags: int) -> wire.NameInfo:
+    """getnameinfo(sockaddr, flags) as the target answers it (its hosts file, its name servers'
+    PTR records)."""
+    try:
+        family, host, port = decode_inet(sockaddr)
+    except SockaddrError:
+        return wire.NameInfo(status=EAI_FAMILY)
+    address = (host, port) if family == socket.AF_INET else (
+        host, port, *struct.unpack_from(">I", sockaddr, 4), *struct.unpack_from("<I", sockaddr, 24))
+    try:
+        name, service = await asyncio.get_running_loop().getnameinfo(address, flags)
+    except socket.gaierror as e:
+        log.debug("nameinfo %s: %s", host, e.strerror)
+        return wire.NameInfo(status=e.errno)
+    except OSError as e:
+        return wire.NameInfo(status=wire.EAI_SYSTEM, errno=e.errno or 5)
+    log.debug("nameinfo %s: %s", host, name)
+    return wire.NameInfo(0, 0, name, service)

@@ -126,6 +126,8 @@ class Link:
                 sock, status = net.start_connect(req)
                 with sock:  # the session's copy is the one that lives on
                     self._send(wire.encode_connect_reply(frame.id, status), [sock.fileno()])
+            elif frame.type == wire.MSG_NAMEINFO:
+                self._spawn(self._nameinfo(frame.id, *wire.decode_nameinfo(frame)))
             elif frame.type == wire.MSG_RESOLVE:
                 self._spawn(self._resolve(frame.id, wire.decode_resolve(frame)))
             elif frame.type == wire.MSG_SOCKET:
@@ -153,6 +155,9 @@ class Link:
         task = asyncio.create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def _nameinfo(self, id: int, sockaddr: bytes, flags: int) -> None:
+        self._send(wire.encode_nameinfo_reply(await dns.nameinfo(sockaddr, flags), id))
 
     async def _resolve(self, id: int, req: wire.Resolve) -> None:
         self._send(wire.encode_resolve_reply(await dns.resolve(req), id))

@@ -31,6 +31,8 @@ MSG_SOCKET = 38
 MSG_SOCKET_REPLY = 39
 MSG_RESOLVE = 40
 MSG_RESOLVE_REPLY = 41
+MSG_NAMEINFO = 42
+MSG_NAMEINFO_REPLY = 43
 
 FLAG_ENTRY = 1
 FLAG_MORE = 2
@@ -56,6 +58,7 @@ RESOLVE = struct.Struct("<iiii")  # getaddrinfo hints: flags, family, socktype, 
 RESOLVE_REPLY = struct.Struct("<ii")  # status (0 or EAI_*), errno for EAI_SYSTEM; then canonname, entries
 RESOLVE_ENTRY = struct.Struct("<HHi")  # family, socktype, protocol; then the sockaddr
 EAI_SYSTEM = -11  # glibc's number: the failure is in errno
+NAMEINFO = struct.Struct("<i")  # NI_* flags; then the sockaddr. Reply: RESOLVE_REPLY, host, service
 ENV_MAX = 1 << 20  # bytes of environment a session accepts from an agent
 U16 = struct.Struct("<H")
 
@@ -146,6 +149,16 @@ class ResolveReply(NamedTuple):
     errno: int = 0
     canonname: str = ""
     entries: tuple[AddrInfo, ...] = ()
+
+
+class NameInfo(NamedTuple):
+    """getnameinfo(sockaddr, flags) as the target answers it: status 0 with host and service,
+    or an EAI_* code (and errno for EAI_SYSTEM)."""
+
+    status: int = 0
+    errno: int = 0
+    host: str = ""
+    service: str = ""
 
 
 class Data(NamedTuple):
@@ -417,6 +430,39 @@ def decode_resolve_reply(f: Frame) -> ResolveReply:
     if status > 0 or (status and entries):
         raise ProtocolError(f"RESOLVE_REPLY with status {status} and {len(entries)} entries")
     return ResolveReply(status, err, canonname, tuple(entries))
+
+
+def encode_nameinfo(sockaddr: bytes, flags: int, id: int) -> bytes:
+    if len(sockaddr) > 128:
+        raise ProtocolError("socket address longer than 128 bytes")
+    return encode_frame(MSG_NAMEINFO, NAMEINFO.pack(flags) + _pack_string_bytes(sockaddr), id=id)
+
+
+def decode_nameinfo(f: Frame) -> tuple[bytes, int]:
+    """(sockaddr, flags) of a NAMEINFO request."""
+    if f.type != MSG_NAMEINFO or len(f.payload) < NAMEINFO.size:
+        raise ProtocolError("malformed NAMEINFO")
+    (flags,) = NAMEINFO.unpack_from(f.payload)
+    sockaddr, pos = _bytes(f.payload, NAMEINFO.size, "socket address")
+    if pos != len(f.payload) or len(sockaddr) > 128:
+        raise ProtocolError("malformed NAMEINFO socket address")
+    return sockaddr, flags
+
+
+def encode_nameinfo_reply(r: NameInfo, id: int) -> bytes:
+    return encode_frame(MSG_NAMEINFO_REPLY, RESOLVE_REPLY.pack(r.status, r.errno) + _pack_string(r.host[:1025])
+                        + _pack_string(r.service[:32]), id=id)
+
+
+def decode_nameinfo_reply(f: Frame) -> NameInfo:
+    if f.type != MSG_NAMEINFO_REPLY or len(f.payload) < RESOLVE_REPLY.size:
+        raise ProtocolError("malformed NAMEINFO_REPLY")
+    status, err = RESOLVE_REPLY.unpack_from(f.payload)
+    host, pos = _string(f.payload, RESOLVE_REPLY.size, "host")
+    service, pos = _string(f.payload, pos, "service")
+    if pos != len(f.payload) or status > 0:
+        raise ProtocolError("malformed NAMEINFO_REPLY")
+    return NameInfo(status, err, host, service)
 
 
 def encode_open(o: Open, id: int) -> bytes:
