@@ -125,6 +125,24 @@ static unsigned get_u16(const unsigned char *p)
 	return p[0] | (unsigned)p[1] << 8;
 }
 
+/* The request of type in words (its payload ends at end) to the agent: the
+ * reply's length (the reply replaces the request) or -errno. */
+static long send_request(unsigned long *words, unsigned short type, const unsigned char *end)
+{
+	struct tether_frame *f = (struct tether_frame *)words;
+	int newfd;
+	long n;
+
+	f->length = (unsigned)(end - (const unsigned char *)words);
+	f->type = type;
+	f->flags = 0;
+	f->id = 1;
+	n = tether_request(words, TETHER_FRAME_MAX, &newfd, 1);
+	if (newfd >= 0) /* no lookup reply carries one */
+		tether_raw_syscall6(3 /* close */, newfd, 0, 0, 0, 0, 0);
+	return n;
+}
+
 static void ask_target(unsigned long *words, const char *node, const char *service,
                        const struct addrinfo *hints, struct answer *a)
 {
@@ -133,7 +151,6 @@ static void ask_target(unsigned long *words, const char *node, const char *servi
 	const struct tether_resolve_reply *reply = (const void *)(f + 1);
 	unsigned long node_len = tether_strlen(node), service_len = service ? tether_strlen(service) : 0;
 	unsigned char *p;
-	int newfd;
 	long n;
 
 	a->status = EAI_NONAME;
@@ -148,13 +165,7 @@ static void ask_target(unsigned long *words, const char *node, const char *servi
 	r->protocol = hints->ai_protocol;
 	p = tether_put_string((unsigned char *)(r + 1), node, (unsigned)node_len);
 	p = tether_put_string(p, service ? service : "", (unsigned)service_len);
-	f->length = (unsigned)(p - (unsigned char *)words);
-	f->type = TETHER_MSG_RESOLVE;
-	f->flags = 0;
-	f->id = 1;
-	n = tether_request(words, TETHER_FRAME_MAX, &newfd, 1);
-	if (newfd >= 0)
-		tether_raw_syscall6(3 /* close */, newfd, 0, 0, 0, 0, 0);
+	n = send_request(words, TETHER_MSG_RESOLVE, p);
 	a->status = EAI_SYSTEM;
 	if (n < 0) {
 		*__errno_location() = (int)-n; /* the agent is gone (ECONNREFUSED) or wedged */
@@ -405,18 +416,10 @@ static int ask_names(unsigned long *words, const unsigned char *sa, unsigned len
 	struct tether_nameinfo *q = (struct tether_nameinfo *)(f + 1);
 	const struct tether_resolve_reply *reply = (const void *)(f + 1);
 	const unsigned char *p, *end;
-	int newfd;
 	long n;
 
 	q->flags = flags;
-	p = (const unsigned char *)tether_put_string((unsigned char *)(q + 1), (const char *)sa, len);
-	f->length = (unsigned)(p - (const unsigned char *)words);
-	f->type = TETHER_MSG_NAMEINFO;
-	f->flags = 0;
-	f->id = 1;
-	n = tether_request(words, TETHER_FRAME_MAX, &newfd, 1);
-	if (newfd >= 0)
-		tether_raw_syscall6(3 /* close */, newfd, 0, 0, 0, 0, 0);
+	n = send_request(words, TETHER_MSG_NAMEINFO, tether_put_string((unsigned char *)(q + 1), (const char *)sa, len));
 	if (n < 0) {
 		*__errno_location() = (int)-n;
 		return EAI_SYSTEM;
