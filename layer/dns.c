@@ -4,7 +4,8 @@
  * server through its internal entry points (__open_nocancel, __connect),
  * which an interposed open() or connect() never sees.  So under tether exec
  * (MODE_DNS) the lookup functions themselves are answered by the agent,
- * which runs getaddrinfo in the target (agent/dns.py).  Numeric addresses
+ * which runs getaddrinfo (or, for reverse lookups, getnameinfo) in the
+ * target (agent/dns.py).  Numeric addresses
  * and NULL nodes stay with libc: there is nothing to look up.  Go's own
  * resolver does not come here (files.c and net.c serve it); cgo's does.
  *

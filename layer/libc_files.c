@@ -160,6 +160,46 @@ TETHER_EXPORT void *fopen64(const char *path, const char *mode)
 	return fopen(path, mode);
 }
 
+/* freopen opens inside glibc too: the file is opened here, through the
+ * dispatcher, and glibc reopens that same file by its /proc/self/fd link
+ * (which names it wherever it was opened, the target included). */
+TETHER_EXPORT void *freopen(const char *path, const char *mode, void *stream)
+{
+	static void *libc_freopen;
+	char link[32] = "/proc/self/fd/";
+	int flags = path ? fopen_flags(mode) : 0, fd;
+	void *f;
+
+	if (!libc_freopen)
+		libc_freopen = dlsym((void *)-1L /* RTLD_NEXT */, "freopen");
+	if (!path) /* a mode change of the same file */
+		return ((void *(*)(const char *, const char *, void *))libc_freopen)(path, mode, stream);
+	if (flags < 0) {
+		*__errno_location() = EINVAL;
+		return 0;
+	}
+	fd = (int)CALL(257, AT_FDCWD, path, flags & ~O_CLOEXEC, 0666, 0, 0);
+	if (fd < 0)
+		return 0;
+	tether_fmt_ulong(link + 14, (unsigned long)fd, 10);
+	/* The same mode but 'x': the file exists now, made by the open above. */
+	char again[16];
+	unsigned n = 0;
+
+	for (const char *m = mode; *m && n < sizeof again - 1; m++)
+		if (*m != 'x')
+			again[n++] = *m;
+	again[n] = '\0';
+	f = ((void *(*)(const char *, const char *, void *))libc_freopen)(link, again, stream);
+	tether_raw_syscall6(3, fd, 0, 0, 0, 0, 0);
+	return f;
+}
+
+TETHER_EXPORT void *freopen64(const char *path, const char *mode, void *stream)
+{
+	return freopen(path, mode, stream);
+}
+
 TETHER_EXPORT void *opendir(const char *path)
 {
 	int fd = (int)CALL(257, AT_FDCWD, path, O_DIRECTORY | O_NONBLOCK | O_CLOEXEC, 0, 0, 0), err;

@@ -58,7 +58,7 @@ def test_c_program_files(probe, tmp_path):
     probe_txt = f'"{work}/probe.txt"'
     opened = [e for e in calls(mine, "openat") if e["args"][1] == probe_txt]
     assert [e["args"][2] for e in opened] == ["O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC", "O_RDONLY",
-                                              "O_RDWR|O_CREAT|O_APPEND"]  # open, open, fopen("a+")
+                                              "O_RDWR|O_CREAT|O_APPEND", "O_RDONLY"]  # open, open, fopen, freopen
     assert all(e["ret"] >= 3 for e in opened)
     assert [e["ret"] for e in calls(events, "writev")] == [4]
     assert [(e["args"][3], e["ret"]) for e in calls(events, "pwrite64")] == [("4", 2)]

@@ -113,6 +113,8 @@ static int files(const char *dir)
 	f = fopen(path, "a+");
 	check(f != NULL, "fopen");
 	fprintf(f, "%s", "more");
+	f = freopen(path, "r", f);
+	check(f != NULL && fgets(buf, sizeof buf, f) && !strcmp(buf, "abcd!Ymore"), "freopen");
 	fclose(f);
 	check(rename(path, moved) == 0 && mkdir(sub, 0700) == 0, "rename");
 	d = opendir(dir);
