@@ -41,11 +41,21 @@ static inline long tether_dispatch_inline(long nr, long a1, long a2, long a3, lo
 
 	if ((unsigned long)nr < TETHER_NR_MAX)
 		handler = tether_handlers[nr];
-	if (!handler)
-		handler = tether_raw_syscall6;
 	if (tether_tracing)
-		return tether_trace_call(handler, nr, a1, a2, a3, a4, a5, a6);
-	return handler(nr, a1, a2, a3, a4, a5, a6);
+		return tether_trace_call(handler ? handler : tether_raw_syscall6, nr, a1, a2, a3, a4, a5, a6);
+	if (handler)
+		return handler(nr, a1, a2, a3, a4, a5, a6);
+	{
+		/* The passthrough, in place: the kernel's registers (syscall_raw.S). */
+		register long r10 __asm__("r10") = a4, r8 __asm__("r8") = a5, r9 __asm__("r9") = a6;
+		long ret;
+
+		__asm__ volatile("syscall"
+		                 : "=a"(ret)
+		                 : "a"(nr), "D"(a1), "S"(a2), "d"(a3), "r"(r10), "r"(r8), "r"(r9)
+		                 : "rcx", "r11", "memory");
+		return ret;
+	}
 }
 /* Nonzero where the handler may block: on raw Go calls the trampoline then
  * enters Go's syscall state around it so other goroutines keep running. */
