@@ -1,4 +1,5 @@
-/* syscall_raw.S - the one place that executes the syscall instruction.
+/* syscall_raw.S - the syscall instruction, for the layer's own calls and its
+ * detours (the dispatcher's passthrough makes its own, inline: tether.h).
  *
  * long tether_raw_syscall6(long nr, long a1, long a2, long a3,
  *                          long a4, long a5, long a6);
