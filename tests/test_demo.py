@@ -26,6 +26,17 @@ def test_demo_runs_and_cleans_up(go_versions, target_ns):  # noqa: F811
     assert "198.18.0.1 " not in subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
 
 
+def test_demo_with_a_python_client(target_ns):  # noqa: F811
+    """Without Go the client is Python: its libc lookups and connects reach the namespace too."""
+    r = subprocess.run([sys.executable, "-m", "tether", "demo", "--client", "python"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "the client is a Python program" in r.stdout and "building a small Go client" not in r.stdout
+    assert "GET http://api.demo.internal:8080/ answered: 200 hello from a service that lives only in" in r.stdout
+    assert "DEMO_GREETING=\"hello from the target's environment\"" in r.stdout
+    assert not [n for n in list_namespaces() if n.startswith("tether-demo-")]
+
+
 def test_demo_names_a_bad_go_setting(tmp_path):
     env = {**os.environ, "TETHER_DEMO_GO": str(tmp_path / "nogo")}
     r = subprocess.run([sys.executable, "-m", "tether", "demo"], capture_output=True, text=True, timeout=60, env=env)

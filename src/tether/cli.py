@@ -371,19 +371,21 @@ def agent(fd: int, env_file: str | None) -> None:
 
 
 @cli.command()
-def demo() -> None:
-    """See tether work: a throwaway namespace, a Go client run under `tether exec` (root).
+@click.option("--client", type=click.Choice(["auto", "go", "python"]), default="auto", show_default=True,
+              help="The demo's client: Go (built here), Python, or Go when a toolchain is found.")
+def demo(client: str) -> None:
+    """See tether work: a throwaway namespace, a client run under `tether exec` (root).
 
     \b
     Makes a network namespace holding an HTTP service, a host name and an environment variable
-    that exist only there, builds a small Go client (a Go toolchain is needed: `go` on PATH, or
-    TETHER_DEMO_GO), runs it with `tether exec --target netns:...`, says what crossed over and
-    how fast, and removes everything it made, also on failure or ^C.
+    that exist only there, runs a small client with `tether exec --target netns:...` (Go when a
+    toolchain is found: `go` on PATH, Debian's golang-1.19-go or TETHER_DEMO_GO; else Python),
+    says what crossed over and how fast, and removes everything it made, also on failure or ^C.
     """
     from .demo import DemoError, run
 
     try:
-        code = run(lambda line: click.echo(f"tether demo: {line}"))
+        code = run(lambda line: click.echo(f"tether demo: {line}"), client)
     except DemoError as e:
         click.echo(f"tether demo: {e}", err=True)
         code = EXIT_ERROR

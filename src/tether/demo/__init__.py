@@ -1,4 +1,7 @@
-"""`tether demo`: a throwaway target namespace, a Go client run under `tether exec`, narrated.
+"""`tether demo`: a throwaway target namespace, a client run under `tether exec`, narrated.
+
+The client is Go when a Go toolchain is at hand (`go` on PATH, Debian's golang-1.19-go, or
+TETHER_DEMO_GO), else Python: both kinds of program are hooked, Go's syscalls and libc's.
 
 The namespace holds what exists only there: an address with an HTTP service, a host name in
 its own hosts file, and an environment variable. Everything made is removed at the end, also
@@ -64,18 +67,18 @@ def _build_client(go: str, workdir: Path) -> Path:
     return workdir / "demo-client"
 
 
-def run(say) -> int:
-    """The demo; say(text) prints one narrated line. Returns the exit status."""
+def run(say, client: str = "auto") -> int:
+    """The demo; say(text) prints one narrated line. client: go, python or auto (Go when a
+    toolchain is found). Returns the exit status."""
     if os.geteuid() != 0:
         say("the demo makes a network namespace, which needs root: run `sudo tether demo`")
         return 2
     if not shutil.which("ip"):
         say("the demo needs the `ip` command (Debian/Ubuntu: apt install iproute2)")
         return 2
-    go = _go()
-    if go is None:
-        say("the demo's client is a Go program and no Go toolchain was found (`go` on PATH, or "
-            "TETHER_DEMO_GO=/path/to/go); programs that use libc (Python, curl) are not hooked yet")
+    go = _go() if client != "python" else None
+    if client == "go" and go is None:
+        say("--client go: no Go toolchain was found (`go` on PATH, or TETHER_DEMO_GO=/path/to/go)")
         return 2
     ns = f"tether-demo-{os.getpid()}"
     etc = Path("/etc/netns") / ns
@@ -83,8 +86,12 @@ def run(say) -> int:
     server = None
     made_ns = made_route = False
     try:
-        say(f"building a small Go client with {go} ...")
-        client = _build_client(go, workdir)
+        if go:
+            say(f"building a small Go client with {go} ...")
+            argv = [str(_build_client(go, workdir))]
+        else:
+            say("no Go toolchain here: the client is a Python program (its libc calls are hooked)")
+            argv = [sys.executable, "-I", str(Path(__file__).with_name("client.py"))]
         # While the demo runs, this machine refuses the demo's address outright: a connection
         # tether failed to send to the target fails at once instead of leaving the machine.
         if not subprocess.run(["ip", "route", "show", f"{ADDR}/32"], capture_output=True, text=True).stdout.strip():
@@ -105,10 +112,12 @@ def run(say) -> int:
         say(f"made namespace {ns}: {ADDR}:{PORT} serves HTTP there only, its hosts file names it "
             f"{NAME}, its environment sets DEMO_GREETING; this machine has none of them")
         url = f"http://{NAME}:{PORT}/"
-        say(f"running: tether exec --target netns:{ns} -- demo-client {url}")
+        say(f"running: tether exec --target netns:{ns} -- {'demo-client' if go else 'python3 client.py'} {url}")
         start = time.monotonic()
-        r = subprocess.run([sys.executable, "-m", "tether", "exec", "--target", f"netns:{ns}", "--",
-                            str(client), url], capture_output=True, text=True, timeout=60)
+        # The demo's own settings only: no tether.toml or TETHER_* variable of the user's applies.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+        r = subprocess.run([sys.executable, "-m", "tether", "exec", "--config", os.devnull, "--target",
+                            f"netns:{ns}", "--", *argv, url], capture_output=True, text=True, timeout=60, env=env)
         took = time.monotonic() - start
         lines = dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
         if r.returncode or "get" not in lines:
