@@ -192,8 +192,9 @@ def exec_(target_spec: str | None, local_rules: tuple[str, ...], remote_rules: t
     ([IPV6]:PORT), or :PORT alone.
 
     \b
-    DNS: the resolver's files (resolv.conf, hosts, nsswitch.conf) are read in the target and its
-    name servers are asked from there (--no-dns: resolve here).
+    DNS: names resolve as in the target: Go's resolver reads the target's resolv.conf and hosts
+    and asks its name servers from there; libc's lookups (getaddrinfo, gethostbyname,
+    getnameinfo, ...) are answered by the agent there (--no-dns: resolve here).
     Environment: the target's variables are added to this one's, except those about this
     machine and your tools (PATH, HOME, TERM, LANG, SHELL, PWD, LD_*, GO*, PYTHON*, ...).
 
