@@ -6,7 +6,8 @@
  * closefrom (libc_io.c) skip them: a program that closes every descriptor
  * before exec (Python's subprocess does) must not cut the layer off, nor
  * later get our number back for a file of its own and receive our frames.
- * To the program they do not exist: closing one reads EBADF. */
+ * To the program they do not exist: closing one reads EBADF, and a dup2 or
+ * dup3 onto one first moves ours out of the way (tether_fd_evict). */
 #include "tether.h"
 
 #define SYS_close 3
@@ -67,4 +68,27 @@ long tether_fd_next_ours(unsigned long first, unsigned long last)
 			best = fd;
 	}
 	return best;
+}
+
+/* The program is about to dup onto fd, one of ours: the session socket
+ * moves to another number, an idle agent connection is dropped. */
+void tether_fd_evict(long fd)
+{
+	if (fd == __atomic_load_n(&tether_session_fd, __ATOMIC_ACQUIRE)) {
+		long moved = tether_raw_syscall6(SYS_fcntl, fd, F_DUPFD_CLOEXEC, HIGH_FD, 0, 0, 0);
+
+		if (moved >= 0) {
+			for (int i = 0; i < OWN_MAX; i++) {
+				int mine = (int)fd;
+
+				if (__atomic_compare_exchange_n(&own[i], &mine, (int)moved, 0, __ATOMIC_ACQ_REL,
+				                                __ATOMIC_RELAXED))
+					break;
+			}
+			__atomic_store_n(&tether_session_fd, (int)moved, __ATOMIC_RELEASE);
+			tether_raw_syscall6(SYS_close, fd, 0, 0, 0, 0, 0);
+		}
+		return;
+	}
+	tether_request_forget(fd);
 }

@@ -85,11 +85,15 @@ TETHER_EXPORT int dup(int fd)
 
 TETHER_EXPORT int dup2(int fd, int to)
 {
+	if (tether_fd_is_ours(to))
+		tether_fd_evict(to);
 	return (int)CALL(33, fd, to, 0, 0, 0, 0);
 }
 
 TETHER_EXPORT int dup3(int fd, int to, int flags)
 {
+	if (tether_fd_is_ours(to))
+		tether_fd_evict(to);
 	return (int)CALL(292, fd, to, flags, 0, 0, 0);
 }
 

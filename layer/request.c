@@ -121,6 +121,18 @@ static long take_connection(int *pooled)
 	return new_connection();
 }
 
+void tether_request_forget(long fd)
+{
+	for (int i = 0; i < POOL_SIZE; i++) {
+		int idle = (int)fd;
+
+		if (__atomic_compare_exchange_n(&pool[i], &idle, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+			tether_fd_close(fd);
+			return;
+		}
+	}
+}
+
 static void give_back(long conn)
 {
 	for (int i = 0; i < POOL_SIZE; i++) {

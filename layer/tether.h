@@ -122,6 +122,7 @@ long tether_fd_park(long fd);
 void tether_fd_close(long fd);
 int tether_fd_is_ours(long fd);
 long tether_fd_next_ours(unsigned long first, unsigned long last); /* lowest in range, or -1 */
+void tether_fd_evict(long fd); /* before the program dups onto fd, one of ours */
 
 /* self.c: this process's pid, and reads of its memory that a bad pointer
  * cannot crash (bytes copied or -errno). */
@@ -138,6 +139,8 @@ long tether_request(void *buf, unsigned long size, int *fd, int cloexec);
  * descriptor (words: a TETHER_FRAME_MAX buffer): the descriptor, or -errno
  * (the agent's ERROR, else EPROTO). */
 long tether_ask(unsigned long *words, unsigned short reply_type, unsigned long payload, int cloexec);
+/* Drop fd if it is an idle pooled connection (the program wants its number). */
+void tether_request_forget(long fd);
 
 /* route.c: the ordered local/remote rules for outgoing connections. */
 #define TETHER_ROUTE_MAX 64

@@ -100,6 +100,15 @@ def test_c_program_fork_and_exec(probe, tmp_path):
     assert len(missing) == 3 and all(e["errno"] == "ENOENT" for e in missing)  # one per PATH entry
 
 
+def test_a_program_taking_the_layers_descriptor_numbers(probe, tmp_path):
+    """dup2 onto every number from 700 (where the layer keeps its session socket): the layer
+    moves its socket away first, so the trace goes on and nothing of it reaches the program."""
+    proc, events = trace(probe, "dupover", str(tmp_path), tmp=tmp_path)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"dupover ok\n", b"")
+    assert [e["ret"] for e in calls(events, "dup2")] == list(range(700, 764))
+    assert [e["ret"] for e in calls(events, "unlink")] == [0]  # reported after all the dup2s
+
+
 PY_SCRIPT = r'''
 import http.server, os, socket, subprocess, sys, threading, urllib.request
 d = sys.argv[1]

@@ -5,6 +5,7 @@
  *   libc_probe threads N S  N threads doing mixed calls for S seconds
  *   libc_probe reads N      N 1-byte reads from /dev/zero, timed: ns per read
  *   libc_probe spawn        fork + execlp (PATH search), execle, execv, posix_spawnp
+ *   libc_probe dupover DIR  dup2 onto descriptors 700-763, then a file made and removed in DIR
  *
  * Prints the same lines with or without tether; exits 1 on any failure. */
 #define _GNU_SOURCE
@@ -237,6 +238,23 @@ static int spawn(void)
 	return 0;
 }
 
+/* Numbers a program may pick for its own reasons, tether's among them. */
+static int dupover(const char *dir)
+{
+	char path[4096];
+	int fd = open("/dev/null", O_RDONLY);
+
+	check(fd >= 0, "open /dev/null");
+	for (int n = 700; n < 764; n++)
+		check(dup2(fd, n) == n, "dup2");
+	for (int n = 700; n < 764; n++)
+		close(n);
+	snprintf(path, sizeof path, "%s/after-dup2", dir);
+	check(close(open(path, O_CREAT | O_WRONLY, 0600)) == 0 && unlink(path) == 0, "file after dup2");
+	printf("dupover ok\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -246,6 +264,8 @@ int main(int argc, char **argv)
 		return files(argv[2]);
 	if (argc == 4 && !strcmp(argv[1], "threads"))
 		return threads(atoi(argv[2]), atof(argv[3]));
+	if (argc == 3 && !strcmp(argv[1], "dupover"))
+		return dupover(argv[2]);
 	if (argc == 2 && !strcmp(argv[1], "spawn"))
 		return spawn();
 	if (argc == 3 && !strcmp(argv[1], "reads"))
