@@ -1,7 +1,6 @@
 """The `tether` command line."""
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -52,6 +51,8 @@ def inspect(binary: str, as_json: bool, no_cache: bool) -> None:
         click.echo(f"tether inspect: {binary}: {e}", err=True)
         sys.exit(EXIT_ERROR)
     if as_json:
+        import json
+
         click.echo(json.dumps(report, indent=2))
     else:
         _print_report(report)
@@ -401,6 +402,8 @@ def config_() -> None:
 @config_.command("schema")
 def config_schema() -> None:
     """Print the JSON schema of tether.toml (for editors and validators)."""
+    import json
+
     from . import config
 
     click.echo(json.dumps(config.schema(), indent=2))
@@ -411,6 +414,7 @@ def config_schema() -> None:
               help="Settings file (default: TETHER_CONFIG, else ./tether.toml if there).")
 def config_show(config_file: str | None) -> None:
     """Print the settings `tether exec` would use here (before its flags) and their sources."""
+    import json
     import os
 
     from . import config

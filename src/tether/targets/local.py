@@ -96,7 +96,6 @@ def _agent_child(spec: str, enter: Enter, sock: socket.socket, listener: socket.
         import concurrent.futures.thread  # noqa: F401  (asyncio's resolver threads, loaded lazily)
 
         from ..agent.server import serve_fd
-        socket.getaddrinfo("localhost", None)  # glibc loads its resolver modules now, from here
         environment = enter()
         lib, _ = libc()
         lib.prctl(PR_SET_NAME, AGENT_NAME, 0, 0, 0)

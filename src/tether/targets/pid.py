@@ -28,6 +28,9 @@ def parse_environ(raw: bytes) -> dict[str, str]:
 
 def _enter(pid: int):
     """In the child: take the process's environment, then join its namespaces."""
+    import socket
+
+    socket.getaddrinfo("localhost", None)  # glibc loads its resolver modules now, from this host
     lib, check = libc()
     with open(f"/proc/{pid}/environ", "rb") as f:
         env = parse_environ(f.read())
