@@ -14,7 +14,10 @@
  * The agent only starts the connect (timeout 0): blocking is the
  * program's business, done below with poll on its own socket.
  * Unconnected UDP: sendto()/sendmsg() to a remote address first moves the
- * socket into the target the same way (move_udp). */
+ * socket into the target the same way (move_udp).
+ * Through a network agent the descriptor is a relay stream instead, and the
+ * connect is finished when the reply comes (status 0 or an error); the
+ * reply then also names the target socket's addresses (relayed.c). */
 #include "tether.h"
 #include "protocol.h"
 
@@ -228,6 +231,26 @@ static long swap_in(long fd, long newfd, const struct kind *k)
 	return 0;
 }
 
+/* A relayed socket's reply ends with the target socket's two addresses,
+ * each a u16 length and bytes; relayed.c answers getsockname/getpeername
+ * with them. */
+static void remember_relayed(long fd, const struct tether_frame *f)
+{
+	const unsigned char *p = (const unsigned char *)(f + 1) + sizeof(struct tether_connect_reply);
+	const unsigned char *end = (const unsigned char *)f + f->length;
+	const unsigned char *local, *peer;
+	unsigned local_len, peer_len;
+
+	if (end - p < 2 || (local_len = (unsigned)p[0] | (unsigned)p[1] << 8) > (unsigned long)(end - p - 2))
+		return;
+	local = p + 2;
+	p = local + local_len;
+	if (end - p < 2 || (peer_len = (unsigned)p[0] | (unsigned)p[1] << 8) > (unsigned long)(end - p - 2))
+		return;
+	peer = p + 2;
+	tether_relayed_add(fd, local, local_len, peer, peer_len);
+}
+
 static long net_connect(long nr, long fd, long addr, long len, long a4, long a5, long a6)
 {
 	unsigned long words[TETHER_FRAME_MAX / 8];
@@ -257,6 +280,8 @@ static long net_connect(long nr, long fd, long addr, long len, long a4, long a5,
 	status = ((const struct tether_connect_reply *)(f + 1))->status;
 	if ((n = swap_in(fd, newfd, &k)) < 0)
 		return n;
+	if (f->flags & TETHER_FLAG_RELAYED)
+		remember_relayed(fd, f);
 	if (status == 0)
 		return 0;
 	if (status != EINPROGRESS)
@@ -373,5 +398,6 @@ int tether_net_install(const char *rules)
 		return -22; /* EINVAL */
 	tether_set_handler(SYS_sendto, net_sendto, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_sendmsg, net_sendmsg, TETHER_MAY_BLOCK);
+	tether_relayed_install();
 	return tether_set_handler(SYS_connect, net_connect, TETHER_MAY_BLOCK);
 }

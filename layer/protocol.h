@@ -18,6 +18,9 @@
 #define TETHER_MSG_PLAN_REPLY 4	  /* session -> layer: that plan (maybe empty) */
 #define TETHER_MSG_AGENT_HELLO 5  /* session -> agent: version, capabilities */
 #define TETHER_MSG_AGENT_HELLO_REPLY 6
+#define TETHER_MSG_AUTH_CHALLENGE 7 /* network agent -> session: its nonce (session<->agent only) */
+#define TETHER_MSG_AUTH_RESPONSE 8 /* session -> agent: its nonce and proof of the token */
+#define TETHER_MSG_AUTH_OK 9	  /* agent -> session: the agent's proof of the token */
 #define TETHER_MSG_ERROR 15	  /* reply to any request: errno and a message */
 #define TETHER_MSG_SYSCALL 16	  /* layer -> session: one traced syscall */
 #define TETHER_MSG_CONNECT 32	  /* open and connect a socket in the target */
@@ -32,10 +35,16 @@
 #define TETHER_MSG_NAMEINFO_REPLY 43 /* its status, host and service */
 #define TETHER_MSG_ENV 36	  /* session -> agent: the target's environment */
 #define TETHER_MSG_ENV_REPLY 37	  /* NUL-terminated KEY=VALUE entries, maybe over several frames */
+#define TETHER_MSG_READ_FILE 44	  /* session -> agent: a file's contents (path as OPEN) */
+#define TETHER_MSG_READ_FILE_REPLY 45 /* the contents, maybe over several frames */
+#define TETHER_MSG_STREAM 46	  /* session -> network agent, on a data connection: connect (as CONNECT), then relay */
+#define TETHER_MSG_STREAM_REPLY 47 /* connected: two sockaddrs as CONNECT_REPLY's; the relayed bytes follow */
 
 /* frame flags */
 #define TETHER_FLAG_ENTRY 1	/* SYSCALL sent before the call (execve, exit): no result */
 #define TETHER_FLAG_MORE 2	/* ENV_REPLY: more frames of the same reply follow */
+#define TETHER_FLAG_RELAYED 4	/* CONNECT_REPLY: the descriptor is a stream to a relay; the
+				 * target socket's own and peer addresses follow the status */
 
 /* HELLO_REPLY modes */
 #define TETHER_MODE_TRACE 1	/* report every hooked syscall */
@@ -108,7 +117,9 @@ struct tether_connect {
 	unsigned int timeout_ms;
 };
 
-/* CONNECT_REPLY payload. */
+/* CONNECT_REPLY payload.  With TETHER_FLAG_RELAYED two sockaddrs follow,
+ * each a u16 length and bytes: what getsockname and getpeername answer for
+ * the descriptor (they would otherwise name the relay's connection). */
 struct tether_connect_reply {
 	int status;		/* 0 connected, EINPROGRESS still connecting */
 };

@@ -216,7 +216,8 @@ long tether_ask(unsigned long *words, unsigned short reply_type, unsigned long p
 
 	if (n < 0)
 		return n;
-	if (f->type == reply_type && n == (long)(sizeof *f + payload) && newfd >= 0)
+	/* payload: the reply's fixed part; a variable part may follow it */
+	if (f->type == reply_type && n >= (long)(sizeof *f + payload) && newfd >= 0)
 		return newfd;
 	if (newfd >= 0)
 		raw(SYS_close, newfd, 0, 0, 0, 0);

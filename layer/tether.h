@@ -128,6 +128,7 @@ void tether_fd_evict(long fd); /* before the program dups onto fd, one of ours *
  * cannot crash (bytes copied or -errno). */
 int tether_current_pid(void);
 long tether_peek(void *dst, long addr, unsigned long n);
+long tether_poke(long addr, const void *src, unsigned long n);
 
 /* request.c: one request to the agent on a connection of its own, so
  * requests from many threads run side by side.  The reply replaces the
@@ -177,6 +178,12 @@ long tether_libc_result(long r);
 
 /* net.c, files.c: the detours of tether exec; net.c takes the rules text. */
 int tether_net_install(const char *rules);
+
+/* relayed.c: sockets that stand for a socket in the target (through a
+ * network agent's relay), and the addresses getsockname/getpeername give. */
+void tether_relayed_add(long fd, const unsigned char *local, unsigned local_len, const unsigned char *peer,
+                        unsigned peer_len);
+void tether_relayed_install(void);
 void tether_files_install(void);
 /* exec.c: execve and execveat keep LD_PRELOAD and TETHER_SESSION (from
  * envp, this process's start-up environment).  For other ways to exec:

@@ -154,7 +154,10 @@ def trace(output: str | None, as_json: bool, classes: str | None, program: tuple
 
 @cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("-t", "--target", "target_spec", metavar="TARGET",
-              help="Where the program's network, DNS and environment come from: netns:NAME or pid:PID.")
+              help="Where the program's network, DNS and environment come from: netns:NAME, pid:PID, "
+                   "tcp://HOST:PORT or unix:PATH.")
+@click.option("--token-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="The token of a tcp:// or unix: agent (the file it was started with).")
 @click.option("--local", "local_rules", multiple=True, metavar="SPEC",
               help="Connections to SPEC stay on this machine (repeatable).")
 @click.option("--remote", "remote_rules", multiple=True, metavar="SPEC",
@@ -171,7 +174,7 @@ def trace(output: str | None, as_json: bool, classes: str | None, program: tuple
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Settings file (default: TETHER_CONFIG, else ./tether.toml if there).")
 @click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_(target_spec: str | None, local_rules: tuple[str, ...], remote_rules: tuple[str, ...],
+def exec_(target_spec: str | None, token_file: str | None, local_rules: tuple[str, ...], remote_rules: tuple[str, ...],
           env_overrides: tuple[str, ...], env_include: tuple[str, ...], env_exclude: tuple[str, ...],
           dns: bool, verbose: bool, log_file: str | None, config_file: str | None,
           program: tuple[str, ...]) -> None:
@@ -200,16 +203,21 @@ def exec_(target_spec: str | None, local_rules: tuple[str, ...], remote_rules: t
     machine and your tools (PATH, HOME, TERM, LANG, SHELL, PWD, LD_*, GO*, PYTHON*, ...).
 
     \b
-    Targets (both need root):
-      netns:NAME   a namespace from `ip netns add`; /etc/netns/NAME/ files such as
+    Targets:
+      netns:NAME   a namespace from `ip netns add` (root); /etc/netns/NAME/ files such as
                    resolv.conf, hosts and environment are the target's
       pid:PID      the network, UTS and mount namespaces of a running process, e.g. a
-                   container's (`docker inspect -f '{{.State.Pid}}' NAME`); its files and
-                   its own environment are the target's
+                   container's (`docker inspect -f '{{.State.Pid}}' NAME`; root); its files
+                   and its own environment are the target's
+      tcp://HOST:PORT, unix:PATH
+                   a `tether agent --listen ... --token-file FILE` running there; give the
+                   same token file with --token-file. Over TCP the agent relays each
+                   connection's bytes (sockets cannot cross machines); over unix: sockets
+                   are handed over as for netns:
     \b
     Settings: each flag also has a TETHER_* variable (TETHER_TARGET, TETHER_LOCAL, TETHER_DNS=0,
-    ...; lists space-separated) and a key in tether.toml (target, local, remote, env, env_include,
-    env_exclude, dns, verbose, log_file); a flag beats the variable, which beats the file.
+    ...; lists space-separated) and a key in tether.toml (target, token_file, local, remote, env,
+    env_include, env_exclude, dns, verbose, log_file); a flag beats the variable, which beats the file.
     `tether config show` prints what applies, `tether config schema` the file's JSON schema.
 
     Exit status: the program's (128+N if signal N ended it); 2 if tether could not start it or
@@ -232,7 +240,7 @@ def exec_(target_spec: str | None, local_rules: tuple[str, ...], remote_rules: t
     except config.ConfigError as e:
         click.echo(f"tether exec: {e}", err=True)
         sys.exit(EXIT_ERROR)
-    target_spec = settings["target_spec"]
+    target_spec, token_file = settings["target_spec"], settings["token_file"]
     local_rules, remote_rules = settings["local_rules"], settings["remote_rules"]
     env_overrides, env_include, env_exclude = settings["env_overrides"], settings["env_include"], settings["env_exclude"]
     no_dns, verbose, log_file = not settings["dns"], settings["verbose"], settings["log_file"]
@@ -262,7 +270,7 @@ def exec_(target_spec: str | None, local_rules: tuple[str, ...], remote_rules: t
     log = logging.getLogger("tether.exec")
     start = time.monotonic()
     try:
-        target = open_target(target_spec, wait=False)
+        target = open_target(target_spec, wait=False, token_file=token_file)
     except TargetError as e:
         fail(str(e))
     # While the agent starts (importing asyncio is most of its start): what only this side needs.
@@ -341,34 +349,92 @@ def exec_(target_spec: str | None, local_rules: tuple[str, ...], remote_rules: t
 
 
 @cli.command()
-@click.option("--fd", type=int, required=True,
-              help="Serve the session on this inherited unix SOCK_SEQPACKET socket.")
+@click.option("--listen", "listen_address", metavar="ADDRESS",
+              help="Serve sessions that connect here: tcp:HOST:PORT (port 0: any free one) or unix:PATH.")
+@click.option("--token-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="With --listen: only peers that prove this token are served (required).")
+@click.option("--new-token", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write a new random token to FILE (mode 0600) and exit.")
+@click.option("--fd", type=int, help="Serve one session on this inherited unix SOCK_SEQPACKET socket.")
 @click.option("--env-file", type=click.Path(dir_okay=False),
               help="Report the environment in this file (/etc/environment format) as the target's, "
                    "instead of the agent's own.")
-def agent(fd: int, env_file: str | None) -> None:
-    """Run inside a target and perform what the session asks there (connect, open, env).
+@click.option("-v", "--verbose", is_flag=True, help="Log every connection and operation to stderr.")
+def agent(listen_address: str | None, token_file: str | None, new_token: str | None, fd: int | None,
+          env_file: str | None, verbose: bool) -> None:
+    """Run inside a target and perform there what sessions ask (connect, resolve, open, env).
 
     \b
-    The agent serves one session on an inherited socket, e.g.
+    A network-reachable agent, for `tether exec --target tcp://HOST:PORT` (or unix:PATH):
+      tether agent --new-token agent.token          # once; copy the file to the users' side
+      tether agent --listen tcp:0.0.0.0:7070 --token-file agent.token
+    It serves many sessions at once and refuses (and logs) peers that cannot prove the token.
+    The token never crosses the wire (challenge-response), but the relayed data is not
+    encrypted: across networks you do not trust, reach the port through SSH or a VPN.
+    It prints `tether agent: listening on ADDRESS` once ready; SIGTERM or ^C stops it.
+
+    \b
+    `tether exec --target netns:NAME` (or pid:PID) runs the agent itself in a forked child; the
+    same agent can serve one session on an inherited socket:
       ip netns exec NAME tether agent --fd 3 --env-file /etc/environment
-    `tether exec --target netns:NAME` (or pid:PID) runs the same agent in a forked child that
-    joins the target's namespaces. Network-reachable agents (--listen, with a token) come later.
     """
     import asyncio
     import logging
-
     import os
+    import signal
 
     from .agent.env import target_env
-    from .agent.server import serve_fd
 
-    logging.basicConfig(level=logging.WARNING, format="tether agent: %(message)s")
+    if new_token:
+        from .protocol.auth import TokenError, new_token_file
+
+        try:
+            new_token_file(new_token)
+        except TokenError as e:
+            click.echo(f"tether agent: {e}", err=True)
+            sys.exit(EXIT_ERROR)
+        click.echo(f"tether agent: new token in {new_token}", err=True)
+        return
+    if (fd is None) == (listen_address is None):
+        raise click.UsageError("give --listen ADDRESS (with --token-file) or --fd N")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="tether agent: %(message)s")
     environment = (lambda: target_env(env_file)) if env_file else (lambda: dict(os.environ))
+    if fd is not None:
+        from .agent.server import serve_fd
+
+        try:
+            asyncio.run(serve_fd(fd, environment))
+        except (OSError, ValueError) as e:
+            click.echo(f"tether agent: {e}", err=True)
+            sys.exit(EXIT_ERROR)
+        return
+
+    from .agent.listen import AddressError, parse_address, serve_listen
+    from .protocol.auth import TokenError, load_token
+
+    if not token_file:
+        raise click.UsageError("--listen needs --token-file FILE (make one with `tether agent --new-token FILE`)")
     try:
-        asyncio.run(serve_fd(fd, environment))
-    except (OSError, ValueError) as e:
+        address = parse_address(listen_address)
+        token = load_token(token_file)
+    except (AddressError, TokenError) as e:
         click.echo(f"tether agent: {e}", err=True)
+        sys.exit(EXIT_ERROR)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        serving = asyncio.current_task()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, serving.cancel)
+        await serve_listen(address, token, environment,
+                           on_ready=lambda bound: click.echo(f"tether agent: listening on {bound}", err=True))
+
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        pass
+    except OSError as e:
+        click.echo(f"tether agent: cannot listen on {listen_address}: {e.strerror or e}", err=True)
         sys.exit(EXIT_ERROR)
 
 

@@ -33,7 +33,10 @@ class Key(NamedTuple):
 
 KEYS = [
     Key("target", "target_spec", "--target", "string",
-        "Where the program's network, DNS and environment come from: netns:NAME or pid:PID."),
+        "Where the program's network, DNS and environment come from: netns:NAME, pid:PID, "
+        "tcp://HOST:PORT or unix:PATH."),
+    Key("token_file", "token_file", "--token-file", "string",
+        "The token of a tcp:// or unix: agent: the file it was started with (never the token itself)."),
     Key("local", "local_rules", "--local", "list", "Destinations that stay on this machine (SPEC: ADDRESS, "
         "CIDR or HOST, each with an optional :PORT).", ()),
     Key("remote", "remote_rules", "--remote", "list", "The only destinations that go out from the target.", ()),

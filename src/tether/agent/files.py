@@ -26,3 +26,17 @@ def open_readonly(req: wire.Open) -> int:
         return os.open(req.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | (req.flags & PASSED_FLAGS))
     except OSError as e:
         raise OpError(e.errno or errno.EIO, f"{req.path}: {e.strerror}") from None
+
+
+def read_small(path: str) -> bytes:
+    """The contents of path as the target sees it, for links that cannot carry descriptors
+    (READ_FILE); at most wire.READ_FILE_MAX bytes (the resolver's files are small)."""
+    fd = open_readonly(wire.Open(os.O_RDONLY, 0, path))
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(wire.READ_FILE_MAX + 1)
+        except OSError as e:
+            raise OpError(e.errno or errno.EIO, f"{path}: {e.strerror}") from None
+    if len(data) > wire.READ_FILE_MAX:
+        raise OpError(errno.EFBIG, f"{path}: larger than {wire.READ_FILE_MAX} bytes")
+    return data

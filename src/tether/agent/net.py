@@ -8,7 +8,7 @@ import os
 import socket
 
 from ..protocol import wire
-from ..protocol.sockaddr import SockaddrError, decode_inet
+from ..protocol.sockaddr import SockaddrError, decode_inet, encode_inet
 
 log = logging.getLogger("tether.agent")
 
@@ -73,3 +73,10 @@ def unconnected(family: int, socktype: int, protocol: int) -> socket.socket:
     except OSError as e:
         raise OpError(e.errno or errno.EIO, f"socket: {e.strerror}") from None
 
+
+
+def sockaddr_bytes(address: tuple, family: int) -> bytes:
+    """A socket's address (Python's tuple form) as the kernel's struct sockaddr bytes."""
+    if family == socket.AF_INET6:
+        return encode_inet(address[0].split("%")[0], address[1], flowinfo=address[2], scope_id=address[3])
+    return encode_inet(address[0], address[1])

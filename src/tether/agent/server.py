@@ -27,7 +27,10 @@ BATCH = 64  # frames read in one go before the loop looks at anything else
 
 
 class Link:
-    """One session, over a SOCK_SEQPACKET unix socket (descriptors travel with replies)."""
+    """One session, over a SOCK_SEQPACKET unix socket (descriptors travel with replies).
+    StreamLink is the same over a byte stream (a network agent's TCP link)."""
+
+    carries_fds = True
 
     def __init__(self, sock: socket.socket, environment: Environment):
         self.sock = sock
@@ -44,8 +47,7 @@ class Link:
             await self.done
         finally:
             self.loop.remove_reader(self.sock)
-            if self.unsent:
-                self.loop.remove_writer(self.sock)
+            self.loop.remove_writer(self.sock)
             for task in list(self.tasks):
                 task.cancel()
             for _, fds in self.unsent:
@@ -59,23 +61,32 @@ class Link:
         if not self.done.done():
             self.done.set_result(None)
 
-    def _readable(self) -> None:
+    def _receive(self) -> list[wire.Frame] | None:
+        """The frames that arrived (maybe none); None once the peer has hung up."""
+        frames = []
         for _ in range(BATCH):
             try:
                 msg = self.sock.recv(wire.FRAME_MAX + 1)
             except BlockingIOError:
-                return
-            except OSError as e:
-                self._close(f"session link failed: {e}")
-                return
+                break
             if not msg:
-                self._close()
-                return
-            try:
-                frame = wire.decode_frame(msg)
-            except wire.ProtocolError as e:
-                self._close(str(e))
-                return
+                return frames or None
+            frames.append(wire.decode_frame(msg))
+        return frames
+
+    def _readable(self) -> None:
+        try:
+            frames = self._receive()
+        except OSError as e:
+            self._close(f"session link failed: {e}")
+            return
+        except wire.ProtocolError as e:
+            self._close(str(e))
+            return
+        if frames is None:
+            self._close()
+            return
+        for frame in frames:
             self._handle(frame)
 
     def _sendmsg(self, frame: bytes, fds: list[int]) -> bool:
@@ -110,6 +121,15 @@ class Link:
                 os.close(fd)
         self.loop.remove_writer(self.sock)
 
+    def pending(self, frames: list[wire.Frame]) -> None:
+        """Handle frames read before this link took over (after authentication)."""
+        for frame in frames:
+            self._handle(frame)
+
+    def _needs_fds(self, what: str) -> None:
+        if not self.carries_fds:
+            raise net.OpError(95, f"{what} returns a descriptor, which cannot cross this link")  # EOPNOTSUPP
+
     def _handle(self, frame: wire.Frame) -> None:
         try:
             if frame.type == wire.MSG_AGENT_HELLO:
@@ -119,6 +139,7 @@ class Link:
                                           f"session {version}")  # EPROTO
                 self._send(wire.encode_agent_hello(wire.PROTOCOL_VERSION, CAPABILITIES, frame.id, reply=True))
             elif frame.type == wire.MSG_CONNECT:
+                self._needs_fds("CONNECT")
                 req = wire.decode_connect(frame)
                 if req.timeout_ms:
                     self._spawn(self._connect_and_wait(frame.id, req))
@@ -131,9 +152,14 @@ class Link:
             elif frame.type == wire.MSG_RESOLVE:
                 self._spawn(self._resolve(frame.id, wire.decode_resolve(frame)))
             elif frame.type == wire.MSG_SOCKET:
+                self._needs_fds("SOCKET")
                 with net.unconnected(*wire.decode_socket(frame)) as sock:
                     self._send(wire.encode_socket_reply(frame.id), [sock.fileno()])
+            elif frame.type == wire.MSG_READ_FILE:
+                for part in wire.encode_read_file_reply(files.read_small(wire.decode_read_file(frame)), frame.id):
+                    self._send(part)
             elif frame.type == wire.MSG_OPEN:
+                self._needs_fds("OPEN")
                 fd = files.open_readonly(wire.decode_open(frame))
                 try:
                     self._send(wire.encode_open_reply(frame.id), [fd])
@@ -172,6 +198,53 @@ class Link:
             self._send(wire.encode_connect_reply(id, 0), [sock.fileno()])
 
 
+class StreamLink(Link):
+    """A session over a byte stream (TCP): frames are split by their length; no descriptors."""
+
+    carries_fds = False
+    UNSENT_MAX = 16 << 20  # bytes of replies a session may leave unread before it is dropped
+
+    def __init__(self, sock: socket.socket, environment: Environment, reader: wire.FrameReader):
+        super().__init__(sock, environment)
+        self.reader = reader  # it may hold frames that arrived with the authentication
+        self.out = bytearray()
+
+    def _receive(self) -> list[wire.Frame] | None:
+        try:
+            data = self.sock.recv(1 << 16)
+        except BlockingIOError:
+            return []
+        if not data:
+            return None
+        return self.reader.feed(data)
+
+    def _send(self, frame: bytes, fds: list[int] = ()) -> None:
+        if self.done.done():
+            return
+        was_empty = not self.out
+        self.out += frame
+        if len(self.out) > self.UNSENT_MAX:
+            self._close(f"the session left {len(self.out)} bytes of replies unread")
+            return
+        if was_empty:
+            self._writable()
+            if self.out:
+                self.loop.add_writer(self.sock, self._writable)
+
+    def _writable(self) -> None:
+        try:
+            while self.out:
+                n = self.sock.send(self.out)
+                del self.out[:n]
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self.out.clear()
+            self._close(f"session link failed: {e}")
+        self.loop.remove_writer(self.sock)
+
+
+
 def _seqpacket(fd: int) -> socket.socket:
     sock = socket.socket(fileno=fd)
     if sock.type != socket.SOCK_SEQPACKET or sock.family != socket.AF_UNIX:
@@ -179,14 +252,16 @@ def _seqpacket(fd: int) -> socket.socket:
     return sock
 
 
-async def serve_fd(fd: int, environment: Environment, listen_fd: int | None = None) -> None:
+async def serve_fd(fd: int, environment: Environment, listen_fd: int | None = None,
+                   make_link: Callable[[socket.socket], Link] | None = None) -> None:
     """Serve the session on an inherited socket descriptor until it hangs up.
 
     listen_fd: a listening socket on which hooked processes connect directly for CONNECT and
     OPEN (each connection is served like the session's link), so those requests take one
-    hop instead of two."""
+    hop instead of two. make_link: what serves each connection (default: this host's Link)."""
     session = _seqpacket(fd)
     listener = _seqpacket(listen_fd) if listen_fd is not None else None
+    make_link = make_link or (lambda sock: Link(sock, environment))
     loop = asyncio.get_running_loop()
     layers: set[asyncio.Task] = set()
 
@@ -199,7 +274,7 @@ async def serve_fd(fd: int, environment: Environment, listen_fd: int | None = No
             except OSError as e:
                 log.warning("accepting a layer connection: %s", e)
                 return
-            task = loop.create_task(Link(conn, environment).serve())
+            task = loop.create_task(make_link(conn).serve())
             layers.add(task)
             task.add_done_callback(layers.discard)
 
@@ -207,7 +282,7 @@ async def serve_fd(fd: int, environment: Environment, listen_fd: int | None = No
         listener.setblocking(False)
         loop.add_reader(listener, accept)
     try:
-        await Link(session, environment).serve()
+        await make_link(session).serve()
     finally:
         if listener:
             loop.remove_reader(listener)

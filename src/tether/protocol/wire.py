@@ -19,6 +19,9 @@ MSG_PLAN_REQUEST = 3
 MSG_PLAN_REPLY = 4
 MSG_AGENT_HELLO = 5
 MSG_AGENT_HELLO_REPLY = 6
+MSG_AUTH_CHALLENGE = 7  # network agents only (protocol/auth.py): the agent's nonce
+MSG_AUTH_RESPONSE = 8  # the session's nonce and proof of the token
+MSG_AUTH_OK = 9  # the agent's proof of the token
 MSG_ERROR = 15
 MSG_SYSCALL = 16
 MSG_CONNECT = 32
@@ -33,9 +36,14 @@ MSG_RESOLVE = 40
 MSG_RESOLVE_REPLY = 41
 MSG_NAMEINFO = 42
 MSG_NAMEINFO_REPLY = 43
+MSG_READ_FILE = 44  # a file's contents (where descriptors cannot travel); payload as OPEN
+MSG_READ_FILE_REPLY = 45  # the contents, over frames with FLAG_MORE
+MSG_STREAM = 46  # first frame of a data connection to a network agent: connect (as CONNECT)
+MSG_STREAM_REPLY = 47  # connected (addresses as CONNECT_REPLY's); relayed bytes follow
 
 FLAG_ENTRY = 1
 FLAG_MORE = 2
+FLAG_RELAYED = 4  # CONNECT_REPLY: the descriptor is a relay stream; the target socket's addresses follow
 MODE_TRACE = 1
 MODE_NET = 2
 MODE_DNS = 4
@@ -60,6 +68,9 @@ RESOLVE_ENTRY = struct.Struct("<HHi")  # family, socktype, protocol; then the so
 EAI_SYSTEM = -11  # glibc's number: the failure is in errno
 NAMEINFO = struct.Struct("<i")  # NI_* flags; then the sockaddr. Reply: RESOLVE_REPLY, host, service
 ENV_MAX = 1 << 20  # bytes of environment a session accepts from an agent
+READ_FILE_MAX = 1 << 20  # bytes of a file READ_FILE carries (the resolver's files are small)
+NONCE = 32  # AUTH_CHALLENGE: the nonce; AUTH_RESPONSE: nonce + proof; AUTH_OK: proof (HMAC-SHA256)
+DATAGRAM = struct.Struct("<H")  # a relayed datagram's length, before its bytes
 U16 = struct.Struct("<H")
 
 
@@ -355,19 +366,167 @@ def decode_connect(f: Frame) -> Connect:
     return Connect(family, socktype, protocol, timeout_ms, f.payload[start:])
 
 
-def encode_connect_reply(id: int, status: int = 0) -> bytes:
+class Relayed(NamedTuple):
+    """The addresses of a socket in the target that a relay stream stands for."""
+
+    local: bytes  # its getsockname
+    peer: bytes  # its getpeername
+
+
+def encode_connect_reply(id: int, status: int = 0, relayed: Relayed | None = None) -> bytes:
     """The socket travels beside this frame (SCM_RIGHTS); status 0: connected, EINPROGRESS: the
-    connect is under way (a request with timeout_ms 0 asks for exactly that)."""
-    return encode_frame(MSG_CONNECT_REPLY, CONNECT_REPLY.pack(status), id=id)
+    connect is under way (a request with timeout_ms 0 asks for exactly that). relayed: the
+    socket is a stream to a relay, standing for a target socket with these addresses."""
+    if relayed is None:
+        return encode_frame(MSG_CONNECT_REPLY, CONNECT_REPLY.pack(status), id=id)
+    return encode_frame(MSG_CONNECT_REPLY, CONNECT_REPLY.pack(status) + _pack_addresses(relayed),
+                        flags=FLAG_RELAYED, id=id)
 
 
-def decode_connect_reply(f: Frame) -> int:
-    if f.type != MSG_CONNECT_REPLY or len(f.payload) != CONNECT_REPLY.size:
+def decode_connect_reply(f: Frame) -> tuple[int, Relayed | None]:
+    """(status, the relayed addresses or None)."""
+    if f.type != MSG_CONNECT_REPLY or len(f.payload) < CONNECT_REPLY.size:
         raise ProtocolError("malformed CONNECT_REPLY")
-    (status,) = CONNECT_REPLY.unpack(f.payload)
+    (status,) = CONNECT_REPLY.unpack_from(f.payload)
     if status < 0:
         raise ProtocolError(f"CONNECT_REPLY with status {status}")
-    return status
+    if not f.flags & FLAG_RELAYED:
+        if len(f.payload) != CONNECT_REPLY.size:
+            raise ProtocolError("CONNECT_REPLY longer than its status")
+        return status, None
+    return status, _unpack_addresses(f.payload, CONNECT_REPLY.size, "CONNECT_REPLY")
+
+
+def _pack_addresses(r: Relayed) -> bytes:
+    return _pack_string_bytes(r.local) + _pack_string_bytes(r.peer)
+
+
+def _unpack_addresses(payload: bytes, pos: int, what: str) -> Relayed:
+    local, pos = _bytes(payload, pos, f"{what} local address")
+    peer, pos = _bytes(payload, pos, f"{what} peer address")
+    if pos != len(payload):
+        raise ProtocolError(f"{len(payload) - pos} stray bytes after {what}")
+    for sa in (local, peer):
+        if len(sa) < 2 or len(sa) > 128:
+            raise ProtocolError(f"{what} address of {len(sa)} bytes")
+    return Relayed(local, peer)
+
+
+def encode_stream(c: Connect, id: int) -> bytes:
+    """A data connection's first frame: connect like c in the target, then relay."""
+    return encode_frame(MSG_STREAM, encode_connect(c, id)[FRAME.size:], id=id)
+
+
+def decode_stream(f: Frame) -> Connect:
+    if f.type != MSG_STREAM:
+        raise ProtocolError("malformed STREAM")
+    return decode_connect(Frame(MSG_CONNECT, f.flags, f.id, f.payload))
+
+
+def encode_stream_reply(r: Relayed, id: int) -> bytes:
+    return encode_frame(MSG_STREAM_REPLY, _pack_addresses(r), id=id)
+
+
+def decode_stream_reply(f: Frame) -> Relayed:
+    if f.type != MSG_STREAM_REPLY:
+        raise ProtocolError("malformed STREAM_REPLY")
+    return _unpack_addresses(f.payload, 0, "STREAM_REPLY")
+
+
+def encode_auth_challenge(nonce: bytes) -> bytes:
+    return _fixed(MSG_AUTH_CHALLENGE, nonce, NONCE)
+
+
+def encode_auth_response(nonce: bytes, proof: bytes) -> bytes:
+    return _fixed(MSG_AUTH_RESPONSE, nonce + proof, 2 * NONCE)
+
+
+def encode_auth_ok(proof: bytes) -> bytes:
+    return _fixed(MSG_AUTH_OK, proof, NONCE)
+
+
+def _fixed(type: int, payload: bytes, size: int) -> bytes:
+    if len(payload) != size:
+        raise ProtocolError(f"frame type {type} takes {size} bytes, not {len(payload)}")
+    return encode_frame(type, payload)
+
+
+def decode_auth(f: Frame, type: int) -> bytes:
+    """The payload of an AUTH_* frame of the expected type (an ERROR raises AuthRefused)."""
+    if f.type == MSG_ERROR:
+        err = decode_error(f)
+        raise AuthRefused(err.errno, err.message)
+    size = 2 * NONCE if type == MSG_AUTH_RESPONSE else NONCE
+    if f.type != type or len(f.payload) != size:
+        raise ProtocolError(f"expected an authentication frame (type {type}), got type {f.type}")
+    return f.payload
+
+
+class AuthRefused(Exception):
+    """The agent refused the session (wrong token, or too many sessions)."""
+
+    def __init__(self, errno: int, message: str):
+        super().__init__(message)
+        self.errno = errno
+
+
+def encode_read_file(path: str, id: int) -> bytes:
+    return encode_frame(MSG_READ_FILE, encode_open(Open(0, 0, path), id)[FRAME.size:], id=id)
+
+
+def decode_read_file(f: Frame) -> str:
+    if f.type != MSG_READ_FILE:
+        raise ProtocolError("malformed READ_FILE")
+    return decode_open(Frame(MSG_OPEN, f.flags, f.id, f.payload)).path
+
+
+def encode_read_file_reply(data: bytes, id: int) -> list[bytes]:
+    """The contents cut into frames; all but the last carry FLAG_MORE."""
+    step = FRAME_MAX - FRAME.size
+    chunks = [data[i:i + step] for i in range(0, len(data), step)] or [b""]
+    return [encode_frame(MSG_READ_FILE_REPLY, c, flags=FLAG_MORE if n < len(chunks) - 1 else 0, id=id)
+            for n, c in enumerate(chunks)]
+
+
+class FileAssembler:
+    """Collects READ_FILE_REPLY frames; complete once the last (no FLAG_MORE) has arrived."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.complete = False
+
+    def feed(self, f: Frame) -> None:
+        if f.type != MSG_READ_FILE_REPLY or self.complete:
+            raise ProtocolError("unexpected READ_FILE_REPLY")
+        self.data += f.payload
+        if len(self.data) > READ_FILE_MAX:
+            raise ProtocolError(f"file larger than {READ_FILE_MAX} bytes")
+        self.complete = not f.flags & FLAG_MORE
+
+
+def encode_datagram(datagram: bytes) -> bytes:
+    """One datagram on a relayed UDP stream: its u16 length, then its bytes."""
+    if len(datagram) > 0xFFFF:
+        raise ProtocolError(f"datagram of {len(datagram)} bytes")
+    return DATAGRAM.pack(len(datagram)) + datagram
+
+
+class DatagramReader:
+    """Splits a relayed UDP stream back into datagrams."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        out = []
+        while len(self._buf) >= DATAGRAM.size:
+            (n,) = DATAGRAM.unpack_from(self._buf)
+            if len(self._buf) < DATAGRAM.size + n:
+                break
+            out.append(bytes(self._buf[DATAGRAM.size:DATAGRAM.size + n]))
+            del self._buf[:DATAGRAM.size + n]
+        return out
 
 
 def encode_socket(family: int, socktype: int, protocol: int, id: int) -> bytes:

@@ -1,7 +1,8 @@
 """Targets: where a program's syscalls go, and how the agent there is reached.
 
-`open_target(spec)` gives a Target whose link is ready (hello done). Kinds today: netns:NAME
-and pid:PID (targets/local.py forks their agents).
+`open_target(spec)` gives a Target whose link is ready (hello done). Kinds: netns:NAME and
+pid:PID (targets/local.py forks their agents), tcp://HOST:PORT and unix:PATH (a running
+`tether agent --listen`, reached through a forked stand-in: targets/remote.py).
 """
 from __future__ import annotations
 
@@ -28,14 +29,16 @@ class Target:
 
     def ready(self) -> None:
         """Wait until the agent answers its hello; TargetError (and all cleaned up) if not."""
-        from ..session.agent_link import LinkError
+        from ..session.agent_link import AgentError, LinkError
 
         try:
             self.link.hello()
-        except LinkError as e:
+        except (LinkError, AgentError) as e:
             if self.proc is not None:
                 self.proc.kill()
             self.close()
+            if isinstance(e, AgentError):  # the stand-in for a network agent says why it cannot reach it
+                raise TargetError(f"{self.spec}: {e}") from None
             raise TargetError(f"the agent for {self.spec} did not start: {e}") from None
 
     def close(self) -> None:
@@ -52,12 +55,13 @@ class Target:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-KINDS = "netns:NAME (a namespace made with `ip netns add NAME`), pid:PID (a running process's namespaces)"
+KINDS = ("netns:NAME (a namespace made with `ip netns add NAME`), pid:PID (a running process's namespaces), "
+         "tcp://HOST:PORT or unix:PATH (a running `tether agent --listen`, with --token-file)")
 
 
-def open_target(spec: str, wait: bool = True) -> Target:
+def open_target(spec: str, wait: bool = True, token_file: str | None = None) -> Target:
     """The target spec names, its agent started; with wait=False the caller does other work
-    while the agent starts and then calls Target.ready()."""
+    while the agent starts and then calls Target.ready(). token_file: for network agents."""
     kind, sep, rest = spec.partition(":")
     if kind == "netns" and sep:
         from . import netns
@@ -67,4 +71,8 @@ def open_target(spec: str, wait: bool = True) -> Target:
         from . import pid
 
         return pid.start_agent(rest, wait)
+    if (kind == "tcp" and rest.startswith("//")) or (kind == "unix" and sep):
+        from . import remote
+
+        return remote.start_agent(spec, token_file, wait)
     raise TargetError(f"unknown target {spec!r}; targets: {KINDS}")

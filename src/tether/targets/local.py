@@ -15,7 +15,7 @@ import select
 import socket
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 
 from . import Target
@@ -23,8 +23,17 @@ from . import Target
 PR_SET_NAME = 15
 AGENT_NAME = b"tether-agent"  # what ps and pgrep show for it
 
-# Runs in the child: joins the target, returns what reports the target's environment.
-Enter = Callable[[], Callable[[], dict[str, str]]]
+# Runs in the child: joins the target, returns what serves there (given the session's and the
+# layer listener's descriptors); serving() makes that for an agent of this host's kind.
+Serve = Callable[[int, int], Coroutine]
+Enter = Callable[[], Serve]
+
+
+def serving(environment: Callable[[], dict[str, str]]) -> Serve:
+    """Serve as the agent in the target, reporting environment() as its environment."""
+    from ..agent.server import serve_fd
+
+    return lambda session_fd, listen_fd: serve_fd(session_fd, environment, listen_fd)
 
 
 class AgentProcess:
@@ -95,11 +104,11 @@ def _agent_child(spec: str, enter: Enter, sock: socket.socket, listener: socket.
         import asyncio
         import concurrent.futures.thread  # noqa: F401  (asyncio's resolver threads, loaded lazily)
 
-        from ..agent.server import serve_fd
-        environment = enter()
+        from ..agent import server  # noqa: F401  (serving() imports it once the target is joined)
+        serve = enter()
         lib, _ = libc()
         lib.prctl(PR_SET_NAME, AGENT_NAME, 0, 0, 0)
-        asyncio.run(serve_fd(sock.fileno(), environment, listener.fileno()))
+        asyncio.run(serve(sock.fileno(), listener.fileno()))
     except BaseException as e:  # noqa: BLE001 - the child reports and leaves, whatever happened
         print(f"tether agent: {spec}: {e}", file=sys.stderr)
         code = 2

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from . import Target, TargetError
-from .local import fork_agent, libc
+from .local import fork_agent, libc, serving
 
 NETNS_DIR = Path("/run/netns")
 ETC_NETNS = Path("/etc/netns")
@@ -37,7 +37,7 @@ def _enter(name: str):
             if target.exists() or target.is_symlink():
                 check(lib.mount(bytes(entry), bytes(target), b"none", MS_BIND, None),
                       f"mounting {entry} over {target}")
-    return lambda: target_env("/etc/environment")
+    return serving(lambda: target_env("/etc/environment"))
 
 
 def start_agent(name: str, wait: bool = True) -> Target:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from . import Target, TargetError
-from .local import fork_agent, libc
+from .local import fork_agent, libc, serving
 
 CLONE_NEWNET, CLONE_NEWUTS, CLONE_NEWNS = 0x40000000, 0x04000000, 0x00020000
 NAMESPACES = (("net", CLONE_NEWNET), ("uts", CLONE_NEWUTS), ("mnt", CLONE_NEWNS))  # mnt last
@@ -43,7 +43,7 @@ def _enter(pid: int):
         for fd, _, _ in fds:
             os.close(fd)
     os.chdir("/")  # the old directory is this host's, not a path in the target's tree
-    return lambda: dict(env)
+    return serving(lambda: dict(env))
 
 
 def start_agent(spec: str, wait: bool = True) -> Target:

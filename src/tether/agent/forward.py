@@ -1,0 +1,372 @@
+"""The stand-in agent for a network-reachable one (tcp:// and unix: targets).
+
+tether forks it on this host (targets/remote.py) where a netns: target's agent would run, so
+the session and the layer speak to it exactly as to a local agent. It proves the token to the
+agent at the address (protocol/auth.py), keeps one control link there, and forwards:
+
+- over unix:PATH every request as it is: descriptors travel on that link as on a local one;
+- over TCP, where descriptors cannot: CONNECT becomes a data connection of its own to the
+  agent (STREAM), handed to the program in place of its socket with the target socket's
+  addresses (FLAG_RELAYED: the layer answers getsockname/getpeername with them); a UDP socket
+  becomes one end of a SOCK_SEQPACKET pair whose datagrams this process relays; OPEN becomes
+  READ_FILE, the contents handed over in a memfd; everything else is forwarded as it is.
+
+If the link drops, requests fail at once (ENETUNREACH, with the reason logged) while it
+reconnects with backoff; it says when the agent is back. Data connections are the program's:
+they end with the agent (TCP keepalive and a user timeout notice a vanished machine).
+"""
+from __future__ import annotations
+
+import array
+import asyncio
+import errno
+import itertools
+import logging
+import os
+import socket
+from collections.abc import Callable
+
+from ..protocol import auth, wire
+from . import relay
+from .listen import AUTH_TIMEOUT, Address, Peer
+from .net import OpError
+from .server import Link
+
+log = logging.getLogger("tether.agent")
+DIAL_TIMEOUT = 4.0  # seconds to reach the agent's address
+REQUEST_TIMEOUT = 60.0  # a request on the control link (a lookup may take its resolver's time)
+CONNECT_TIMEOUT_MS = 25_000  # a relayed connect; the layer waits 30 s for any reply
+RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
+LINK_TIMEOUT_MS = 5000  # unacknowledged data on a data connection: the link is gone
+DATA_SOCKOPTS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+                 (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, LINK_TIMEOUT_MS),
+                 (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1), (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 2),
+                 (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1), (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3))
+
+
+class Unreachable(OpError):
+    """The agent cannot be reached or refused us; errno is what the program gets."""
+
+
+class Remote:
+    """The connection to the network agent: one control link, and data connections on demand."""
+
+    def __init__(self, address: Address, token: bytes, token_file: str, spec: str):
+        self.address, self.token, self.token_file, self.spec = address, token, token_file, spec
+        self.stream = address.kind == "tcp"  # else unix SOCK_SEQPACKET: descriptors travel
+        self.loop = asyncio.get_running_loop()
+        self.down: Unreachable | None = Unreachable(errno.ENETUNREACH, "not connected yet")
+        self.ever_up = False
+        self.control: Peer | None = None
+        self.send_lock = asyncio.Lock()
+        self.ids = itertools.count(1)
+        self.pending: dict[int, tuple[asyncio.Future, list[wire.Frame], list[int]]] = {}
+        self.tasks: set[asyncio.Task] = set()
+
+    # -- reaching the agent ------------------------------------------------------------------
+
+    async def dial(self) -> Peer:
+        """A new connection to the agent that has proven the token both ways."""
+        where = str(self.address)
+        try:
+            if self.stream:
+                infos = await self.loop.getaddrinfo(self.address.host, self.address.port, type=socket.SOCK_STREAM)
+                family, _, _, _, sockaddr = infos[0]
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            else:
+                sock, sockaddr = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET), self.address.host
+        except OSError as e:
+            raise Unreachable(errno.ENETUNREACH, f"cannot resolve {where}: {e.strerror or e}") from None
+        sock.setblocking(False)
+        try:
+            try:
+                await asyncio.wait_for(self.loop.sock_connect(sock, sockaddr), DIAL_TIMEOUT)
+            except asyncio.TimeoutError:
+                raise Unreachable(errno.ETIMEDOUT, f"no answer from {where} within {DIAL_TIMEOUT:g} s") from None
+            except FileNotFoundError:
+                raise Unreachable(errno.ECONNREFUSED, f"no socket at {self.address.host} "
+                                                      "(is `tether agent --listen` running?)") from None
+            except ConnectionRefusedError:
+                raise Unreachable(errno.ECONNREFUSED, f"nothing listens at {where} "
+                                                      "(is `tether agent --listen` running there?)") from None
+            except OSError as e:
+                raise Unreachable(e.errno or errno.ENETUNREACH, f"cannot reach {where}: {e.strerror or e}") from None
+            if self.stream:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            peer = Peer(sock, self.stream)
+            try:
+                await asyncio.wait_for(self._prove(peer), AUTH_TIMEOUT)
+            except asyncio.TimeoutError:
+                raise Unreachable(errno.ETIMEDOUT, f"{where} did not authenticate within {AUTH_TIMEOUT:g} s "
+                                                   "(is it a tether agent?)") from None
+            except (ConnectionError, OSError) as e:
+                raise Unreachable(errno.ECONNRESET, f"{where} hung up while authenticating "
+                                                    f"({e}; is it a tether agent?)") from None
+            except wire.ProtocolError as e:
+                raise Unreachable(errno.EPROTO, f"{where} is not a tether agent of this version: {e}") from None
+            return peer
+        except BaseException:
+            sock.close()
+            raise
+
+    async def _prove(self, peer: Peer) -> None:
+        try:
+            response, expected = auth.respond(self.token, await peer.frame())
+            await peer.send(response)
+            if not auth.check_ok(expected, await peer.frame()):
+                raise Unreachable(errno.EACCES, f"{self.address} does not prove the token in {self.token_file}: "
+                                                "it is not the agent you meant")
+        except wire.AuthRefused as e:
+            raise Unreachable(errno.EACCES, f"{self.address} refused the token in {self.token_file} ({e}): "
+                                            "use the agent's token file") from None
+
+    async def start(self) -> None:
+        """Connect the control link; on failure self.down says why (and retrying starts)."""
+        try:
+            await self._connect_control()
+        except Unreachable as e:
+            self.down = e
+            log.debug("%s: %s", self.spec, e)
+
+    async def _connect_control(self) -> None:
+        peer = await self.dial()
+        try:
+            await peer.send(wire.encode_agent_hello(wire.PROTOCOL_VERSION, 0, 0))
+            reply = await asyncio.wait_for(peer.frame(), AUTH_TIMEOUT)
+            if reply.type == wire.MSG_ERROR:
+                raise Unreachable(errno.EPROTO, f"{self.address}: {wire.decode_error(reply).message}")
+            version, _ = wire.decode_agent_hello(reply)
+            if version != wire.PROTOCOL_VERSION:
+                raise Unreachable(errno.EPROTO, f"the agent at {self.address} speaks protocol {version}, "
+                                                f"this tether {wire.PROTOCOL_VERSION}")
+        except (asyncio.TimeoutError, ConnectionError, OSError, wire.ProtocolError) as e:
+            peer.sock.close()
+            raise Unreachable(errno.EPROTO, f"{self.address} failed its hello: {e or 'no answer'}") from None
+        self.control, self.down, self.ever_up = peer, None, True
+        self._spawn(self._read_control(peer))
+
+    def _spawn(self, work) -> None:
+        task = self.loop.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _read_control(self, peer: Peer) -> None:
+        reader = wire.FrameReader()
+        try:
+            while True:
+                frames, fds = await self._receive(peer, reader)
+                for frame in frames:
+                    self._deliver(frame, fds)
+                    fds = []
+                for fd in fds:
+                    os.close(fd)
+        except (OSError, ConnectionError, wire.ProtocolError) as e:
+            self._lost(str(e) or type(e).__name__)
+
+    async def _receive(self, peer: Peer, reader: wire.FrameReader) -> tuple[list[wire.Frame], list[int]]:
+        if self.stream:
+            data = await self.loop.sock_recv(peer.sock, 1 << 16)
+            if not data:
+                raise ConnectionError("the agent closed the link")
+            return reader.feed(data), []
+        while True:
+            try:
+                msg, ancdata, _, _ = peer.sock.recvmsg(wire.FRAME_MAX + 1, socket.CMSG_LEN(4 * 4),
+                                                       socket.MSG_CMSG_CLOEXEC)
+            except BlockingIOError:
+                ready = self.loop.create_future()
+                self.loop.add_reader(peer.sock, ready.set_result, None)
+                try:
+                    await ready
+                finally:
+                    self.loop.remove_reader(peer.sock)
+                continue
+            fds = array.array("i")
+            for level, kind, data in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+            if not msg:
+                raise ConnectionError("the agent closed the link")
+            return [wire.decode_frame(msg)], list(fds)
+
+    def _deliver(self, frame: wire.Frame, fds: list[int]) -> None:
+        entry = self.pending.get(frame.id)
+        if entry is None:
+            for fd in fds:
+                os.close(fd)
+            return
+        future, frames, got = entry
+        frames.append(frame)
+        got.extend(fds)
+        if frame.type == wire.MSG_ERROR or not frame.flags & wire.FLAG_MORE:
+            del self.pending[frame.id]
+            if not future.done():
+                future.set_result(None)
+
+    def _lost(self, why: str) -> None:
+        if self.control is not None:
+            self.control.sock.close()
+            self.control = None
+        self.down = Unreachable(errno.ENETUNREACH, f"lost the agent at {self.address} ({why})")
+        log.warning("%s; new connections to the target fail until it is back (retrying)", self.down)
+        pending, self.pending = self.pending, {}
+        for future, _, fds in pending.values():
+            for fd in fds:
+                os.close(fd)
+            if not future.done():
+                future.set_exception(self.down)
+        self._spawn(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        for attempt in itertools.count():
+            await asyncio.sleep(RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)])
+            try:
+                await self._connect_control()
+            except Unreachable as e:
+                log.debug("reconnecting to %s: %s", self.address, e)
+                continue
+            log.warning("the agent at %s is back", self.address)
+            return
+
+    # -- requests ------------------------------------------------------------------------------
+
+    async def request(self, encode: Callable[[int], bytes]) -> tuple[list[wire.Frame], list[int]]:
+        """Send encode(id) on the control link; the reply's frames and descriptors."""
+        if self.down:
+            raise self.down
+        id = next(self.ids)
+        future = self.loop.create_future()
+        frames: list[wire.Frame] = []
+        fds: list[int] = []
+        self.pending[id] = (future, frames, fds)
+        try:
+            async with self.send_lock:
+                await self.loop.sock_sendall(self.control.sock, encode(id))
+            await asyncio.wait_for(future, REQUEST_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.pending.pop(id, None)
+            raise OpError(errno.ETIMEDOUT, f"the agent at {self.address} did not answer "
+                                           f"within {REQUEST_TIMEOUT:g} s") from None
+        except OSError as e:
+            self.pending.pop(id, None)
+            if not isinstance(e, Unreachable):
+                self._lost(str(e))
+            raise self.down or e from None
+        return frames, fds
+
+    async def open_stream(self, req: wire.Connect) -> tuple[socket.socket, wire.Relayed]:
+        """A data connection relaying a socket connected in the target as req asks."""
+        if self.down:
+            raise self.down
+        peer = await self.dial()
+        try:
+            await peer.send(wire.encode_stream(req._replace(timeout_ms=req.timeout_ms or CONNECT_TIMEOUT_MS), 1))
+            reply = await asyncio.wait_for(peer.frame(), CONNECT_TIMEOUT_MS / 1000 + 2)
+            if reply.type == wire.MSG_ERROR:
+                err = wire.decode_error(reply)
+                raise OpError(err.errno, err.message)
+            relayed = wire.decode_stream_reply(reply)
+        except asyncio.TimeoutError:
+            peer.sock.close()
+            raise OpError(errno.ETIMEDOUT, f"the agent at {self.address} did not connect in time") from None
+        except (ConnectionError, OSError, wire.ProtocolError) as e:
+            peer.sock.close()
+            if isinstance(e, OpError):
+                raise
+            raise OpError(errno.ECONNRESET, f"the agent at {self.address} dropped a data connection: {e}") from None
+        return peer.sock, relayed
+
+
+class ForwardLink(Link):
+    """Serves the session or a hooked process like a local agent, by way of the network agent."""
+
+    def __init__(self, sock: socket.socket, remote: Remote):
+        super().__init__(sock, environment=lambda: {})
+        self.remote = remote
+
+    def _handle(self, frame: wire.Frame) -> None:
+        if frame.type == wire.MSG_AGENT_HELLO and not self.remote.ever_up:
+            err = self.remote.down or Unreachable(errno.ENETUNREACH, "not connected")
+            self._send(wire.encode_error(wire.ErrorReply(err.errno, str(err)), frame.id))
+        elif frame.type == wire.MSG_AGENT_HELLO:
+            super()._handle(frame)
+        else:
+            self._spawn(self._forward(frame))
+
+    async def _forward(self, frame: wire.Frame) -> None:
+        try:
+            if self.remote.stream and frame.type == wire.MSG_CONNECT:
+                await self._connect(wire.decode_connect(frame), frame.id)
+            elif self.remote.stream and frame.type == wire.MSG_OPEN:
+                await self._open(wire.decode_open(frame), frame.id)
+            elif self.remote.stream and frame.type == wire.MSG_SOCKET:
+                raise OpError(errno.EOPNOTSUPP, "UDP to addresses the socket is not connected to is not relayed "
+                                                "through tcp:// agents (connect the socket first)")
+            else:
+                await self._pass(frame)
+        except OpError as e:
+            if isinstance(e, Unreachable) or e.errno == errno.EOPNOTSUPP:
+                log.warning("%s", e)
+            self._send(wire.encode_error(wire.ErrorReply(e.errno, str(e)), frame.id))
+        except wire.ProtocolError as e:
+            log.warning("bad request or reply: %s", e)
+            self._send(wire.encode_error(wire.ErrorReply(errno.EPROTO, str(e)), frame.id))
+        except Exception as e:  # noqa: BLE001 - a bug here must fail the one call, not hang it
+            log.exception("forwarding request type %s", frame.type)
+            self._send(wire.encode_error(wire.ErrorReply(errno.EIO, f"tether: {e}"), frame.id))
+
+    async def _pass(self, frame: wire.Frame) -> None:
+        frames, fds = await self.remote.request(
+            lambda id: wire.encode_frame(frame.type, frame.payload, frame.flags, id))
+        try:
+            for n, reply in enumerate(frames):
+                last = n == len(frames) - 1
+                self._send(wire.encode_frame(reply.type, reply.payload, reply.flags, frame.id), fds if last else [])
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    async def _connect(self, req: wire.Connect, id: int) -> None:
+        sock, relayed = await self.remote.open_stream(req)
+        try:
+            if req.socktype == socket.SOCK_DGRAM:
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                relay.relay_datagrams(sock, ours, f"udp {self.remote.address}")
+                sock = theirs
+            else:
+                sock.setblocking(True)
+                for level, name, value in DATA_SOCKOPTS:
+                    sock.setsockopt(level, name, value)
+            self._send(wire.encode_connect_reply(id, 0, relayed), [sock.fileno()])
+        finally:
+            sock.close()
+
+    async def _open(self, req: wire.Open, id: int) -> None:
+        frames, fds = await self.remote.request(lambda rid: wire.encode_read_file(req.path, rid))
+        for fd in fds:
+            os.close(fd)
+        if frames[-1].type == wire.MSG_ERROR:
+            err = wire.decode_error(frames[-1])
+            raise OpError(err.errno, err.message)
+        contents = wire.FileAssembler()
+        for f in frames:
+            contents.feed(f)
+        fd = os.memfd_create(os.path.basename(req.path), os.MFD_CLOEXEC)
+        try:
+            os.write(fd, contents.data)
+            os.lseek(fd, 0, os.SEEK_SET)
+            self._send(wire.encode_open_reply(id), [fd])
+        finally:
+            os.close(fd)
+
+
+def serving(remote_args: tuple[Address, bytes, str, str]):
+    """What the forked child runs: connect to the agent, then serve the session and layers."""
+    from .server import serve_fd
+
+    async def serve(session_fd: int, listen_fd: int) -> None:
+        remote = Remote(*remote_args)
+        await remote.start()  # if it fails, the session's hello gets the reason and tether stops
+        await serve_fd(session_fd, lambda: {}, listen_fd, make_link=lambda sock: ForwardLink(sock, remote))
+
+    return serve

@@ -1,0 +1,114 @@
+"""Relays: the bytes of a data connection to and from the socket it stands for.
+
+A network agent relays between each data connection and its socket in the target; for UDP the
+stream carries datagrams framed by wire.encode_datagram. Each direction is one thread doing
+blocking reads and writes with one fixed buffer: memory per stream is bounded, a slow reader
+holds back only its own sender (TCP's flow control does the rest), and the GIL is released
+while the kernel copies. An end of stream is passed on as one (FIN); a failure on either side
+resets both (RST), so the program sees ECONNRESET where the target's peer reset.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import threading
+
+from ..protocol import wire
+
+log = logging.getLogger("tether.agent")
+BUF = 1 << 18  # bytes per direction and stream
+LINGER_RESET = struct.pack("ii", 1, 0)  # close sends RST
+UDP_POLL = 1.0  # seconds a UDP reader waits before it looks whether its stream ended
+
+
+class Pair:
+    """Two sockets relayed both ways; the last of its two threads closes them."""
+
+    def __init__(self, a: socket.socket, b: socket.socket, name: str):
+        self.a, self.b, self.name = a, b, name
+        self.lock = threading.Lock()
+        self.running = 2
+        self.failed = False
+        self.ended = threading.Event()  # a direction is done: a UDP reader stops too
+
+    def start(self, forward, backward) -> None:
+        for target, src, dst in ((forward, self.a, self.b), (backward, self.b, self.a)):
+            threading.Thread(target=self._run, args=(target, src, dst), daemon=True,
+                             name=f"relay {self.name}").start()
+
+    def _run(self, pump, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            pump(src, dst, self)
+        except OSError as e:
+            self.fail(src, e)
+        finally:
+            self.ended.set()
+            with self.lock:
+                self.running -= 1
+                last = self.running == 0
+            if last:
+                self.a.close()
+                self.b.close()
+
+    def fail(self, where: socket.socket, e: OSError) -> None:
+        """One side failed: reset the other, and wake the thread still reading."""
+        with self.lock:
+            if self.failed:
+                return
+            self.failed = True
+        log.debug("relay %s: %s", self.name, e)
+        other = self.b if where is self.a else self.a
+        for sock in (self.a, self.b):
+            try:
+                if sock is other or sock is where:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
+
+def pump_bytes(src: socket.socket, dst: socket.socket, pair: Pair) -> None:
+    buf = bytearray(BUF)
+    view = memoryview(buf)
+    while n := src.recv_into(buf):
+        dst.sendall(view[:n])
+    if not pair.failed:  # else the reset is the news, not an end of stream
+        dst.shutdown(socket.SHUT_WR)
+
+
+def relay_tcp(stream: socket.socket, target: socket.socket, name: str) -> None:
+    """Relay a data connection and its TCP socket in the target until both ends are done."""
+    for sock in (stream, target):
+        sock.setblocking(True)
+    Pair(stream, target, name).start(pump_bytes, pump_bytes)
+
+
+def stream_to_datagrams(stream: socket.socket, dgram: socket.socket, pair: Pair) -> None:
+    reader = wire.DatagramReader()
+    while data := stream.recv(BUF):
+        for datagram in reader.feed(data):
+            dgram.send(datagram)
+
+
+def datagrams_to_stream(dgram: socket.socket, stream: socket.socket, pair: Pair) -> None:
+    while not pair.ended.is_set():
+        try:
+            datagram = dgram.recv(0x10000)
+        except TimeoutError:
+            continue
+        except ConnectionRefusedError:  # an ICMP error for an earlier datagram: UDP goes on
+            continue
+        if not datagram and dgram.type != socket.SOCK_DGRAM:
+            break  # the program closed its end of a SOCK_SEQPACKET pair
+        stream.sendall(wire.encode_datagram(datagram))
+    if not pair.failed:
+        stream.shutdown(socket.SHUT_WR)
+
+
+def relay_datagrams(stream: socket.socket, dgram: socket.socket, name: str) -> None:
+    """Relay a data connection carrying framed datagrams and a datagram socket (a UDP socket
+    in the target, or the program's SOCK_SEQPACKET end on the session's side)."""
+    stream.setblocking(True)
+    dgram.settimeout(UDP_POLL)
+    Pair(stream, dgram, name).start(stream_to_datagrams, datagrams_to_stream)

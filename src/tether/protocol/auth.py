@@ -1,0 +1,99 @@
+"""Who may use a network-reachable agent: a shared token, proven without sending it.
+
+Every connection to `tether agent --listen` starts with a challenge-response, sans-IO here:
+
+    agent   -> AUTH_CHALLENGE  nonce_a (32 random bytes)
+    session -> AUTH_RESPONSE   nonce_s, HMAC-SHA256(token, "tether session" nonce_a nonce_s)
+    agent   -> AUTH_OK         HMAC-SHA256(token, "tether agent" nonce_a nonce_s)
+               or ERROR EACCES, and the agent closes the connection
+
+Both sides prove they hold the token; the token never crosses the wire, and a recorded
+exchange cannot be replayed (the other side's nonce is fresh). Proofs are compared in
+constant time. The data that follows is not encrypted: across networks you do not trust,
+carry the agent's port over SSH or a VPN.
+
+Tokens come from files only (never argv or the environment, which other processes can read);
+a token file must not be readable by group or others, as ssh insists for keys.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+
+from . import wire
+
+TOKEN_MIN = 16  # bytes: shorter tokens are refused
+SESSION_LABEL = b"tether session\0"
+AGENT_LABEL = b"tether agent\0"
+
+
+class TokenError(Exception):
+    """The token file cannot be used; the message names the fix."""
+
+
+def load_token(path: str) -> bytes:
+    """The token in path (surrounding whitespace removed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise TokenError(f"cannot read token file {path}: {e.strerror} "
+                         f"(make one with `tether agent --new-token {path}`)") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise TokenError(f"token file {path} is not a regular file")
+        if mode & 0o077:
+            raise TokenError(f"token file {path} is readable by others (mode {stat.S_IMODE(mode):04o}): "
+                             f"chmod 600 {path}")
+        token = f.read(4096).strip()
+    if len(token) < TOKEN_MIN:
+        raise TokenError(f"token in {path} is {len(token)} bytes; at least {TOKEN_MIN} are needed "
+                         f"(make one with `tether agent --new-token {path}`)")
+    return token
+
+
+def new_token_file(path: str) -> None:
+    """Write a fresh random token to path (mode 0600); refuses to overwrite."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise TokenError(f"cannot create token file {path}: {e.strerror}") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+
+
+def nonce() -> bytes:
+    return secrets.token_bytes(wire.NONCE)
+
+
+def session_proof(token: bytes, agent_nonce: bytes, session_nonce: bytes) -> bytes:
+    return hmac.new(token, SESSION_LABEL + agent_nonce + session_nonce, hashlib.sha256).digest()
+
+
+def agent_proof(token: bytes, agent_nonce: bytes, session_nonce: bytes) -> bytes:
+    return hmac.new(token, AGENT_LABEL + agent_nonce + session_nonce, hashlib.sha256).digest()
+
+
+def respond(token: bytes, challenge: wire.Frame) -> tuple[bytes, bytes]:
+    """The session's side: (the AUTH_RESPONSE frame to send, the AUTH_OK proof to expect)."""
+    agent_nonce = wire.decode_auth(challenge, wire.MSG_AUTH_CHALLENGE)
+    ours = nonce()
+    return (wire.encode_auth_response(ours, session_proof(token, agent_nonce, ours)),
+            agent_proof(token, agent_nonce, ours))
+
+
+def check_response(token: bytes, agent_nonce: bytes, response: wire.Frame) -> bytes | None:
+    """The agent's side: the AUTH_OK frame if response proves the token, else None."""
+    payload = wire.decode_auth(response, wire.MSG_AUTH_RESPONSE)
+    session_nonce, proof = payload[:wire.NONCE], payload[wire.NONCE:]
+    if not hmac.compare_digest(proof, session_proof(token, agent_nonce, session_nonce)):
+        return None
+    return wire.encode_auth_ok(agent_proof(token, agent_nonce, session_nonce))
+
+
+def check_ok(expected: bytes, ok: wire.Frame) -> bool:
+    """The session's side: does the agent's AUTH_OK prove it holds the token?"""
+    return hmac.compare_digest(wire.decode_auth(ok, wire.MSG_AUTH_OK), expected)
