@@ -35,6 +35,10 @@ DECODERS = {
     wire.MSG_RESOLVE: wire.decode_resolve, wire.MSG_RESOLVE_REPLY: wire.decode_resolve_reply,
     wire.MSG_NAMEINFO: wire.decode_nameinfo, wire.MSG_NAMEINFO_REPLY: wire.decode_nameinfo_reply,
     wire.MSG_ENV_REPLY: lambda f: wire.EnvAssembler().feed(f),
+    wire.MSG_STREAM: wire.decode_stream, wire.MSG_STREAM_REPLY: wire.decode_stream_reply,
+    wire.MSG_READ_FILE: wire.decode_read_file, wire.MSG_READ_FILE_REPLY: lambda f: wire.FileAssembler().feed(f),
+    wire.MSG_AUTH_RESPONSE: lambda f: wire.decode_auth(f, wire.MSG_AUTH_RESPONSE),
+    wire.MSG_AUTH_OK: lambda f: wire.decode_auth(f, wire.MSG_AUTH_OK),
 }
 
 
@@ -54,6 +58,10 @@ def seeds() -> list[bytes]:
         wire.encode_resolve_reply(wire.ResolveReply(0, 0, "db", (wire.AddrInfo(2, 1, 6, bytes(16)),)), 9),
         wire.encode_nameinfo(sa, 8, 10), wire.encode_nameinfo_reply(wire.NameInfo(0, 0, "db.internal", "http"), 10),
         *wire.encode_env_reply({"A": "1", "B": "x" * 50}, 8),
+        wire.encode_connect_reply(5, 0, wire.Relayed(sa, sa)), wire.encode_stream(wire.Connect(2, 1, 0, 0, sa), 1),
+        wire.encode_stream_reply(wire.Relayed(sa, sa), 1), wire.encode_read_file("/etc/hosts", 11),
+        *wire.encode_read_file_reply(b"127.0.0.1 localhost\n" * 300, 11),
+        wire.encode_auth_response(bytes(32), bytes(range(32))), wire.encode_auth_ok(bytes(32)),
     ]
 
 
@@ -118,7 +126,7 @@ def main() -> int:
         for parse in (_decode, _stream):
             try:
                 parse(blob)
-            except wire.ProtocolError:
+            except (wire.ProtocolError, wire.AuthRefused):  # AuthRefused: an ERROR where AUTH_* was due
                 pass
             except Exception as e:  # noqa: BLE001 - a crash is what this looks for
                 print(f"{parse.__name__}: {type(e).__name__}: {e} on input {blob.hex()}")

@@ -49,6 +49,14 @@ FACTS = {
     "offsetof(struct tether_socket, socktype)": 2,
     "offsetof(struct tether_socket, protocol)": 4,
     "TETHER_MSG_ENV_REPLY": wire.MSG_ENV_REPLY,
+    "TETHER_MSG_AUTH_CHALLENGE": wire.MSG_AUTH_CHALLENGE,
+    "TETHER_MSG_AUTH_RESPONSE": wire.MSG_AUTH_RESPONSE,
+    "TETHER_MSG_AUTH_OK": wire.MSG_AUTH_OK,
+    "TETHER_MSG_READ_FILE": wire.MSG_READ_FILE,
+    "TETHER_MSG_READ_FILE_REPLY": wire.MSG_READ_FILE_REPLY,
+    "TETHER_MSG_STREAM": wire.MSG_STREAM,
+    "TETHER_MSG_STREAM_REPLY": wire.MSG_STREAM_REPLY,
+    "TETHER_FLAG_RELAYED": wire.FLAG_RELAYED,
     "TETHER_FLAG_MORE": wire.FLAG_MORE,
     "TETHER_MODE_NET": wire.MODE_NET,
     "TETHER_MODE_DNS": wire.MODE_DNS,
@@ -122,7 +130,9 @@ DECODERS = [wire.decode_syscall, wire.decode_hello, wire.decode_hello_reply,
             wire.decode_plan_request, wire.decode_plan_reply, wire.decode_agent_hello,
             wire.decode_error, wire.decode_connect, wire.decode_connect_reply, wire.decode_open, wire.decode_socket,
             wire.decode_resolve, wire.decode_resolve_reply, wire.decode_nameinfo, wire.decode_nameinfo_reply,
-            lambda f: wire.EnvAssembler().feed(f)]
+            lambda f: wire.EnvAssembler().feed(f), wire.decode_stream, wire.decode_stream_reply,
+            wire.decode_read_file, lambda f: wire.FileAssembler().feed(f),
+            lambda f: wire.decode_auth(f, wire.MSG_AUTH_RESPONSE), lambda f: wire.decode_auth(f, wire.MSG_AUTH_OK)]
 
 
 @given(st.integers(1, 4095), st.text(max_size=300), st.binary(min_size=2, max_size=128),
@@ -206,6 +216,8 @@ def test_garbage_gives_protocol_error_only(blob, which):
         DECODERS[which](wire.decode_frame(blob))
     except wire.ProtocolError as e:
         assert "\n" not in str(e)
+    except wire.AuthRefused:  # an ERROR frame where an AUTH_* frame was due: a clear refusal
+        pass
 
 
 @settings(max_examples=300)
@@ -236,3 +248,73 @@ def test_oversized_length_is_refused_before_buffering():
     reader = wire.FrameReader()
     with pytest.raises(wire.ProtocolError, match="outside"):
         reader.feed(wire.FRAME.pack(10**9, wire.MSG_SYSCALL, 0, 0))
+
+
+sockaddrs = st.binary(min_size=2, max_size=128)
+
+
+@given(st.integers(0, 4095), sockaddrs, sockaddrs, st.integers(0, 2**32 - 1))
+def test_relayed_connect_and_stream_round_trip(status, local, peer, timeout_ms):
+    relayed = wire.Relayed(local, peer)
+    frame = wire.decode_frame(wire.encode_connect_reply(7, status, relayed))
+    assert frame.flags == wire.FLAG_RELAYED and wire.decode_connect_reply(frame) == (status, relayed)
+    assert wire.decode_connect_reply(wire.decode_frame(wire.encode_connect_reply(7, status))) == (status, None)
+    c = wire.Connect(10, 2, 17, timeout_ms, local)
+    assert wire.decode_stream(wire.decode_frame(wire.encode_stream(c, 3))) == c
+    assert wire.decode_stream_reply(wire.decode_frame(wire.encode_stream_reply(relayed, 3))) == relayed
+
+
+@given(st.binary(max_size=20000), names)
+def test_read_file_round_trips_over_several_frames(data, path):
+    assert wire.decode_read_file(wire.decode_frame(wire.encode_read_file("/" + path, 4))) == "/" + path
+    assembler = wire.FileAssembler()
+    for frame in wire.encode_read_file_reply(data, 4):
+        assert not assembler.complete
+        assembler.feed(wire.decode_frame(frame))
+    assert assembler.complete and assembler.data == data
+
+
+@given(st.lists(st.binary(max_size=2000), max_size=8), st.lists(st.integers(1, 700), min_size=1, max_size=30))
+def test_datagrams_survive_any_split(datagrams, cuts):
+    stream = b"".join(wire.encode_datagram(d) for d in datagrams)
+    reader, got, pos = wire.DatagramReader(), [], 0
+    for n in cuts * (len(stream) // sum(cuts) + 1):
+        got += reader.feed(stream[pos:pos + n])
+        pos += n
+    assert got == datagrams
+
+
+def test_the_token_proves_itself_both_ways_and_never_travels():
+    from tether.protocol import auth
+
+    token, other = b"t" * 32, b"o" * 32
+    nonce = auth.nonce()
+    challenge = wire.decode_frame(wire.encode_auth_challenge(nonce))
+    response, expected = auth.respond(token, challenge)
+    assert token not in response
+    ok = auth.check_response(token, nonce, wire.decode_frame(response))
+    assert ok is not None and auth.check_ok(expected, wire.decode_frame(ok))
+    assert auth.check_response(other, nonce, wire.decode_frame(response)) is None  # wrong token
+    assert auth.check_response(token, auth.nonce(), wire.decode_frame(response)) is None  # replayed
+    _, expected_other = auth.respond(other, challenge)
+    assert not auth.check_ok(expected_other, wire.decode_frame(ok))  # an agent without our token
+    refused = wire.decode_frame(wire.encode_error(wire.ErrorReply(13, "wrong token"), 0))
+    with pytest.raises(wire.AuthRefused, match="wrong token"):
+        auth.check_ok(expected, refused)
+
+
+def test_token_files_must_be_private_and_long_enough(tmp_path):
+    from tether.protocol import auth
+
+    path = tmp_path / "t"
+    auth.new_token_file(str(path))
+    assert path.stat().st_mode & 0o777 == 0o600 and len(auth.load_token(str(path))) == 64
+    with pytest.raises(auth.TokenError, match="cannot create"):
+        auth.new_token_file(str(path))  # never overwritten
+    path.chmod(0o640)
+    with pytest.raises(auth.TokenError, match="chmod 600"):
+        auth.load_token(str(path))
+    path.write_text("short\n")
+    path.chmod(0o600)
+    with pytest.raises(auth.TokenError, match="at least 16"):
+        auth.load_token(str(path))

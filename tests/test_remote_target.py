@@ -1,0 +1,295 @@
+"""`tether exec --target tcp://HOST:PORT|unix:PATH`: a `tether agent --listen` already running in
+the test namespace, reached over a veth pair (TCP) or a unix socket, with a token file. Over
+TCP sockets cannot cross, so the agent relays; over unix: they are handed over as for netns:.
+Also: the agent refuses wrong tokens, a dead or unreachable agent is a clear error within 5 s,
+killing the agent mid-transfer ends the program's transfer with an error and leaves nothing
+running, and a session gets its agent back when it restarts."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gobuild
+import pytest
+from netns import HTTP_PORT, UDP_PORT, WEB_ADDR, TargetNamespace
+from test_exec import TETHER, full_tour
+
+BIG_PORT = 8090
+BIG_SIZE = 100 << 20
+
+
+class Agent:
+    """`tether agent --listen` inside the namespace; stderr collected in a file."""
+
+    def __init__(self, ns: TargetNamespace, listen: str, token_file: Path, log: Path):
+        self.log = log
+        self.proc = ns.popen([*TETHER, "agent", "--listen", listen, "--token-file", str(token_file),
+                              "--env-file", "/etc/environment"], stderr=log.open("w"))
+        end = time.monotonic() + 15
+        while not (m := re.search(r"listening on (\S+)", log.read_text())):
+            if self.proc.poll() is not None or time.monotonic() > end:
+                self.stop()
+                pytest.fail(f"the agent did not start: {log.read_text()}")
+            time.sleep(0.02)
+        self.address = m.group(1)  # tcp:HOST:PORT or unix:PATH
+        self.target = "tcp://" + self.address[4:] if self.address.startswith("tcp:") else self.address
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def ns():
+    with TargetNamespace(veth=True) as ns:
+        big = ns.popen([sys.executable, "-I", "-c", BIG_SERVER, WEB_ADDR, str(BIG_PORT), str(BIG_SIZE)])
+        try:
+            yield ns
+        finally:
+            big.kill()
+            big.wait()
+
+
+@pytest.fixture(scope="module")
+def token(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("token") / "agent.token"
+    subprocess.run([*TETHER, "agent", "--new-token", str(path)], check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tcp_agent(ns, token, tmp_path_factory):
+    agent = Agent(ns, f"tcp:{ns.veth_ns_addr}:0", token, tmp_path_factory.mktemp("agent") / "agent.log")
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture(scope="module")
+def unix_agent(ns, token, tmp_path_factory):
+    path = tmp_path_factory.mktemp("unix") / "agent.sock"
+    agent = Agent(ns, f"unix:{path}", token, path.parent / "agent.log")
+    yield agent
+    agent.stop()
+
+
+# A server in the namespace that sends size bytes of zeros to each client, in 64 KiB writes.
+BIG_SERVER = """
+import socket, sys, threading
+srv = socket.create_server((sys.argv[1], int(sys.argv[2])))
+size = int(sys.argv[3])
+def serve(c):
+    chunk = bytes(65536)
+    with c:
+        try:
+            for _ in range(size // len(chunk)):
+                c.sendall(chunk)
+        except OSError:
+            pass
+while True:
+    threading.Thread(target=serve, args=(srv.accept()[0],), daemon=True).start()
+"""
+
+
+def run(target: str, token: Path | None, program, *args: str, timeout: float = 60,
+        **kw) -> subprocess.CompletedProcess:
+    flags = ["--token-file", str(token)] if token else []
+    return subprocess.run([*TETHER, "exec", "--target", target, *flags, "--", str(program), *args],
+                          capture_output=True, text=True, timeout=timeout, stdin=kw.pop("stdin", subprocess.DEVNULL),
+                          **kw)
+
+
+def without_unconnected_udp(steps: list[str], expected: list[str]) -> tuple[list[str], list[str]]:
+    """The tour without `udpto` (sendto on an unconnected socket: not relayed over TCP)."""
+    i = steps.index("udpto")
+    return steps[:i] + steps[i + 3:], [line for line in expected if not line.startswith("udpto ")]
+
+
+def test_every_go_version_through_a_tcp_agent(go_versions, ns, tcp_agent, token):
+    steps, expected = without_unconnected_udp(*full_tour(ns))
+    for version in go_versions:
+        r = run(tcp_agent.target, token, gobuild.build(version, "default", "netclient"), *steps)
+        assert (version, r.returncode, r.stdout.splitlines(), r.stderr) == (version, 0, expected, "")
+
+
+def test_go_through_a_unix_agent_gets_sockets_handed_over(go_versions, ns, unix_agent, token):
+    steps, expected = full_tour(ns)  # with unconnected UDP: descriptors cross a unix socket
+    r = run(unix_agent.target, token, gobuild.build(go_versions[-1], "default", "netclient"), *steps)
+    assert (r.returncode, r.stdout.splitlines(), r.stderr) == (0, expected, "")
+
+
+PY_CLIENT = """
+import os, socket, sys, urllib.request
+print(socket.gethostbyname(sys.argv[1]))
+print(urllib.request.build_opener(urllib.request.ProxyHandler({})).open(sys.argv[2], timeout=5).read().decode().strip())
+s = socket.create_connection((sys.argv[1], %d), timeout=5)
+print(s.getpeername()[0], s.getsockname()[0])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(5)
+u.connect((sys.argv[3], %d))
+u.send(b"ping")
+print(u.recv(100).decode(), u.getpeername())
+print(os.environ.get("TARGET_ONLY_VAR"))
+""" % (HTTP_PORT, UDP_PORT)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_python_client_through_an_agent(ns, tcp_agent, unix_agent, token, kind):
+    agent = tcp_agent if kind == "tcp" else unix_agent
+    url = f"http://{ns.dns_name}:{HTTP_PORT}/"
+    r = run(agent.target, token, sys.executable, "-I", "-c", PY_CLIENT, ns.hosts_name, url, WEB_ADDR)
+    assert (r.returncode, r.stdout.splitlines(), r.stderr) == (
+        0, [WEB_ADDR, ns.http_body.strip(), f"{WEB_ADDR} {WEB_ADDR}", f"echo:ping ('{WEB_ADDR}', {UDP_PORT})",
+            "from-netns"], "")
+
+
+def test_curl_by_name_through_a_tcp_agent(ns, tcp_agent, token):
+    r = run(tcp_agent.target, token, "curl", "-sS", "--noproxy", "*", "-m", "5", f"http://{ns.dns_name}:{HTTP_PORT}/")
+    assert (r.returncode, r.stdout, r.stderr) == (0, ns.http_body, "")
+
+
+def test_wrong_missing_and_loose_tokens_are_refused(ns, tcp_agent, token, tmp_path):
+    wrong = tmp_path / "wrong.token"
+    subprocess.run([*TETHER, "agent", "--new-token", str(wrong)], check=True, capture_output=True)
+    start = time.monotonic()
+    r = run(tcp_agent.target, wrong, "true")
+    assert r.returncode == 2 and "refused the token" in r.stderr, r.stderr
+    assert "wrong token" in tcp_agent.log.read_text()  # and the agent logged it
+    r = run(tcp_agent.target, None, "true")
+    assert r.returncode == 2 and "needs the agent's token: give --token-file" in r.stderr, r.stderr
+    wrong.chmod(0o644)
+    r = run(tcp_agent.target, wrong, "true")
+    assert r.returncode == 2 and f"chmod 600 {wrong}" in r.stderr, r.stderr
+    r = run(tcp_agent.target, tmp_path / "none", "true")
+    assert r.returncode == 2 and "cannot read token file" in r.stderr, r.stderr
+    assert time.monotonic() - start < 20
+
+
+def test_a_peer_without_the_token_learns_nothing(ns, tcp_agent):
+    import socket
+
+    host, port = tcp_agent.address[4:].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")  # not a tether frame: refused and closed
+        data = b""
+        try:
+            while chunk := s.recv(4096):
+                data += chunk
+        except ConnectionResetError:  # closed with our request unread
+            pass
+    assert b"hello" not in data and len(data) < 200
+    assert "refused" in tcp_agent.log.read_text()
+
+
+def test_dead_and_unreachable_agents_are_clear_errors_at_once(ns, token):
+    for target, reason in [(f"tcp://{ns.veth_host_addr}:9", "nothing listens at"),  # this host, closed port
+                           ("tcp://198.18.200.1:7070", "cannot reach"),  # unreachable route (fixture)
+                           ("unix:/nonexistent/agent.sock", "no socket at"),
+                           ("tcp://nowhere", "bad agent address")]:
+        start = time.monotonic()
+        r = run(target, token, "true", timeout=10)
+        assert r.returncode == 2 and reason in r.stderr, (target, r.stderr)
+        assert time.monotonic() - start < 5, target
+
+
+def _children(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                kids = {int(c) for c in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo.extend(kids - found)
+            found |= kids
+    return found
+
+
+DOWNLOAD = """
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+got = 0
+print("started", flush=True)
+try:
+    while chunk := s.recv(1 << 16):
+        got += len(chunk)
+        time.sleep(0.002)  # slow (about 30 MiB/s at most), so the agent dies mid-transfer
+except OSError as e:
+    print("error", e.errno, flush=True)
+print("got", got, flush=True)
+sys.exit(0 if got == int(sys.argv[3]) else 3)
+"""
+
+
+def test_killing_the_agent_mid_transfer_fails_the_transfer_and_leaves_nothing(ns, token, tmp_path):
+    agent = Agent(ns, f"tcp:{ns.veth_ns_addr}:0", token, tmp_path / "agent.log")
+    try:
+        proc = subprocess.Popen([*TETHER, "exec", "--target", agent.target, "--token-file", str(token), "--",
+                                 sys.executable, "-I", "-c", DOWNLOAD, WEB_ADDR, str(BIG_PORT), str(BIG_SIZE)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == "started\n"
+        time.sleep(0.3)
+        helpers = _children(proc.pid)
+        agent.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        out, err = proc.communicate(timeout=15)
+        assert time.monotonic() - killed < 5
+    finally:
+        agent.stop()
+    got = int(re.search(r"got (\d+)", out).group(1))
+    assert proc.returncode == 3 and 0 < got < BIG_SIZE, (proc.returncode, out, err)
+    alive = {p for p in helpers if Path(f"/proc/{p}").exists() and "zombie" not in Path(f"/proc/{p}/status").read_text()}
+    assert not alive, f"left running: {alive}"
+
+
+RECONNECT = """
+import socket, sys
+for line in sys.stdin:
+    try:
+        with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+            print("ok" if b"hello" in s.makefile("rb").read() else "bad", flush=True)
+    except OSError as e:
+        print("error", e.strerror, flush=True)
+"""
+
+
+def test_a_session_gets_its_agent_back_when_it_restarts(ns, token, tmp_path):
+    agent = Agent(ns, f"tcp:{ns.veth_ns_addr}:0", token, tmp_path / "agent.log")
+    port = agent.address.rsplit(":", 1)[1]
+    proc = subprocess.Popen([*TETHER, "exec", "--target", agent.target, "--token-file", str(token), "--",
+                             sys.executable, "-I", "-c", RECONNECT, WEB_ADDR, str(HTTP_PORT)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def ask() -> str:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            return proc.stdout.readline().strip()
+
+        assert ask() == "ok"
+        agent.stop()
+        start = time.monotonic()
+        assert ask() == "error Network is unreachable"  # fails at once, not after a timeout
+        assert time.monotonic() - start < 5
+        agent = Agent(ns, f"tcp:{ns.veth_ns_addr}:{port}", token, tmp_path / "agent2.log")
+        for _ in range(50):  # the session retries every 2 s at most (bounded: 10 s)
+            if (answer := ask()) == "ok":
+                break
+            time.sleep(0.2)
+        assert answer == "ok"
+        out, err = proc.communicate(timeout=10)  # closes its input: it ends
+        assert proc.returncode == 0
+        assert "lost the agent at" in err and "is back" in err, err
+    finally:
+        proc.kill()
+        agent.stop()
