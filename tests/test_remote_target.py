@@ -6,7 +6,6 @@ killing the agent mid-transfer ends the program's transfer with an error and lea
 running, and a session gets its agent back when it restarts."""
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess

@@ -2,14 +2,17 @@
 
 A network agent relays between each data connection and its socket in the target; for UDP the
 stream carries datagrams framed by wire.encode_datagram. Each direction is one thread doing
-blocking reads and writes with one fixed buffer: memory per stream is bounded, a slow reader
-holds back only its own sender (TCP's flow control does the rest), and the GIL is released
-while the kernel copies. An end of stream is passed on as one (FIN); a failure on either side
+blocking splices through one pipe (or reads and writes with one fixed buffer): memory per
+stream is bounded, a slow reader holds back only its own sender (TCP's flow control does the
+rest), and the GIL is released while the kernel moves the bytes. An end of stream is passed on as one (FIN); a failure on either side
 resets both (RST), so the program sees ECONNRESET where the target's peer reset.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
+import os
 import socket
 import struct
 import threading
@@ -17,7 +20,9 @@ import threading
 from ..protocol import wire
 
 log = logging.getLogger("tether.agent")
-BUF = 1 << 18  # bytes per direction and stream
+BUF = 1 << 18  # bytes per direction and stream, where splice cannot be used
+PIPE_SIZE = 1 << 20  # the splice pipe per direction and stream: what one call moves at most
+F_SETPIPE_SZ = 1031
 LINGER_RESET = struct.pack("ii", 1, 0)  # close sends RST
 UDP_POLL = 1.0  # seconds a UDP reader waits before it looks whether its stream ended
 
@@ -69,11 +74,37 @@ class Pair:
 
 
 def pump_bytes(src: socket.socket, dst: socket.socket, pair: Pair) -> None:
+    """src's bytes to dst: spliced through a pipe (the kernel moves the pages; no copy here),
+    or copied where splice does not work on these sockets."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass  # the default size (64 KiB) works, a little slower
+        try:
+            n = os.splice(src.fileno(), w, PIPE_SIZE)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            return _copy_bytes(src, dst, pair)
+        while n:
+            while n:
+                n -= os.splice(r, dst.fileno(), n)
+            n = os.splice(src.fileno(), w, PIPE_SIZE)
+    finally:
+        os.close(r)
+        os.close(w)
+    if not pair.failed:  # else the reset is the news, not an end of stream
+        dst.shutdown(socket.SHUT_WR)
+
+
+def _copy_bytes(src: socket.socket, dst: socket.socket, pair: Pair) -> None:
     buf = bytearray(BUF)
     view = memoryview(buf)
     while n := src.recv_into(buf):
         dst.sendall(view[:n])
-    if not pair.failed:  # else the reset is the news, not an end of stream
+    if not pair.failed:
         dst.shutdown(socket.SHUT_WR)
 
 
