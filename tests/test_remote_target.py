@@ -145,10 +145,15 @@ print(os.environ.get("TARGET_ONLY_VAR"))
 def test_python_client_through_an_agent(ns, tcp_agent, unix_agent, token, kind):
     agent = tcp_agent if kind == "tcp" else unix_agent
     url = f"http://{ns.dns_name}:{HTTP_PORT}/"
-    r = run(agent.target, token, sys.executable, "-I", "-c", PY_CLIENT, ns.hosts_name, url, WEB_ADDR)
-    assert (r.returncode, r.stdout.splitlines(), r.stderr) == (
-        0, [WEB_ADDR, ns.http_body.strip(), f"{WEB_ADDR} {WEB_ADDR}", f"echo:ping ('{WEB_ADDR}', {UDP_PORT})",
-            "from-netns"], "")
+    argv = [*TETHER, "exec", "--target", agent.target, "--token-file", str(token), "--",
+            sys.executable, "-I", "-c", PY_CLIENT, ns.hosts_name, url, WEB_ADDR]
+    sessions = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 stdin=subprocess.DEVNULL) for _ in range(3)]  # served at once
+    for proc in sessions:
+        out, err = proc.communicate(timeout=60)
+        assert (proc.returncode, out.splitlines(), err) == (
+            0, [WEB_ADDR, ns.http_body.strip(), f"{WEB_ADDR} {WEB_ADDR}", f"echo:ping ('{WEB_ADDR}', {UDP_PORT})",
+                "from-netns"], "")
 
 
 def test_curl_by_name_through_a_tcp_agent(ns, tcp_agent, token):
@@ -292,3 +297,24 @@ def test_a_session_gets_its_agent_back_when_it_restarts(ns, token, tmp_path):
     finally:
         proc.kill()
         agent.stop()
+
+
+def test_a_cut_link_ends_the_transfer_within_seconds(ns, token, tmp_path):
+    """No FIN, no RST: the veth pair stops carrying packets. The data connection's keepalive
+    (and user timeout) notice; the program is not left waiting forever."""
+    agent = Agent(ns, f"tcp:{ns.veth_ns_addr}:0", token, tmp_path / "agent.log")
+    proc = subprocess.Popen([*TETHER, "exec", "--target", agent.target, "--token-file", str(token), "--",
+                             sys.executable, "-I", "-c", DOWNLOAD, WEB_ADDR, str(BIG_PORT), str(BIG_SIZE)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "started\n"
+        subprocess.run(["ip", "link", "set", ns.veth_host_ifname, "down"], check=True)
+        cut = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - cut
+    finally:
+        subprocess.run(["ip", "link", "set", ns.veth_host_ifname, "up"], check=True)
+        proc.kill()
+        agent.stop()
+    assert proc.returncode == 3 and "error 110" in out, (proc.returncode, out, err)  # ETIMEDOUT
+    assert took < 10, took

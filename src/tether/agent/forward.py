@@ -37,8 +37,8 @@ DIAL_TIMEOUT = 4.0  # seconds to reach the agent's address
 REQUEST_TIMEOUT = 60.0  # a request on the control link (a lookup may take its resolver's time)
 CONNECT_TIMEOUT_MS = 25_000  # a relayed connect; the layer waits 30 s for any reply
 RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
-LINK_TIMEOUT_MS = 5000  # unacknowledged data on a data connection: the link is gone
-DATA_SOCKOPTS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+LINK_TIMEOUT_MS = 5000  # unacknowledged data on a connection to the agent: the link is gone
+LINK_SOCKOPTS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
                  (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, LINK_TIMEOUT_MS),
                  (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1), (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 2),
                  (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1), (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3))
@@ -91,8 +91,9 @@ class Remote:
                                                       "(is `tether agent --listen` running there?)") from None
             except OSError as e:
                 raise Unreachable(e.errno or errno.ENETUNREACH, f"cannot reach {where}: {e.strerror or e}") from None
-            if self.stream:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.stream:  # a vanished machine or a cut link is noticed within seconds
+                for level, name, value in LINK_SOCKOPTS:
+                    sock.setsockopt(level, name, value)
             peer = Peer(sock, self.stream)
             try:
                 await asyncio.wait_for(self._prove(peer), AUTH_TIMEOUT)
@@ -334,9 +335,7 @@ class ForwardLink(Link):
                 relay.relay_datagrams(sock, ours, f"udp {self.remote.address}")
                 sock = theirs
             else:
-                sock.setblocking(True)
-                for level, name, value in DATA_SOCKOPTS:
-                    sock.setsockopt(level, name, value)
+                sock.setblocking(True)  # as a new socket is; the layer gives it the program's flags
             self._send(wire.encode_connect_reply(id, 0, relayed), [sock.fileno()])
         finally:
             sock.close()

@@ -107,7 +107,6 @@ class Peer:
     def __init__(self, sock: socket.socket, stream: bool):
         self.sock, self.stream = sock, stream
         self.loop = asyncio.get_running_loop()
-        self.reader = wire.FrameReader()  # empty: frame() reads exactly
 
     async def frame(self) -> wire.Frame:
         """The next frame; on a stream, exactly its bytes (what follows may be relayed data)."""
@@ -140,7 +139,6 @@ class Listener:
         self.address, self.token, self.environment = address, token, environment
         self.handshakes = asyncio.Semaphore(HANDSHAKES_MAX)
         self.tasks: set[asyncio.Task] = set()
-        self.streams = 0
 
     async def serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -174,7 +172,7 @@ class Listener:
                 return
             if first.type == wire.MSG_AGENT_HELLO:
                 handed_over = True
-                link = StreamLink(conn, self.environment, p.reader) if stream else Link(conn, self.environment)
+                link = StreamLink(conn, self.environment) if stream else Link(conn, self.environment)
                 link.pending([first])
                 await link.serve()
             elif first.type == wire.MSG_STREAM and stream:
@@ -224,7 +222,6 @@ class Listener:
         except OSError:
             target.close()
             raise
-        self.streams += 1
         name = f"{who} -> {req.sockaddr.hex()}"
         if req.socktype == socket.SOCK_DGRAM:
             relay.relay_datagrams(p.sock, target, name)

@@ -204,9 +204,9 @@ class StreamLink(Link):
     carries_fds = False
     UNSENT_MAX = 16 << 20  # bytes of replies a session may leave unread before it is dropped
 
-    def __init__(self, sock: socket.socket, environment: Environment, reader: wire.FrameReader):
+    def __init__(self, sock: socket.socket, environment: Environment):
         super().__init__(sock, environment)
-        self.reader = reader  # it may hold frames that arrived with the authentication
+        self.reader = wire.FrameReader()
         self.out = bytearray()
 
     def _receive(self) -> list[wire.Frame] | None:
