@@ -50,43 +50,57 @@ def per_stream(n: int) -> None:
     threading.Event().wait()
 
 
+def _pump_to_link(conn: socket.socket, i: int, link: socket.socket, lock: threading.Lock) -> None:
+    buf = bytearray(BUF)
+    while m := conn.recv_into(buf):
+        with lock:
+            link.sendall(HEAD.pack(i, m) + buf[:m])
+    with lock:
+        link.sendall(HEAD.pack(i, 0))
+
+
+def _unframe(link: socket.socket, conns: dict[int, socket.socket], connect=None) -> None:
+    """Frames from the link to their streams; a stream's empty frame is its end (FIN)."""
+    reader = link.makefile("rb", buffering=BUF)
+    while head := reader.read(HEAD.size):
+        i, m = HEAD.unpack(head)
+        if i not in conns and connect:
+            conns[i] = connect(i)
+        if m:
+            conns[i].sendall(reader.read(m))
+        else:
+            conns[i].shutdown(socket.SHUT_WR)
+
+
 def mux_session(n: int) -> None:
     fronts = [socket.create_server(("127.0.0.1", FRONT_PORT + i)) for i in range(n)]
     link = socket.create_connection(("127.0.0.1", LINK_PORT))
     link.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    lock = threading.Lock()
+    lock, conns = threading.Lock(), {}
     print("ready", flush=True)
 
     def serve(i: int) -> None:
-        while True:
-            conn, _ = fronts[i].accept()
-            buf = bytearray(BUF)
-            while m := conn.recv_into(buf):
-                with lock:
-                    link.sendall(HEAD.pack(i, m) + buf[:m])
-            with lock:
-                link.sendall(HEAD.pack(i, 0))
-            conn.close()
+        conns[i], _ = fronts[i].accept()  # one stream per port and run
+        _pump_to_link(conns[i], i, link, lock)
 
     for i in range(n):
         threading.Thread(target=serve, args=(i,), daemon=True).start()
-    threading.Event().wait()
+    _unframe(link, conns)
 
 
 def mux_agent(n: int) -> None:
     listener = socket.create_server(("127.0.0.1", LINK_PORT))
     print("ready", flush=True)
     link, _ = listener.accept()
-    reader = link.makefile("rb", buffering=BUF)
-    targets: dict[int, socket.socket] = {}
-    while head := reader.read(HEAD.size):
-        i, m = HEAD.unpack(head)
-        if i not in targets:
-            targets[i] = socket.create_connection(("127.0.0.1", SINK_PORT + i))
-        if m:
-            targets[i].sendall(reader.read(m))
-        else:
-            targets.pop(i).close()
+    link.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    lock = threading.Lock()
+
+    def connect(i: int) -> socket.socket:
+        target = socket.create_connection(("127.0.0.1", SINK_PORT + i))
+        threading.Thread(target=_pump_to_link, args=(target, i, link, lock), daemon=True).start()
+        return target
+
+    _unframe(link, {}, connect)
 
 
 def helper(role: str, n: int) -> subprocess.Popen:
