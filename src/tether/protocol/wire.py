@@ -482,26 +482,41 @@ def decode_read_file(f: Frame) -> str:
 
 def encode_read_file_reply(data: bytes, id: int) -> list[bytes]:
     """The contents cut into frames; all but the last carry FLAG_MORE."""
+    return _encode_parts(MSG_READ_FILE_REPLY, data, id)
+
+
+def _encode_parts(type: int, blob: bytes, id: int) -> list[bytes]:
+    """A reply too long for one frame: blob cut into frames of type, all but the last with
+    FLAG_MORE (an empty blob is one empty frame)."""
     step = FRAME_MAX - FRAME.size
-    chunks = [data[i:i + step] for i in range(0, len(data), step)] or [b""]
-    return [encode_frame(MSG_READ_FILE_REPLY, c, flags=FLAG_MORE if n < len(chunks) - 1 else 0, id=id)
+    chunks = [blob[i:i + step] for i in range(0, len(blob), step)] or [b""]
+    return [encode_frame(type, c, flags=FLAG_MORE if n < len(chunks) - 1 else 0, id=id)
             for n, c in enumerate(chunks)]
 
 
-class FileAssembler:
-    """Collects READ_FILE_REPLY frames; complete once the last (no FLAG_MORE) has arrived."""
+class _PartsAssembler:
+    """Collects the frames of a reply sent with _encode_parts; complete once the last (no
+    FLAG_MORE) has arrived. More than `limit` bytes is a ProtocolError."""
+
+    type, what, limit = 0, "", 0
 
     def __init__(self) -> None:
         self.data = bytearray()
         self.complete = False
 
     def feed(self, f: Frame) -> None:
-        if f.type != MSG_READ_FILE_REPLY or self.complete:
-            raise ProtocolError("unexpected READ_FILE_REPLY")
+        if f.type != self.type or self.complete:
+            raise ProtocolError(f"unexpected {self.what} frame")
         self.data += f.payload
-        if len(self.data) > READ_FILE_MAX:
-            raise ProtocolError(f"file larger than {READ_FILE_MAX} bytes")
+        if len(self.data) > self.limit:
+            raise ProtocolError(f"{self.what} larger than {self.limit} bytes")
         self.complete = not f.flags & FLAG_MORE
+
+
+class FileAssembler(_PartsAssembler):
+    """Collects READ_FILE_REPLY frames; the contents are in .data once complete."""
+
+    type, what, limit = MSG_READ_FILE_REPLY, "file", READ_FILE_MAX
 
 
 def encode_datagram(datagram: bytes) -> bytes:
@@ -652,32 +667,19 @@ def encode_env_reply(env: dict[str, str], id: int) -> list[bytes]:
     carry FLAG_MORE (one entry may span frames)."""
     blob = b"".join(k.encode("utf-8", "surrogateescape") + b"=" + v.encode("utf-8", "surrogateescape")
                     + b"\0" for k, v in env.items())
-    step = FRAME_MAX - FRAME.size
-    chunks = [blob[i:i + step] for i in range(0, len(blob), step)] or [b""]
-    return [encode_frame(MSG_ENV_REPLY, c, flags=FLAG_MORE if n < len(chunks) - 1 else 0, id=id)
-            for n, c in enumerate(chunks)]
+    return _encode_parts(MSG_ENV_REPLY, blob, id)
 
 
-class EnvAssembler:
-    """Collects ENV_REPLY frames; done() once the last one (no FLAG_MORE) has arrived."""
+class EnvAssembler(_PartsAssembler):
+    """Collects ENV_REPLY frames; env() once the last one (no FLAG_MORE) has arrived."""
 
-    def __init__(self) -> None:
-        self._blob = bytearray()
-        self.complete = False
-
-    def feed(self, f: Frame) -> None:
-        if f.type != MSG_ENV_REPLY or self.complete:
-            raise ProtocolError("unexpected ENV_REPLY")
-        self._blob += f.payload
-        if len(self._blob) > ENV_MAX:
-            raise ProtocolError(f"environment larger than {ENV_MAX} bytes")
-        self.complete = not f.flags & FLAG_MORE
+    type, what, limit = MSG_ENV_REPLY, "environment", ENV_MAX
 
     def env(self) -> dict[str, str]:
-        if not self.complete or (self._blob and not self._blob.endswith(b"\0")):
+        if not self.complete or (self.data and not self.data.endswith(b"\0")):
             raise ProtocolError("environment ends mid-entry")
         env = {}
-        for entry in bytes(self._blob).split(b"\0")[:-1]:
+        for entry in bytes(self.data).split(b"\0")[:-1]:
             key, eq, value = entry.partition(b"=")
             if not eq or not key:
                 raise ProtocolError("environment entry without KEY=")
