@@ -143,6 +143,32 @@ def test_bad_targets_exit_2_with_the_reason(go_versions, target, message):
     assert time.monotonic() - start < 5
 
 
+def test_the_agent_process_forked_at_start_leaves_when_tether_stops_without_it(tmp_path):
+    # tether exec forks its agent's process before parsing the command line
+    # (targets/early.py); a run that fails first must not leave it behind.
+    marker = f"no-such-ns-{os.getpid()}-spare"
+    err = tmp_path / "stderr"
+    for argv in (["--target", f"netns:{marker}", "--", "true"], ["--no-such-flag", marker]):
+        with err.open("w") as f:  # not a pipe: a lingering process holding it would make run() wait
+            r = subprocess.run([*TETHER, "exec", *argv], stdout=subprocess.DEVNULL, stderr=f, timeout=30)
+        assert r.returncode == 2, err.read_text()
+    deadline = time.monotonic() + 5
+    left = []
+    while time.monotonic() < deadline:
+        left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, marker)]
+        if not left:
+            break
+        time.sleep(0.05)
+    assert not left, f"processes left behind: {left}"
+
+
+def _cmdline_has(proc: Path, text: str) -> bool:
+    try:
+        return text.encode() in (proc / "cmdline").read_bytes()
+    except OSError:  # it exited meanwhile
+        return False
+
+
 def test_non_root_is_told_what_it_needs(go_versions, target_ns, tmp_path):  # noqa: F811
     exe = gobuild.build(go_versions[-1], "default", "netclient")
     # Everything imported while still root: the interpreter's files may be root's alone.

@@ -49,4 +49,4 @@ def start_agent(name: str, wait: bool = True) -> Target:
         known = ", ".join(sorted(p.name for p in NETNS_DIR.iterdir())) if NETNS_DIR.is_dir() else ""
         raise TargetError(f"no network namespace {name!r} (`ip netns list` shows: {known or 'none'}); "
                           f"create it with `ip netns add {name}`")
-    return fork_agent(f"netns:{name}", lambda: _enter(name), wait)
+    return fork_agent(f"netns:{name}", _enter, (name,), wait)

@@ -56,4 +56,4 @@ def start_agent(spec: str, wait: bool = True) -> Target:
                           "run tether as root, e.g. with sudo")
     if not os.path.exists(f"/proc/{pid}/ns/net"):
         raise TargetError(f"no process {pid} (it may have exited; `ps -p {pid}` shows it while it runs)")
-    return fork_agent(f"pid:{pid}", lambda: _enter(pid), wait)
+    return fork_agent(f"pid:{pid}", _enter, (pid,), wait)

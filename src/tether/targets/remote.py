@@ -27,9 +27,12 @@ def start_agent(spec: str, token_file: str | None, wait: bool = True) -> Target:
     except TokenError as e:
         raise TargetError(str(e)) from None
 
-    def enter():
-        from ..agent.forward import serving
+    return fork_agent(spec, _enter, (tuple(address), token, token_file, spec), wait)
 
-        return serving((address, token, token_file, spec))
 
-    return fork_agent(spec, enter, wait)
+def _enter(address: tuple, token: bytes, token_file: str, spec: str):
+    """In the child: serve as the stand-in for the agent at address."""
+    from ..agent.forward import serving
+    from ..agent.listen import Address
+
+    return serving((Address(*address), token, token_file, spec))
