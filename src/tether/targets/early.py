@@ -80,6 +80,7 @@ def _child(control: socket.socket) -> None:
         os.closerange(control.fileno() + 1, os.sysconf("SC_OPEN_MAX"))
         # All the code it will run, loaded while this host's files are in view: a target's
         # mount namespace (a container's) need not have Python at all.
+        sys.modules["ssl"] = None  # never used by the agent; asyncio offers TLS only if ssl imports (5-10 ms)
         import asyncio
         import concurrent.futures.thread  # noqa: F401  (asyncio's resolver threads, loaded lazily)
         import ctypes
