@@ -16,7 +16,13 @@
  * caller's stack, as the funnel itself would: a few instructions.  A hooked
  * number goes to C through the binary's own runtime.asmcgocall (ABI0), which
  * switches to the thread's system stack (g0) exactly as cgo does and needs no
- * g or m offsets: C never runs on a goroutine stack. */
+ * g or m offsets: C never runs on a goroutine stack.
+ *
+ * Each hooked runtime (go_runtime.h) has its own stubs, at the end of this
+ * file: the patched function jumps to its runtime's stub, which points R11
+ * at the runtime's record and jumps here.  R11 is free on entry to these
+ * functions (a scratch register in both of Go's ABIs). */
+#include "go_runtime.h"
 
 #define NR_MAX 512		/* TETHER_NR_MAX in tether.h */
 #define CLONE_VM 0x100
@@ -30,18 +36,20 @@
  * caller, so Go's unwinder and GC always see the frames they expect. */
 #define SPILL	8		/* 0(SP) on entry is the return address */
 #define S_A3	(SPILL + 24)
-/* asmcgocall(fn, arg) int32, ABI0: fn+0(FP), arg+8(FP), ret+16(FP). */
-#define CGO_ARGS 24
+/* asmcgocall(fn, arg) int32, ABI0: fn+0(FP), arg+8(FP), ret+16(FP); and
+ * one word of ours above them: the runtime's record, kept across the call. */
+#define CGO_ARGS 32
+#define CGO_RUNTIME 24
 
 	.text
 	.globl	tether_go_funnel
 	.hidden	tether_go_funnel
 	.type	tether_go_funnel, @function
-tether_go_funnel:
+tether_go_funnel:			/* R11 = the runtime's record */
 	cmpq	$NR_MAX, %rax
 	jae	.Lpass			/* unknown numbers: the kernel says ENOSYS */
-	leaq	tether_handlers(%rip), %r11
-	cmpq	$0, (%r11,%rax,8)
+	leaq	tether_handlers(%rip), %r10
+	cmpq	$0, (%r10,%rax,8)
 	jne	.Lhooked
 .Lpass:
 	/* The funnel's own first instructions: Go registers to the kernel's. */
@@ -73,8 +81,8 @@ tether_go_funnel:
 	movq	%rsi, SPILL+32(%rsp)	/* a4 */
 	movq	%r8, SPILL+40(%rsp)	/* a5 */
 	movq	%r9, SPILL+48(%rsp)	/* a6 */
-	leaq	tether_may_block(%rip), %r11
-	cmpb	$0, (%r11,%rax)
+	leaq	tether_may_block(%rip), %r10
+	cmpb	$0, (%r10,%rax)
 	je	.Lcall
 	/* A detour that may block, on a user goroutine not yet in a syscall
 	 * (a RawSyscall: socket, getsockname, ...; syscall.Syscall has already
@@ -87,34 +95,34 @@ tether_go_funnel:
 	 * throw: those stay on the plain path. */
 	testq	%r14, %r14
 	jz	.Lcall
-	movq	tether_go_g_m(%rip), %r11
-	movq	(%r14,%r11), %r11	/* g.m */
-	testq	%r11, %r11
+	movq	RT_G_M(%r11), %r10
+	movq	(%r14,%r10), %r10	/* g.m */
+	testq	%r10, %r10
 	jz	.Lcall
-	movq	tether_go_m_curg(%rip), %r10
-	cmpq	%r14, (%r11,%r10)	/* m.curg == g: a user goroutine */
+	movq	RT_M_CURG(%r11), %r12	/* R12: scratch in ABIInternal */
+	cmpq	%r14, (%r10,%r12)	/* m.curg == g: a user goroutine */
 	jne	.Lcall
-	movq	tether_go_g_syscallsp(%rip), %r10
+	movq	RT_G_SYSCALLSP(%r11), %r10
 	cmpq	$0, (%r14,%r10)		/* g.syscallsp != 0: already in a syscall */
 	jne	.Lcall
 	/* entersyscall records its caller's pc and sp for Go's unwinder: make
 	 * the caller the funnel itself, at funnel+14, where its frame is empty
 	 * and the return address above is the funnel's real one.  It returns
 	 * there, and the jump patched at funnel+14 leads to tether_go_entered. */
-	pushq	tether_go_entered_pc(%rip)
-	jmp	*tether_go_entersyscall(%rip)
+	pushq	RT_ENTERED_PC(%r11)
+	jmp	*RT_ENTERSYSCALL(%r11)
 
 .Lcall:
 	subq	$CGO_ARGS, %rsp
-	leaq	tether_go_call(%rip), %r11
-	movq	%r11, 0(%rsp)		/* fn */
-	leaq	CGO_ARGS+SPILL(%rsp), %r11
-	movq	%r11, 8(%rsp)		/* arg: the call record */
+	leaq	tether_go_call(%rip), %r10
+	movq	%r10, 0(%rsp)		/* fn */
+	leaq	CGO_ARGS+SPILL(%rsp), %r10
+	movq	%r10, 8(%rsp)		/* arg: the call record */
 	/* asmcgocall switches to g0 unless already on g0 or gsignal, reading g
 	 * from TLS and, in 1.19's gosave_systemstack_switch, from R14: both
 	 * hold g here.  R14 survives: C keeps it (callee-saved) and asmcgocall
 	 * does not write it.  Its 32-bit result is not used. */
-	call	*tether_go_asmcgocall(%rip)
+	call	*RT_ASMCGOCALL(%r11)
 	addq	$CGO_ARGS, %rsp
 	xorps	%xmm15, %xmm15		/* X15 = 0, ABIInternal's zero register */
 	movq	SPILL+0(%rsp), %rax	/* result */
@@ -122,25 +130,29 @@ tether_go_funnel:
 	jmp	.Lresult
 	.size	tether_go_funnel, . - tether_go_funnel
 
-/* Reached from funnel+14 when entersyscall returns: the goroutine is in
- * _Gsyscall, its P may be handed to another thread while the detour runs
- * on g0.  Then exitsyscall, called as if from funnel+28 for the same reason
- * as above; it may resume the goroutine on another thread, so nothing is
- * kept in registers or thread-local storage across it: only in the spill
- * slots.  Both are ABIInternal: they return with R14 = g and X15 = 0. */
+/* Reached from funnel+14 (through the runtime's stub: R11 = its record)
+ * when entersyscall returns: the goroutine is in _Gsyscall, its P may be
+ * handed to another thread while the detour runs on g0.  Then exitsyscall,
+ * called as if from funnel+28 for the same reason as above; it may resume
+ * the goroutine on another thread, so nothing is kept in registers or
+ * thread-local storage across it: only on the goroutine's stack, which Go
+ * neither scans below syscallsp nor moves while the goroutine is in a
+ * syscall.  Both are ABIInternal: they return with R14 = g and X15 = 0. */
 	.globl	tether_go_entered
 	.hidden	tether_go_entered
 	.type	tether_go_entered, @function
 tether_go_entered:
 	subq	$CGO_ARGS, %rsp
-	leaq	tether_go_call(%rip), %r11
-	movq	%r11, 0(%rsp)
-	leaq	CGO_ARGS+SPILL(%rsp), %r11
-	movq	%r11, 8(%rsp)
-	call	*tether_go_asmcgocall(%rip)
+	leaq	tether_go_call(%rip), %r10
+	movq	%r10, 0(%rsp)
+	leaq	CGO_ARGS+SPILL(%rsp), %r10
+	movq	%r10, 8(%rsp)
+	movq	%r11, CGO_RUNTIME(%rsp)
+	call	*RT_ASMCGOCALL(%r11)
+	movq	CGO_RUNTIME(%rsp), %r11
 	addq	$CGO_ARGS, %rsp
-	pushq	tether_go_exited_pc(%rip)
-	jmp	*tether_go_exitsyscall(%rip)
+	pushq	RT_EXITED_PC(%r11)
+	jmp	*RT_EXITSYSCALL(%r11)
 	.size	tether_go_entered, . - tether_go_entered
 
 	.globl	tether_go_exited
@@ -159,8 +171,9 @@ tether_go_exited:
  *   1.22+:  func rawVforkSyscall(trap, a1, a2, a3 uintptr) (r1, err uintptr)
  *
  * trap at 8(SP), a1 (the clone flags) at 16(SP), then a2, a3; r1 and err
- * follow the last argument.  tether_go_vfork_args holds the count (1-3),
- * read by tether inspect from the function's own first instructions.
+ * follow the last argument.  The runtime's record (R11, from its stub)
+ * holds the count (1-3), read by tether inspect from the function's own
+ * first instructions.
  *
  * It is clone with CLONE_VM removed: the child still runs before the parent
  * resumes (CLONE_VFORK) but in its own copy of memory, so when the layer
@@ -170,17 +183,18 @@ tether_go_exited:
 	.hidden	tether_go_vfork
 	.type	tether_go_vfork, @function
 tether_go_vfork:
+	/* The count stays in R12 (free in ABI0): syscall clobbers R11. */
+	movl	RT_VFORK_ARGS(%r11), %r12d
 	movq	16(%rsp), %rdi		/* a1: clone flags, or clone3's args */
 	cmpq	$SYS_clone3, 8(%rsp)
 	je	3f
 	andq	$~CLONE_VM, %rdi
 0:	xorl	%esi, %esi
 	xorl	%edx, %edx
-	movl	tether_go_vfork_args(%rip), %r11d
-	cmpl	$2, %r11d
+	cmpl	$2, %r12d
 	jb	1f
 	movq	24(%rsp), %rsi		/* a2 (1.21+) */
-	cmpl	$3, %r11d
+	cmpl	$3, %r12d
 	jb	1f
 	movq	32(%rsp), %rdx		/* a3 (1.22+) */
 1:	xorl	%r10d, %r10d
@@ -188,8 +202,7 @@ tether_go_vfork:
 	xorl	%r9d, %r9d
 	movq	8(%rsp), %rax		/* trap */
 	syscall
-	movl	tether_go_vfork_args(%rip), %ecx
-	leaq	16(%rsp,%rcx,8), %rcx	/* &r1, just after the last argument */
+	leaq	16(%rsp,%r12,8), %rcx	/* &r1, just after the last argument */
 	cmpq	$-4095, %rax
 	ja	2f
 	movq	%rax, 0(%rcx)		/* r1 */
@@ -204,5 +217,38 @@ tether_go_vfork:
 3:	andq	$~CLONE_VM, 0(%rdi)
 	jmp	0b
 	.size	tether_go_vfork, . - tether_go_vfork
+
+/* The stubs: for runtime k, one per patched entry (go_runtime.h's order),
+ * listed in tether_go_stubs for go_hook.c. */
+.macro STUB k, target
+	.text
+tether_go_stub_\k\()_\target:
+	leaq	tether_go_runtimes+\k*RT_SIZE(%rip), %r11
+	jmp	\target
+	.section .data.rel.ro, "aw"
+	.quad	tether_go_stub_\k\()_\target
+.endm
+
+.macro RUNTIME_STUBS k
+	STUB	\k, tether_go_funnel
+	STUB	\k, tether_go_entered
+	STUB	\k, tether_go_vfork
+.endm
+
+	.section .data.rel.ro, "aw"
+	.balign	8
+	.globl	tether_go_stubs
+	.hidden	tether_go_stubs
+	.type	tether_go_stubs, @object
+tether_go_stubs:
+	RUNTIME_STUBS 0
+	RUNTIME_STUBS 1
+	RUNTIME_STUBS 2
+	RUNTIME_STUBS 3
+	.section .data.rel.ro, "aw"
+	.if	. - tether_go_stubs != TETHER_GO_RUNTIMES * STUBS_PER_RUNTIME * 8
+	.error	"one RUNTIME_STUBS line per runtime of TETHER_GO_RUNTIMES"
+	.endif
+	.size	tether_go_stubs, . - tether_go_stubs
 
 	.section .note.GNU-stack, "", @progbits

@@ -16,10 +16,11 @@
  * module and every function still starts with its recorded bytes: a stale or
  * foreign plan is never applied.
  *
- * One Go runtime per process is hooked (the trampolines keep its runtime
- * functions in globals): a Go executable, or a Go c-shared library in a
- * program that is not Go. */
+ * Several Go runtimes in one process are hooked, each with its own record
+ * and stubs (go_runtime.h): a Go executable and the Go c-shared libraries
+ * it or a C program loads, up to TETHER_GO_RUNTIMES. */
 #include "tether.h"
+#include "go_runtime.h"
 
 #define CODE_BYTES 16
 #define SYS_exit_group 231
@@ -36,11 +37,14 @@ struct func {
 	int present;
 };
 
-/* Read by go_amd64.S. */
-unsigned long tether_go_asmcgocall, tether_go_entersyscall, tether_go_exitsyscall;
-unsigned long tether_go_entered_pc, tether_go_exited_pc;
-unsigned long tether_go_g_m, tether_go_m_curg, tether_go_g_syscallsp;
-unsigned tether_go_vfork_args;
+/* Read by go_amd64.S, through each runtime's stubs. */
+struct tether_go_runtime tether_go_runtimes[TETHER_GO_RUNTIMES];
+static int runtimes_used;
+
+static const void *stub(int runtime, int which)
+{
+	return tether_go_stubs[runtime * STUBS_PER_RUNTIME + which];
+}
 
 /* Parse "<hex>" up to a stop character; 0 on success. */
 static int parse_hex(const char **s, unsigned long *out)
@@ -131,14 +135,14 @@ static const char *pick(const char *plans, const char *id, unsigned id_len)
 	return 0;
 }
 
-static int hooked_runtime;
-
 int tether_go_hook(const struct tether_module *m, const char *plans)
 {
 	struct func funcs[NFUNCS] = {0};
 	unsigned long goff[3];
 	const char *id, *plan, *want;
 	unsigned id_len = 0, want_len;
+	struct tether_go_runtime *rt;
+	int k;
 
 	id = tether_go_buildid(m, &id_len);
 	if (!id)
@@ -146,11 +150,6 @@ int tether_go_hook(const struct tether_module *m, const char *plans)
 	plan = pick(plans, id, id_len);
 	if (!plan)
 		return -1;
-	if (__atomic_exchange_n(&hooked_runtime, 1, __ATOMIC_ACQ_REL)) {
-		tether_say((const char *[]){"tether: warning: a second Go runtime in this process "
-		                            "is not hooked (one per process is supported)", 0});
-		return -1;
-	}
 	if (parse(plan, funcs, goff, &want, &want_len) || !funcs[FUNNEL].present ||
 	    !funcs[ASMCGOCALL].present || !funcs[ENTER].present || !funcs[EXIT].present)
 		refuse("malformed TETHER_GO_PLAN", "");
@@ -161,26 +160,34 @@ int tether_go_hook(const struct tether_module *m, const char *plans)
 	}
 	if (funcs[VFORK].present && (funcs[VFORK].args < 1 || funcs[VFORK].args > 3))
 		refuse("unexpected rawVforkSyscall argument count", "");
+	k = __atomic_fetch_add(&runtimes_used, 1, __ATOMIC_ACQ_REL);
+	if (k >= TETHER_GO_RUNTIMES) {
+		tether_say((const char *[]){"tether: warning: more Go runtimes in this process than "
+		                            "tether hooks (4): this one is not hooked", 0});
+		return -1;
+	}
 
-	tether_go_g_m = goff[0];
-	tether_go_m_curg = goff[1];
-	tether_go_g_syscallsp = goff[2];
-	tether_go_asmcgocall = funcs[ASMCGOCALL].addr;
-	tether_go_entersyscall = funcs[ENTER].addr;
-	tether_go_exitsyscall = funcs[EXIT].addr;
-	tether_go_vfork_args = funcs[VFORK].args;
+	rt = &tether_go_runtimes[k];
+	rt->g_m = goff[0];
+	rt->m_curg = goff[1];
+	rt->g_syscallsp = goff[2];
+	rt->asmcgocall = funcs[ASMCGOCALL].addr;
+	rt->entersyscall = funcs[ENTER].addr;
+	rt->exitsyscall = funcs[EXIT].addr;
+	rt->vfork_args = funcs[VFORK].args;
 	/* Three jumps in the funnel (tether inspect checked it has the code
 	 * for them): its entry, and the two addresses entersyscall and
 	 * exitsyscall return to on the blocking path of go_amd64.S.  No code of
 	 * this runtime runs yet: the main executable is patched before it
-	 * starts, a library before its runtime's first thread (pthread.c). */
-	tether_go_entered_pc = funcs[FUNNEL].addr + TETHER_PATCH_BYTES;
-	tether_go_exited_pc = funcs[FUNNEL].addr + 2 * TETHER_PATCH_BYTES;
-	if (tether_patch_jump(funcs[FUNNEL].addr, tether_go_funnel) ||
-	    tether_patch_jump(tether_go_entered_pc, tether_go_entered) ||
-	    tether_patch_jump(tether_go_exited_pc, tether_go_exited))
+	 * starts, a library before its runtime's first thread (pthread.c); the
+	 * record is complete before the jumps to its stubs exist. */
+	rt->entered_pc = funcs[FUNNEL].addr + TETHER_PATCH_BYTES;
+	rt->exited_pc = funcs[FUNNEL].addr + 2 * TETHER_PATCH_BYTES;
+	if (tether_patch_jump(funcs[FUNNEL].addr, stub(k, STUB_FUNNEL)) ||
+	    tether_patch_jump(rt->entered_pc, stub(k, STUB_ENTERED)) ||
+	    tether_patch_jump(rt->exited_pc, tether_go_exited))
 		refuse("mprotect refused to patch ", names[FUNNEL]);
-	if (funcs[VFORK].present && tether_patch_jump(funcs[VFORK].addr, tether_go_vfork))
+	if (funcs[VFORK].present && tether_patch_jump(funcs[VFORK].addr, stub(k, STUB_VFORK)))
 		refuse("mprotect refused to patch ", names[VFORK]);
 	return 1;
 }

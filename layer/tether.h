@@ -201,13 +201,9 @@ void tether_dns_install(void);
  * (tether_tracing and tether_trace_call are declared above); and an exec
  * made for another process (posix_spawn's child), as that process's. */
 void tether_trace_exec_for(int pid, long nr, const long *args);
-extern unsigned long tether_go_asmcgocall;	/* runtime.asmcgocall (ABI0 body) */
-extern unsigned long tether_go_entersyscall, tether_go_exitsyscall;
-extern unsigned long tether_go_entered_pc, tether_go_exited_pc; /* funnel+14, +28 */
-extern unsigned long tether_go_g_m, tether_go_m_curg, tether_go_g_syscallsp;
-extern unsigned tether_go_vfork_args;		/* rawVforkSyscall's argument count */
 
-/* go_amd64.S: what the patched Go functions jump to. */
+/* go_amd64.S: what the patched Go functions jump to (the first three
+ * through their runtime's stubs: go_runtime.h). */
 void tether_go_funnel(void);
 void tether_go_entered(void);
 void tether_go_exited(void);

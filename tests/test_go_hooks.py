@@ -18,7 +18,7 @@ import gobuild
 import pytest
 
 from tether.analysis.cache import inspect_binary
-from tether.layer import CannotHookError, hooked_env
+from tether.layer import CannotHookError, go_plan, hooked_env
 
 NATIVE_DIR = Path(__file__).parent / "native"
 STRESS_SECONDS = int(os.environ.get("TETHER_STRESS_SECONDS", "5"))
@@ -164,3 +164,21 @@ def test_blocking_detour_on_a_raw_call_lets_other_goroutines_run(go_versions):
         assert proc.returncode == 0, (version, proc.stderr[-2000:])
         ticks = int(proc.stdout.decode().rsplit(":", 1)[1])
         assert ticks >= 20, (version, ticks)  # 40 expected; 0 when the P is held
+
+
+def test_go_program_and_the_go_library_it_loads_are_both_hooked(go_versions):
+    """Two Go runtimes in one process (tests/go/gohost, newest Go, dlopens tests/go/cshared of
+    each version): each runtime's blocking detour goes through its own runtime's
+    entersyscall, with its own version's g and m offsets, so both tickers keep ticking."""
+    host = gobuild.build(go_versions[-1], "default", "gohost")
+    for version in go_versions:
+        lib = gobuild.build(version, "cshared")
+        env = env_for(host, extra_preload=deep_handler(), TETHER_TEST_SLOW_GETPPID="1")
+        env["TETHER_GO_PLAN"] += "|" + go_plan(inspect_binary(lib))
+        proc = run([host, lib, "blocked"], env=env, timeout=60)
+        assert (proc.returncode, proc.stderr) == (0, b""), (version, proc.stderr[-2000:])
+        host_line, lib_line = proc.stdout.decode().splitlines()
+        # 40 expected each; 0 for a runtime left unhooked (its getppid is not slowed) or
+        # whose P is held while its detour sleeps.
+        assert int(host_line.split(": ")[1]) >= 20, (version, host_line)
+        assert int(lib_line.split(": ")[1]) >= 20, (version, lib_line)

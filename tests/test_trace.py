@@ -174,6 +174,20 @@ def test_go_c_shared_library_is_hooked_wherever_it_is_loaded(go_versions, tmp_pa
             assert calls(events, "pipe2"), where
 
 
+def test_go_program_and_the_go_library_it_loads_are_traced(go_versions, tmp_path):
+    """A Go program (newest Go) that dlopens a Go c-shared library of each version: both
+    runtimes' calls are traced (each makes a pipe and writes 17 bytes into it from a
+    goroutine), with no warning."""
+    host = gobuild.build(go_versions[-1], "default", "gohost")
+    for version in go_versions:
+        lib = gobuild.build(version, "cshared")
+        proc, events = trace(host, lib, "17", tmp=tmp_path)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"host 17\nlib 34\n", b""), version
+        assert len(calls(events, "pipe2")) == 2, version
+        assert len([e for e in calls(events, "write") if e["ret"] == 17]) == 2, version
+        assert len([e for e in calls(events, "read") if e["ret"] == 17]) == 2, version
+
+
 def test_go_program_started_by_a_shell_is_hooked(go_versions, tmp_path):
     """The layer passes through a program that is not Go; its Go child gets its own plan."""
     exe = gobuild.build(go_versions[-1], "stripped")

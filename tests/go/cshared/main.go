@@ -11,6 +11,10 @@ import "C"
 import (
 	"io"
 	"os"
+	"runtime"
+	"sync/atomic"
+	"syscall"
+	"time"
 )
 
 // TetherProbe writes n bytes into a pipe from a goroutine, reads them back on the calling
@@ -40,6 +44,35 @@ func TetherProbe(n C.int) C.int {
 		return -1
 	}
 	return C.int(len(data) + <-written)
+}
+
+// TetherBlocked runs this library's runtime with one P: a goroutine makes a raw getppid
+// (held for 2 s by the test's handler) while a ticker goroutine counts 50 ms ticks; it
+// returns the ticks counted meanwhile (about 40; 0 if the P was held).
+//
+//export TetherBlocked
+func TetherBlocked() C.int {
+	runtime.GOMAXPROCS(1)
+	var ticks int64
+	stop := make(chan struct{})
+	go func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				atomic.AddInt64(&ticks, 1)
+			case <-stop:
+				return
+			}
+		}
+	}()
+	time.Sleep(100 * time.Millisecond) // the ticker is running
+	before := atomic.LoadInt64(&ticks)
+	syscall.RawSyscall(syscall.SYS_GETPPID, 0, 0, 0)
+	during := atomic.LoadInt64(&ticks) - before
+	close(stop)
+	return C.int(during)
 }
 
 func main() {}

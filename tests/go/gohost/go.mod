@@ -1,0 +1,3 @@
+module tether.test/gohost
+
+go 1.19
