@@ -138,7 +138,7 @@ static long send_request(unsigned long *words, unsigned short type, const unsign
 	f->type = type;
 	f->flags = 0;
 	f->id = 1;
-	n = tether_request(words, TETHER_FRAME_MAX, &newfd, 1);
+	n = tether_request(words, TETHER_FRAME_MAX, &newfd, 1, 1);
 	if (newfd >= 0) /* no lookup reply carries one */
 		tether_raw_syscall6(3 /* close */, newfd, 0, 0, 0, 0, 0);
 	return n;

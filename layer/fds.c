@@ -14,7 +14,7 @@
 #define SYS_fcntl 72
 #define F_DUPFD_CLOEXEC 1030
 #define HIGH_FD 700 /* below FD_SETSIZE (1024) and the usual RLIMIT_NOFILE */
-#define OWN_MAX 32
+#define OWN_MAX 64 /* the session socket, agent connections, spare target sockets */
 
 static int own[OWN_MAX] = {[0 ... OWN_MAX - 1] = -1};
 
@@ -35,7 +35,7 @@ long tether_fd_park(long fd)
 	return fd;
 }
 
-void tether_fd_close(long fd)
+void tether_fd_release(long fd)
 {
 	for (int i = 0; i < OWN_MAX; i++) {
 		int mine = (int)fd;
@@ -43,6 +43,11 @@ void tether_fd_close(long fd)
 		if (__atomic_compare_exchange_n(&own[i], &mine, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
 			break;
 	}
+}
+
+void tether_fd_close(long fd)
+{
+	tether_fd_release(fd);
 	tether_raw_syscall6(SYS_close, fd, 0, 0, 0, 0, 0);
 }
 
@@ -71,7 +76,8 @@ long tether_fd_next_ours(unsigned long first, unsigned long last)
 }
 
 /* The program is about to dup onto fd, one of ours: the session socket
- * moves to another number, an idle agent connection is dropped. */
+ * moves to another number, an idle agent connection or a spare target
+ * socket is dropped. */
 void tether_fd_evict(long fd)
 {
 	if (fd == __atomic_load_n(&tether_session_fd, __ATOMIC_ACQUIRE)) {
@@ -91,4 +97,5 @@ void tether_fd_evict(long fd)
 		return;
 	}
 	tether_request_forget(fd);
+	tether_target_sockets_forget(fd);
 }

@@ -99,7 +99,7 @@ void tether_start(char **envp)
 		tether_exec_install(envp);
 		if (mode & (TETHER_MODE_NET | TETHER_MODE_DNS) && tether_request_init(reply.agent) < 0)
 			refuse("the session named no usable agent socket");
-		if (mode & TETHER_MODE_NET && tether_net_install(reply.rules) < 0)
+		if (mode & TETHER_MODE_NET && tether_net_install(reply.rules, !!(mode & TETHER_MODE_SOCKETS)) < 0)
 			refuse("the session sent outgoing rules the layer cannot read");
 		if (mode & TETHER_MODE_DNS) {
 			tether_files_install();

@@ -1,28 +1,25 @@
 /* net.c - outgoing connections made in the target (tether exec).
  *
  * connect() on an IPv4/IPv6 TCP or UDP socket to a destination the rules
- * send to the target (route.c) asks the agent, which makes a socket of the
- * same kind inside the target, starts the connect there and sends the
- * descriptor back.  It takes the place of the
- * program's descriptor (dup3: same number, close-on-exec kept), gets the
- * program's file status flags (O_NONBLOCK) and the socket options the
- * program set, and the call returns what a local connect would: 0, or
- * EINPROGRESS on a non-blocking socket, whose outcome the program then
- * polls for and reads from SO_ERROR on what is now the target's socket.
+ * send to the target (route.c) takes a socket of the same kind made inside
+ * the target (target_sockets.c: the agent hands them out).  It takes the
+ * place of the program's descriptor (dup3: same number, close-on-exec
+ * kept), gets the program's file status flags (O_NONBLOCK) and the socket
+ * options the program set, and then the kernel connects it, here: a socket
+ * belongs to the network namespace it was made in, so the connection
+ * starts from the target, and the program sees exactly what a local
+ * connect gives (0, EINPROGRESS, an error; blocking as its socket says).
  * Go registers a socket with its poller only after connect returns
  * (docs/go-internals.md section 10), so the swap is invisible to it.
- * The agent only starts the connect (timeout 0): blocking is the
- * program's business, done below with poll on its own socket.
  * Unconnected UDP: sendto()/sendmsg() to a remote address first moves the
  * socket into the target the same way (move_udp).
- * Through a network agent the descriptor is a relay stream instead, and the
- * connect is finished when the reply comes (status 0 or an error); the
- * reply then also names the target socket's addresses (relayed.c). */
+ * Through a network agent (no MODE_SOCKETS) the agent connects and the
+ * descriptor is a relay stream instead: the connect is finished when the
+ * reply comes, which also names the target socket's addresses (relayed.c). */
 #include "tether.h"
 #include "protocol.h"
 
 #define SYS_close 3
-#define SYS_poll 7
 #define SYS_socket 41
 #define SYS_connect 42
 #define SYS_sendto 44
@@ -33,8 +30,6 @@
 #define SYS_setsockopt 54
 #define SYS_fcntl 72
 #define SYS_dup3 292
-#define SYS_clock_gettime 228
-#define CLOCK_MONOTONIC 1
 #define AF_INET 2
 #define AF_INET6 10
 #define SOCK_STREAM 1
@@ -45,7 +40,6 @@
 #define SO_PROTOCOL 38
 #define SO_NETNS_COOKIE 71
 #define SO_RCVBUF 8
-#define SO_SNDTIMEO 21
 #define SO_SNDBUF 7
 #define IPPROTO_IP 0
 #define IPPROTO_TCP 6
@@ -57,13 +51,10 @@
 #define FD_CLOEXEC 1
 #define O_CLOEXEC 02000000
 #define SOCK_CLOEXEC O_CLOEXEC
-#define O_NONBLOCK 04000
-#define POLLOUT 4
-#define EINTR 4
-#define EINPROGRESS 115
 #define SOCKADDR_MAX 128
 
 static struct tether_route route;
+static int sockets; /* MODE_SOCKETS: the agent hands out sockets made in the target */
 
 static long raw(long nr, long a1, long a2, long a3, long a4, long a5)
 {
@@ -87,7 +78,7 @@ static const struct { int level, name; } carried[] = {
 	{SOL_SOCKET, 13}, /* SO_LINGER */
 	{SOL_SOCKET, 15}, /* SO_REUSEPORT */
 	{SOL_SOCKET, 20}, /* SO_RCVTIMEO */
-	{SOL_SOCKET, SO_SNDTIMEO},
+	{SOL_SOCKET, 21}, /* SO_SNDTIMEO */
 	{SOL_SOCKET, 36}, /* SO_MARK */
 	{IPPROTO_TCP, 1}, /* TCP_NODELAY */
 	{IPPROTO_TCP, 4}, /* TCP_KEEPIDLE */
@@ -168,39 +159,6 @@ static int sockopt_int(long fd, int name)
 	return v;
 }
 
-static long now_ms(void)
-{
-	struct { long sec, nsec; } t;
-
-	raw(SYS_clock_gettime, CLOCK_MONOTONIC, (long)&t, 0, 0, 0);
-	return t.sec * 1000 + t.nsec / 1000000;
-}
-
-/* A blocking socket waits for its connect here, as the kernel would have
- * made connect() wait: without end, or for SO_SNDTIMEO, after which the
- * kernel's connect returns EINPROGRESS. */
-static long finish_blocking(long fd)
-{
-	struct { int fd; short events, revents; } p = {(int)fd, POLLOUT, 0};
-	struct { long sec, usec; } limit = {0, 0};
-	unsigned len = sizeof limit;
-	long wait_ms = -1, end = 0, n;
-
-	if (raw(SYS_getsockopt, fd, SOL_SOCKET, SO_SNDTIMEO, (long)&limit, (long)&len) == 0 &&
-	    (limit.sec > 0 || limit.usec > 0)) {
-		wait_ms = limit.sec * 1000 + (limit.usec + 999) / 1000;
-		end = now_ms() + wait_ms;
-	}
-	while ((n = raw(SYS_poll, (long)&p, 1, wait_ms, 0, 0)) == -EINTR)
-		if (end && (wait_ms = end - now_ms()) < 0)
-			wait_ms = 0;
-	if (n < 0)
-		return n;
-	if (n == 0)
-		return -EINPROGRESS;
-	return -(long)sockopt_int(fd, SO_ERROR);
-}
-
 /* What the swap keeps of the program's socket. */
 struct kind {
 	int family, type, protocol, fd_flags, fl;
@@ -251,46 +209,6 @@ static void remember_relayed(long fd, const struct tether_frame *f)
 	tether_relayed_add(fd, local, local_len, peer, peer_len);
 }
 
-static long net_connect(long nr, long fd, long addr, long len, long a4, long a5, long a6)
-{
-	unsigned long words[TETHER_FRAME_MAX / 8];
-	struct tether_frame *f = (struct tether_frame *)words;
-	struct tether_connect *c = (struct tether_connect *)(f + 1);
-	unsigned char *sa = (unsigned char *)(c + 1) + 2;
-	struct kind k;
-	long newfd, n;
-	int status;
-
-	if (len < 2 || len > SOCKADDR_MAX || tether_peek(sa, addr, (unsigned long)len) != len ||
-	    tether_route_remote(&route, sa, len) != 1 || kind_of(fd, sa[0], &k) < 0)
-		return tether_raw_syscall6(nr, fd, addr, len, a4, a5, a6);
-	c->family = sa[0];
-	c->socktype = (unsigned short)k.type;
-	c->protocol = k.protocol;
-	c->timeout_ms = 0;
-	((unsigned char *)(c + 1))[0] = (unsigned char)len;
-	((unsigned char *)(c + 1))[1] = 0;
-	f->length = (unsigned)(sizeof *f + sizeof *c + 2 + (unsigned long)len);
-	f->type = TETHER_MSG_CONNECT;
-	f->flags = 0;
-	f->id = 1;
-	newfd = tether_ask(words, TETHER_MSG_CONNECT_REPLY, sizeof(struct tether_connect_reply), 1);
-	if (newfd < 0)
-		return newfd;
-	status = ((const struct tether_connect_reply *)(f + 1))->status;
-	if ((n = swap_in(fd, newfd, &k)) < 0)
-		return n;
-	if (f->flags & TETHER_FLAG_RELAYED)
-		remember_relayed(fd, f);
-	if (status == 0)
-		return 0;
-	if (status != EINPROGRESS)
-		return -71;
-	if (k.fl & O_NONBLOCK)
-		return -EINPROGRESS;
-	return finish_blocking(fd);
-}
-
 /* The network namespace a socket belongs to (SO_NETNS_COOKIE, Linux 5.14),
  * or 0 if the kernel cannot tell. */
 static unsigned long netns_cookie(long fd)
@@ -325,9 +243,6 @@ static unsigned long here_cookie(void)
  * -errno to fail the send with. */
 static long move_udp(long fd, const unsigned char *sa)
 {
-	unsigned long words[TETHER_FRAME_MAX / 8];
-	struct tether_frame *f = (struct tether_frame *)words;
-	struct tether_socket *s = (struct tether_socket *)(f + 1);
 	struct { unsigned short family, port; unsigned char rest[24]; } bound = {0, 0, {0}};
 	unsigned bound_len = sizeof bound;
 	unsigned long here = here_cookie(), cookie = netns_cookie(fd);
@@ -344,14 +259,7 @@ static long move_udp(long fd, const unsigned char *sa)
 		return 0;
 	if (raw(SYS_getsockname, fd, (long)&bound, (long)&bound_len, 0, 0) < 0)
 		bound.port = 0;
-	s->family = (unsigned short)k.family;
-	s->socktype = SOCK_DGRAM;
-	s->protocol = k.protocol;
-	f->length = (unsigned)(sizeof *f + sizeof *s);
-	f->type = TETHER_MSG_SOCKET;
-	f->flags = 0;
-	f->id = 1;
-	newfd = tether_ask(words, TETHER_MSG_SOCKET_REPLY, 0, 1);
+	newfd = tether_target_socket(k.family, SOCK_DGRAM, k.protocol);
 	if (newfd < 0)
 		return newfd;
 	if (bound.port) {
@@ -392,10 +300,74 @@ static long net_sendmsg(long nr, long fd, long msg, long flags, long a4, long a5
 	return tether_raw_syscall6(nr, fd, msg, flags, a4, a5, a6);
 }
 
-int tether_net_install(const char *rules)
+/* Already the target's: connected before (a program asking again gets the
+ * kernel's EALREADY or EISCONN), or a UDP socket move_udp moved. */
+static int in_target(long fd)
+{
+	unsigned long here = here_cookie(), cookie = netns_cookie(fd);
+
+	return here && cookie && cookie != here;
+}
+
+/* Through a network agent: it connects there and sends a relay stream. */
+static long connect_relayed(long fd, const unsigned char *sa, long len, const struct kind *k)
+{
+	unsigned long words[TETHER_FRAME_MAX / 8];
+	struct tether_frame *f = (struct tether_frame *)words;
+	struct tether_connect *c = (struct tether_connect *)(f + 1);
+	unsigned char *p = (unsigned char *)(c + 1);
+	long newfd, n;
+	int status;
+
+	c->family = sa[0];
+	c->socktype = (unsigned short)k->type;
+	c->protocol = k->protocol;
+	c->timeout_ms = 0; /* the agent's own */
+	p[0] = (unsigned char)len;
+	p[1] = 0;
+	for (long i = 0; i < len; i++)
+		p[2 + i] = sa[i];
+	f->length = (unsigned)(sizeof *f + sizeof *c + 2 + (unsigned long)len);
+	f->type = TETHER_MSG_CONNECT;
+	f->flags = 0;
+	f->id = 1;
+	newfd = tether_ask(words, TETHER_MSG_CONNECT_REPLY, sizeof(struct tether_connect_reply), 1);
+	if (newfd < 0)
+		return newfd;
+	status = ((const struct tether_connect_reply *)(f + 1))->status;
+	if ((n = swap_in(fd, newfd, k)) < 0)
+		return n;
+	if (f->flags & TETHER_FLAG_RELAYED)
+		remember_relayed(fd, f);
+	return status > 0 && status < 4096 ? -status : status ? -71 /* EPROTO */ : 0;
+}
+
+static long net_connect(long nr, long fd, long addr, long len, long a4, long a5, long a6)
+{
+	unsigned char sa[SOCKADDR_MAX];
+	struct kind k;
+	long newfd, n;
+
+	if (len < 2 || len > SOCKADDR_MAX || tether_peek(sa, addr, (unsigned long)len) != len ||
+	    tether_route_remote(&route, sa, len) != 1 || kind_of(fd, sa[0], &k) < 0)
+		return tether_raw_syscall6(nr, fd, addr, len, a4, a5, a6);
+	if (!sockets)
+		return connect_relayed(fd, sa, len, &k);
+	if (!in_target(fd)) {
+		newfd = tether_target_socket(k.family, k.type, k.protocol);
+		if (newfd < 0)
+			return newfd;
+		if ((n = swap_in(fd, newfd, &k)) < 0)
+			return n;
+	}
+	return tether_raw_syscall6(nr, fd, addr, len, a4, a5, a6);
+}
+
+int tether_net_install(const char *rules, int with_sockets)
 {
 	if (tether_route_parse(rules, &route) < 0)
 		return -22; /* EINVAL */
+	sockets = with_sockets;
 	tether_set_handler(SYS_sendto, net_sendto, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_sendmsg, net_sendmsg, TETHER_MAY_BLOCK);
 	tether_relayed_install();

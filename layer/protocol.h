@@ -8,7 +8,7 @@
 #ifndef TETHER_PROTOCOL_H
 #define TETHER_PROTOCOL_H
 
-#define TETHER_PROTOCOL_VERSION 1
+#define TETHER_PROTOCOL_VERSION 2
 #define TETHER_FRAME_MAX 4096	/* no frame is longer; parsers reject more */
 
 /* frame types */
@@ -50,6 +50,12 @@
 #define TETHER_MODE_TRACE 1	/* report every hooked syscall */
 #define TETHER_MODE_NET 2	/* connects the rules send to the target go to the agent */
 #define TETHER_MODE_DNS 4	/* open the resolver's files (resolv.conf, hosts) in the target */
+#define TETHER_MODE_SOCKETS 8	/* the agent hands out sockets made in the target (SOCKET):
+				 * connects take one and connect it here; without it (a
+				 * relaying network agent) they are CONNECT requests */
+
+/* AGENT_HELLO capabilities */
+#define TETHER_CAP_SOCKETS 1	/* SOCKET replies carry descriptors made in the target */
 
 /* data item kinds in a SYSCALL frame */
 #define TETHER_DATA_STRING 1	/* NUL-free bytes of a C string (path), maybe cut */
@@ -124,11 +130,15 @@ struct tether_connect_reply {
 	int status;		/* 0 connected, EINPROGRESS still connecting */
 };
 
-/* SOCKET payload: the kind of socket to make in the target. */
+/* SOCKET payload: the kind of socket to make in the target, and how many
+ * (1 to TETHER_SOCKETS_MAX): the reply carries them all. */
+#define TETHER_SOCKETS_MAX 16
 struct tether_socket {
 	unsigned short family;
 	unsigned short socktype;
 	int protocol;
+	unsigned int count;
+	unsigned int reserved;
 };
 
 /* RESOLVE payload: getaddrinfo's hints, then two strings (u16 length and

@@ -11,6 +11,7 @@
 #include "protocol.h"
 
 #define SYS_close 3
+#define SYS_poll 7
 #define SYS_getpid 39
 #define SYS_socket 41
 #define SYS_connect 42
@@ -25,6 +26,10 @@
 #define SCM_RIGHTS 1
 #define MSG_NOSIGNAL 0x4000
 #define MSG_CMSG_CLOEXEC 0x40000000
+#define POLLIN 1
+#define POLLERR 8
+#define POLLHUP 16
+#define POLLRDHUP 0x2000
 #define EINTR 4
 #define EAGAIN 11
 #define EPIPE 32
@@ -145,14 +150,37 @@ static void give_back(long conn)
 	tether_fd_close(conn);
 }
 
+/* Whether the agent has gone: an idle connection it hung up says so, as
+ * does its socket refusing a new one.  One poll when it is there. */
+int tether_agent_gone(void)
+{
+	struct { int fd; short events, revents; } p = {-1, POLLIN | POLLRDHUP, 0};
+	int pooled;
+	long conn;
+
+	if (!agent_addr_len)
+		return 1;
+	conn = take_connection(&pooled);
+	if (conn < 0)
+		return 1;
+	p.fd = (int)conn;
+	if (raw(SYS_poll, (long)&p, 1, 0, 0, 0) == 1 && p.revents & (POLLHUP | POLLRDHUP | POLLERR)) {
+		tether_fd_close(conn);
+		return 1;
+	}
+	give_back(conn);
+	return 0;
+}
+
 /* Send the request in buf on conn and receive the reply into buf: its
- * length, 0 if the agent closed the connection, or -errno. */
-static long exchange_on(long conn, void *buf, unsigned long size, int *fd, int cloexec)
+ * length, 0 if the agent closed the connection, or -errno; the descriptors
+ * that came with it in fds (up to max: the kernel closes any more). */
+static long exchange_on(long conn, void *buf, unsigned long size, int *fds, int max, int cloexec)
 {
 	const struct tether_frame *f = buf;
-	unsigned long control[(sizeof(struct cmsghdr) + sizeof(int) + 7) / 8];
+	unsigned long control[(sizeof(struct cmsghdr) + TETHER_SOCKETS_MAX * sizeof(int) + 7) / 8];
 	struct iovec iov = {buf, size};
-	struct msghdr msg = {0, 0, &iov, 1, control, sizeof control, 0};
+	struct msghdr msg = {0, 0, &iov, 1, control, (sizeof(struct cmsghdr) + (unsigned)max * sizeof(int) + 7) & ~7ul, 0};
 	const struct cmsghdr *c = (const struct cmsghdr *)control;
 	long n = raw(SYS_sendto, conn, (long)buf, f->length, MSG_NOSIGNAL, 0);
 
@@ -165,23 +193,36 @@ static long exchange_on(long conn, void *buf, unsigned long size, int *fd, int c
 		return -110; /* ETIMEDOUT */
 	if (n > 0 && msg.controllen >= sizeof *c + sizeof(int) && c->level == SOL_SOCKET &&
 	    c->type == SCM_RIGHTS)
-		*fd = *(const int *)(c + 1);
+		for (unsigned long i = 0; i < (c->len - sizeof *c) / sizeof(int) && i < (unsigned)max; i++)
+			fds[i] = ((const int *)(c + 1))[i];
 	return n;
 }
 
-long tether_request(void *buf, unsigned long size, int *fd, int cloexec)
+static void close_all(int *fds, int max)
+{
+	for (int i = 0; i < max; i++)
+		if (fds[i] >= 0) {
+			raw(SYS_close, fds[i], 0, 0, 0, 0);
+			fds[i] = -1;
+		}
+}
+
+long tether_request(void *buf, unsigned long size, int *fds, int max, int cloexec)
 {
 	const struct tether_frame *f = buf;
 	int pooled;
 	long conn, n;
 
-	*fd = -1;
+	for (int i = 0; i < max; i++)
+		fds[i] = -1;
+	if (max > TETHER_SOCKETS_MAX)
+		return -22; /* EINVAL */
 	if (!agent_addr_len)
 		return -ECONNREFUSED;
 	conn = take_connection(&pooled);
 	if (conn < 0)
 		return conn;
-	n = exchange_on(conn, buf, size, fd, cloexec);
+	n = exchange_on(conn, buf, size, fds, max, cloexec);
 	if (pooled && n <= 0 && n != -110) {
 		/* An idle connection the agent dropped (or the agent is gone): the
 		 * request did not arrive or got no answer, and buf still holds it.
@@ -190,16 +231,14 @@ long tether_request(void *buf, unsigned long size, int *fd, int cloexec)
 		conn = new_connection();
 		if (conn < 0)
 			return conn;
-		n = exchange_on(conn, buf, size, fd, cloexec);
+		n = exchange_on(conn, buf, size, fds, max, cloexec);
 	}
 	if (n > 0 && n >= (long)sizeof *f && f->length == (unsigned long)n) {
 		give_back(conn);
 		return n;
 	}
 	tether_fd_close(conn);
-	if (*fd >= 0)
-		raw(SYS_close, *fd, 0, 0, 0, 0);
-	*fd = -1;
+	close_all(fds, max);
 	/* Hung up or reset without a reply: the agent went away mid-request
 	 * (killed while our connect sat in its backlog); say so as when it
 	 * is already gone. */
@@ -208,22 +247,32 @@ long tether_request(void *buf, unsigned long size, int *fd, int cloexec)
 	return n < 0 ? n : -71; /* EPROTO: a reply that is no frame */
 }
 
-long tether_ask(unsigned long *words, unsigned short reply_type, unsigned long payload, int cloexec)
+long tether_ask_fds(unsigned long *words, unsigned short reply_type, unsigned long payload, int *fds, int max,
+                    int cloexec)
 {
 	const struct tether_frame *f = (const struct tether_frame *)words;
-	int newfd = -1;
-	long n = tether_request(words, TETHER_FRAME_MAX, &newfd, cloexec);
+	long n = tether_request(words, TETHER_FRAME_MAX, fds, max, cloexec);
+	int got = 0;
 
 	if (n < 0)
 		return n;
+	while (got < max && fds[got] >= 0)
+		got++;
 	/* payload: the reply's fixed part; a variable part may follow it */
-	if (f->type == reply_type && n >= (long)(sizeof *f + payload) && newfd >= 0)
-		return newfd;
-	if (newfd >= 0)
-		raw(SYS_close, newfd, 0, 0, 0, 0);
+	if (f->type == reply_type && n >= (long)(sizeof *f + payload) && got > 0)
+		return got;
+	close_all(fds, max);
 	if (f->type == TETHER_MSG_ERROR && n >= (long)(sizeof *f + sizeof(struct tether_error))) {
 		int err = ((const struct tether_error *)(f + 1))->err;
 		return err > 0 && err < 4096 ? -err : -5; /* EIO */
 	}
 	return -71; /* EPROTO */
+}
+
+long tether_ask(unsigned long *words, unsigned short reply_type, unsigned long payload, int cloexec)
+{
+	int fd;
+	long n = tether_ask_fds(words, reply_type, payload, &fd, 1, cloexec);
+
+	return n < 0 ? n : fd;
 }

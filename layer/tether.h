@@ -120,6 +120,7 @@ int tether_session_plan(const char *path, const char *go_build_id, unsigned id_l
  * fd_close unregisters and closes. */
 long tether_fd_park(long fd);
 void tether_fd_close(long fd);
+void tether_fd_release(long fd); /* unregistered, left open: the caller's now */
 int tether_fd_is_ours(long fd);
 long tether_fd_next_ours(unsigned long first, unsigned long last); /* lowest in range, or -1 */
 void tether_fd_evict(long fd); /* before the program dups onto fd, one of ours */
@@ -132,16 +133,26 @@ long tether_poke(long addr, const void *src, unsigned long n);
 
 /* request.c: one request to the agent on a connection of its own, so
  * requests from many threads run side by side.  The reply replaces the
- * request in buf; a descriptor that came with it is stored in *fd (-1 if
- * none).  Returns the reply's length or -errno. */
+ * request in buf; descriptors that came with it are stored in fds (up to
+ * max, at most TETHER_SOCKETS_MAX; -1 in the slots left).  Returns the
+ * reply's length or -errno. */
 int tether_request_init(const char *agent_path);
-long tether_request(void *buf, unsigned long size, int *fd, int cloexec);
-/* The same for a request whose answer is reply_type with payload bytes and a
- * descriptor (words: a TETHER_FRAME_MAX buffer): the descriptor, or -errno
- * (the agent's ERROR, else EPROTO). */
+long tether_request(void *buf, unsigned long size, int *fds, int max, int cloexec);
+/* The same for a request whose answer is reply_type with payload bytes and
+ * descriptors (words: a TETHER_FRAME_MAX buffer): how many (1 to max), or
+ * -errno (the agent's ERROR, else EPROTO); tether_ask: one, the descriptor. */
+long tether_ask_fds(unsigned long *words, unsigned short reply_type, unsigned long payload, int *fds, int max,
+                    int cloexec);
 long tether_ask(unsigned long *words, unsigned short reply_type, unsigned long payload, int cloexec);
 /* Drop fd if it is an idle pooled connection (the program wants its number). */
 void tether_request_forget(long fd);
+int tether_agent_gone(void);
+
+/* target_sockets.c: a socket of this kind made in the target (MODE_SOCKETS),
+ * from the spares the agent handed out, or -errno; forget drops fd if it is
+ * a spare (the program wants its number). */
+long tether_target_socket(int family, int type, int protocol);
+void tether_target_sockets_forget(long fd);
 
 /* route.c: the ordered local/remote rules for outgoing connections. */
 #define TETHER_ROUTE_MAX 64
@@ -177,7 +188,7 @@ long tether_libc_result(long r);
 	                                          (long)(a5), (long)(a6)))
 
 /* net.c, files.c: the detours of tether exec; net.c takes the rules text. */
-int tether_net_install(const char *rules);
+int tether_net_install(const char *rules, int sockets);
 
 /* relayed.c: sockets that stand for a socket in the target (through a
  * network agent's relay), and the addresses getsockname/getpeername give. */

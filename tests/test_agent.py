@@ -57,7 +57,7 @@ def echo_server():
 def test_hello_connect_and_errors(agent, echo_server):
     proc, sock = agent
     link = AgentLink(sock)
-    assert link.hello() == (wire.PROTOCOL_VERSION, 0)
+    assert link.hello() == (wire.PROTOCOL_VERSION, wire.CAP_SOCKETS)
     conn = link.connect(socket.AF_INET, socket.SOCK_STREAM, encode_inet("127.0.0.1", echo_server))
     conn.sendall(b"hi")
     assert conn.recv(100) == b"echo:hi"
@@ -87,6 +87,34 @@ def _recv(sock, timeout):
     for fd in fds:
         socket.close(fd)
     return wire.decode_frame(msg)
+
+
+def test_sockets_come_in_batches(agent, echo_server):
+    """SOCKET with a count: that many sockets of the kind in one reply, each usable; a count
+    outside 1..SOCKETS_MAX is refused."""
+    _, sock = agent
+    sock.sendall(wire.encode_socket(socket.AF_INET, socket.SOCK_STREAM, 0, 5, count=8))
+    sock.settimeout(5)
+    msg, anc, _, _ = sock.recvmsg(wire.FRAME_MAX, socket.CMSG_LEN(4 * wire.SOCKETS_MAX))
+    assert wire.decode_frame(msg).type == wire.MSG_SOCKET_REPLY
+    fds = array.array("i")
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data)
+    socks = [socket.socket(fileno=fd) for fd in fds]
+    try:
+        assert len(socks) == 8
+        assert {(s.family, s.type, s.proto) for s in socks} == {(socket.AF_INET, socket.SOCK_STREAM, 6)}
+        socks[7].connect(("127.0.0.1", echo_server))  # made here (no namespace in this test)
+        socks[7].sendall(b"x")
+        assert socks[7].recv(100) == b"echo:x"
+    finally:
+        for s in socks:
+            s.close()
+    for count in (0, wire.SOCKETS_MAX + 1):
+        sock.sendall(wire.encode_frame(wire.MSG_SOCKET, wire.SOCKET.pack(socket.AF_INET, 1, 0, count, 0), id=6))
+        reply = wire.decode_frame(sock.recv(wire.FRAME_MAX))
+        assert reply.type == wire.MSG_ERROR and wire.decode_error(reply).errno == errno.EINVAL, count
 
 
 def test_a_slow_request_does_not_hold_up_a_fast_one(agent, echo_server):

@@ -162,6 +162,13 @@ def test_the_agent_process_forked_at_start_leaves_when_tether_stops_without_it(t
     assert not left, f"processes left behind: {left}"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
 def _cmdline_has(proc: Path, text: str) -> bool:
     try:
         return text.encode() in (proc / "cmdline").read_bytes()
@@ -199,6 +206,9 @@ def test_agent_dying_fails_new_connects_fast_and_keeps_the_program(go_versions, 
             time.sleep(0.02)
         assert agent, "the agent was not found"
         os.kill(agent, signal.SIGKILL)
+        gone_by = time.monotonic() + 5  # until it is dead (a zombie: its sockets closed)
+        while time.monotonic() < gone_by and _alive(agent):
+            time.sleep(0.01)
         go_on.touch()
         start = time.monotonic()
         out, err = proc.communicate(timeout=15)
@@ -346,3 +356,42 @@ def test_python_lookups_answer_as_inside_the_namespace(target_ns):  # noqa: F811
     assert inside.returncode == 0 and "198.18.0.1" in inside.stdout and "gaierror -5" in inside.stdout, inside
     assert f"gethostbyaddr ('{target_ns.hosts_name}'" in inside.stdout and "herror" in inside.stdout, inside
     assert (r.returncode, r.stdout, r.stderr) == (0, inside.stdout, "")
+
+
+PY_SPARES = r'''
+import errno, os, select, socket, sys
+addr = (sys.argv[1], int(sys.argv[2]))
+
+def get():
+    with socket.create_connection(addr, timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        return s.recv(100).startswith(b"HTTP/1.")
+
+print("first", get())  # this process now holds sockets made in the target for later connects
+pid = os.fork()
+if pid == 0:  # the child must not use its parent's: they are the same sockets
+    os._exit(0 if all(get() for _ in range(12)) else 1)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status) == 0, "parent", all(get() for _ in range(12)))
+s = socket.socket()
+s.setblocking(False)
+codes = [errno.errorcode.get(s.connect_ex(addr), "0")]
+select.select([], [s], [], 5)
+codes.append(errno.errorcode.get(s.connect_ex(addr), "0"))  # asked again, as some programs poll
+s.setblocking(True)
+s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+print(*codes, s.recv(100).startswith(b"HTTP/1."))
+'''
+
+
+def test_connects_use_sockets_made_ahead_and_behave_as_local_ones(target_ns):  # noqa: F811
+    """The layer keeps sockets the agent made in the target for later connects: a forked child
+    gets its own (the inherited ones are its parent's), and connect on one is the kernel's
+    own: a non-blocking connect says EINPROGRESS, and asked again once done, 0 (a new socket
+    swapped in would say EINPROGRESS again), as without tether."""
+    r = tether_exec(target_ns, Path(sys.executable), ["-I", "-c", PY_SPARES, WEB_ADDR, str(HTTP_PORT)])
+    assert (r.returncode, r.stdout.splitlines(), r.stderr) == (
+        0, ["first True", "child True parent True", "EINPROGRESS 0 True"], "")
+    direct = subprocess.run(target_ns.exec_argv([sys.executable, "-I", "-c", PY_SPARES, WEB_ADDR, str(HTTP_PORT)]),
+                            capture_output=True, text=True, timeout=60)
+    assert direct.stdout == r.stdout  # the same program inside the namespace itself

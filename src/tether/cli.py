@@ -310,6 +310,8 @@ def exec_(target_spec: str | None, token_file: str | None, local_rules: tuple[st
         try:
             env, taken = merge(dict(os.environ), target.link.env(), env_rules)
             mode = wire.MODE_NET
+            if target.capabilities & wire.CAP_SOCKETS:
+                mode |= wire.MODE_SOCKETS
             if not no_dns:
                 mode |= wire.MODE_DNS
                 try:

@@ -285,6 +285,10 @@ class ForwardLink(Link):
         super().__init__(sock, environment=lambda: {})
         self.remote = remote
 
+    def capabilities(self) -> int:
+        # Over TCP no socket of the target can come here: connects become relayed streams.
+        return 0 if self.remote.stream else wire.CAP_SOCKETS
+
     def _handle(self, frame: wire.Frame) -> None:
         if frame.type == wire.MSG_AGENT_HELLO and not self.remote.ever_up:
             err = self.remote.down or Unreachable(errno.ENETUNREACH, "not connected")

@@ -63,16 +63,21 @@ async def connect(req: wire.Connect) -> socket.socket:
     return sock
 
 
-def unconnected(family: int, socktype: int, protocol: int) -> socket.socket:
-    """A UDP socket made here, for a program that sends to remote addresses with sendto()."""
-    if family not in (socket.AF_INET, socket.AF_INET6) or socktype != socket.SOCK_DGRAM:
-        raise OpError(errno.EINVAL, f"only UDP sockets are made unconnected (family {family}, type {socktype})")
-    log.debug("udp socket (family %s)", family)
+def new_sockets(family: int, socktype: int, protocol: int, count: int) -> list[socket.socket]:
+    """count TCP or UDP sockets made here, in the target's network namespace: the program
+    connects them (or sends from them) itself, and they take its traffic out from here."""
+    if family not in (socket.AF_INET, socket.AF_INET6) or socktype not in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        raise OpError(errno.EINVAL, f"only TCP and UDP sockets are made (family {family}, type {socktype})")
+    log.debug("%d sockets (family %s, type %s)", count, family, socktype)
+    socks: list[socket.socket] = []
     try:
-        return socket.socket(family, socktype, protocol)
+        for _ in range(count):
+            socks.append(socket.socket(family, socktype, protocol))
     except OSError as e:
+        for sock in socks:
+            sock.close()
         raise OpError(e.errno or errno.EIO, f"socket: {e.strerror}") from None
-
+    return socks
 
 
 def sockaddr_bytes(address: tuple, family: int) -> bytes:

@@ -21,7 +21,6 @@ from ..protocol import wire
 from . import dns, files, net
 
 log = logging.getLogger("tether.agent")
-CAPABILITIES = 0
 Environment = Callable[[], dict[str, str]]  # the target's environment, when the session asks
 BATCH = 64  # frames read in one go before the loop looks at anything else
 
@@ -126,6 +125,10 @@ class Link:
         for frame in frames:
             self._handle(frame)
 
+    def capabilities(self) -> int:
+        """What this link's AGENT_HELLO reply announces."""
+        return wire.CAP_SOCKETS if self.carries_fds else 0
+
     def _needs_fds(self, what: str) -> None:
         if not self.carries_fds:
             raise net.OpError(95, f"{what} returns a descriptor, which cannot cross this link")  # EOPNOTSUPP
@@ -137,7 +140,7 @@ class Link:
                 if version != wire.PROTOCOL_VERSION:
                     raise net.OpError(71, f"agent speaks protocol {wire.PROTOCOL_VERSION}, "
                                           f"session {version}")  # EPROTO
-                self._send(wire.encode_agent_hello(wire.PROTOCOL_VERSION, CAPABILITIES, frame.id, reply=True))
+                self._send(wire.encode_agent_hello(wire.PROTOCOL_VERSION, self.capabilities(), frame.id, reply=True))
             elif frame.type == wire.MSG_CONNECT:
                 self._needs_fds("CONNECT")
                 req = wire.decode_connect(frame)
@@ -153,8 +156,12 @@ class Link:
                 self._spawn(self._resolve(frame.id, wire.decode_resolve(frame)))
             elif frame.type == wire.MSG_SOCKET:
                 self._needs_fds("SOCKET")
-                with net.unconnected(*wire.decode_socket(frame)) as sock:
-                    self._send(wire.encode_socket_reply(frame.id), [sock.fileno()])
+                socks = net.new_sockets(*wire.decode_socket(frame))
+                try:
+                    self._send(wire.encode_socket_reply(frame.id), [s.fileno() for s in socks])
+                finally:
+                    for s in socks:
+                        s.close()
             elif frame.type == wire.MSG_READ_FILE:
                 for part in wire.encode_read_file_reply(files.read_small(wire.decode_read_file(frame)), frame.id):
                     self._send(part)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 FRAME_MAX = 4096
 
 MSG_HELLO = 1
@@ -47,6 +47,8 @@ FLAG_RELAYED = 4  # CONNECT_REPLY: the descriptor is a relay stream; the target 
 MODE_TRACE = 1
 MODE_NET = 2
 MODE_DNS = 4
+MODE_SOCKETS = 8  # the agent hands out sockets made in the target: connects take one, connect it here
+CAP_SOCKETS = 1  # AGENT_HELLO: SOCKET replies carry descriptors made in the target
 
 DATA_STRING = 1
 DATA_SOCKADDR = 2
@@ -61,7 +63,8 @@ ERROR = struct.Struct("<i")  # errno, then a u16-prefixed message
 CONNECT = struct.Struct("<HHiI")  # family, socktype, protocol, timeout_ms; then the sockaddr
 CONNECT_REPLY = struct.Struct("<i")  # status: 0 connected, EINPROGRESS under way
 OPEN = struct.Struct("<iI")  # flags, mode; then the path
-SOCKET = struct.Struct("<HHi")  # family, socktype, protocol
+SOCKET = struct.Struct("<HHiII")  # family, socktype, protocol, count, reserved
+SOCKETS_MAX = 16  # sockets one SOCKET request may ask for
 RESOLVE = struct.Struct("<iiii")  # getaddrinfo hints: flags, family, socktype, protocol; then node, service
 RESOLVE_REPLY = struct.Struct("<ii")  # status (0 or EAI_*), errno for EAI_SYSTEM; then canonname, entries
 RESOLVE_ENTRY = struct.Struct("<HHi")  # family, socktype, protocol; then the sockaddr
@@ -544,19 +547,22 @@ class DatagramReader:
         return out
 
 
-def encode_socket(family: int, socktype: int, protocol: int, id: int) -> bytes:
-    return encode_frame(MSG_SOCKET, SOCKET.pack(family, socktype, protocol), id=id)
+def encode_socket(family: int, socktype: int, protocol: int, id: int, count: int = 1) -> bytes:
+    return encode_frame(MSG_SOCKET, SOCKET.pack(family, socktype, protocol, count, 0), id=id)
 
 
-def decode_socket(f: Frame) -> tuple[int, int, int]:
-    """(family, socktype, protocol) of a SOCKET request."""
+def decode_socket(f: Frame) -> tuple[int, int, int, int]:
+    """(family, socktype, protocol, count) of a SOCKET request; count is 1 to SOCKETS_MAX."""
     if f.type != MSG_SOCKET or len(f.payload) != SOCKET.size:
         raise ProtocolError("malformed SOCKET")
-    return SOCKET.unpack(f.payload)
+    family, socktype, protocol, count, _ = SOCKET.unpack(f.payload)
+    if not 1 <= count <= SOCKETS_MAX:
+        raise ProtocolError(f"SOCKET asks for {count} sockets (1 to {SOCKETS_MAX})")
+    return family, socktype, protocol, count
 
 
 def encode_socket_reply(id: int) -> bytes:
-    """Success; the socket travels beside this frame (SCM_RIGHTS)."""
+    """Success; the sockets travel beside this frame (SCM_RIGHTS)."""
     return encode_frame(MSG_SOCKET_REPLY, b"", id=id)
 
 

@@ -26,13 +26,14 @@ class Target:
     proc: object | None  # the agent when tether started it (wait, kill, poll as subprocess.Popen's)
     agent_socket: str = ""  # where hooked processes reach the agent directly (same host)
     workdir: Path | None = None  # made for this target, removed by close()
+    capabilities: int = 0  # what the agent announced in its hello (wire.CAP_*)
 
     def ready(self) -> None:
         """Wait until the agent answers its hello; TargetError (and all cleaned up) if not."""
         from ..session.agent_link import AgentError, LinkError
 
         try:
-            self.link.hello()
+            _, self.capabilities = self.link.hello()
         except (LinkError, AgentError) as e:
             if self.proc is not None:
                 self.proc.kill()
