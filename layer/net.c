@@ -339,7 +339,7 @@ static long connect_relayed(long fd, const unsigned char *sa, long len, const st
 		return n;
 	if (f->flags & TETHER_FLAG_RELAYED)
 		remember_relayed(fd, f);
-	return status > 0 && status < 4096 ? -status : status ? -71 /* EPROTO */ : 0;
+	return status ? -71 /* EPROTO: the agent says connected with 0 */ : 0;
 }
 
 static long net_connect(long nr, long fd, long addr, long len, long a4, long a5, long a6)

@@ -115,7 +115,8 @@ struct tether_error {
 };
 
 /* CONNECT payload: then a u16 length and the sockaddr bytes as the program
- * gave them.  timeout_ms 0: reply as soon as the connect is under way. */
+ * gave them.  The reply comes once connected; timeout_ms 0: the agent's
+ * own limit (25 s). */
 struct tether_connect {
 	unsigned short family;
 	unsigned short socktype;
@@ -127,7 +128,7 @@ struct tether_connect {
  * each a u16 length and bytes: what getsockname and getpeername answer for
  * the descriptor (they would otherwise name the relay's connection). */
 struct tether_connect_reply {
-	int status;		/* 0 connected, EINPROGRESS still connecting */
+	int status;		/* 0: connected (a failure is an ERROR reply) */
 };
 
 /* SOCKET payload: the kind of socket to make in the target, and how many

@@ -29,13 +29,12 @@ from collections.abc import Callable
 from ..protocol import auth, wire
 from . import relay
 from .listen import AUTH_TIMEOUT, Address, Peer
-from .net import OpError
+from .net import CONNECT_TIMEOUT_MS, OpError
 from .server import Link
 
 log = logging.getLogger("tether.agent")
 DIAL_TIMEOUT = 4.0  # seconds to reach the agent's address
 REQUEST_TIMEOUT = 60.0  # a request on the control link (a lookup may take its resolver's time)
-CONNECT_TIMEOUT_MS = 25_000  # a relayed connect; the layer waits 30 s for any reply
 RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
 LINK_TIMEOUT_MS = 5000  # unacknowledged data on a connection to the agent: the link is gone
 LINK_SOCKOPTS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),

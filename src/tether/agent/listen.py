@@ -31,7 +31,6 @@ from .server import Environment, Link, StreamLink
 log = logging.getLogger("tether.agent")
 AUTH_TIMEOUT = 5.0  # seconds a peer has to prove the token
 HANDSHAKES_MAX = 64  # connections proving the token at once; more wait in the backlog
-CONNECT_TIMEOUT_MS = 25_000  # a STREAM's connect when the session gives no timeout
 KEEPALIVE = ((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1), (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 5),
              (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 2), (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3))
 
@@ -209,7 +208,6 @@ class Listener:
         """Connect in the target and relay; True once the relay owns the connection."""
         try:
             req = wire.decode_stream(first)
-            req = req._replace(timeout_ms=req.timeout_ms or CONNECT_TIMEOUT_MS)
             target = await net.connect(req)
         except (net.OpError, wire.ProtocolError) as e:
             err = e.errno if isinstance(e, net.OpError) else errno.EINVAL

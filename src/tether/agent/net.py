@@ -11,6 +11,7 @@ from ..protocol import wire
 from ..protocol.sockaddr import SockaddrError, decode_inet, encode_inet
 
 log = logging.getLogger("tether.agent")
+CONNECT_TIMEOUT_MS = 25_000  # a connect whose request names no timeout
 
 class OpError(Exception):
     """An operation failed with an errno the program should see."""
@@ -33,24 +34,11 @@ def _socket_for(req: wire.Connect) -> tuple[socket.socket, str, int]:
     return sock, host, port
 
 
-def start_connect(req: wire.Connect) -> tuple[socket.socket, int]:
-    """A socket of the requested kind, created here (in the target's network namespace), with
-    its connect to req.sockaddr started: status 0 (done: UDP, or an instant TCP connect) or
-    EINPROGRESS. The program then waits for it as it would have locally. The caller passes the
-    descriptor back."""
-    sock, host, port = _socket_for(req)
-    err = sock.connect_ex((host, port))
-    log.debug("connect %s:%s: %s", host, port, os.strerror(err) if err else "connected")
-    if err in (0, errno.EINPROGRESS):
-        return sock, err
-    sock.close()
-    raise OpError(err, f"connect to {host}:{port}: {os.strerror(err)}")
-
-
 async def connect(req: wire.Connect) -> socket.socket:
-    """As start_connect, but connected: waits up to req.timeout_ms for the connect to finish."""
+    """A socket of the requested kind, made here (in the target's network namespace) and
+    connected to req.sockaddr within req.timeout_ms (0: CONNECT_TIMEOUT_MS)."""
     sock, host, port = _socket_for(req)
-    timeout = req.timeout_ms / 1000
+    timeout = (req.timeout_ms or CONNECT_TIMEOUT_MS) / 1000
     try:
         await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, port)), timeout)
     except asyncio.TimeoutError:

@@ -2,9 +2,9 @@
 
 Runs inside the target (a network namespace, a container's namespaces, a remote host). The
 link is read by one reader callback on the event loop. Requests that complete at once (hello,
-file open, environment, a connect that is only started) are answered from that callback, with
-no task and no wait; a connect the session wants finished (timeout_ms > 0) and a name lookup
-run as their own tasks, so they never hold up another request. Replies carry the request's id.
+file open, sockets, environment) are answered from that callback, with no task and no wait; a
+connect and a name lookup run as their own tasks, so they never hold up another request.
+Replies carry the request's id.
 A malformed frame closes the link with a logged reason; the agent itself never crashes on input.
 """
 from __future__ import annotations
@@ -143,13 +143,7 @@ class Link:
                 self._send(wire.encode_agent_hello(wire.PROTOCOL_VERSION, self.capabilities(), frame.id, reply=True))
             elif frame.type == wire.MSG_CONNECT:
                 self._needs_fds("CONNECT")
-                req = wire.decode_connect(frame)
-                if req.timeout_ms:
-                    self._spawn(self._connect_and_wait(frame.id, req))
-                    return
-                sock, status = net.start_connect(req)
-                with sock:  # the session's copy is the one that lives on
-                    self._send(wire.encode_connect_reply(frame.id, status), [sock.fileno()])
+                self._spawn(self._connect(frame.id, wire.decode_connect(frame)))
             elif frame.type == wire.MSG_NAMEINFO:
                 self._spawn(self._nameinfo(frame.id, *wire.decode_nameinfo(frame)))
             elif frame.type == wire.MSG_RESOLVE:
@@ -195,7 +189,7 @@ class Link:
     async def _resolve(self, id: int, req: wire.Resolve) -> None:
         self._send(wire.encode_resolve_reply(await dns.resolve(req), id))
 
-    async def _connect_and_wait(self, id: int, req: wire.Connect) -> None:
+    async def _connect(self, id: int, req: wire.Connect) -> None:
         try:
             sock = await net.connect(req)
         except net.OpError as e:

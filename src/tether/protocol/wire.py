@@ -61,7 +61,7 @@ DATA = struct.Struct("<BBHI")  # arg, kind, length, full_length
 AGENT_HELLO = struct.Struct("<HHI")  # version, reserved, capabilities
 ERROR = struct.Struct("<i")  # errno, then a u16-prefixed message
 CONNECT = struct.Struct("<HHiI")  # family, socktype, protocol, timeout_ms; then the sockaddr
-CONNECT_REPLY = struct.Struct("<i")  # status: 0 connected, EINPROGRESS under way
+CONNECT_REPLY = struct.Struct("<i")  # status: 0, connected (a failure is an ERROR reply)
 OPEN = struct.Struct("<iI")  # flags, mode; then the path
 SOCKET = struct.Struct("<HHiII")  # family, socktype, protocol, count, reserved
 SOCKETS_MAX = 16  # sockets one SOCKET request may ask for
@@ -377,9 +377,8 @@ class Relayed(NamedTuple):
 
 
 def encode_connect_reply(id: int, status: int = 0, relayed: Relayed | None = None) -> bytes:
-    """The socket travels beside this frame (SCM_RIGHTS); status 0: connected, EINPROGRESS: the
-    connect is under way (a request with timeout_ms 0 asks for exactly that). relayed: the
-    socket is a stream to a relay, standing for a target socket with these addresses."""
+    """The connected socket travels beside this frame (SCM_RIGHTS). relayed: the socket is a
+    stream to a relay, standing for a target socket with these addresses."""
     if relayed is None:
         return encode_frame(MSG_CONNECT_REPLY, CONNECT_REPLY.pack(status), id=id)
     return encode_frame(MSG_CONNECT_REPLY, CONNECT_REPLY.pack(status) + _pack_addresses(relayed),
