@@ -5,12 +5,12 @@
  * the network namespace it was made in, so the connection starts there.
  * Asking the agent for one costs a round trip, longer than a loopback
  * connect; so it hands out BATCH at a time, and the spares wait here, per
- * kind, among the layer's own descriptors (fds.c); they are not handed
- * out once the agent is gone, so that a lost target fails every connect
- * alike.  Slots are taken and
- * filled with atomic exchanges, no lock.  The spares belong to the process
- * that asked for them: a forked child closes its copies, which share their
- * sockets with the parent's, and asks for its own. */
+ * kind, among the layer's own descriptors (fds.c).  None is handed out
+ * once the agent is gone, so that a lost target fails every connect alike.
+ * Slots are taken and filled with atomic exchanges, no lock.  The spares
+ * belong to the process that asked for them: a forked child closes its
+ * copies, which share their sockets with the parent's, and asks for its
+ * own. */
 #include "tether.h"
 #include "protocol.h"
 
