@@ -17,7 +17,6 @@ they end with the agent (TCP keepalive and a user timeout notice a vanished mach
 """
 from __future__ import annotations
 
-import array
 import asyncio
 import errno
 import itertools
@@ -26,6 +25,7 @@ import os
 import socket
 from collections.abc import Callable
 
+from ..fdpass import recv_with_fds
 from ..protocol import auth, wire
 from . import relay
 from .listen import AUTH_TIMEOUT, Address, Peer
@@ -171,8 +171,7 @@ class Remote:
             return reader.feed(data), []
         while True:
             try:
-                msg, ancdata, _, _ = peer.sock.recvmsg(wire.FRAME_MAX + 1, socket.CMSG_LEN(4 * 4),
-                                                       socket.MSG_CMSG_CLOEXEC)
+                msg, fds = recv_with_fds(peer.sock)
             except BlockingIOError:
                 ready = self.loop.create_future()
                 self.loop.add_reader(peer.sock, ready.set_result, None)
@@ -181,13 +180,9 @@ class Remote:
                 finally:
                     self.loop.remove_reader(peer.sock)
                 continue
-            fds = array.array("i")
-            for level, kind, data in ancdata:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
             if not msg:
                 raise ConnectionError("the agent closed the link")
-            return [wire.decode_frame(msg)], list(fds)
+            return [wire.decode_frame(msg)], fds
 
     def _deliver(self, frame: wire.Frame, fds: list[int]) -> None:
         entry = self.pending.get(frame.id)

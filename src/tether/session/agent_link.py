@@ -8,7 +8,6 @@ session uses them before its loop starts, and tests use them directly.
 """
 from __future__ import annotations
 
-import array
 import errno
 import itertools
 import os
@@ -17,6 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from ..fdpass import recv_with_fds
 from ..protocol import wire
 from ..protocol.sockaddr import decode_inet
 
@@ -75,18 +75,13 @@ class AgentLink:
     def read_ready(self) -> None:
         """Take every reply waiting on the link and hand each to its callback."""
         while not self.dead:
-            fds = array.array("i")
             try:
-                msg, ancdata, _, _ = self.sock.recvmsg(wire.FRAME_MAX + 1, socket.CMSG_LEN(4 * fds.itemsize),
-                                                       socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+                msg, fds = recv_with_fds(self.sock, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
             except OSError as e:
                 self._fail(f"link to the agent failed: {e.strerror or e}")
                 return
-            for level, kind, data in ancdata:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
             if not msg:
                 self._fail("the agent closed the link (did it exit?)")
                 return
@@ -94,10 +89,10 @@ class AgentLink:
                 frame = wire.decode_frame(msg)
                 on_reply = self._pending.pop(frame.id)
             except (wire.ProtocolError, KeyError) as e:
-                close_fds(list(fds))
+                close_fds(fds)
                 self._fail(f"the agent sent a malformed reply: {e}")
                 return
-            if not on_reply(frame, list(fds)):
+            if not on_reply(frame, fds):
                 self._pending[frame.id] = on_reply
 
     def _fail(self, reason: str) -> None:
