@@ -40,6 +40,8 @@ static long libc_fork(long nr, long a1, long a2, long a3, long a4, long a5, long
 	if (!real)
 		real = (int (*)(void))dlsym((void *)-1L /* RTLD_NEXT */, "fork");
 	pid = real();
+	if (pid == 0)
+		tether_self_forked();
 	return pid < 0 ? -(long)*__errno_location() : pid;
 }
 

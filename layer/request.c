@@ -15,43 +15,18 @@
 #define SYS_socket 41
 #define SYS_connect 42
 #define SYS_sendto 44
-#define SYS_recvmsg 47
 #define SYS_setsockopt 54
 #define AF_UNIX 1
 #define SOCK_SEQPACKET 5
 #define SOCK_CLOEXEC 02000000
 #define SOL_SOCKET 1
 #define SO_RCVTIMEO 20
-#define SCM_RIGHTS 1
 #define MSG_NOSIGNAL 0x4000
-#define MSG_CMSG_CLOEXEC 0x40000000
-#define EINTR 4
 #define EAGAIN 11
 #define EPIPE 32
 #define ECONNRESET 104
 #define ECONNREFUSED 111
 #define REPLY_TIMEOUT_S 30	/* the agent answers at once; this only bounds a wedged one */
-
-struct iovec {
-	void *base;
-	unsigned long len;
-};
-
-struct msghdr {
-	void *name;
-	unsigned int namelen;
-	struct iovec *iov;
-	unsigned long iovlen;
-	void *control;
-	unsigned long controllen;
-	int flags;
-};
-
-struct cmsghdr {
-	unsigned long len;
-	int level;
-	int type;
-};
 
 static struct {
 	unsigned short family;
@@ -150,23 +125,12 @@ static void give_back(long conn)
 static long exchange_on(long conn, void *buf, unsigned long size, int *fd, int cloexec)
 {
 	const struct tether_frame *f = buf;
-	unsigned long control[(sizeof(struct cmsghdr) + sizeof(int) + 7) / 8];
-	struct iovec iov = {buf, size};
-	struct msghdr msg = {0, 0, &iov, 1, control, sizeof control, 0};
-	const struct cmsghdr *c = (const struct cmsghdr *)control;
 	long n = raw(SYS_sendto, conn, (long)buf, f->length, MSG_NOSIGNAL, 0);
 
 	if (n < 0)
 		return n;
-	do
-		n = raw(SYS_recvmsg, conn, (long)&msg, cloexec ? MSG_CMSG_CLOEXEC : 0, 0, 0);
-	while (n == -EINTR);
-	if (n == -EAGAIN)
-		return -110; /* ETIMEDOUT */
-	if (n > 0 && msg.controllen >= sizeof *c + sizeof(int) && c->level == SOL_SOCKET &&
-	    c->type == SCM_RIGHTS)
-		*fd = *(const int *)(c + 1);
-	return n;
+	n = tether_recv_fd(conn, buf, size, fd, cloexec);
+	return n == -EAGAIN ? -110 /* ETIMEDOUT */ : n;
 }
 
 long tether_request(void *buf, unsigned long size, int *fd, int cloexec)

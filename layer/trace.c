@@ -1,15 +1,16 @@
 /* trace.c - report each hooked syscall to the session (tether trace).
  *
- * The handler runs the call, then sends one SYSCALL frame: numbers, the
+ * The handler runs the call, then records one SYSCALL event: numbers, the
  * result, and the memory that makes the line readable (paths, socket
  * addresses), copied with process_vm_readv so a bad pointer from the
- * program gives a shorter line, never a crash.  Calls that do not return
- * (execve, exit) are reported before they run.  It wraps whatever handler
- * the dispatcher picked, so a detour is traced like a passthrough. */
+ * program gives a shorter line, never a crash.  The event goes into the
+ * trace ring (ring.c), or as a frame on the session socket when the ring
+ * cannot take it.  Calls that do not return (execve, exit) are reported
+ * before they run.  It wraps whatever handler the dispatcher picked, so a
+ * detour is traced like a passthrough. */
 #include "tether.h"
 #include "protocol.h"
 
-#define SYS_gettid 186
 #define STRING_MAX 256
 #define SOCKADDR_MAX 128
 
@@ -107,11 +108,15 @@ static unsigned char *put_item(unsigned char *p, const struct item *it, const lo
 
 static void report_as(int pid, int tid, long nr, const long *args, long ret, unsigned short flags)
 {
+	/* One buffer, two ways out: the record header sits just before the
+	 * payload, and the longer frame header over it. */
 	unsigned long buf[(sizeof(struct tether_frame) + sizeof(struct tether_syscall_event) +
 	                   2 * (sizeof(struct tether_data) + STRING_MAX + 8)) / 8 + 1];
 	struct tether_frame *f = (struct tether_frame *)buf;
+	struct tether_record *rec = (struct tether_record *)(f + 1) - 1;
 	struct tether_syscall_event *e = (struct tether_syscall_event *)(f + 1);
 	unsigned char *p = (unsigned char *)(e + 1);
+	unsigned long payload;
 	struct item it[2];
 
 	e->pid = pid;
@@ -124,7 +129,13 @@ static void report_as(int pid, int tid, long nr, const long *args, long ret, uns
 	for (int i = 0; i < 2; i++)
 		if (it[i].how != NONE)
 			p = put_item(p, &it[i], args, ret);
-	f->length = (unsigned)(p - (unsigned char *)buf);
+	payload = (unsigned long)(p - (unsigned char *)e);
+	rec->length = (unsigned)(sizeof *rec + payload);
+	rec->type = TETHER_MSG_SYSCALL;
+	rec->flags = flags;
+	if (tether_ring_put((const unsigned long *)rec, rec->length) == 0)
+		return;
+	f->length = (unsigned)(sizeof *f + payload);
 	f->type = TETHER_MSG_SYSCALL;
 	f->flags = flags;
 	f->id = 0;
@@ -134,8 +145,10 @@ static void report_as(int pid, int tid, long nr, const long *args, long ret, uns
 
 static void report(long nr, const long *args, long ret, unsigned short flags)
 {
-	report_as(tether_current_pid(), (int)tether_raw_syscall6(SYS_gettid, 0, 0, 0, 0, 0, 0), nr, args, ret,
-	          flags);
+	int pid, tid;
+
+	tether_self_ids(&pid, &tid);
+	report_as(pid, tid, nr, args, ret, flags);
 }
 
 void tether_trace_exec_for(int pid, long nr, const long *args)

@@ -1,0 +1,155 @@
+/* ring.c - the producer side of the trace ring (protocol.h has the layout
+ * and the protocol both sides keep; src/tether/session/ring.py is the
+ * session's side).
+ *
+ * A traced syscall must not wait for the session: an event costs one
+ * fetch-add, a copy of about a hundred bytes and one store, no syscall.
+ * Only when the session is a whole ring behind does a producer wait (on a
+ * futex the session wakes as it frees space), so nothing is lost. */
+#include "tether.h"
+#include "protocol.h"
+
+#define SYS_close 3
+#define SYS_poll 7
+#define SYS_lseek 8
+#define SYS_mmap 9
+#define SYS_munmap 11
+#define SYS_futex 202
+#define SEEK_END 2
+#define PROT_READ 1
+#define PROT_WRITE 2
+#define MAP_SHARED 1
+#define FUTEX_WAIT 0		/* not _PRIVATE: the word is shared with the session */
+#define POLLERR 0x8
+#define POLLHUP 0x10
+#define POLLNVAL 0x20
+#define WAIT_NS 10000000	/* between looks at whether the session is still there */
+#define EINVAL 22
+#define EPIPE 32
+#define EPROTO 71
+#define ENOBUFS 105
+
+static struct tether_ring *ring; /* 0: none, or given up on */
+static unsigned char *records;
+/* Our own copies: the program could scribble on the shared header, and a
+ * record must never land outside the mapping. */
+static unsigned long size, mask;
+/* 1 while this thread is in tether_ring_put: a signal handler's put nests */
+static __thread int writing __attribute__((tls_model("initial-exec")));
+
+static long raw(long nr, long a1, long a2, long a3, long a4, long a5, long a6)
+{
+	return tether_raw_syscall6(nr, a1, a2, a3, a4, a5, a6);
+}
+
+int tether_ring_attach(int fd)
+{
+	long length = raw(SYS_lseek, fd, 0, SEEK_END, 0, 0, 0);
+	long p = -EINVAL;
+	struct tether_ring *r;
+
+	if (length > (long)(sizeof *r + TETHER_FRAME_MAX))
+		p = raw(SYS_mmap, 0, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	raw(SYS_close, fd, 0, 0, 0, 0, 0); /* the mapping stays */
+	if (p < 0)
+		return (int)p;
+	r = (struct tether_ring *)p;
+	if (r->magic != TETHER_RING_MAGIC || r->version != TETHER_RING_VERSION || r->size & (r->size - 1) ||
+	    r->size != (unsigned long)length - sizeof *r) {
+		raw(SYS_munmap, p, length, 0, 0, 0, 0);
+		return -EPROTO;
+	}
+	records = (unsigned char *)(r + 1);
+	size = r->size;
+	mask = (size - 1) & ~7UL;
+	__atomic_store_n(&ring, r, __ATOMIC_RELEASE);
+	return 0;
+}
+
+static int session_gone(void)
+{
+	struct {
+		int fd;
+		short events, revents;
+	} p = {__atomic_load_n(&tether_session_fd, __ATOMIC_ACQUIRE), 0, 0};
+
+	return p.fd < 0 || (raw(SYS_poll, (long)&p, 1, 0, 0, 0, 0) == 1 && p.revents & (POLLHUP | POLLERR | POLLNVAL));
+}
+
+/* Called when a load saw sleeping set; of the producers that see it, one
+ * sends the wake-up. */
+static void wake_session(struct tether_ring *r)
+{
+	if (__atomic_exchange_n(&r->sleeping, 0, __ATOMIC_ACQ_REL))
+		tether_session_wake();
+}
+
+/* Wait until the record ending at end fits: the session is a whole ring
+ * behind.  0, or -EPIPE when the session reads no more or is gone.  The
+ * futex wait times out now and then: the session's wake can be missed (it
+ * stores tail, then reads waiters, with no fence between: Python has
+ * none), and a session that was killed wakes no one. */
+static int wait_for_room(struct tether_ring *r, unsigned long end)
+{
+	struct { long sec, nsec; } wait = {0, WAIT_NS};
+	int err = 0;
+
+	__atomic_add_fetch(&r->waiters, 1, __ATOMIC_SEQ_CST);
+	for (;;) {
+		unsigned seq = __atomic_load_n(&r->space, __ATOMIC_SEQ_CST);
+
+		if (end - __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST) <= size)
+			break;
+		if (__atomic_load_n(&r->closed, __ATOMIC_ACQUIRE) || session_gone()) {
+			err = -EPIPE;
+			break;
+		}
+		if (__atomic_load_n(&r->sleeping, __ATOMIC_RELAXED))
+			wake_session(r);
+		raw(SYS_futex, (long)&r->space, FUTEX_WAIT, seq, (long)&wait, 0, 0);
+	}
+	__atomic_sub_fetch(&r->waiters, 1, __ATOMIC_SEQ_CST);
+	return err;
+}
+
+int tether_ring_put(const unsigned long *record, unsigned long length)
+{
+	struct tether_ring *r = __atomic_load_n(&ring, __ATOMIC_ACQUIRE);
+	int nested = writing;
+	unsigned long start;
+
+	if (!r)
+		return -ENOBUFS;
+	if (nested) {
+		/* A signal handler interrupted a put on this thread: that record
+		 * cannot commit before this one does, so this one must not wait
+		 * for room; it takes only what is free now. */
+		start = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
+		do
+			if (start + length - __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE) > size)
+				return -ENOBUFS;
+		while (!__atomic_compare_exchange_n(&r->head, &start, start + length, 1, __ATOMIC_RELAXED,
+		                                    __ATOMIC_RELAXED));
+	} else {
+		writing = 1;
+		__atomic_signal_fence(__ATOMIC_SEQ_CST);
+		start = __atomic_fetch_add(&r->head, length, __ATOMIC_RELAXED);
+		if (start + length - __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE) > size &&
+		    wait_for_room(r, start + length) < 0) {
+			/* Never to be committed: the session is gone and the rest
+			 * of the trace with it, not the program. */
+			__atomic_store_n(&ring, 0, __ATOMIC_RELEASE);
+			writing = 0;
+			return 0;
+		}
+	}
+	for (unsigned long i = 8; i < length; i += 8)
+		*(unsigned long *)(records + ((start + i) & mask)) = record[i / 8];
+	/* The header last, in one store: the session reads nothing before it. */
+	__atomic_store_n((unsigned long *)(records + (start & mask)), record[0], __ATOMIC_RELEASE);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	writing = nested;
+	if (__atomic_load_n(&r->sleeping, __ATOMIC_RELAXED))
+		wake_session(r);
+	return 0;
+}
