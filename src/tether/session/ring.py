@@ -10,6 +10,7 @@ a futex in the ring; the session wakes them only when they say they wait.
 """
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 
@@ -18,6 +19,13 @@ from ..protocol import wire
 SYS_FUTEX = 202
 FUTEX_WAKE = 1  # not _PRIVATE: the waiters are in another process
 _ZEROS: dict[int, bytes] = {}
+
+
+@functools.cache
+def _libc():
+    import ctypes
+
+    return ctypes.CDLL(None)
 
 
 def _zeros(n: int) -> memoryview:
@@ -53,6 +61,7 @@ class Ring:
         self._zero = _zeros(size)
         self._space_addr = 0  # the futex word's address, once a producer has waited
         self.tail = 0
+        self.wakes = 0  # times producers waiting for space were woken
 
     def _word(self, offset: int) -> int:
         return self._u32[offset // 4]
@@ -97,9 +106,9 @@ class Ring:
             del word  # the address stays valid while the map is open; the export must not
         i = wire.RING_SPACE // 4
         self._u32[i] = (self._u32[i] + 1) & 0xFFFFFFFF
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syscall(ctypes.c_long(SYS_FUTEX), ctypes.c_void_p(self._space_addr), ctypes.c_long(FUTEX_WAKE),
-                     ctypes.c_long(0x7FFFFFFF), ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
+        _libc().syscall(ctypes.c_long(SYS_FUTEX), ctypes.c_void_p(self._space_addr), ctypes.c_long(FUTEX_WAKE),
+                        ctypes.c_long(0x7FFFFFFF), ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
+        self.wakes += 1
 
     @property
     def committed(self) -> bool:

@@ -51,7 +51,8 @@ class LayerServer:
                  on_hello: Callable[[wire.Hello], None] = lambda h: None,
                  warn: Callable[[str], None] = lambda msg: None,
                  on_batch: Callable[[], None] = lambda: None, agent: AgentLink | None = None,
-                 agent_socket: str = "", rules: str = "", on_agent_lost: Callable[[str], None] = lambda why: None):
+                 agent_socket: str = "", rules: str = "", on_agent_lost: Callable[[str], None] = lambda why: None,
+                 ring_size: int | None = None):
         self.mode, self.on_event, self.on_hello, self.warn = mode, on_event, on_hello, warn
         # tether exec: where the layer sends CONNECT and OPEN, and which connects go there
         self.agent_socket, self.rules = agent_socket, rules
@@ -69,7 +70,8 @@ class LayerServer:
         self.peers = 0
         self._plans: dict[str, str] = {}
         self.rings: dict[socket.socket, tuple[Ring, int]] = {}  # with the pid that said HELLO
-        self.ring_size = int(os.environ.get("TETHER_TRACE_RING") or RING_SIZE)
+        self.ring_size = ring_size or int(os.environ.get("TETHER_TRACE_RING") or RING_SIZE)
+        self.producer_wakes = 0  # of rings closed so far: producers that waited for space, woken
         self.backlog = Backlog()
         self._chunk, self._chunk_pos = b"", 0  # the chunk being decoded
         self._active = 0.0  # when a ring last had records
@@ -77,6 +79,7 @@ class LayerServer:
 
     def close(self) -> None:
         for ring, _ in self.rings.values():
+            self.producer_wakes += ring.wakes
             ring.close()
         self.rings.clear()
         self.backlog.close()
@@ -166,6 +169,7 @@ class LayerServer:
             except wire.ProtocolError as e:
                 self.warn(f"closing a layer connection: process {pid}: {e}")
                 del self.rings[conn]
+                self.producer_wakes += ring.wakes
                 ring.close()
                 self._drop(conn)
                 continue
@@ -285,6 +289,7 @@ class LayerServer:
                               f"the last {ring.unwritten} bytes of its trace are lost")
             except wire.ProtocolError as e:
                 self.warn(f"process {pid}: {e}")
+            self.producer_wakes += ring.wakes
             ring.close()
         self.sel.unregister(conn)
         conn.close()
