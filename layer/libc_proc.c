@@ -4,8 +4,9 @@
  * reports each before it runs, as it does Go's.  execvp's PATH search is
  * done here because glibc's calls its internal execve, which no
  * interposition reaches.  fork stays glibc's (its atfork handlers and lock
- * resets must run); the layer only reports it.
- * vfork is not wrapped (a wrapper cannot return twice on one stack); its
+ * resets must run); the layer reports it, and in the child forgets the
+ * thread ids it cached for the parent (self.c).
+ * vfork is vfork.S's (a C wrapper cannot return twice on one stack); its
  * child's exec comes through here like any other.  posix_spawn execs inside
  * glibc: the layer gives it the environment exec.c gives every exec, and
  * reports the exec as the child's once the spawn succeeded. */
