@@ -283,3 +283,20 @@ def test_records_round_trip(evs):
         e, pos = wire.decode_record(buf, pos)
         got.append(e)
     assert got == evs
+
+
+def test_a_vfork_child_is_tagged_as_itself_and_leaves_its_parents_ids_alone(tmp_path):
+    """The layer caches each thread's pid and tid; a vfork child shares the parent's memory and
+    its thread's TLS: its calls carry its own ids, and the parent's calls after it the parent's."""
+    from test_libc import FORTIFIED
+    from test_trace import trace
+
+    probe = gobuild.build_c("libc_probe", FORTIFIED)
+    proc, events = trace(probe, "vfork", tmp=tmp_path)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"vfork child exited 0\n", b"")
+    closes = {e["args"][0]: (e["pid"], e["tid"]) for e in events if e["syscall"] == "close"
+              and e["args"][0] in ("-101", "-102", "-103")}
+    execs = [e for e in events if e["syscall"] == "execve" and e["args"][0] == '"/bin/true"']
+    parent, child = closes["-101"][0], execs[0]["pid"]
+    assert child != parent and execs[0]["ret"] == 0
+    assert closes == {"-101": (parent, parent), "-102": (child, child), "-103": (parent, parent)}
