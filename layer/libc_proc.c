@@ -4,8 +4,7 @@
  * reports each before it runs, as it does Go's.  execvp's PATH search is
  * done here because glibc's calls its internal execve, which no
  * interposition reaches.  fork stays glibc's (its atfork handlers and lock
- * resets must run); the layer reports it, and in the child forgets the
- * thread ids it cached for the parent (self.c).
+ * resets must run); the layer only reports it.
  * vfork is vfork.S's (a C wrapper cannot return twice on one stack); its
  * child's exec comes through here like any other.  posix_spawn execs inside
  * glibc: the layer gives it the environment exec.c gives every exec, and
@@ -41,8 +40,6 @@ static long libc_fork(long nr, long a1, long a2, long a3, long a4, long a5, long
 	if (!real)
 		real = (int (*)(void))dlsym((void *)-1L /* RTLD_NEXT */, "fork");
 	pid = real();
-	if (pid == 0)
-		tether_self_forked();
 	return pid < 0 ? -(long)*__errno_location() : pid;
 }
 

@@ -111,20 +111,23 @@ struct tether_data {
  * HELLO_REPLY, SCM_RIGHTS, when tracing and the HELLO offered
  * TETHER_CAP_TRACE_RING) into which every thread of the process, and of its
  * forked children until they exec, writes its SYSCALL events with no
- * syscall.  head and tail count bytes since the start and never wrap; a
- * record lives at (position & (size - 1)) after this header, may run over
- * the end of the area and on at its start, and is 8-byte aligned, so its
- * header never does.
+ * syscall.  head, published and tail count bytes since the start and never
+ * wrap; a record lives at (position & (size - 1)) after this header, may
+ * run over the end of the area and on at its start, and is 8-byte aligned,
+ * so its header never does.
  *
  * A producer reserves with a fetch-add on head, waits while its record's
  * end is more than size bytes past tail (futex on space, counted in
  * waiters), writes the payload, then stores the record header in one
- * 8-byte release store: a zero header means "not yet written".  The session
- * reads the committed records from tail on, zeroes their bytes, then moves
- * tail, bumping space and waking the futex if there are waiters.  It sets
- * sleeping before it waits on the socket; the producer that finds it set
- * clears it and sends RING_WAKE.  Each group of fields has its own cache
- * line, by who writes it. */
+ * 8-byte release store: a zero header means "not yet written".  Then it
+ * moves published over its record if published was at its start, and on
+ * over the written records after it (a writer that finished first left
+ * that to it): everything before published is written, in order.  The
+ * session copies [tail, published) out in one piece, zeroes those bytes,
+ * then moves tail, bumping space and waking the futex if there are
+ * waiters.  It sets sleeping before it waits on the socket; the producer
+ * that finds it set clears it and sends RING_WAKE.  Each group of fields
+ * has its own cache line, by who writes it. */
 #define TETHER_RING_MAGIC 0x676e6972u	/* "ring" */
 #define TETHER_RING_VERSION 1
 
@@ -136,8 +139,9 @@ struct tether_ring {
 	unsigned char pad0[48];
 	/* producers */
 	unsigned long head;	/* bytes reserved */
+	unsigned long published; /* bytes written, in order */
 	unsigned int waiters;	/* producers waiting for space */
-	unsigned char pad1[52];
+	unsigned char pad1[44];
 	/* the session */
 	unsigned long tail;	/* bytes read and zeroed again */
 	unsigned int space;	/* futex word: bumped when tail moves while there are waiters */

@@ -3,9 +3,12 @@
  * session's side).
  *
  * A traced syscall must not wait for the session: an event costs one
- * fetch-add, a copy of about a hundred bytes and one store, no syscall.
- * Only when the session is a whole ring behind does a producer wait (on a
- * futex the session wakes as it frees space), so nothing is lost. */
+ * fetch-add, a copy of about a hundred bytes, one store and one
+ * compare-and-swap, no syscall.  Only when the session is a whole ring
+ * behind does a producer wait (on a futex the session wakes as it frees
+ * space), so nothing is lost.  Producers keep published up to date so that
+ * the session, in Python, never walks the records one by one: that costs
+ * it more per record than the program spends making the call. */
 #include "tether.h"
 #include "protocol.h"
 
@@ -30,6 +33,10 @@
 #define ENOBUFS 105
 
 static struct tether_ring *ring; /* 0: none, or given up on */
+/* Only the process the ring was given to writes it.  A child that still
+ * has it mapped (fork, until it execs; vfork) reports on the socket: one
+ * killed in the middle of a record would hold up its parent's trace. */
+static int ring_pid;
 static unsigned char *records;
 /* Our own copies: the program could scribble on the shared header, and a
  * record must never land outside the mapping. */
@@ -60,6 +67,7 @@ int tether_ring_attach(int fd)
 		return -EPROTO;
 	}
 	records = (unsigned char *)(r + 1);
+	ring_pid = tether_current_pid();
 	size = r->size;
 	mask = (size - 1) & ~7UL;
 	__atomic_store_n(&ring, r, __ATOMIC_RELEASE);
@@ -112,13 +120,39 @@ static int wait_for_room(struct tether_ring *r, unsigned long end)
 	return err;
 }
 
-int tether_ring_put(const unsigned long *record, unsigned long length)
+/* Move published from `from` (where the caller's record starts; it has
+ * just written it) to `to`, and on over every record written since, until
+ * one is not: a producer whose record was not next when it finished leaves
+ * that to the one before it.  Each compare-and-swap comes after its
+ * producer's header store and before its header loads, and x86 lets
+ * neither pass a locked instruction, so of two producers finishing side by
+ * side one always sees the other's record.  A header is trusted only where
+ * the session has zeroed the previous lap. */
+static void publish(struct tether_ring *r, unsigned long from, unsigned long to)
+{
+	while (__atomic_compare_exchange_n(&r->published, &from, to, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+		unsigned long header;
+		unsigned length;
+
+		from = to;
+		if (from >= __atomic_load_n(&r->head, __ATOMIC_SEQ_CST) ||
+		    from + 8 - __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST) > size)
+			return;
+		header = __atomic_load_n((unsigned long *)(records + (from & mask)), __ATOMIC_SEQ_CST);
+		length = (unsigned)header;
+		if (length <= 8 || length > TETHER_FRAME_MAX || length & 7)
+			return; /* not written yet (0), or no record the layer writes */
+		to = from + length;
+	}
+}
+
+int tether_ring_put(const unsigned long *record, unsigned long length, int pid)
 {
 	struct tether_ring *r = __atomic_load_n(&ring, __ATOMIC_ACQUIRE);
 	int nested = writing;
 	unsigned long start;
 
-	if (!r)
+	if (!r || pid != ring_pid)
 		return -ENOBUFS;
 	if (nested) {
 		/* A signal handler interrupted a put on this thread: that record
@@ -145,8 +179,9 @@ int tether_ring_put(const unsigned long *record, unsigned long length)
 	}
 	for (unsigned long i = 8; i < length; i += 8)
 		*(unsigned long *)(records + ((start + i) & mask)) = record[i / 8];
-	/* The header last, in one store: the session reads nothing before it. */
+	/* The header last, in one store: nothing reads the record before it. */
 	__atomic_store_n((unsigned long *)(records + (start & mask)), record[0], __ATOMIC_RELEASE);
+	publish(r, start, start + length);
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	writing = nested;
 	if (__atomic_load_n(&r->sleeping, __ATOMIC_RELAXED))

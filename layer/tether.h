@@ -123,12 +123,13 @@ long tether_recv_fd(long conn, void *buf, unsigned long size, int *fd, int cloex
 /* ring.c: the producer side of the trace ring (protocol.h).  attach maps
  * the memfd the session sent (and closes it); put writes one record (its
  * 8-byte header filled in, length a multiple of 8, at most
- * TETHER_FRAME_MAX): 0 when written, or dropped because the session is
- * gone; -errno when the caller should send it as a frame instead (no
- * ring, or full while this thread is already writing one: a signal
- * handler must not wait for the record it interrupted). */
+ * TETHER_FRAME_MAX) for process pid, the caller: 0 when written, or dropped
+ * because the session is gone; -errno when the caller should send it as a
+ * frame instead (no ring, a child of the ring's process, or a full ring
+ * while this thread is already writing a record: a signal handler must not
+ * wait for the record it interrupted). */
 int tether_ring_attach(int fd);
-int tether_ring_put(const unsigned long *record, unsigned long length);
+int tether_ring_put(const unsigned long *record, unsigned long length, int pid);
 
 /* fds.c: the layer's own descriptors (session, agent connections): moved
  * high and registered by park, so libc's close and close_range skip them;
@@ -141,10 +142,11 @@ void tether_fd_evict(long fd); /* before the program dups onto fd, one of ours *
 
 /* self.c: this process's pid, and reads of its memory that a bad pointer
  * cannot crash (bytes copied or -errno).  tether_self_ids: the calling
- * thread's pid and tid, cached per thread; tether_self_gen invalidates
- * every cache (bumped by vfork.S in a vfork child and by go_amd64.S in a Go
- * fork child, whose pid is then asked each time), tether_self_forked in a
- * fork child the layer made (libc's fork), self_init once at start. */
+ * thread's pid and tid, cached per thread.  Bumping tether_self_gen makes
+ * every cache stale: vfork.S and trace.c do it in a child sharing this
+ * memory, go_amd64.S in a Go fork child (their ids are then asked each
+ * time); tether_self_forked in a fork child with memory of its own (trace.c);
+ * tether_self_init once at start. */
 int tether_current_pid(void);
 extern unsigned tether_self_gen;
 void tether_self_init(void);

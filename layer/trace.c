@@ -11,6 +11,11 @@
 #include "tether.h"
 #include "protocol.h"
 
+#define SYS_clone 56
+#define SYS_fork 57
+#define SYS_vfork 58
+#define SYS_clone3 435
+#define CLONE_VM 0x100
 #define STRING_MAX 256
 #define SOCKADDR_MAX 128
 
@@ -106,7 +111,8 @@ static unsigned char *put_item(unsigned char *p, const struct item *it, const lo
 	return p;
 }
 
-static void report_as(int pid, int tid, long nr, const long *args, long ret, unsigned short flags)
+/* An event of process pid, thread tid, written by process writer. */
+static void report_as(int writer, int pid, int tid, long nr, const long *args, long ret, unsigned short flags)
 {
 	/* One buffer, two ways out: the record header sits just before the
 	 * payload, and the longer frame header over it. */
@@ -133,7 +139,7 @@ static void report_as(int pid, int tid, long nr, const long *args, long ret, uns
 	rec->length = (unsigned)(sizeof *rec + payload);
 	rec->type = TETHER_MSG_SYSCALL;
 	rec->flags = flags;
-	if (tether_ring_put((const unsigned long *)rec, rec->length) == 0)
+	if (tether_ring_put((const unsigned long *)rec, rec->length, writer) == 0)
 		return;
 	f->length = (unsigned)(sizeof *f + payload);
 	f->type = TETHER_MSG_SYSCALL;
@@ -148,15 +154,34 @@ static void report(long nr, const long *args, long ret, unsigned short flags)
 	int pid, tid;
 
 	tether_self_ids(&pid, &tid);
-	report_as(pid, tid, nr, args, ret, flags);
+	report_as(pid, pid, tid, nr, args, ret, flags);
 }
 
 void tether_trace_exec_for(int pid, long nr, const long *args)
 {
-	report_as(pid, pid, nr, args, 0, TETHER_FLAG_ENTRY);
+	int me, tid;
+
+	tether_self_ids(&me, &tid);
+	report_as(me, pid, pid, nr, args, 0, TETHER_FLAG_ENTRY);
 }
 
 int tether_tracing;
+
+/* After a call returned 0: if it made a process and this is the child, the
+ * thread ids cached for the parent are not its own (self.c).  libc's fork
+ * comes here too (libc_proc.c); vforks never return through C: Go's and
+ * glibc's are go_amd64.S's and vfork.S's, which see to it themselves. */
+static void child_of(long nr, long a1)
+{
+	unsigned long flags = (unsigned long)a1;
+
+	if (nr == SYS_clone3 && tether_peek(&flags, a1, sizeof flags) != sizeof flags)
+		return;
+	if (nr == SYS_fork || ((nr == SYS_clone || nr == SYS_clone3) && !(flags & CLONE_VM)))
+		tether_self_forked();
+	else if (nr == SYS_vfork || nr == SYS_clone || nr == SYS_clone3) /* in the parent's memory */
+		__atomic_add_fetch(&tether_self_gen, 1, __ATOMIC_RELEASE);
+}
 
 static int never_returns(long nr)
 {
@@ -172,6 +197,8 @@ long tether_trace_call(tether_syscall_fn *fn, long nr, long a1, long a2, long a3
 	if (never_returns(nr))
 		report(nr, args, 0, TETHER_FLAG_ENTRY);
 	ret = fn(nr, a1, a2, a3, a4, a5, a6);
+	if (ret == 0)
+		child_of(nr, a1);
 	report(nr, args, ret, 0);
 	return ret;
 }

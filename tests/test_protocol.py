@@ -99,6 +99,7 @@ FACTS = {
     "offsetof(struct tether_ring, version)": 4,
     "offsetof(struct tether_ring, size)": 8,
     "offsetof(struct tether_ring, head)": wire.RING_HEAD,
+    "offsetof(struct tether_ring, published)": wire.RING_PUBLISHED,
     "offsetof(struct tether_ring, waiters)": wire.RING_WAITERS,
     "offsetof(struct tether_ring, tail)": wire.RING_TAIL,
     "offsetof(struct tether_ring, space)": wire.RING_SPACE,
@@ -341,9 +342,10 @@ def test_ring_header_struct_and_offsets_agree():
     reads and writes them afterwards, and what the C header says) expect it."""
     import struct
 
-    fields = dict(magic=1, version=2, size=3, head=4, waiters=5, tail=6, space=7, sleeping=8, closed=9)
+    fields = dict(magic=1, version=2, size=3, head=4, published=5, waiters=6, tail=7, space=8, sleeping=9,
+                  closed=10)
     blob = wire.RING.pack(*fields.values())
     at = {"magic": (0, "I"), "version": (4, "I"), "size": (8, "Q"), "head": (wire.RING_HEAD, "Q"),
-          "waiters": (wire.RING_WAITERS, "I"), "tail": (wire.RING_TAIL, "Q"), "space": (wire.RING_SPACE, "I"),
+          "published": (wire.RING_PUBLISHED, "Q"), "waiters": (wire.RING_WAITERS, "I"), "tail": (wire.RING_TAIL, "Q"), "space": (wire.RING_SPACE, "I"),
           "sleeping": (wire.RING_SLEEPING, "I"), "closed": (wire.RING_CLOSED, "I")}
     assert {name: struct.unpack_from("<" + fmt, blob, off)[0] for name, (off, fmt) in at.items()} == fields

@@ -116,9 +116,13 @@ def serve(srv, rounds=20):
             return
 
 
-def _write(ring: mmap.mmap, pos: int, record: bytes, head: int) -> None:
-    ring[wire.RING.size + pos:wire.RING.size + pos + len(record)] = record
+def _write(ring: mmap.mmap, pos: int, records: bytes, head: int, published: int | None = None) -> None:
+    """records at pos, and head and published as producers would leave them (published: all
+    written, unless said otherwise)."""
+    ring[wire.RING.size + pos:wire.RING.size + pos + len(records)] = records
     ring[wire.RING_HEAD:wire.RING_HEAD + 8] = head.to_bytes(8, "little")
+    published = pos + len(records) if published is None else published
+    ring[wire.RING_PUBLISHED:wire.RING_PUBLISHED + 8] = published.to_bytes(8, "little")
 
 
 def _syscall_record(e: wire.SyscallEvent) -> bytes:
@@ -148,21 +152,18 @@ def test_records_written_by_hand_are_read(server):
     ring.close()
 
 
-@pytest.mark.parametrize("garbage,reason", [
-    ((3).to_bytes(4, "little") + bytes(4), "record at byte 0 says 3 bytes (head at 8)"),
-    ((5000).to_bytes(4, "little") + bytes(4), "record at byte 0 says 5000 bytes (head at 8)"),
-    ((20).to_bytes(4, "little") + bytes(4), "record at byte 0 says 20 bytes (head at 8)"),
-])
-def test_a_ring_holding_garbage_closes_that_process_only(server, garbage, reason):
+@pytest.mark.parametrize("head,published", [(8, 16), (88, 12), (2**63, 2**63)])
+def test_a_ring_published_past_what_it_holds_closes_that_process_only(server, head, published):
     srv, events, warnings = server
     bad, bad_ring = _hello(srv, 1001)
     good, good_ring = _hello(srv, 1002)
-    _write(bad_ring, 0, garbage, len(garbage))
+    _write(bad_ring, 0, b"", head, published)
     event = wire.SyscallEvent(1002, 1002, 39, (0,) * 6, 1)
     record = _syscall_record(event)
     _write(good_ring, 0, record, len(record))
     serve(srv)
-    assert warnings == [f"closing a layer connection: process 1001: trace ring: {reason}"]
+    assert warnings == [f"closing a layer connection: process 1001: trace ring: published at byte {published} "
+                        f"(tail 0, head {head})"]
     assert bad.recv(10) == b""  # dropped
     assert events == [event] and srv.peers == 1
     for s in (bad, good):
@@ -171,14 +172,21 @@ def test_a_ring_holding_garbage_closes_that_process_only(server, garbage, reason
     good_ring.close()
 
 
-def test_a_record_of_unknown_type_is_dropped_and_the_next_one_read(server):
+@pytest.mark.parametrize("garbage,reason", [
+    ((3).to_bytes(4, "little") + bytes(4), "dropping 8 bytes of trace records: record at 0 says 3 bytes (8 there)"),
+    ((5000).to_bytes(4, "little") + bytes(4), "dropping 8 bytes of trace records: record at 0 says 5000 bytes (8 there)"),
+    (wire.encode_record(99, bytes(16)), "dropping a trace record: record of type 99 in a trace"),
+])
+def test_records_holding_garbage_are_dropped_with_a_warning(server, garbage, reason):
     srv, events, warnings = server
     peer, ring = _hello(srv)
-    event = wire.SyscallEvent(4242, 4242, 0, (3, 0, 1, 0, 0, 0), 1)
-    records = wire.encode_record(99, bytes(16)) + _syscall_record(event)
-    _write(ring, 0, records, len(records))
+    _write(ring, 0, garbage, len(garbage))
     serve(srv)
-    assert warnings == ["dropping a trace record: record of type 99 in a trace"] and events == [event]
+    event = wire.SyscallEvent(4242, 4242, 0, (3, 0, 1, 0, 0, 0), 1)
+    record = _syscall_record(event)
+    _write(ring, len(garbage), record, len(garbage) + len(record))  # and the next ones are read
+    serve(srv)
+    assert warnings == [reason] and events == [event] and srv.peers == 1
     peer.close()
     ring.close()
 
@@ -188,7 +196,7 @@ def test_a_writer_killed_mid_record_is_reported_when_its_process_is_gone(server)
     peer, ring = _hello(srv)
     event = wire.SyscallEvent(4242, 4242, 0, (3, 0, 1, 0, 0, 0), 1)
     record = _syscall_record(event)
-    _write(ring, 0, record, len(record) + 88)  # a second record reserved, never written
+    _write(ring, 0, record, len(record) + 88)  # a second record reserved, never written or published
     serve(srv)
     assert events == [event] and not warnings
     peer.close()
@@ -227,29 +235,35 @@ def test_an_idle_session_sleeps_until_a_ring_wake(server):
     ring.close()
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.binary(min_size=8, max_size=8192), st.integers(0, 2**64 - 1), st.integers(0, 8191))
-def test_any_ring_contents_give_records_or_a_protocol_error(data, head, tail):
-    """Whatever a broken or hostile program leaves in its ring, reading it ends (the walk is
-    bounded by the ring's size) with records or a ProtocolError, and decoding those records
-    ends with events or ProtocolErrors."""
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=8192), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), st.integers(0, 8191))
+def test_any_ring_contents_give_records_or_a_protocol_error(data, head, published, tail):
+    """Whatever a broken or hostile program leaves in its ring, reading it gives a chunk no
+    larger than the ring, or a ProtocolError; decoding that chunk gives events and
+    ProtocolErrors, and ends."""
     ring = Ring(8192)
     shared = mmap.mmap(ring.fd, wire.RING.size + 8192)  # the producer's view
     try:
         ring.tail = tail & ~7
         shared[wire.RING.size:wire.RING.size + len(data)] = data
         shared[wire.RING_HEAD:wire.RING_HEAD + 8] = head.to_bytes(8, "little")
+        shared[wire.RING_PUBLISHED:wire.RING_PUBLISHED + 8] = published.to_bytes(8, "little")
         try:
             chunk = ring.collect()
         except wire.ProtocolError:
             return
         assert len(chunk) <= 8192
         pos = 0
-        while pos < len(chunk):
+        for _ in range(len(chunk) // 8 + 1):  # each record takes at least 8 bytes
+            if pos >= len(chunk):
+                break
             try:
                 _, pos = wire.decode_record(chunk, pos)
             except wire.ProtocolError:
-                pos = wire.record_span(chunk, pos)  # collect() checked the framing
+                try:
+                    pos = wire.record_span(chunk, pos)
+                except wire.ProtocolError:
+                    break
     finally:
         shared.close()
         os.close(ring.fd)

@@ -80,8 +80,9 @@ U16 = struct.Struct("<H")
 # the session; written by producers; written by the session), then `size` bytes of records.
 RING_MAGIC = 0x676E6972
 RING_VERSION = 1
-RING = struct.Struct("<IIQ48xQI52xQIII44x")  # magic, version, size | head, waiters | tail, space, sleeping, closed
-RING_HEAD, RING_WAITERS, RING_TAIL, RING_SPACE, RING_SLEEPING, RING_CLOSED = 64, 72, 128, 136, 140, 144
+RING = struct.Struct("<IIQ48xQQI44xQIII44x")  # magic, version, size | head, published, waiters | tail,
+RING_HEAD, RING_PUBLISHED, RING_WAITERS = 64, 72, 80  # space, sleeping, closed
+RING_TAIL, RING_SPACE, RING_SLEEPING, RING_CLOSED = 128, 136, 140, 144
 RECORD = struct.Struct("<IHH")  # length (header and payload), type, flags; the next starts 8-aligned
 RECORD_MAX = FRAME_MAX
 

@@ -2,11 +2,13 @@
 events into without a syscall (layer/protocol.h has the layout and the protocol, layer/ring.c
 the writing side).
 
-The session makes the ring (a memfd), passes it with HELLO_REPLY, and reads it: the committed
-records from tail on are copied out in one slice, their bytes zeroed (a zero header is how a
-record that is not written yet looks), and tail moved past them, all before any of them is
-decoded, so the program waits for nothing but a copy. Producers blocked on a full ring sleep on
-a futex in the ring; the session wakes them only when they say they wait.
+The session makes the ring (a memfd), passes it with HELLO_REPLY, and reads it: the records
+from tail to published (the producers keep everything before it written, in order) are copied
+out in one slice, their bytes zeroed (a zero header is how a record that is not written yet
+looks to the producers), and tail moved past them, all before any of them is decoded, so the
+program waits for nothing but a copy. Nothing here looks at records one by one: in Python
+that would cost more per record than the program spends making its call. Producers blocked on
+a full ring sleep on a futex in the ring; the session wakes them only when they say they wait.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ class Ring:
         except OSError:
             os.close(self.fd)
             raise
-        wire.RING.pack_into(self._map, 0, wire.RING_MAGIC, wire.RING_VERSION, size, 0, 0, 0, 0, 0, 0)
+        wire.RING.pack_into(self._map, 0, wire.RING_MAGIC, wire.RING_VERSION, size, *[0] * 7)
         view = memoryview(self._map)
         # Native-size element views: head and tail are read and written as single 8-byte
         # loads and stores (struct would write a byte at a time, and a producer could read a
@@ -57,7 +59,6 @@ class Ring:
         self._u64 = view[:wire.RING.size].cast("Q")
         self._u32 = view[:wire.RING.size].cast("I")
         self._data = view[wire.RING.size:]
-        self._lengths = self._data.cast("I")  # a record's length is the u32 at its start
         self._zero = _zeros(size)
         self._space_addr = 0  # the futex word's address, once a producer has waited
         self.tail = 0
@@ -67,23 +68,17 @@ class Ring:
         return self._u32[offset // 4]
 
     def collect(self) -> bytes:
-        """The committed records from tail on (in ring order, each as the layer wrote it), their
-        space given back. Stops at the first record not committed yet. ProtocolError if the
-        ring does not hold well-formed records."""
-        head, tail, mask = self._u64[wire.RING_HEAD // 8], self.tail, self._mask
-        end = min(head, tail + self.size)
-        lengths, pos = self._lengths, tail
-        while pos < end:
-            n = lengths[(pos & mask) >> 2]
-            if not n:
-                break
-            if n <= wire.RECORD.size or n > wire.RECORD_MAX or n & 7 or pos + n > head:
-                raise wire.ProtocolError(f"trace ring: record at byte {pos} says {n} bytes "
-                                         f"(head at {head})")
-            pos += n
-        if pos == tail:
+        """The records from tail to published, in ring order (each as the layer wrote it; the
+        decoder checks them), their space given back. ProtocolError if published is no
+        position the producers could have left it at."""
+        tail, mask = self.tail, self._mask
+        published = self._u64[wire.RING_PUBLISHED // 8]
+        if published == tail:
             return b""
-        a, b = tail & mask, pos & mask
+        head = self._u64[wire.RING_HEAD // 8]  # after published: both only grow, head ahead
+        if not tail < published <= min(head, tail + self.size) or published & 7:
+            raise wire.ProtocolError(f"trace ring: published at byte {published} (tail {tail}, head {head})")
+        a, b = tail & mask, published & mask
         if a < b:
             chunk = bytes(self._data[a:b])
             self._data[a:b] = self._zero[:b - a]
@@ -91,8 +86,8 @@ class Ring:
             chunk = bytes(self._data[a:]) + bytes(self._data[:b])
             self._data[a:] = self._zero[a:]
             self._data[:b] = self._zero[:b]
-        self.tail = pos
-        self._u64[wire.RING_TAIL // 8] = pos  # after the zeroing: x86 keeps stores in order
+        self.tail = published
+        self._u64[wire.RING_TAIL // 8] = published  # after the zeroing: x86 keeps stores in order
         if self._word(wire.RING_WAITERS):
             self._wake_producers()
         return chunk
@@ -112,8 +107,8 @@ class Ring:
 
     @property
     def committed(self) -> bool:
-        """Whether the record at tail is written (something to collect)."""
-        return bool(self._lengths[(self.tail & self._mask) >> 2])
+        """Whether there are records to collect."""
+        return self._u64[wire.RING_PUBLISHED // 8] != self.tail
 
     @property
     def unwritten(self) -> int:
@@ -130,6 +125,6 @@ class Ring:
         self._u32[wire.RING_CLOSED // 4] = 1
         if self._word(wire.RING_WAITERS):
             self._wake_producers()
-        for view in (self._u64, self._u32, self._lengths, self._data):
+        for view in (self._u64, self._u32, self._data):
             view.release()
         self._map.close()

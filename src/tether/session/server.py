@@ -39,6 +39,7 @@ BATCH = 256  # frames served from one connection before looking at the others
 RING_SIZE = 4 << 20  # bytes of records per process; TETHER_TRACE_RING sets it (tests: a small one)
 DECODE_SLICE = 256  # records decoded between two looks at the rings
 DECODE_SECONDS = 0.02  # decoding per poll, before the sockets are looked at again
+BAD_RECORDS_SHOWN = 10
 QUIET, MAX_LAG = 0.002, 1.0  # decode once the rings were quiet this long, or records waited that long
 # While the rings had records lately, an empty ring is looked at again every TICK rather than
 # waited on: a wait costs the next event a RING_WAKE (a syscall), and a consumer that keeps up
@@ -75,6 +76,7 @@ class LayerServer:
         self.backlog = Backlog()
         self._chunk, self._chunk_pos = b"", 0  # the chunk being decoded
         self._active = 0.0  # when a ring last had records
+        self._bad_records = 0
         self._waiting_since = 0.0  # when the oldest record not yet decoded was queued
 
     def close(self) -> None:
@@ -211,11 +213,7 @@ class LayerServer:
                 try:
                     item, self._chunk_pos = wire.decode_record(self._chunk, self._chunk_pos)
                 except wire.ProtocolError as e:
-                    self.warn(f"dropping a trace record: {e}")
-                    try:
-                        self._chunk_pos = wire.record_span(self._chunk, self._chunk_pos)
-                    except wire.ProtocolError:  # the records after it cannot be found
-                        self._chunk = b""
+                    self._bad_record(e)
                     continue
                 if type(item) is wire.SyscallEvent:
                     self.on_event(item)
@@ -226,6 +224,19 @@ class LayerServer:
             self._collect()
             if time.monotonic() >= end or not self._decode_due():
                 return did
+
+    def _bad_record(self, e: wire.ProtocolError) -> None:
+        """Skip the record at _chunk_pos, or the rest of the chunk if the records after it
+        cannot be found (a program that wrote over its ring); say so, up to a point."""
+        try:
+            self._chunk_pos, what = wire.record_span(self._chunk, self._chunk_pos), "a trace record"
+        except wire.ProtocolError:
+            what = f"{len(self._chunk) - self._chunk_pos} bytes of trace records"
+            self._chunk = b""
+        self._bad_records += 1
+        if self._bad_records <= BAD_RECORDS_SHOWN:
+            more = " (further ones not shown)" if self._bad_records == BAD_RECORDS_SHOWN else ""
+            self.warn(f"dropping {what}: {e}{more}")
 
     def _wait(self, timeout: float) -> list:
         """select() for up to `timeout`, returning early when a ring has records, or decoding
