@@ -146,9 +146,13 @@ static void publish(struct tether_ring *r, unsigned long from, unsigned long to)
 	}
 }
 
-int tether_ring_put(const unsigned long *record, unsigned long length, int pid)
+int tether_ring_put(unsigned short type, unsigned short flags, const unsigned long *payload, unsigned long n,
+                    int pid)
 {
 	struct tether_ring *r = __atomic_load_n(&ring, __ATOMIC_ACQUIRE);
+	unsigned long length = sizeof(struct tether_record) + n;
+	/* struct tether_record as one word, built in a register */
+	unsigned long header = length | (unsigned long)type << 32 | (unsigned long)flags << 48;
 	int nested = writing;
 	unsigned long start;
 
@@ -177,10 +181,10 @@ int tether_ring_put(const unsigned long *record, unsigned long length, int pid)
 			return 0;
 		}
 	}
-	for (unsigned long i = 8; i < length; i += 8)
-		*(unsigned long *)(records + ((start + i) & mask)) = record[i / 8];
+	for (unsigned long i = 0; i < n; i += 8)
+		*(unsigned long *)(records + ((start + 8 + i) & mask)) = payload[i / 8];
 	/* The header last, in one store: nothing reads the record before it. */
-	__atomic_store_n((unsigned long *)(records + (start & mask)), record[0], __ATOMIC_RELEASE);
+	__atomic_store_n((unsigned long *)(records + (start & mask)), header, __ATOMIC_RELEASE);
 	publish(r, start, start + length);
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	writing = nested;

@@ -121,15 +121,16 @@ int tether_session_plan(const char *path, const char *go_build_id, unsigned id_l
 long tether_recv_fd(long conn, void *buf, unsigned long size, int *fd, int cloexec);
 
 /* ring.c: the producer side of the trace ring (protocol.h).  attach maps
- * the memfd the session sent (and closes it); put writes one record (its
- * 8-byte header filled in, length a multiple of 8, at most
- * TETHER_FRAME_MAX) for process pid, the caller: 0 when written, or dropped
- * because the session is gone; -errno when the caller should send it as a
- * frame instead (no ring, a child of the ring's process, or a full ring
- * while this thread is already writing a record: a signal handler must not
- * wait for the record it interrupted). */
+ * the memfd the session sent (and closes it); put writes one record of
+ * type and flags, its payload n bytes (a multiple of 8, at most
+ * TETHER_FRAME_MAX - 16), for process pid, the caller: 0 when written, or
+ * dropped because the session is gone; -errno when the caller should send
+ * it as a frame instead (no ring, a child of the ring's process, or a full
+ * ring while this thread is already writing a record: a signal handler
+ * must not wait for the record it interrupted). */
 int tether_ring_attach(int fd);
-int tether_ring_put(const unsigned long *record, unsigned long length, int pid);
+int tether_ring_put(unsigned short type, unsigned short flags, const unsigned long *payload, unsigned long n,
+                    int pid);
 
 /* fds.c: the layer's own descriptors (session, agent connections): moved
  * high and registered by park, so libc's close and close_range skip them;

@@ -114,12 +114,11 @@ static unsigned char *put_item(unsigned char *p, const struct item *it, const lo
 /* An event of process pid, thread tid, written by process writer. */
 static void report_as(int writer, int pid, int tid, long nr, const long *args, long ret, unsigned short flags)
 {
-	/* One buffer, two ways out: the record header sits just before the
-	 * payload, and the longer frame header over it. */
+	/* The payload, after room for the frame header it needs if the ring
+	 * cannot take it. */
 	unsigned long buf[(sizeof(struct tether_frame) + sizeof(struct tether_syscall_event) +
 	                   2 * (sizeof(struct tether_data) + STRING_MAX + 8)) / 8 + 1];
 	struct tether_frame *f = (struct tether_frame *)buf;
-	struct tether_record *rec = (struct tether_record *)(f + 1) - 1;
 	struct tether_syscall_event *e = (struct tether_syscall_event *)(f + 1);
 	unsigned char *p = (unsigned char *)(e + 1);
 	unsigned long payload;
@@ -136,10 +135,7 @@ static void report_as(int writer, int pid, int tid, long nr, const long *args, l
 		if (it[i].how != NONE)
 			p = put_item(p, &it[i], args, ret);
 	payload = (unsigned long)(p - (unsigned char *)e);
-	rec->length = (unsigned)(sizeof *rec + payload);
-	rec->type = TETHER_MSG_SYSCALL;
-	rec->flags = flags;
-	if (tether_ring_put((const unsigned long *)rec, rec->length, writer) == 0)
+	if (tether_ring_put(TETHER_MSG_SYSCALL, flags, (const unsigned long *)e, payload, writer) == 0)
 		return;
 	f->length = (unsigned)(sizeof *f + payload);
 	f->type = TETHER_MSG_SYSCALL;
