@@ -5,8 +5,9 @@
 
 Inputs are valid frames of every type, mutated (bytes flipped, cut, lengths rewritten,
 garbage appended) and plain random bytes, fed to decode_frame and the decoder for the frame
-type, to FrameReader in random chunks, and random rule strings to layer/route.c through
-libtether.so. Any exception other than ProtocolError, or a C verdict outside -2..1, is a
+type, to FrameReader in random chunks, and to the trace ring's record decoder as a run of
+records; runs of valid trace records, mutated alike, to the record decoder; and random rule
+strings to layer/route.c through libtether.so. Any exception other than ProtocolError, or a C verdict outside -2..1, is a
 failure (exit 1, the input printed). Prints inputs per second; the hypothesis tests in
 tests/test_protocol.py are the small version that runs in CI.
 """
@@ -65,6 +66,22 @@ def seeds() -> list[bytes]:
     ]
 
 
+def record_seeds() -> list[bytes]:
+    """Runs of trace records, as a ring holds them (and HELLO, as the session queues it)."""
+    sa = encode_inet("198.18.0.1", 8080)
+    events = [wire.SyscallEvent(1, 2, 42, (3, 4, 16, 0, 0, 0), -111, data=(wire.Data(1, wire.DATA_SOCKADDR, sa, 16),)),
+              wire.SyscallEvent(7, 7, 257, (-100, 5, 0, 0, 0, 0), 3,
+                                data=(wire.Data(1, wire.DATA_STRING, b"/etc/hosts", 10),)),
+              wire.SyscallEvent(7, 8, 59, (5, 6, 7, 0, 0, 0), 0, entry=True), wire.SyscallEvent(9, 9, 39, (0,) * 6, 9)]
+    records = []
+    for e in events:
+        frame = wire.decode_frame(wire.encode_syscall(e))
+        records.append(wire.encode_record(frame.type, frame.payload, frame.flags))
+    hello = wire.decode_frame(wire.encode_hello(wire.Hello(1, 1, 42, 1, "/usr/bin/prog", "abc/def"), 1))
+    records.append(wire.encode_record(wire.MSG_HELLO, hello.payload))
+    return [b"".join(records), *records]
+
+
 def mutate(rng: random.Random, frame: bytes) -> bytes:
     b = bytearray(frame)
     for _ in range(rng.randint(0, 4)):
@@ -96,13 +113,22 @@ def _stream(blob: bytes) -> None:
                 decoder(frame)
 
 
+def _records(blob: bytes) -> None:
+    pos = 0
+    while pos < len(blob):
+        try:
+            _, pos = wire.decode_record(blob, pos)
+        except wire.ProtocolError:
+            pos = wire.record_span(blob, pos)  # raises when the run cannot be followed
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--inputs", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     rng = random.Random(args.seed)
-    base = seeds()
+    base, records = seeds(), record_seeds()
     layer = ctypes.CDLL(str(layer_path()))
     layer.tether_route_verdict.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_long]
     sa = encode_inet("10.1.2.3", 53)
@@ -110,8 +136,11 @@ def main() -> int:
     start = time.perf_counter()
     for n in range(args.inputs):
         pick = n % 10
-        if pick < 7:
+        parsers = (_decode, _stream, _records)
+        if pick < 5:
             blob = mutate(rng, rng.choice(base))
+        elif pick < 7:
+            blob, parsers = mutate(rng, rng.choice(records)), (_records,)
         elif pick < 9:
             blob = rng.randbytes(rng.randrange(64))
         else:
@@ -123,7 +152,7 @@ def main() -> int:
                 print(f"route.c gave {verdict} for {rules!r}")
                 return 1
             continue
-        for parse in (_decode, _stream):
+        for parse in parsers:
             try:
                 parse(blob)
             except (wire.ProtocolError, wire.AuthRefused):  # AuthRefused: an ERROR where AUTH_* was due

@@ -9,7 +9,9 @@ the geometric mean of per-round ratios (a run over the native run of its own rou
     native   the program alone: glibc's read()
     hooked   LD_PRELOAD=libtether.so, no session: layer/libc_io.c's read() -> the dispatcher
              -> a raw syscall (goal: hooked/native <= 1.10)
-    trace    tether trace -o /dev/null: every call reported to the session (smaller N)
+    trace    tether trace -o /dev/null: every call recorded in the trace ring and decoded by the
+             session (the same N: fewer calls would time the ring's first lap, page faults
+             and all)
 
     python3 bench/libc_syscall_cost.py [--rounds 7] [--n 2000000]
 """
@@ -47,7 +49,7 @@ def main() -> None:
         "native": lambda: ns_per_read([probe, "reads", str(args.n)]),
         "hooked": lambda: ns_per_read([probe, "reads", str(args.n)], preload_env(dict(os.environ))),
         "trace": lambda: ns_per_read([sys.executable, "-m", "tether", "trace", "-o", os.devnull, "--",
-                                      probe, "reads", str(max(args.n // 20, 1000))]),
+                                      probe, "reads", str(args.n)]),
     }
     results: dict[str, list[float]] = {m: [] for m in modes}
     names = list(modes)

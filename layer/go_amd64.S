@@ -202,7 +202,12 @@ tether_go_vfork:
 	xorl	%r9d, %r9d
 	movq	8(%rsp), %rax		/* trap */
 	syscall
-	leaq	16(%rsp,%r12,8), %rcx	/* &r1, just after the last argument */
+	testq	%rax, %rax
+	jnz	4f
+	/* The child, in its own memory: the thread ids cached there are the
+	 * parent's (self.c). */
+	incl	tether_self_gen(%rip)
+4:	leaq	16(%rsp,%r12,8), %rcx	/* &r1, just after the last argument */
 	cmpq	$-4095, %rax
 	ja	2f
 	movq	%rax, 0(%rcx)		/* r1 */

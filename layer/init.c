@@ -87,13 +87,19 @@ void tether_start(char **envp)
 	have_exe = tether_main_exe(&exe) == 0;
 	if (have_exe)
 		build_id = tether_go_buildid(&exe, &build_id_len);
+	tether_self_init();
 	if (session && *session) {
 		unsigned mode = 0;
-		int err = tether_session_open(session, build_id ? build_id : "", build_id_len, &mode, &reply);
+		int ring = -1;
+		int err = tether_session_open(session, build_id ? build_id : "", build_id_len, &mode, &reply, &ring);
 
 		if (err < 0)
 			no_session(session, err);
 		plan = reply.plan[0] ? reply.plan : 0;
+		/* Without a ring, events go to the socket as frames: slower, same trace. */
+		if (ring >= 0 && tether_ring_attach(ring) < 0)
+			tether_say((const char *[]){"tether: warning: the session's trace ring is unusable; "
+			                            "tracing without it (slower)", 0});
 		if (mode & TETHER_MODE_TRACE)
 			tether_tracing = 1;
 		tether_exec_install(envp);

@@ -5,7 +5,7 @@
  * done here because glibc's calls its internal execve, which no
  * interposition reaches.  fork stays glibc's (its atfork handlers and lock
  * resets must run); the layer only reports it.
- * vfork is not wrapped (a wrapper cannot return twice on one stack); its
+ * vfork is vfork.S's (a C wrapper cannot return twice on one stack); its
  * child's exec comes through here like any other.  posix_spawn execs inside
  * glibc: the layer gives it the environment exec.c gives every exec, and
  * reports the exec as the child's once the spawn succeeded. */

@@ -23,6 +23,7 @@
 #define TETHER_MSG_AUTH_OK 9	  /* agent -> session: the agent's proof of the token */
 #define TETHER_MSG_ERROR 15	  /* reply to any request: errno and a message */
 #define TETHER_MSG_SYSCALL 16	  /* layer -> session: one traced syscall */
+#define TETHER_MSG_RING_WAKE 17	  /* layer -> session: its trace ring has records (no payload) */
 #define TETHER_MSG_CONNECT 32	  /* open and connect a socket in the target */
 #define TETHER_MSG_CONNECT_REPLY 33 /* success; the descriptor rides along (SCM_RIGHTS) */
 #define TETHER_MSG_OPEN 34	  /* open a file in the target, read-only */
@@ -45,6 +46,9 @@
 #define TETHER_FLAG_MORE 2	/* ENV_REPLY: more frames of the same reply follow */
 #define TETHER_FLAG_RELAYED 4	/* CONNECT_REPLY: the descriptor is a stream to a relay; the
 				 * target socket's own and peer addresses follow the status */
+
+/* HELLO capabilities */
+#define TETHER_CAP_TRACE_RING 1	/* takes a trace ring (struct tether_ring) with HELLO_REPLY */
 
 /* HELLO_REPLY modes */
 #define TETHER_MODE_TRACE 1	/* report every hooked syscall */
@@ -107,6 +111,58 @@ struct tether_data {
 	unsigned char kind;	/* TETHER_DATA_* */
 	unsigned short length;	/* bytes that follow */
 	unsigned int full_length; /* before cutting to fit the frame */
+};
+
+/* The trace ring: shared memory (a memfd the session makes and passes with
+ * HELLO_REPLY, SCM_RIGHTS, when tracing and the HELLO offered
+ * TETHER_CAP_TRACE_RING) into which every thread of the process, and of its
+ * forked children until they exec, writes its SYSCALL events with no
+ * syscall.  head, published and tail count bytes since the start and never
+ * wrap; a record lives at (position & (size - 1)) after this header, may
+ * run over the end of the area and on at its start, and is 8-byte aligned,
+ * so its header never does.
+ *
+ * A producer reserves with a fetch-add on head, waits while its record's
+ * end is more than size bytes past tail (futex on space, counted in
+ * waiters), writes the payload, then stores the record header in one
+ * 8-byte release store: a zero header means "not yet written".  Then it
+ * moves published over its record if published was at its start, and on
+ * over the written records after it (a writer that finished first left
+ * that to it): everything before published is written, in order.  The
+ * session copies [tail, published) out in one piece, zeroes those bytes,
+ * then moves tail, bumping space and waking the futex if there are
+ * waiters.  It sets sleeping before it waits on the socket; the producer
+ * that finds it set clears it and sends RING_WAKE.  Each group of fields
+ * has its own cache line, by who writes it. */
+#define TETHER_RING_MAGIC 0x676e6972u	/* "ring" */
+#define TETHER_RING_VERSION 1
+
+struct tether_ring {
+	/* set by the session before it passes the ring on */
+	unsigned int magic;
+	unsigned int version;
+	unsigned long size;	/* bytes of records after this header: a power of two */
+	unsigned char pad0[48];
+	/* producers */
+	unsigned long head;	/* bytes reserved */
+	unsigned long published; /* bytes written, in order */
+	unsigned int waiters;	/* producers waiting for space */
+	unsigned char pad1[44];
+	/* the session */
+	unsigned long tail;	/* bytes read and zeroed again */
+	unsigned int space;	/* futex word: bumped when tail moves while there are waiters */
+	unsigned int sleeping;	/* 1: the session waits for RING_WAKE before it reads again */
+	unsigned int closed;	/* 1: the session reads no more: drop events, never wait */
+	unsigned char pad2[44];
+};
+
+/* A record in the ring: this header, then the payload of the frame of that
+ * type (SYSCALL: struct tether_syscall_event and its data items). */
+struct tether_record {
+	unsigned int length;	/* header and payload; the next record starts at the next
+				 * multiple of 8 (the layer's are multiples of 8) */
+	unsigned short type;	/* TETHER_MSG_SYSCALL */
+	unsigned short flags;	/* TETHER_FLAG_ENTRY */
 };
 
 /* ERROR payload: then a u16 length and a message. */

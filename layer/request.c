@@ -16,47 +16,22 @@
 #define SYS_socket 41
 #define SYS_connect 42
 #define SYS_sendto 44
-#define SYS_recvmsg 47
 #define SYS_setsockopt 54
 #define AF_UNIX 1
 #define SOCK_SEQPACKET 5
 #define SOCK_CLOEXEC 02000000
 #define SOL_SOCKET 1
 #define SO_RCVTIMEO 20
-#define SCM_RIGHTS 1
 #define MSG_NOSIGNAL 0x4000
-#define MSG_CMSG_CLOEXEC 0x40000000
 #define POLLIN 1
 #define POLLERR 8
 #define POLLHUP 16
 #define POLLRDHUP 0x2000
-#define EINTR 4
 #define EAGAIN 11
 #define EPIPE 32
 #define ECONNRESET 104
 #define ECONNREFUSED 111
 #define REPLY_TIMEOUT_S 30	/* the agent answers at once; this only bounds a wedged one */
-
-struct iovec {
-	void *base;
-	unsigned long len;
-};
-
-struct msghdr {
-	void *name;
-	unsigned int namelen;
-	struct iovec *iov;
-	unsigned long iovlen;
-	void *control;
-	unsigned long controllen;
-	int flags;
-};
-
-struct cmsghdr {
-	unsigned long len;
-	int level;
-	int type;
-};
 
 static struct {
 	unsigned short family;
@@ -178,24 +153,12 @@ int tether_agent_gone(void)
 static long exchange_on(long conn, void *buf, unsigned long size, int *fds, int max, int cloexec)
 {
 	const struct tether_frame *f = buf;
-	unsigned long control[(sizeof(struct cmsghdr) + TETHER_SOCKETS_MAX * sizeof(int) + 7) / 8];
-	struct iovec iov = {buf, size};
-	struct msghdr msg = {0, 0, &iov, 1, control, (sizeof(struct cmsghdr) + (unsigned)max * sizeof(int) + 7) & ~7ul, 0};
-	const struct cmsghdr *c = (const struct cmsghdr *)control;
 	long n = raw(SYS_sendto, conn, (long)buf, f->length, MSG_NOSIGNAL, 0);
 
 	if (n < 0)
 		return n;
-	do
-		n = raw(SYS_recvmsg, conn, (long)&msg, cloexec ? MSG_CMSG_CLOEXEC : 0, 0, 0);
-	while (n == -EINTR);
-	if (n == -EAGAIN)
-		return -110; /* ETIMEDOUT */
-	if (n > 0 && msg.controllen >= sizeof *c + sizeof(int) && c->level == SOL_SOCKET &&
-	    c->type == SCM_RIGHTS)
-		for (unsigned long i = 0; i < (c->len - sizeof *c) / sizeof(int) && i < (unsigned)max; i++)
-			fds[i] = ((const int *)(c + 1))[i];
-	return n;
+	n = tether_recv_fds(conn, buf, size, fds, max, cloexec);
+	return n == -EAGAIN ? -110 /* ETIMEDOUT */ : n;
 }
 
 static void close_all(int *fds, int max)

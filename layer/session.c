@@ -4,8 +4,9 @@
  * says who it is (HELLO: pid, executable, Go build id) and gets back the mode
  * and this executable's own hook plan (HELLO_REPLY).  Every process connects
  * for itself, so a child started by the hooked program, whatever its binary,
- * gets the plan for that binary.  The socket is close-on-exec and sits at a
- * high descriptor number, out of the way of the program's own. */
+ * gets the plan for that binary; when tracing, the reply brings the trace
+ * ring (ring.c) along.  The socket is close-on-exec and sits at a high
+ * descriptor number, out of the way of the program's own. */
 #include "tether.h"
 #include "protocol.h"
 
@@ -13,13 +14,13 @@
 #define SYS_socket 41
 #define SYS_connect 42
 #define SYS_sendto 44
-#define SYS_recvfrom 45
 #define SYS_readlink 89
 #define SYS_getpid 39
 #define SYS_getppid 110
 #define AF_UNIX 1
 #define SOCK_SEQPACKET 5
 #define SOCK_CLOEXEC 02000000
+#define MSG_DONTWAIT 0x40
 #define MSG_NOSIGNAL 0x4000
 #define PATH_MAX_UN 108
 
@@ -65,17 +66,31 @@ unsigned char *tether_put_string(unsigned char *p, const char *s, unsigned n)
 
 int tether_session_send(const void *frame, unsigned long length)
 {
-	if (tether_session_fd < 0)
+	int fd = __atomic_load_n(&tether_session_fd, __ATOMIC_ACQUIRE);
+
+	if (fd < 0)
 		return -9; /* EBADF */
-	return (int)raw(SYS_sendto, tether_session_fd, (long)frame, (long)length, MSG_NOSIGNAL, 0, 0);
+	return (int)raw(SYS_sendto, fd, (long)frame, (long)length, MSG_NOSIGNAL, 0, 0);
+}
+
+/* RING_WAKE, never blocking: a full socket buffer already has the session
+ * coming back to read. */
+void tether_session_wake(void)
+{
+	static const struct tether_frame wake = {sizeof wake, TETHER_MSG_RING_WAKE, 0, 0};
+	int fd = __atomic_load_n(&tether_session_fd, __ATOMIC_ACQUIRE);
+
+	if (fd >= 0)
+		raw(SYS_sendto, fd, (long)&wake, sizeof wake, MSG_DONTWAIT | MSG_NOSIGNAL, 0, 0);
 }
 
 /* Send the request in buf (payload up to end) and receive the reply, which
- * must be reply_type with the same id, into buf.  Returns its length or
- * -errno.  The reply is read by the thread that asked: callers hold the
- * link for the exchange (start-up, or the lock in tether_session_plan). */
+ * must be reply_type with the same id, into buf; a descriptor that came
+ * with it goes to *fd (else -1).  Returns its length or -errno.  The reply
+ * is read by the thread that asked: callers hold the link for the exchange
+ * (start-up, or the lock in tether_session_plan). */
 static long exchange(unsigned char *buf, unsigned long size, const unsigned char *end,
-                     unsigned short type, unsigned long id, unsigned short reply_type)
+                     unsigned short type, unsigned long id, unsigned short reply_type, int *fd)
 {
 	struct tether_frame *f = (struct tether_frame *)buf;
 	long n;
@@ -84,11 +99,16 @@ static long exchange(unsigned char *buf, unsigned long size, const unsigned char
 	f->type = type;
 	f->flags = 0;
 	f->id = id;
+	*fd = -1;
 	if (tether_session_send(buf, f->length) < 0)
 		return -32; /* EPIPE */
-	n = raw(SYS_recvfrom, tether_session_fd, (long)buf, (long)size, 0, 0, 0);
-	if (n < (long)sizeof *f || f->length != (unsigned)n || f->type != reply_type || f->id != id)
+	n = tether_recv_fds(tether_session_fd, buf, size, fd, 1, 1);
+	if (n < (long)sizeof *f || f->length != (unsigned)n || f->type != reply_type || f->id != id) {
+		if (*fd >= 0)
+			raw(SYS_close, *fd, 0, 0, 0, 0, 0);
+		*fd = -1;
 		return -71; /* EPROTO */
+	}
 	return n;
 }
 
@@ -110,11 +130,12 @@ static const unsigned char *take_string(const unsigned char *p, const unsigned c
 	return p + 2 + len;
 }
 
-/* Connect and exchange HELLO / HELLO_REPLY.  On success *mode is set and
- * the strings of the reply (NUL-terminated, maybe empty) are in r: this
- * executable's hook plan, the agent's socket and the outgoing rules. */
+/* Connect and exchange HELLO / HELLO_REPLY.  On success *mode is set, the
+ * strings of the reply (NUL-terminated, maybe empty) are in r: this
+ * executable's hook plan, the agent's socket and the outgoing rules; and
+ * *ring is the trace ring's memfd if one came along, else -1. */
 int tether_session_open(const char *path, const char *go_build_id, unsigned id_len,
-                        unsigned *mode, struct tether_session_reply *reply)
+                        unsigned *mode, struct tether_session_reply *reply, int *ring)
 {
 	unsigned long words[TETHER_FRAME_MAX / 8]; /* aligned for the structs below */
 	unsigned char *buf = (unsigned char *)words;
@@ -124,6 +145,7 @@ int tether_session_open(const char *path, const char *go_build_id, unsigned id_l
 	long exe_len, n;
 	unsigned char *p;
 
+	*ring = -1;
 	tether_session_fd = connect_to(path);
 	if (tether_session_fd < 0)
 		return tether_session_fd;
@@ -134,21 +156,24 @@ int tether_session_open(const char *path, const char *go_build_id, unsigned id_l
 		id_len = 0;
 	h->version = TETHER_PROTOCOL_VERSION;
 	h->reserved = 0;
-	h->capabilities = 0;
+	h->capabilities = TETHER_CAP_TRACE_RING;
 	h->pid = (int)raw(SYS_getpid, 0, 0, 0, 0, 0, 0);
 	h->ppid = (int)raw(SYS_getppid, 0, 0, 0, 0, 0, 0);
 	p = tether_put_string((unsigned char *)(h + 1), exe, (unsigned)exe_len);
 	p = tether_put_string(p, go_build_id, id_len);
-	n = exchange(buf, sizeof words, p, TETHER_MSG_HELLO, 1, TETHER_MSG_HELLO_REPLY);
+	n = exchange(buf, sizeof words, p, TETHER_MSG_HELLO, 1, TETHER_MSG_HELLO_REPLY, ring);
 	if (n < 0)
 		return (int)n;
-	if (n < (long)(sizeof(struct tether_frame) + sizeof *r) || r->version != TETHER_PROTOCOL_VERSION)
-		return -71; /* EPROTO */
 	p = (unsigned char *)(r + 1);
-	if (!(p = (unsigned char *)take_string(p, buf + n, reply->plan, sizeof reply->plan)) ||
+	if (n < (long)(sizeof(struct tether_frame) + sizeof *r) || r->version != TETHER_PROTOCOL_VERSION ||
+	    !(p = (unsigned char *)take_string(p, buf + n, reply->plan, sizeof reply->plan)) ||
 	    !(p = (unsigned char *)take_string(p, buf + n, reply->agent, sizeof reply->agent)) ||
-	    !(p = (unsigned char *)take_string(p, buf + n, reply->rules, sizeof reply->rules)) || p != buf + n)
+	    !(p = (unsigned char *)take_string(p, buf + n, reply->rules, sizeof reply->rules)) || p != buf + n) {
+		if (*ring >= 0)
+			raw(SYS_close, *ring, 0, 0, 0, 0, 0);
+		*ring = -1;
 		return -71; /* EPROTO */
+	}
 	*mode = r->mode;
 	return 0;
 }
@@ -164,7 +189,7 @@ int tether_session_plan(const char *path, const char *go_build_id, unsigned id_l
 	unsigned long n = tether_strlen(path);
 	unsigned char *p;
 	long got;
-	int err;
+	int err, fd;
 
 	if (tether_session_fd < 0)
 		return -9; /* EBADF */
@@ -174,7 +199,9 @@ int tether_session_plan(const char *path, const char *go_build_id, unsigned id_l
 		;
 	p = tether_put_string(buf + sizeof(struct tether_frame), path, (unsigned)n);
 	p = tether_put_string(p, go_build_id, id_len);
-	got = exchange(buf, sizeof words, p, TETHER_MSG_PLAN_REQUEST, 2, TETHER_MSG_PLAN_REPLY);
+	got = exchange(buf, sizeof words, p, TETHER_MSG_PLAN_REQUEST, 2, TETHER_MSG_PLAN_REPLY, &fd);
+	if (fd >= 0)
+		raw(SYS_close, fd, 0, 0, 0, 0, 0); /* none is due */
 	if (got < 0)
 		err = (int)got;
 	else

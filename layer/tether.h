@@ -108,12 +108,30 @@ struct tether_session_reply {
 	char rules[2048];
 };
 int tether_session_open(const char *path, const char *go_build_id, unsigned id_len,
-                        unsigned *mode, struct tether_session_reply *reply);
+                        unsigned *mode, struct tether_session_reply *reply, int *ring);
 int tether_session_send(const void *frame, unsigned long length);
+void tether_session_wake(void); /* RING_WAKE, if it can go at once */
 /* A u16 length and n bytes of s at p (the wire's strings); returns the end. */
 unsigned char *tether_put_string(unsigned char *p, const char *s, unsigned n);
 int tether_session_plan(const char *path, const char *go_build_id, unsigned id_len,
                         char *plan, unsigned plan_size);
+
+/* fd_recv.c: one message on conn into buf, and the descriptors that came
+ * with it in fds (up to max, 1 to TETHER_SOCKETS_MAX; -1 in the slots
+ * left).  Its length, 0 at end of stream, or -errno. */
+long tether_recv_fds(long conn, void *buf, unsigned long size, int *fds, int max, int cloexec);
+
+/* ring.c: the producer side of the trace ring (protocol.h).  attach maps
+ * the memfd the session sent (and closes it); put writes one record of
+ * type and flags, its payload n bytes (a multiple of 8, at most
+ * TETHER_FRAME_MAX - 16), for process pid, the caller: 0 when written, or
+ * dropped because the session is gone; -errno when the caller should send
+ * it as a frame instead (no ring, a child of the ring's process, or a full
+ * ring while this thread is already writing a record: a signal handler
+ * must not wait for the record it interrupted). */
+int tether_ring_attach(int fd);
+int tether_ring_put(unsigned short type, unsigned short flags, const unsigned long *payload, unsigned long n,
+                    int pid);
 
 /* fds.c: the layer's own descriptors (session, agent connections): moved
  * high and registered by park, so libc's close and close_range skip them;
@@ -126,8 +144,17 @@ long tether_fd_next_ours(unsigned long first, unsigned long last); /* lowest in 
 void tether_fd_evict(long fd); /* before the program dups onto fd, one of ours */
 
 /* self.c: this process's pid, and reads of its memory that a bad pointer
- * cannot crash (bytes copied or -errno). */
+ * cannot crash (bytes copied or -errno).  tether_self_ids: the calling
+ * thread's pid and tid, cached per thread.  Bumping tether_self_gen makes
+ * every cache stale: vfork.S and trace.c do it in a child sharing this
+ * memory, go_amd64.S in a Go fork child (their ids are then asked each
+ * time); tether_self_forked in a fork child with memory of its own (trace.c);
+ * tether_self_init once at start. */
 int tether_current_pid(void);
+extern unsigned tether_self_gen;
+void tether_self_init(void);
+void tether_self_forked(void);
+void tether_self_ids(int *pid, int *tid);
 long tether_peek(void *dst, long addr, unsigned long n);
 long tether_poke(long addr, const void *src, unsigned long n);
 

@@ -1,15 +1,21 @@
 /* trace.c - report each hooked syscall to the session (tether trace).
  *
- * The handler runs the call, then sends one SYSCALL frame: numbers, the
+ * The handler runs the call, then records one SYSCALL event: numbers, the
  * result, and the memory that makes the line readable (paths, socket
  * addresses), copied with process_vm_readv so a bad pointer from the
- * program gives a shorter line, never a crash.  Calls that do not return
- * (execve, exit) are reported before they run.  It wraps whatever handler
- * the dispatcher picked, so a detour is traced like a passthrough. */
+ * program gives a shorter line, never a crash.  The event goes into the
+ * trace ring (ring.c), or as a frame on the session socket when the ring
+ * cannot take it.  Calls that do not return (execve, exit) are reported
+ * before they run.  It wraps whatever handler the dispatcher picked, so a
+ * detour is traced like a passthrough. */
 #include "tether.h"
 #include "protocol.h"
 
-#define SYS_gettid 186
+#define SYS_clone 56
+#define SYS_fork 57
+#define SYS_vfork 58
+#define SYS_clone3 435
+#define CLONE_VM 0x100
 #define STRING_MAX 256
 #define SOCKADDR_MAX 128
 
@@ -105,13 +111,17 @@ static unsigned char *put_item(unsigned char *p, const struct item *it, const lo
 	return p;
 }
 
-static void report_as(int pid, int tid, long nr, const long *args, long ret, unsigned short flags)
+/* An event of process pid, thread tid, written by process writer. */
+static void report_as(int writer, int pid, int tid, long nr, const long *args, long ret, unsigned short flags)
 {
+	/* The payload, after room for the frame header it needs if the ring
+	 * cannot take it. */
 	unsigned long buf[(sizeof(struct tether_frame) + sizeof(struct tether_syscall_event) +
 	                   2 * (sizeof(struct tether_data) + STRING_MAX + 8)) / 8 + 1];
 	struct tether_frame *f = (struct tether_frame *)buf;
 	struct tether_syscall_event *e = (struct tether_syscall_event *)(f + 1);
 	unsigned char *p = (unsigned char *)(e + 1);
+	unsigned long payload;
 	struct item it[2];
 
 	e->pid = pid;
@@ -124,7 +134,10 @@ static void report_as(int pid, int tid, long nr, const long *args, long ret, uns
 	for (int i = 0; i < 2; i++)
 		if (it[i].how != NONE)
 			p = put_item(p, &it[i], args, ret);
-	f->length = (unsigned)(p - (unsigned char *)buf);
+	payload = (unsigned long)(p - (unsigned char *)e);
+	if (tether_ring_put(TETHER_MSG_SYSCALL, flags, (const unsigned long *)e, payload, writer) == 0)
+		return;
+	f->length = (unsigned)(sizeof *f + payload);
 	f->type = TETHER_MSG_SYSCALL;
 	f->flags = flags;
 	f->id = 0;
@@ -134,16 +147,37 @@ static void report_as(int pid, int tid, long nr, const long *args, long ret, uns
 
 static void report(long nr, const long *args, long ret, unsigned short flags)
 {
-	report_as(tether_current_pid(), (int)tether_raw_syscall6(SYS_gettid, 0, 0, 0, 0, 0, 0), nr, args, ret,
-	          flags);
+	int pid, tid;
+
+	tether_self_ids(&pid, &tid);
+	report_as(pid, pid, tid, nr, args, ret, flags);
 }
 
 void tether_trace_exec_for(int pid, long nr, const long *args)
 {
-	report_as(pid, pid, nr, args, 0, TETHER_FLAG_ENTRY);
+	int me, tid;
+
+	tether_self_ids(&me, &tid);
+	report_as(me, pid, pid, nr, args, 0, TETHER_FLAG_ENTRY);
 }
 
 int tether_tracing;
+
+/* After a call returned 0: if it made a process and this is the child, the
+ * thread ids cached for the parent are not its own (self.c).  libc's fork
+ * comes here too (libc_proc.c); vforks never return through C: Go's and
+ * glibc's are go_amd64.S's and vfork.S's, which see to it themselves. */
+static void child_of(long nr, long a1)
+{
+	unsigned long flags = (unsigned long)a1;
+
+	if (nr == SYS_clone3 && tether_peek(&flags, a1, sizeof flags) != sizeof flags)
+		return;
+	if (nr == SYS_fork || ((nr == SYS_clone || nr == SYS_clone3) && !(flags & CLONE_VM)))
+		tether_self_forked();
+	else if (nr == SYS_vfork || nr == SYS_clone || nr == SYS_clone3) /* in the parent's memory */
+		__atomic_add_fetch(&tether_self_gen, 1, __ATOMIC_RELEASE);
+}
 
 static int never_returns(long nr)
 {
@@ -159,6 +193,8 @@ long tether_trace_call(tether_syscall_fn *fn, long nr, long a1, long a2, long a3
 	if (never_returns(nr))
 		report(nr, args, 0, TETHER_FLAG_ENTRY);
 	ret = fn(nr, a1, a2, a3, a4, a5, a6);
+	if (ret == 0)
+		child_of(nr, a1);
 	report(nr, args, ret, 0);
 	return ret;
 }

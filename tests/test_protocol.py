@@ -95,6 +95,23 @@ FACTS = {
     "offsetof(struct tether_data, kind)": 1,
     "offsetof(struct tether_data, length)": 2,
     "offsetof(struct tether_data, full_length)": 4,
+    "TETHER_MSG_RING_WAKE": wire.MSG_RING_WAKE,
+    "TETHER_CAP_TRACE_RING": wire.CAP_TRACE_RING,
+    "TETHER_RING_MAGIC": wire.RING_MAGIC,
+    "TETHER_RING_VERSION": wire.RING_VERSION,
+    "sizeof(struct tether_ring)": wire.RING.size,
+    "offsetof(struct tether_ring, version)": 4,
+    "offsetof(struct tether_ring, size)": 8,
+    "offsetof(struct tether_ring, head)": wire.RING_HEAD,
+    "offsetof(struct tether_ring, published)": wire.RING_PUBLISHED,
+    "offsetof(struct tether_ring, waiters)": wire.RING_WAITERS,
+    "offsetof(struct tether_ring, tail)": wire.RING_TAIL,
+    "offsetof(struct tether_ring, space)": wire.RING_SPACE,
+    "offsetof(struct tether_ring, sleeping)": wire.RING_SLEEPING,
+    "offsetof(struct tether_ring, closed)": wire.RING_CLOSED,
+    "sizeof(struct tether_record)": wire.RECORD.size,
+    "offsetof(struct tether_record, type)": 4,
+    "offsetof(struct tether_record, flags)": 6,
 }
 
 
@@ -322,3 +339,17 @@ def test_token_files_must_be_private_and_long_enough(tmp_path):
     path.chmod(0o600)
     with pytest.raises(auth.TokenError, match="at least 16"):
         auth.load_token(str(path))
+
+
+def test_ring_header_struct_and_offsets_agree():
+    """wire.RING (how the session writes the header) puts each field where the offsets (how it
+    reads and writes them afterwards, and what the C header says) expect it."""
+    import struct
+
+    fields = dict(magic=1, version=2, size=3, head=4, published=5, waiters=6, tail=7, space=8, sleeping=9,
+                  closed=10)
+    blob = wire.RING.pack(*fields.values())
+    at = {"magic": (0, "I"), "version": (4, "I"), "size": (8, "Q"), "head": (wire.RING_HEAD, "Q"),
+          "published": (wire.RING_PUBLISHED, "Q"), "waiters": (wire.RING_WAITERS, "I"), "tail": (wire.RING_TAIL, "Q"), "space": (wire.RING_SPACE, "I"),
+          "sleeping": (wire.RING_SLEEPING, "I"), "closed": (wire.RING_CLOSED, "I")}
+    assert {name: struct.unpack_from("<" + fmt, blob, off)[0] for name, (off, fmt) in at.items()} == fields

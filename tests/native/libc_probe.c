@@ -6,6 +6,7 @@
  *   libc_probe reads N      N 1-byte reads from /dev/zero, timed: ns per read
  *   libc_probe spawn        fork + execlp (PATH search), execle, execv, posix_spawnp
  *   libc_probe dupover DIR  dup2 onto descriptors 700-763, then a file made and removed in DIR
+ *   libc_probe vfork        close(-101), vfork: the child close(-102) and execs true; close(-103)
  *
  * Prints the same lines with or without tether; exits 1 on any failure. */
 #define _GNU_SOURCE
@@ -238,6 +239,25 @@ static int spawn(void)
 	return 0;
 }
 
+/* The vfork child runs in the parent's memory, with the TLS of the thread that called vfork;
+ * the three closes (EBADF) tell in the trace who made them. */
+static int vforked(void)
+{
+	pid_t pid;
+
+	close(-101);
+	pid = vfork();
+	if (pid == 0) {
+		close(-102);
+		execl("/bin/true", "true", (char *)NULL);
+		_exit(127);
+	}
+	check(pid > 0, "vfork");
+	close(-103);
+	printf("vfork child exited %d\n", wait_for(pid));
+	return 0;
+}
+
 /* Numbers a program may pick for its own reasons, tether's among them. */
 static int dupover(const char *dir)
 {
@@ -270,6 +290,8 @@ int main(int argc, char **argv)
 		return spawn();
 	if (argc == 3 && !strcmp(argv[1], "reads"))
 		return reads(atol(argv[2]));
-	fprintf(stderr, "usage: libc_probe net | files DIR | threads N SECONDS | reads N | spawn\n");
+	if (argc == 2 && !strcmp(argv[1], "vfork"))
+		return vforked();
+	fprintf(stderr, "usage: libc_probe net | files DIR | threads N SECONDS | reads N | spawn | vfork\n");
 	return 2;
 }

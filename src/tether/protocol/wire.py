@@ -24,6 +24,7 @@ MSG_AUTH_RESPONSE = 8  # the session's nonce and proof of the token
 MSG_AUTH_OK = 9  # the agent's proof of the token
 MSG_ERROR = 15
 MSG_SYSCALL = 16
+MSG_RING_WAKE = 17  # layer -> session: its trace ring has records (the session said it sleeps)
 MSG_CONNECT = 32
 MSG_CONNECT_REPLY = 33
 MSG_OPEN = 34
@@ -44,6 +45,7 @@ MSG_STREAM_REPLY = 47  # connected (addresses as CONNECT_REPLY's); relayed bytes
 FLAG_ENTRY = 1
 FLAG_MORE = 2
 FLAG_RELAYED = 4  # CONNECT_REPLY: the descriptor is a relay stream; the target socket's addresses follow
+CAP_TRACE_RING = 1  # HELLO: the layer takes a trace ring with HELLO_REPLY
 MODE_TRACE = 1
 MODE_NET = 2
 MODE_DNS = 4
@@ -73,8 +75,19 @@ NAMEINFO = struct.Struct("<i")  # NI_* flags; then the sockaddr. Reply: RESOLVE_
 ENV_MAX = 1 << 20  # bytes of environment a session accepts from an agent
 READ_FILE_MAX = 1 << 20  # bytes of a file READ_FILE carries (the resolver's files are small)
 NONCE = 32  # AUTH_CHALLENGE: the nonce; AUTH_RESPONSE: nonce + proof; AUTH_OK: proof (HMAC-SHA256)
+U32 = struct.Struct("<I")
 DATAGRAM = struct.Struct("<H")  # a relayed datagram's length, before its bytes
 U16 = struct.Struct("<H")
+
+# The trace ring (layer/protocol.h, struct tether_ring): a header of three cache lines (set by
+# the session; written by producers; written by the session), then `size` bytes of records.
+RING_MAGIC = 0x676E6972
+RING_VERSION = 1
+RING = struct.Struct("<IIQ48xQQI44xQIII44x")  # magic, version, size | head, published, waiters | tail,
+RING_HEAD, RING_PUBLISHED, RING_WAITERS = 64, 72, 80  # space, sleeping, closed
+RING_TAIL, RING_SPACE, RING_SLEEPING, RING_CLOSED = 128, 136, 140, 144
+RECORD = struct.Struct("<IHH")  # length (header and payload), type, flags; the next starts 8-aligned
+RECORD_MAX = FRAME_MAX
 
 
 class ProtocolError(Exception):
@@ -705,20 +718,61 @@ def encode_syscall(e: SyscallEvent) -> bytes:
 
 
 def decode_syscall(f: Frame) -> SyscallEvent:
-    p = f.payload
-    if f.type != MSG_SYSCALL or len(p) < SYSCALL_EVENT.size:
+    if f.type != MSG_SYSCALL:
         raise ProtocolError("malformed SYSCALL event")
-    pid, tid, nr, *rest = SYSCALL_EVENT.unpack_from(p)
-    args, ret = tuple(rest[:6]), rest[6]
+    return _syscall(f.payload, 0, len(f.payload), f.flags)
+
+
+def _syscall(p: bytes, pos: int, end: int, flags: int) -> SyscallEvent:
+    """The SYSCALL payload in p[pos:end] (no copy of it: this runs for every traced call)."""
+    if end - pos < SYSCALL_EVENT.size:
+        raise ProtocolError("malformed SYSCALL event")
+    v = SYSCALL_EVENT.unpack_from(p, pos)
+    pos += SYSCALL_EVENT.size
     data = []
-    pos = SYSCALL_EVENT.size
-    while pos < len(p):
-        if pos + DATA.size > len(p):
+    while pos < end:
+        if pos + DATA.size > end:
             raise ProtocolError("data item header runs past the frame")
         arg, kind, length, full = DATA.unpack_from(p, pos)
         pos += DATA.size
-        if arg > 5 or kind not in (DATA_STRING, DATA_SOCKADDR) or pos + length > len(p) or full < length:
+        if arg > 5 or kind not in (DATA_STRING, DATA_SOCKADDR) or pos + length > end or full < length:
             raise ProtocolError(f"bad data item (arg {arg}, kind {kind}, {length} bytes)")
         data.append(Data(arg, kind, p[pos:pos + length], full))
         pos += length + (-(DATA.size + length) % 8)
-    return SyscallEvent(pid, tid, nr, args, ret, bool(f.flags & FLAG_ENTRY), tuple(data))
+    # tuple.__new__ directly: NamedTuple's own __new__ is Python code, a third of this function
+    return _tuple_new(SyscallEvent, (v[0], v[1], v[2], v[3:9], v[9], bool(flags & FLAG_ENTRY), tuple(data)))
+
+
+_tuple_new = tuple.__new__
+
+
+def encode_record(type: int, payload: bytes, flags: int = 0) -> bytes:
+    """A record as the trace ring holds them, padded so that the next one starts 8-aligned."""
+    length = RECORD.size + len(payload)
+    if length > RECORD_MAX:
+        raise ProtocolError(f"record of {length} bytes exceeds {RECORD_MAX}")
+    return RECORD.pack(length, type, flags) + payload + b"\0" * (-length % 8)
+
+
+def record_span(buf: bytes, pos: int) -> int:
+    """Where the record at pos ends (padding included); ProtocolError if it does not fit buf."""
+    if pos + RECORD.size > len(buf):
+        raise ProtocolError(f"record header at {pos} runs past the {len(buf)} bytes")
+    (length,) = U32.unpack_from(buf, pos)
+    end = pos + length + (-length % 8)
+    if not RECORD.size < length <= RECORD_MAX or end > len(buf):
+        raise ProtocolError(f"record at {pos} says {length} bytes ({len(buf) - pos} there)")
+    return end
+
+
+def decode_record(buf: bytes, pos: int) -> tuple[SyscallEvent | Hello, int]:
+    """The record at pos, a SYSCALL event or a HELLO the session queued among them, and where
+    the next one starts. ProtocolError if it is malformed (record_span then says whether the
+    records after it can still be found)."""
+    end = record_span(buf, pos)
+    length, type, flags = RECORD.unpack_from(buf, pos)
+    if type == MSG_SYSCALL:
+        return _syscall(buf, pos + RECORD.size, pos + length, flags), end
+    if type == MSG_HELLO:
+        return decode_hello(Frame(type, flags, 0, bytes(buf[pos + RECORD.size:pos + length]))), end
+    raise ProtocolError(f"record of type {type} in a trace")

@@ -11,6 +11,7 @@ import errno
 import os
 import socket
 import struct
+from typing import NamedTuple
 
 from ..protocol.sockaddr import SockaddrError, decode_inet
 from ..protocol.wire import DATA_SOCKADDR, DATA_STRING, SyscallEvent
@@ -143,36 +144,72 @@ def _flags(value: int, table, base: str | None) -> str:
     return "|".join(parts) or "0"
 
 
-def _arg(kind: str, value: int, data) -> str:
-    v = _signed(value)
-    if kind in ("path", "sockaddr"):
-        if data is None:
-            return "NULL" if value == 0 else hex(value)
-        if data.kind == DATA_STRING:
-            return _quote(data.value, data.truncated)
-        if data.kind == DATA_SOCKADDR:
-            return format_sockaddr(data.value)
-    if kind == "fd" or kind == "int":
-        return str(v)
-    if kind == "dirfd":
-        return "AT_FDCWD" if (v & 0xFFFFFFFF) == (AT_FDCWD & 0xFFFFFFFF) else str(v)
-    if kind == "oflags":
-        access = ["O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE"][value & 3]
-        return _flags(value & ~3, OPEN_FLAGS, access)
-    if kind == "mode":
-        return oct(value) if value else "0"
-    if kind == "domain":
-        return DOMAINS.get(value, str(v))
-    if kind == "socktype":
-        return _flags(value & ~0xF, SOCK_FLAGS, SOCK_TYPES.get(value & 0xF, str(value & 0xF)))
+# One function per argument kind, (raw value, its Data or None) -> text. Formatting runs for
+# every traced call, so each kind is one call, not a chain of tests.
+def _hex(value: int, data) -> str:
     return hex(value) if value else "0"
 
 
+def _memory(value: int, data) -> str:  # path, sockaddr: what the layer copied, if anything
+    if data is None:
+        return "NULL" if value == 0 else hex(value)
+    if data.kind == DATA_STRING:
+        return _quote(data.value, data.truncated)
+    if data.kind == DATA_SOCKADDR:
+        return format_sockaddr(data.value)
+    return _hex(value, data)
+
+
+def _dirfd(value: int, data) -> str:
+    v = _signed(value)
+    return "AT_FDCWD" if (v & 0xFFFFFFFF) == (AT_FDCWD & 0xFFFFFFFF) else str(v)
+
+
+def _oflags(value: int, data) -> str:
+    access = ["O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE"][value & 3]
+    return _flags(value & ~3, OPEN_FLAGS, access)
+
+
+def _socktype(value: int, data) -> str:
+    return _flags(value & ~0xF, SOCK_FLAGS, SOCK_TYPES.get(value & 0xF, str(value & 0xF)))
+
+
+ARG_FORMATS = {
+    "fd": lambda value, data: str(_signed(value)), "int": lambda value, data: str(_signed(value)),
+    "hex": _hex, "path": _memory, "sockaddr": _memory, "dirfd": _dirfd, "oflags": _oflags,
+    "mode": lambda value, data: oct(value) if value else "0",
+    "domain": lambda value, data: DOMAINS.get(value, str(_signed(value))), "socktype": _socktype,
+}
+
+
+class _Spec(NamedTuple):
+    name: str
+    cls: str | None
+    formats: tuple  # (argument index, formatting function)
+    hex_result: bool  # an address: printed in hex
+
+
+_SPECS: dict[int, _Spec] = {}
+_ERRORS: dict[int, tuple[str, str]] = {}
+
+
+def _spec(nr: int) -> _Spec:
+    spec = _SPECS.get(nr)
+    if spec is None:
+        name = syscall_name(nr)
+        sig = SIGNATURES.get(name)
+        kinds = sig.split() if sig is not None else ["hex"] * 6
+        spec = _SPECS[nr] = _Spec(name, class_of(name), tuple(enumerate(ARG_FORMATS.get(k, _hex) for k in kinds)),
+                                  name in ("mmap", "brk", "mremap"))
+    return spec
+
+
 def format_args(e: SyscallEvent) -> list[str]:
-    name = syscall_name(e.nr)
-    sig = SIGNATURES.get(name)
-    kinds = sig.split() if sig is not None else ["hex"] * 6
-    return [_arg(k, e.args[i], e.data_for(i)) for i, k in enumerate(kinds)]
+    args = e.args
+    if not e.data:
+        return [fmt(args[i], None) for i, fmt in _spec(e.nr).formats]
+    data = {d.arg: d for d in reversed(e.data)}  # the first item for an argument wins
+    return [fmt(args[i], data.get(i)) for i, fmt in _spec(e.nr).formats]
 
 
 def format_result(e: SyscallEvent) -> tuple[str, str | None]:
@@ -181,26 +218,31 @@ def format_result(e: SyscallEvent) -> tuple[str, str | None]:
         return "= ?", None
     ret = _signed(e.ret)
     if -4096 < ret < 0:
-        code = -ret
-        name = errno.errorcode.get(code, f"E{code}")
-        return f"= -1 {name} ({os.strerror(code)})", name
-    name = syscall_name(e.nr)
-    if name in ("mmap", "brk", "mremap") or ret > 1 << 32:
+        if ret not in _ERRORS:
+            name = errno.errorcode.get(-ret, f"E{-ret}")
+            _ERRORS[ret] = f"= -1 {name} ({os.strerror(-ret)})", name
+        return _ERRORS[ret]
+    if ret > 1 << 32 or _spec(e.nr).hex_result:
         return f"= {ret:#x}", None
     return f"= {ret}", None
 
 
 def format_line(e: SyscallEvent) -> str:
     result, _ = format_result(e)
-    return f"[{e.pid} {e.tid}] {syscall_name(e.nr)}({', '.join(format_args(e))}) {result}"
+    return f"[{e.pid} {e.tid}] {_spec(e.nr).name}({', '.join(format_args(e))}) {result}"
 
 
 def to_json(e: SyscallEvent) -> dict:
     result, err = format_result(e)
     ret = None if e.entry else _signed(e.ret)
+    spec = _spec(e.nr)
     return {
-        "pid": e.pid, "tid": e.tid, "syscall": syscall_name(e.nr), "nr": e.nr,
+        "pid": e.pid, "tid": e.tid, "syscall": spec.name, "nr": e.nr,
         "args": format_args(e), "raw_args": [_signed(a) for a in e.args],
         "ret": -1 if err else ret, "errno": err, "entry": e.entry,
-        "class": class_of(syscall_name(e.nr)),
+        "class": spec.cls,
     }
+
+
+def class_of_nr(nr: int) -> str | None:
+    return _spec(nr).cls

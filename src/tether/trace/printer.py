@@ -5,9 +5,9 @@ import json
 from typing import TextIO
 
 from ..protocol.wire import Hello, SyscallEvent
-from .format import CLASSES, class_of, format_line, syscall_name, to_json
+from .format import CLASSES, class_of_nr, format_line, to_json
 
-EXEC_CALLS = {"execve", "execveat"}
+EXEC_CALLS = (59, 322)  # execve, execveat
 
 
 class Printer:
@@ -21,7 +21,7 @@ class Printer:
         self.main_pid: int | None = None  # its first HELLO is the start, not an exec
 
     def _wanted(self, e: SyscallEvent) -> bool:
-        return self.classes is None or class_of(syscall_name(e.nr)) in self.classes
+        return self.classes is None or class_of_nr(e.nr) in self.classes
 
     def _emit(self, e: SyscallEvent, result: str | None = None) -> None:
         if not self._wanted(e):
@@ -41,8 +41,7 @@ class Printer:
         self.out.flush()
 
     def event(self, e: SyscallEvent) -> None:
-        name = syscall_name(e.nr)
-        if name in EXEC_CALLS:
+        if e.nr in EXEC_CALLS:
             if e.entry:
                 if self._early_hellos.get(e.pid):
                     self._early_hellos[e.pid] -= 1

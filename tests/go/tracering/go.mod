@@ -1,0 +1,3 @@
+module tether.test/tracering
+
+go 1.19
