@@ -164,9 +164,11 @@ void tether_trace_exec_for(int pid, long nr, const long *args)
 int tether_tracing;
 
 /* After a call returned 0: if it made a process and this is the child, the
- * thread ids cached for the parent are not its own (self.c).  libc's fork
- * comes here too (libc_proc.c); vforks never return through C: Go's and
- * glibc's are go_amd64.S's and vfork.S's, which see to it themselves. */
+ * thread ids cached for the parent are not its own (self.c).  A child with
+ * memory of its own (fork, libc's too: libc_proc.c) takes over the cache;
+ * one in the parent's memory (vfork, clone with CLONE_VM) only makes it
+ * stale.  Go's and glibc's vfork never come here: go_amd64.S and vfork.S
+ * see to it themselves. */
 static void child_of(long nr, long a1)
 {
 	unsigned long flags = (unsigned long)a1;
