@@ -20,7 +20,6 @@ from ..protocol import wire
 
 SYS_FUTEX = 202
 FUTEX_WAKE = 1  # not _PRIVATE: the waiters are in another process
-_ZEROS: dict[int, bytes] = {}
 
 
 @functools.cache
@@ -30,11 +29,10 @@ def _libc():
     return ctypes.CDLL(None)
 
 
-def _zeros(n: int) -> memoryview:
+@functools.cache
+def _zeros(n: int) -> bytes:
     """n zero bytes to copy over freed records (one buffer per ring size)."""
-    if n not in _ZEROS:
-        _ZEROS[n] = bytes(n)
-    return memoryview(_ZEROS[n])
+    return bytes(n)
 
 
 class Ring:
@@ -53,13 +51,13 @@ class Ring:
             raise
         wire.RING.pack_into(self._map, 0, wire.RING_MAGIC, wire.RING_VERSION, size, *[0] * 7)
         view = memoryview(self._map)
-        # Native-size element views: head and tail are read and written as single 8-byte
-        # loads and stores (struct would write a byte at a time, and a producer could read a
-        # torn tail).
+        # Native-size element views: head, published and tail are read and written as single
+        # 8-byte loads and stores (struct would write a byte at a time, and a producer could
+        # read a torn tail).
         self._u64 = view[:wire.RING.size].cast("Q")
         self._u32 = view[:wire.RING.size].cast("I")
         self._data = view[wire.RING.size:]
-        self._zero = _zeros(size)
+        self._zero = memoryview(_zeros(size))
         self._space_addr = 0  # the futex word's address, once a producer has waited
         self.tail = 0
         self.wakes = 0  # times producers waiting for space were woken
@@ -112,8 +110,8 @@ class Ring:
 
     @property
     def unwritten(self) -> int:
-        """Bytes reserved by producers and not (yet) committed: after the process is gone, what
-        it was killed in the middle of writing."""
+        """Bytes reserved by producers and not published (after collect): once the process is
+        gone, what it was killed in the middle of writing, and what it wrote after that."""
         return max(0, self._u64[wire.RING_HEAD // 8] - self.tail)
 
     def sleep(self, sleeping: bool) -> None:
