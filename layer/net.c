@@ -36,7 +36,6 @@
 #define SOCK_DGRAM 2
 #define SOL_SOCKET 1
 #define SO_TYPE 3
-#define SO_ERROR 4
 #define SO_PROTOCOL 38
 #define SO_NETNS_COOKIE 71
 #define SO_RCVBUF 8
