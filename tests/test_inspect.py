@@ -182,6 +182,24 @@ def test_reports_are_cached_by_build_id(go_versions, tmp_path):
     second = json.loads(run_inspect(copy, "--json", cache_dir=tmp_path).stdout)
     assert second["path"] == str(copy)
     assert {**second, "path": ""} == {**json.loads(first.stdout), "path": ""}
-    cached[0].write_text("{not json")  # a damaged entry is replaced, never trusted
+    by_file = list((tmp_path / "plans" / "files").glob("*.json"))
+    assert len(by_file) == 2  # the binary and its copy
+    for entry in [*cached, *by_file]:
+        entry.write_text("{not json")  # a damaged entry is replaced, never trusted
     third = run_inspect(binary, "--json", cache_dir=tmp_path)
     assert json.loads(third.stdout) == json.loads(first.stdout)
+    assert json.loads(cached[0].read_text())["verdict"] == json.loads(first.stdout)["verdict"]
+
+
+def test_a_file_written_again_is_not_served_its_old_report(go_versions, tmp_path):
+    """The entry by file is keyed by its inode and times: the same path holding another
+    binary, written in place, gets that binary's report."""
+    binary = tmp_path / "program"
+    shutil.copyfile(gobuild.build(go_versions[-1], "default"), binary)
+    first = json.loads(run_inspect(binary, "--json", cache_dir=tmp_path).stdout)
+    with open(gobuild.build(go_versions[-1], "stripped"), "rb") as src, open(binary, "r+b") as dst:
+        dst.write(src.read())  # same inode
+        dst.truncate()
+    second = json.loads(run_inspect(binary, "--json", cache_dir=tmp_path).stdout)
+    assert (first["stripped"], second["stripped"]) == (False, True)
+    assert second == json.loads(run_inspect(binary, "--json", "--no-cache").stdout)

@@ -3,6 +3,9 @@ back as working sockets, although this host cannot reach those addresses at all.
 from __future__ import annotations
 
 import errno
+import logging
+import os
+import re
 import socket
 import time
 
@@ -88,3 +91,40 @@ def test_names_resolve_as_in_the_namespace(target_ns, link):  # noqa: F811
 def test_environment_is_the_namespace_file(target_ns, link):  # noqa: F811
     _, agent = link
     assert agent.env() == target_ns.environment
+
+
+def test_requests_answered_while_the_agent_loads_asyncio(target_ns, tmp_path):  # noqa: F811
+    """The forked agent answers hello, environment and files while a thread imports asyncio;
+    the first request that has to wait (a name lookup) is handed to the asyncio server, and
+    nothing is lost on the way."""
+    log = logging.FileHandler(tmp_path / "agent.log")
+    log.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    saved = root.handlers, root.level
+    root.handlers, root.level = [log], logging.DEBUG  # the agent takes its debug log from here
+    try:
+        target = start_agent(target_ns.name, wait=False)
+    finally:
+        root.handlers, root.level = saved
+        log.close()
+    try:
+        target.ready()
+        assert target.link.env() == target_ns.environment
+        hosts = target.link.read_file("/etc/hosts")
+        assert target_ns.hosts_name.encode() in hosts
+        assert target.link.resolve(target_ns.hosts_name) == [WEB_ADDR]
+        assert target.link.read_file("/etc/hosts") == hosts
+        assert target.link.env() == target_ns.environment
+    finally:
+        target.close()
+    assert target.proc.returncode == 0
+    early = re.search(r"(\d+) requests answered before asyncio had loaded", (tmp_path / "agent.log").read_text())
+    assert early and int(early.group(1)) >= 1, "every request waited for asyncio"
+
+
+def test_agent_leaves_at_once_when_the_session_ends_before_asyncio_loaded(target_ns):  # noqa: F811
+    target = start_agent(target_ns.name, wait=False)
+    target.link.close()
+    assert target.proc.wait(timeout=10) == 0
+    target.close()
+    assert not os.path.exists(target.agent_socket)

@@ -1,7 +1,6 @@
 """Network operations the agent performs inside the target."""
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import os
@@ -37,6 +36,8 @@ def _socket_for(req: wire.Connect) -> tuple[socket.socket, str, int]:
 async def connect(req: wire.Connect) -> socket.socket:
     """A socket of the requested kind, made here (in the target's network namespace) and
     connected to req.sockaddr within req.timeout_ms (0: CONNECT_TIMEOUT_MS)."""
+    import asyncio  # here: answers.py uses this module before asyncio has loaded (targets/early.py)
+
     sock, host, port = _socket_for(req)
     timeout = (req.timeout_ms or CONNECT_TIMEOUT_MS) / 1000
     try:

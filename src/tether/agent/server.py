@@ -2,8 +2,9 @@
 
 Runs inside the target (a network namespace, a container's namespaces, a remote host). The
 link is read by one reader callback on the event loop. Requests that complete at once (hello,
-file open, sockets, environment) are answered from that callback, with no task and no wait; a
-connect and a name lookup run as their own tasks, so they never hold up another request.
+file open, sockets, environment: agent/answers.py) are answered from that callback, with no
+task and no wait; a connect and a name lookup run as their own tasks, so they never hold up
+another request.
 Replies carry the request's id.
 A malformed frame closes the link with a logged reason; the agent itself never crashes on input.
 """
@@ -15,13 +16,13 @@ import collections
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..protocol import wire
-from . import dns, files, net
+from . import answers, dns, net
+from .answers import Environment
 
 log = logging.getLogger("tether.agent")
-Environment = Callable[[], dict[str, str]]  # the target's environment, when the session asks
 BATCH = 64  # frames read in one go before the loop looks at anything else
 
 
@@ -120,8 +121,9 @@ class Link:
                 os.close(fd)
         self.loop.remove_writer(self.sock)
 
-    def pending(self, frames: list[wire.Frame]) -> None:
-        """Handle frames read before this link took over (after authentication)."""
+    def pending(self, frames: Iterable[wire.Frame]) -> None:
+        """Handle frames read before this link took over (after authentication, or before
+        asyncio had loaded)."""
         for frame in frames:
             self._handle(frame)
 
@@ -129,53 +131,27 @@ class Link:
         """What this link's AGENT_HELLO reply announces."""
         return wire.CAP_SOCKETS if self.carries_fds else 0
 
-    def _needs_fds(self, what: str) -> None:
-        if not self.carries_fds:
-            raise net.OpError(95, f"{what} returns a descriptor, which cannot cross this link")  # EOPNOTSUPP
-
     def _handle(self, frame: wire.Frame) -> None:
+        if frame.type in answers.IMMEDIATE:
+            for reply, fds in answers.answer(frame, self.environment, self.carries_fds, self.capabilities()):
+                try:
+                    self._send(reply, fds)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+            return
         try:
-            if frame.type == wire.MSG_AGENT_HELLO:
-                version, _ = wire.decode_agent_hello(frame)
-                if version != wire.PROTOCOL_VERSION:
-                    raise net.OpError(71, f"agent speaks protocol {wire.PROTOCOL_VERSION}, "
-                                          f"session {version}")  # EPROTO
-                self._send(wire.encode_agent_hello(wire.PROTOCOL_VERSION, self.capabilities(), frame.id, reply=True))
-            elif frame.type == wire.MSG_CONNECT:
-                self._needs_fds("CONNECT")
+            if frame.type == wire.MSG_CONNECT:
+                answers.needs_fds(self.carries_fds, "CONNECT")
                 self._spawn(self._connect(frame.id, wire.decode_connect(frame)))
             elif frame.type == wire.MSG_NAMEINFO:
                 self._spawn(self._nameinfo(frame.id, *wire.decode_nameinfo(frame)))
             elif frame.type == wire.MSG_RESOLVE:
                 self._spawn(self._resolve(frame.id, wire.decode_resolve(frame)))
-            elif frame.type == wire.MSG_SOCKET:
-                self._needs_fds("SOCKET")
-                socks = net.new_sockets(*wire.decode_socket(frame))
-                try:
-                    self._send(wire.encode_socket_reply(frame.id), [s.fileno() for s in socks])
-                finally:
-                    for s in socks:
-                        s.close()
-            elif frame.type == wire.MSG_READ_FILE:
-                for part in wire.encode_read_file_reply(files.read_small(wire.decode_read_file(frame)), frame.id):
-                    self._send(part)
-            elif frame.type == wire.MSG_OPEN:
-                self._needs_fds("OPEN")
-                fd = files.open_readonly(wire.decode_open(frame))
-                try:
-                    self._send(wire.encode_open_reply(frame.id), [fd])
-                finally:
-                    os.close(fd)
-            elif frame.type == wire.MSG_ENV:
-                for part in wire.encode_env_reply(self.environment(), frame.id):
-                    self._send(part)
             else:
                 raise net.OpError(95, f"unknown request type {frame.type}")  # EOPNOTSUPP
-        except net.OpError as e:
-            self._send(wire.encode_error(wire.ErrorReply(e.errno, str(e)), frame.id))
-        except wire.ProtocolError as e:
-            log.warning("bad request: %s", e)
-            self._send(wire.encode_error(wire.ErrorReply(22, f"bad request: {e}"), frame.id))
+        except (net.OpError, wire.ProtocolError) as e:
+            self._send(answers.failure(e, frame.id))
 
     def _spawn(self, work) -> None:
         """Run a request that waits as its own task: it holds up no other request."""
@@ -254,12 +230,14 @@ def _seqpacket(fd: int) -> socket.socket:
 
 
 async def serve_fd(fd: int, environment: Environment, listen_fd: int | None = None,
-                   make_link: Callable[[socket.socket], Link] | None = None) -> None:
+                   make_link: Callable[[socket.socket], Link] | None = None,
+                   pending: Iterable[wire.Frame] = ()) -> None:
     """Serve the session on an inherited socket descriptor until it hangs up.
 
     listen_fd: a listening socket on which hooked processes connect directly for CONNECT and
     OPEN (each connection is served like the session's link), so those requests take one
-    hop instead of two. make_link: what serves each connection (default: this host's Link)."""
+    hop instead of two. make_link: what serves each connection (default: this host's Link).
+    pending: the session's requests read before (answers.answer_until), handled first."""
     session = _seqpacket(fd)
     listener = _seqpacket(listen_fd) if listen_fd is not None else None
     make_link = make_link or (lambda sock: Link(sock, environment))
@@ -282,8 +260,10 @@ async def serve_fd(fd: int, environment: Environment, listen_fd: int | None = No
     if listener:
         listener.setblocking(False)
         loop.add_reader(listener, accept)
+    link = make_link(session)
+    link.pending(pending)
     try:
-        await make_link(session).serve()
+        await link.serve()
     finally:
         if listener:
             loop.remove_reader(listener)

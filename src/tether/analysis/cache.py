@@ -1,18 +1,21 @@
-"""Reports cached by build id, so analysing the same binary again costs one small read.
+"""Reports cached, so analysing the same binary again costs one small read.
 
-Key: the binary's Go build id (or GNU build id) plus its size and the analysis version. A
-binary without a build id is analysed every time. A cache that cannot be written is skipped:
+Two entries per report, both JSON:
+- by build id: the binary's Go build id (or GNU build id) plus its size and the analysis
+  version; a copy or a rebuild to the same bytes finds it. Finding the id means reading the
+  ELF file's notes.
+- by file: the file's device, inode, size and modification and change times; no read of the
+  binary at all, and none of the ELF reader's or hashlib's import time (tether exec asks for
+  its program's report on every start). Any write to the file moves its times; and the layer
+  checks the plan's build id against the one in memory before it patches anything.
+A binary without a build id has only the second. A cache that cannot be written is skipped:
 it only ever saves time.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
-
-from .elf import ElfFile
 
 ANALYSIS_VERSION = "3"  # bump when the report's content or meaning changes
 
@@ -23,7 +26,11 @@ def cache_dir() -> Path:
     return Path(root) / "plans"
 
 
-def _key(path: Path) -> str | None:
+def _by_build_id(path: Path) -> Path | None:
+    import hashlib
+
+    from .elf import ElfFile
+
     with ElfFile(path) as elf:
         ids = elf.build_ids
         size = elf.size
@@ -31,30 +38,54 @@ def _key(path: Path) -> str | None:
     if not build_id:
         return None
     raw = f"{ANALYSIS_VERSION}\0{build_id}\0{size}".encode()
-    return hashlib.sha256(raw).hexdigest()[:32]
+    return cache_dir() / f"{hashlib.sha256(raw).hexdigest()[:32]}.json"
+
+
+def _by_file(path: Path) -> Path | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # the ELF reader says what is wrong with the path
+    name = f"{ANALYSIS_VERSION}-{st.st_dev:x}-{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ctime_ns:x}"
+    return cache_dir() / "files" / f"{name}.json"
+
+
+def _read(entry: Path | None) -> dict | None:
+    if entry is None:
+        return None
+    try:
+        return json.loads(entry.read_text())
+    except (OSError, ValueError):
+        return None  # missing or damaged: analysed again and replaced
+
+
+def _write(entry: Path | None, report: dict) -> None:
+    if entry is None:
+        return
+    import tempfile
+
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=entry.parent, delete=False) as tmp:
+            json.dump(report, tmp)
+        os.replace(tmp.name, entry)
+    except OSError:
+        pass
 
 
 def inspect_binary(path: str | Path, use_cache: bool = True) -> dict:
     """The JSON-able report for `path` (see docs/inspect-json.md)."""
     path = Path(path)
-    key = _key(path) if use_cache else None
-    entry = cache_dir() / f"{key}.json" if key else None
-    if entry is not None:
-        try:
-            report = json.loads(entry.read_text())
-            report["path"] = str(path)
-            return report
-        except (OSError, ValueError):
-            pass
-    from .plan import analyse  # a cache hit needs none of the analysis (tether exec's start-up)
+    by_file = _by_file(path) if use_cache else None
+    report = _read(by_file)
+    if report is None:
+        by_build_id = _by_build_id(path) if use_cache else None
+        report = _read(by_build_id)
+        if report is None:
+            from .plan import analyse  # a cache hit needs none of the analysis
 
-    report = analyse(path).to_json()
-    if entry is not None:
-        try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", dir=entry.parent, delete=False) as tmp:
-                json.dump(report, tmp)
-            os.replace(tmp.name, entry)
-        except OSError:
-            pass
+            report = analyse(path).to_json()
+            _write(by_build_id, report)
+        _write(by_file, report)
+    report["path"] = str(path)
     return report

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-ELF_MAGIC = b"\x7fELF"
+from . import ELF_MAGIC, ElfError  # noqa: F401  (part of this module's interface)
 
 ET_NAMES = {1: "REL", 2: "EXEC", 3: "DYN", 4: "CORE"}
 MACHINE_NAMES = {3: "x86", 40: "arm", 62: "x86-64", 183: "aarch64", 243: "riscv64"}
@@ -24,10 +24,6 @@ DF_1_PIE = 0x08000000
 # Relocation types that mean "load bias + addend": what position-independent Go code uses
 # for every absolute pointer in its data.
 RELATIVE_TYPES = {62: 8, 183: 1027}  # machine -> R_X86_64_RELATIVE, R_AARCH64_RELATIVE
-
-
-class ElfError(Exception):
-    """The file is not an ELF file, or is truncated or corrupt."""
 
 
 @dataclass(frozen=True)

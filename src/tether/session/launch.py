@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..analysis.cache import inspect_binary
-from ..analysis.elf import ELF_MAGIC, ElfError
+from ..analysis import ELF_MAGIC, ElfError
 from ..layer import CannotHookError, go_plan, preload_env
 from .server import LayerServer
 

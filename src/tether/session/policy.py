@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -27,8 +27,7 @@ class PolicyError(ValueError):
     """A rule that cannot be understood; the message shows the accepted forms."""
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):  # not a dataclass: start-up time (session/environment.py)
     network: Network | None  # None: any address
     port: int | None  # None: any port
     text: str
@@ -77,11 +76,11 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-
                        r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
 
 
-@dataclass
 class OutgoingPolicy:
-    local: list[Rule]
-    remote: list[Rule]
-    nameservers: list[Rule] = field(default_factory=list)  # from the target's resolv.conf
+    def __init__(self, local: list[Rule], remote: list[Rule]):
+        self.local = local
+        self.remote = remote
+        self.nameservers: list[Rule] = []  # from the target's resolv.conf (add_nameservers)
 
     @classmethod
     def from_specs(cls, local: list[str] = (), remote: list[str] = ()) -> OutgoingPolicy:

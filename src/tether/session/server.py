@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..analysis.cache import inspect_binary
-from ..analysis.elf import ElfError
+from ..analysis import ElfError
 from ..layer import CannotHookError, go_plan
 from ..protocol import wire
 from .agent_link import AgentLink

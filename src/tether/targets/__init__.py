@@ -6,12 +6,11 @@ pid:PID (targets/local.py forks their agents), tcp://HOST:PORT and unix:PATH (a 
 """
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the link's module is imported once the agent is on its way
+    from pathlib import Path
+
     from ..session.agent_link import AgentLink
 
 
@@ -19,14 +18,17 @@ class TargetError(Exception):
     """The target cannot be used; the message names the fix."""
 
 
-@dataclass
 class Target:
-    spec: str
-    link: AgentLink
-    proc: object | None  # the agent when tether started it (wait, kill, poll as subprocess.Popen's)
-    agent_socket: str = ""  # where hooked processes reach the agent directly (same host)
-    workdir: Path | None = None  # made for this target, removed by close()
-    capabilities: int = 0  # what the agent announced in its hello (wire.CAP_*)
+    # A plain class: this package is imported before the agent's process is forked, and
+    # dataclasses (inspect, ast, ...) would cost both processes ~12 ms of start-up.
+    def __init__(self, spec: str, link: AgentLink, proc: object | None, agent_socket: str = "",
+                 workdir: Path | None = None):
+        self.spec = spec
+        self.link = link
+        self.proc = proc  # the agent when tether started it (wait, kill, poll as subprocess.Popen's)
+        self.agent_socket = agent_socket  # where hooked processes reach the agent directly (same host)
+        self.workdir = workdir  # made for this target, removed by close()
+        self.capabilities = 0  # what the agent announced in its hello (wire.CAP_*)
 
     def ready(self) -> None:
         """Wait until the agent answers its hello; TargetError (and all cleaned up) if not."""
@@ -43,6 +45,7 @@ class Target:
             raise TargetError(f"the agent for {self.spec} did not start: {e}") from None
 
     def close(self) -> None:
+        import shutil
         import subprocess
 
         self.link.close()  # the agent exits when its session hangs up

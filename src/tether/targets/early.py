@@ -1,13 +1,19 @@
 """The agent's process, forked before anything else that `tether exec` does.
 
 An agent on this host (targets/local.py) spends most of its start importing asyncio and the
-agent's code (50-90 ms here): more than this side needs to parse its command line, read its
+agent's code (40-90 ms here): more than this side needs to parse its command line, read its
 settings and load the session's modules. So `tether exec` forks the agent's process first
-thing (tether/__main__.py), before click is even imported; the child imports while the parent
-works, then waits to be told what to serve: one message carrying the target to enter (a
-module-level function and its arguments), the debug log to write, and the two sockets (the
-session's link and the listener for hooked processes). A parent that exits first, or never
-needs an agent, closes its end and the child leaves without a word.
+thing (tether/__main__.py), before its command line is even parsed. The child starts a thread
+that imports asyncio and the server, then waits to be told what to serve: one message carrying
+the target to enter (a module-level function and its arguments), the debug log to write, and
+the two sockets (the session's link and the listener for hooked processes). Its main thread
+joins the target and answers the session's first requests (hello, environment, resolv.conf:
+agent/answers.py) while the imports go on, then serves with asyncio once they are over. A
+parent that exits first, or never needs an agent, closes its end and the child leaves
+without a word.
+
+Namespaces belong to threads: the main thread alone joins the target's; the importing thread
+stays in this host's mount namespace, which has the Python files (a container's need not).
 
 This module imports only what the fork needs: it runs before the command line is parsed.
 """
@@ -19,6 +25,7 @@ import socket
 import sys
 
 MESSAGE_MAX = 64 * 1024
+SWITCH_INTERVAL = 0.0005  # s; the GIL's (5 ms by default): a request waits at most this for the importing thread
 PR_SET_NAME = 15
 AGENT_NAME = b"tether-agent"  # what ps and pgrep show for it
 
@@ -69,6 +76,21 @@ def take() -> Spare:
     return spare
 
 
+def _load(done: int, failed: list[BaseException]) -> None:
+    """The agent's imports, in a thread that stays in this host's mount namespace (a target's,
+    a container's, need not have Python at all); closes done when they are over."""
+    try:
+        sys.modules["ssl"] = None  # never used by the agent; asyncio offers TLS only if ssl imports (5-10 ms)
+        import asyncio  # noqa: F401
+        import concurrent.futures.thread  # noqa: F401  (asyncio's resolver threads, loaded lazily)
+
+        from ..agent import server  # noqa: F401  (serving() imports it once the target is joined)
+    except BaseException as e:  # noqa: BLE001 - reported by the thread that serves
+        failed.append(e)
+    finally:
+        os.close(done)
+
+
 def _child(control: socket.socket) -> None:
     code, spec = 0, "agent"
     try:
@@ -78,17 +100,21 @@ def _child(control: socket.socket) -> None:
         os.setsid()  # the terminal's ^C is for the program, not for the agent
         os.closerange(3, control.fileno())
         os.closerange(control.fileno() + 1, os.sysconf("SC_OPEN_MAX"))
-        # All the code it will run, loaded while this host's files are in view: a target's
-        # mount namespace (a container's) need not have Python at all.
-        sys.modules["ssl"] = None  # never used by the agent; asyncio offers TLS only if ssl imports (5-10 ms)
-        import asyncio
-        import concurrent.futures.thread  # noqa: F401  (asyncio's resolver threads, loaded lazily)
+        # asyncio and the server load in a thread (40-60 ms here) while this one takes its
+        # target, joins it and answers the session's first requests, which need neither.
+        import threading
+
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        loaded, done = os.pipe()
+        failed: list[BaseException] = []
+        threading.Thread(target=_load, args=(done, failed), name="tether-imports", daemon=True).start()
         import ctypes
         import importlib
         import logging
         import marshal
 
-        from ..agent import server  # noqa: F401  (serving() imports it once the target is joined)
+        from ..agent import answers
 
         try:
             message, fds, _, _ = socket.recv_fds(control, MESSAGE_MAX, 2)
@@ -106,9 +132,22 @@ def _child(control: socket.socket) -> None:
             logging.basicConfig(filename=path, format=fmt, level=level)
         else:
             logging.basicConfig(level=logging.WARNING, format="tether agent: %(message)s")
-        serve = getattr(importlib.import_module(module), function)(*args)
+        environment, serve = getattr(importlib.import_module(module), function)(*args)
         ctypes.CDLL(None).prctl(PR_SET_NAME, AGENT_NAME, 0, 0, 0)
-        asyncio.run(serve(*fds))
+        pending: list | None = []
+        if environment is not None:
+            session = socket.socket(fileno=fds[0])
+            pending = answers.answer_until(session, environment, loaded)
+            session.detach()
+            if pending is None:
+                os._exit(0)  # the session is over
+        os.read(loaded, 1)  # EOF once the imports are over
+        if failed:
+            raise failed[0]
+        sys.setswitchinterval(switch_interval)
+        import asyncio
+
+        asyncio.run(serve(*fds, pending))
     except BaseException as e:  # noqa: BLE001 - the child reports and leaves, whatever happened
         print(f"tether agent: {spec}: {e}", file=sys.stderr)
         code = 2

@@ -14,23 +14,28 @@ import logging
 import os
 import select
 import socket
-import tempfile
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 
 from . import Target
 
-# Runs in the child: joins the target, returns what serves there (given the session's and the
-# layer listener's descriptors); serving() makes that for an agent of this host's kind.
-Serve = Callable[[int, int], Coroutine]
-Enter = Callable[..., Serve]
+# What serves in the target, given the session's and the layer listener's descriptors and the
+# session's requests already read (targets/early.py).
+Serve = Callable[[int, int, list], Coroutine]
+Environment = Callable[[], dict[str, str]]
+# Runs in the child: joins the target and returns the environment to report there (None: the
+# agent is a stand-in that forwards, agent/forward.py) and what serves.
+Enter = Callable[..., tuple[Environment | None, Serve]]
 
 
-def serving(environment: Callable[[], dict[str, str]]) -> Serve:
+def serving(environment: Environment) -> tuple[Environment, Serve]:
     """Serve as the agent in the target, reporting environment() as its environment."""
-    from ..agent.server import serve_fd
 
-    return lambda session_fd, listen_fd: serve_fd(session_fd, environment, listen_fd)
+    def serve(session_fd: int, listen_fd: int, pending: list) -> Coroutine:
+        from ..agent.server import serve_fd  # loaded by now, while this host's files were in view
+
+        return serve_fd(session_fd, environment, listen_fd, pending=pending)
+
+    return environment, serve
 
 
 class AgentProcess:
@@ -84,6 +89,9 @@ def libc():
 def fork_agent(spec: str, enter: Enter, args: tuple, wait: bool = True) -> Target:
     """An agent that runs enter(*args) in its process (targets/early.py: forked at start-up,
     or now) and then serves; with wait, also until it answers."""
+    import tempfile
+    from pathlib import Path
+
     from . import early
 
     workdir = Path(tempfile.mkdtemp(prefix="tether-agent-"))

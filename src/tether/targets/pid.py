@@ -12,7 +12,7 @@ import os
 from . import Target, TargetError
 from .local import fork_agent, libc, serving
 
-CLONE_NEWNET, CLONE_NEWUTS, CLONE_NEWNS = 0x40000000, 0x04000000, 0x00020000
+CLONE_FS, CLONE_NEWNET, CLONE_NEWUTS, CLONE_NEWNS = 0x00000200, 0x40000000, 0x04000000, 0x00020000
 NAMESPACES = (("net", CLONE_NEWNET), ("uts", CLONE_NEWUTS), ("mnt", CLONE_NEWNS))  # mnt last
 
 
@@ -36,7 +36,11 @@ def _enter(pid: int):
         env = parse_environ(f.read())
     fds = [(os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), name, kind)
            for name, kind in NAMESPACES]
+    # This thread alone joins them: another still imports the agent from this host's files
+    # (targets/early.py), and a mount namespace is joined only by a thread with its own root
+    # and working directory.
     try:
+        check(lib.unshare(CLONE_FS), "unsharing the working directory")
         for fd, name, kind in fds:
             check(lib.setns(fd, kind), f"entering the {name} namespace of process {pid}")
     finally:

@@ -35,4 +35,4 @@ def _enter(address: tuple, token: bytes, token_file: str, spec: str):
     from ..agent.forward import serving
     from ..agent.listen import Address
 
-    return serving((Address(*address), token, token_file, spec))
+    return None, serving((Address(*address), token, token_file, spec))
