@@ -97,16 +97,8 @@ def test_requests_answered_while_the_agent_loads_asyncio(target_ns, tmp_path):  
     """The forked agent answers hello, environment and files while a thread imports asyncio;
     the first request that has to wait (a name lookup) is handed to the asyncio server, and
     nothing is lost on the way."""
-    log = logging.FileHandler(tmp_path / "agent.log")
-    log.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger()
-    saved = root.handlers, root.level
-    root.handlers, root.level = [log], logging.DEBUG  # the agent takes its debug log from here
-    try:
-        target = start_agent(target_ns.name, wait=False)
-    finally:
-        root.handlers, root.level = saved
-        log.close()
+    log = tmp_path / "agent.log"
+    target = start_agent(target_ns.name, wait=False, log=(str(log), "%(message)s", logging.DEBUG))
     try:
         target.ready()
         assert target.link.env() == target_ns.environment
@@ -118,7 +110,7 @@ def test_requests_answered_while_the_agent_loads_asyncio(target_ns, tmp_path):  
     finally:
         target.close()
     assert target.proc.returncode == 0
-    early = re.search(r"(\d+) requests answered before asyncio had loaded", (tmp_path / "agent.log").read_text())
+    early = re.search(r"(\d+) requests answered before asyncio had loaded", log.read_text())
     assert early and int(early.group(1)) >= 1, "every request waited for asyncio"
 
 

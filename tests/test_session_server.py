@@ -62,3 +62,20 @@ def test_a_hello_from_another_protocol_version_is_refused(server):
     peer.send(wire.encode_hello(wire.Hello(wire.PROTOCOL_VERSION + 1, 0, 1, 1, "/x", ""), 1))
     serve(srv)
     assert peer.recv(10) == b"" and "protocol" in warnings[0]
+
+
+def test_an_error_while_serving_a_program_is_the_one_reported(tmp_path):
+    """A callback that fails mid-run (a trace printer whose disk is full) surfaces as itself,
+    and the server still closes cleanly afterwards (the program's exit watch included)."""
+    import sys
+
+    from tether.session.launch import run
+
+    def full_disk(event):
+        raise OSError(28, "No space left on device")
+
+    srv = LayerServer(wire.MODE_TRACE, full_disk)
+    code = "import socket; socket.socket().connect_ex(('127.0.0.1', 1))"
+    with pytest.raises(OSError, match="No space left"):
+        run([sys.executable, "-c", code], srv)
+    srv.close()  # raised AttributeError on the program's exit watch (a pidfd, an int) before

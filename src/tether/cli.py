@@ -223,9 +223,7 @@ def exec_(target_spec: str | None, token_file: str | None, local_rules: tuple[st
     Exit status: the program's (128+N if signal N ended it); 2 if tether could not start it or
     reach the target (the reason is printed); 126/127 as a shell would.
     """
-    import logging
     import os
-    import tempfile
     import time
 
     from . import config
@@ -260,17 +258,21 @@ def exec_(target_spec: str | None, token_file: str | None, local_rules: tuple[st
         say(msg)
         sys.exit(code)
 
+    log, agent_log = None, None  # logging is imported only for a debug log: start-up time
     if verbose or log_file:
+        import logging
+        import tempfile
+
         if not log_file:
             fd, log_file = tempfile.mkstemp(prefix="tether-exec-", suffix=".log")
             os.close(fd)
-        logging.basicConfig(filename=log_file, level=logging.DEBUG,
-                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        agent_log = (log_file, "%(asctime)s %(name)s %(levelname)s %(message)s", logging.DEBUG)
+        logging.basicConfig(filename=log_file, level=logging.DEBUG, format=agent_log[1])
         click.echo(f"tether exec: debug log in {log_file}", err=True)
-    log = logging.getLogger("tether.exec")
+        log = logging.getLogger("tether.exec")
     start = time.monotonic()
     try:
-        target = open_target(target_spec, wait=False, token_file=token_file)
+        target = open_target(target_spec, wait=False, token_file=token_file, log=agent_log)
     except TargetError as e:
         fail(str(e))
     # While the agent starts (importing asyncio is most of its start): what only this side needs.
@@ -317,16 +319,18 @@ def exec_(target_spec: str | None, token_file: str | None, local_rules: tuple[st
                 try:
                     policy.add_nameservers(target.link.read_file("/etc/resolv.conf").decode(errors="replace"))
                 except AgentError as e:
-                    log.info("target has no resolv.conf: %s", e)
+                    if log:
+                        log.info("target has no resolv.conf: %s", e)
             policy.resolve_hosts(resolve_in_target)
             rules = policy.layer_rules()
         except LinkError as e:
             fail(f"{target_spec}: {e}")
         except PolicyError as e:
             fail(str(e))
-        log.info("target %s ready in %.0f ms; variables from the target: %s; name servers: %s; rules: %s",
-                 target_spec, (time.monotonic() - start) * 1000, " ".join(taken) or "none",
-                 " ".join(r.text for r in policy.nameservers) or "none", rules)
+        if log:
+            log.info("target %s ready in %.0f ms; variables from the target: %s; name servers: %s; rules: %s",
+                     target_spec, (time.monotonic() - start) * 1000, " ".join(taken) or "none",
+                     " ".join(r.text for r in policy.nameservers) or "none", rules)
         server = LayerServer(mode, on_event=lambda e: None, warn=lambda msg: say(msg, "bold yellow"),
                              agent=target.link, agent_socket=target.agent_socket, rules=rules,
                              on_agent_lost=lambda why: say(
@@ -341,7 +345,8 @@ def exec_(target_spec: str | None, token_file: str | None, local_rules: tuple[st
             server.close()
         target.close()
     # Everything is closed: skip the interpreter's teardown (30-40 ms of start-up budget here).
-    logging.shutdown()
+    if log:
+        logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -9,7 +9,6 @@ the exec that started the process included.
 """
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import time
@@ -19,7 +18,6 @@ from ..protocol import wire
 from .backlog import Backlog
 from .ring import Ring
 
-log = logging.getLogger("tether.session")
 RING_SIZE = 4 << 20  # bytes of records per process; TETHER_TRACE_RING sets it (tests: a small one)
 DECODE_SLICE = 256  # records decoded between two looks at the rings
 QUIET, MAX_LAG = 0.002, 1.0  # decode once the rings were quiet this long, or records waited that long
@@ -47,7 +45,7 @@ class Intake:
         try:
             return Ring(self.ring_size)
         except (OSError, ValueError) as e:
-            log.warning("no trace ring for process %d: %s", hello.pid, e)
+            self.warn(f"process {hello.pid}: no trace ring ({e}); its events come one frame each")
             return None
 
     def attach(self, conn: socket.socket, ring: Ring, pid: int) -> None:

@@ -9,8 +9,8 @@ import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ..analysis.cache import inspect_binary
 from ..analysis import ELF_MAGIC, ElfError
+from ..analysis.cache import inspect_binary
 from ..layer import CannotHookError, go_plan, preload_env
 from .server import LayerServer
 
@@ -65,6 +65,12 @@ def _exit_watch(pid: int, server: LayerServer) -> int | None:
     return fd
 
 
+def _unwatch(fd: int | None, server: LayerServer) -> None:
+    if fd is not None:
+        server.sel.unregister(fd)
+        os.close(fd)
+
+
 def run(argv: list[str], server: LayerServer, base_env: Mapping[str, str] | None = None,
         started: Callable[[int], None] = lambda pid: None) -> int:
     """Run argv under the layer, serving `server` meanwhile; returns the shell-style status.
@@ -76,6 +82,7 @@ def run(argv: list[str], server: LayerServer, base_env: Mapping[str, str] | None
     env["TETHER_SESSION"] = server.path
     # The terminal's ^C and ^\ reach the program directly; tether stays to report its end.
     old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)}
+    exited = None
     try:
         # argv[0] as typed, as a shell passes it; the file found for it is what runs.
         proc = subprocess.Popen(argv, env=env, executable=str(path.absolute()))
@@ -86,13 +93,12 @@ def run(argv: list[str], server: LayerServer, base_env: Mapping[str, str] | None
         exited = _exit_watch(proc.pid, server)
         while proc.poll() is None:
             server.poll(0.05)
-        if exited is not None:
-            server.sel.unregister(exited)
-            os.close(exited)
+        exited = _unwatch(exited, server)  # readable from now on: it would wake every poll
         server.drain()
         # The shell's convention: the exit status, or 128+N for signal N.
         return proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
     finally:
+        _unwatch(exited, server)  # also when serving failed: the server's close() closes only sockets
         for s, handler in old.items():
             signal.signal(s, handler)
 

@@ -11,7 +11,6 @@ events there; intake.py takes them in and says when to decode them.
 """
 from __future__ import annotations
 
-import logging
 import os
 import selectors
 import shutil
@@ -21,14 +20,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..analysis.cache import inspect_binary
 from ..analysis import ElfError
+from ..analysis.cache import inspect_binary
 from ..layer import CannotHookError, go_plan
 from ..protocol import wire
 from .agent_link import AgentLink
 from .intake import Intake
 
-log = logging.getLogger("tether.session")
 BATCH = 256  # frames served from one connection before looking at the others
 DECODE_SECONDS = 0.02  # decoding per poll, before the sockets are looked at again
 # While the rings had records lately, an empty ring is looked at again every TICK rather than
@@ -195,11 +193,10 @@ class LayerServer:
         except BlockingIOError:
             pass
         except wire.ProtocolError as e:
-            log.warning("closing a layer connection: %s", e)
             self.warn(f"closing a layer connection: {e}")
             return False
         except OSError as e:
-            log.warning("layer connection failed: %s", e)
+            self.warn(f"layer connection failed: {e}")
             return False
         return True
 

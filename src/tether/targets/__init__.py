@@ -14,6 +14,10 @@ if TYPE_CHECKING:  # the link's module is imported once the agent is on its way
     from ..session.agent_link import AgentLink
 
 
+# A debug log for the agent: (file, logging format, level).
+AgentLog = tuple[str, str, int]
+
+
 class TargetError(Exception):
     """The target cannot be used; the message names the fix."""
 
@@ -63,20 +67,21 @@ KINDS = ("netns:NAME (a namespace made with `ip netns add NAME`), pid:PID (a run
          "tcp://HOST:PORT or unix:PATH (a running `tether agent --listen`, with --token-file)")
 
 
-def open_target(spec: str, wait: bool = True, token_file: str | None = None) -> Target:
+def open_target(spec: str, wait: bool = True, token_file: str | None = None, log: AgentLog | None = None) -> Target:
     """The target spec names, its agent started; with wait=False the caller does other work
-    while the agent starts and then calls Target.ready(). token_file: for network agents."""
+    while the agent starts and then calls Target.ready(). token_file: for network agents;
+    log: the agent's debug log."""
     kind, sep, rest = spec.partition(":")
     if kind == "netns" and sep:
         from . import netns
 
-        return netns.start_agent(rest, wait)
+        return netns.start_agent(rest, wait, log)
     if kind == "pid" and sep:
         from . import pid
 
-        return pid.start_agent(rest, wait)
+        return pid.start_agent(rest, wait, log)
     if (kind == "tcp" and rest.startswith("//")) or (kind == "unix" and sep):
         from . import remote
 
-        return remote.start_agent(spec, token_file, wait)
+        return remote.start_agent(spec, token_file, wait, log)
     raise TargetError(f"unknown target {spec!r}; targets: {KINDS}")

@@ -10,13 +10,12 @@ mount namespace it then joins.
 """
 from __future__ import annotations
 
-import logging
 import os
 import select
 import socket
 from collections.abc import Callable, Coroutine
 
-from . import Target
+from . import AgentLog, Target
 
 # What serves in the target, given the session's and the layer listener's descriptors and the
 # session's requests already read (targets/early.py).
@@ -86,9 +85,10 @@ def libc():
     return lib, check
 
 
-def fork_agent(spec: str, enter: Enter, args: tuple, wait: bool = True) -> Target:
+def fork_agent(spec: str, enter: Enter, args: tuple, wait: bool = True, log: AgentLog | None = None) -> Target:
     """An agent that runs enter(*args) in its process (targets/early.py: forked at start-up,
-    or now) and then serves; with wait, also until it answers."""
+    or now) and then serves; with wait, also until it answers. log: where it writes its
+    debug log (else only its warnings, to stderr)."""
     import tempfile
     from pathlib import Path
 
@@ -100,8 +100,6 @@ def fork_agent(spec: str, enter: Enter, args: tuple, wait: bool = True) -> Targe
     listener.bind(agent_socket)
     listener.listen(128)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    logs = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
-    log = (logs[0].baseFilename, logs[0].formatter._fmt, logging.getLogger().level) if logs else None
     spare = early.take()
     spare.start(spec, enter, args, theirs, listener, log)
     theirs.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import Target, TargetError
+from . import AgentLog, Target, TargetError
 from .local import fork_agent, libc, serving
 
 NETNS_DIR = Path("/run/netns")
@@ -40,7 +40,7 @@ def _enter(name: str):
     return serving(lambda: target_env("/etc/environment"))
 
 
-def start_agent(name: str, wait: bool = True) -> Target:
+def start_agent(name: str, wait: bool = True, log: AgentLog | None = None) -> Target:
     """Fork the agent into namespace name; with wait, also until it answers (Target.ready)."""
     if os.geteuid() != 0:
         raise TargetError(f"netns:{name} needs root (joining a network namespace does): "
@@ -49,4 +49,4 @@ def start_agent(name: str, wait: bool = True) -> Target:
         known = ", ".join(sorted(p.name for p in NETNS_DIR.iterdir())) if NETNS_DIR.is_dir() else ""
         raise TargetError(f"no network namespace {name!r} (`ip netns list` shows: {known or 'none'}); "
                           f"create it with `ip netns add {name}`")
-    return fork_agent(f"netns:{name}", _enter, (name,), wait)
+    return fork_agent(f"netns:{name}", _enter, (name,), wait, log)

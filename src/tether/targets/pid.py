@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from . import Target, TargetError
+from . import AgentLog, Target, TargetError
 from .local import fork_agent, libc, serving
 
 CLONE_FS, CLONE_NEWNET, CLONE_NEWUTS, CLONE_NEWNS = 0x00000200, 0x40000000, 0x04000000, 0x00020000
@@ -50,7 +50,7 @@ def _enter(pid: int):
     return serving(lambda: dict(env))
 
 
-def start_agent(spec: str, wait: bool = True) -> Target:
+def start_agent(spec: str, wait: bool = True, log: AgentLog | None = None) -> Target:
     """Fork the agent into the namespaces of process `spec` (a pid)."""
     if not spec.isdigit() or int(spec) <= 0:
         raise TargetError(f"pid:{spec}: give a process id, e.g. pid:1234 (`pgrep NAME` finds one)")
@@ -60,4 +60,4 @@ def start_agent(spec: str, wait: bool = True) -> Target:
                           "run tether as root, e.g. with sudo")
     if not os.path.exists(f"/proc/{pid}/ns/net"):
         raise TargetError(f"no process {pid} (it may have exited; `ps -p {pid}` shows it while it runs)")
-    return fork_agent(f"pid:{pid}", _enter, (pid,), wait)
+    return fork_agent(f"pid:{pid}", _enter, (pid,), wait, log)

@@ -7,11 +7,11 @@ forwards to it; the session and the layer use the stand-in as they use a local a
 """
 from __future__ import annotations
 
-from . import Target, TargetError
+from . import AgentLog, Target, TargetError
 from .local import fork_agent
 
 
-def start_agent(spec: str, token_file: str | None, wait: bool = True) -> Target:
+def start_agent(spec: str, token_file: str | None, wait: bool = True, log: AgentLog | None = None) -> Target:
     from ..agent.listen import AddressError, parse_address
     from ..protocol.auth import TokenError, load_token
 
@@ -27,7 +27,7 @@ def start_agent(spec: str, token_file: str | None, wait: bool = True) -> Target:
     except TokenError as e:
         raise TargetError(str(e)) from None
 
-    return fork_agent(spec, _enter, (tuple(address), token, token_file, spec), wait)
+    return fork_agent(spec, _enter, (tuple(address), token, token_file, spec), wait, log)
 
 
 def _enter(address: tuple, token: bytes, token_file: str, spec: str):
