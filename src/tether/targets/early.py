@@ -3,7 +3,7 @@
 An agent on this host (targets/local.py) spends most of its start importing asyncio and the
 agent's code (50-90 ms here): more than this side needs to parse its command line, read its
 settings and load the session's modules. So `tether exec` forks the agent's process first
-thing (tether/__main__.py), before click is even imported; the child imports while the parent
+thing (tether/__main__.py), before it parses its arguments; the child imports while the parent
 works, then waits to be told what to serve: one message carrying the target to enter (a
 module-level function and its arguments), the debug log to write, and the two sockets (the
 session's link and the listener for hooked processes). A parent that exits first, or never
