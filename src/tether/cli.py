@@ -123,9 +123,10 @@ class _DocstringFormatter(argparse.RawDescriptionHelpFormatter):
     """Shows the commands' docstrings as laid out in the source, their indentation removed."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
-        from inspect import cleandoc  # only when help is shown
+        import textwrap  # only for help and --version (inspect.cleandoc would cost --version 5-10 ms)
 
-        return super()._fill_text(cleandoc(text), width, indent)
+        summary, _, details = text.partition("\n")
+        return super()._fill_text(summary + "\n" + textwrap.dedent(details), width, indent)
 
 
 def _add_command(commands, name: str, function, usage: str | None = None) -> argparse.ArgumentParser:
