@@ -194,3 +194,16 @@ def test_go_program_started_by_a_shell_is_hooked(go_versions, tmp_path):
     proc, events = trace("/bin/sh", "-c", f"{exe} hello; exit 3", tmp=tmp_path)
     assert (proc.returncode, proc.stdout, proc.stderr) == (3, b"hello\n", b"")
     assert any(e["args"][0] == "1" and e["ret"] == 6 for e in calls(events, "write"))
+
+
+def test_a_trace_that_cannot_be_written_leaves_the_program_running(go_versions, tmp_path):
+    """-o on a full disk: one warning that the rest of the trace is lost; the program runs to
+    its end and its exit status passes through (no traceback, no killed program)."""
+    exe = gobuild.build(go_versions[-1], "default")
+    script = f"{exe} files {tmp_path} && echo done && exit 7"
+    r = subprocess.run([*TETHER, "trace", "-o", "/dev/full", "--", "/bin/sh", "-c", script],
+                       capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stdout.splitlines()[-1:]) == (7, ["done"]), r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines == ["tether trace: cannot write the trace to /dev/full: No space left on device; "
+                     "the rest of it is lost (the program runs on)"], r.stderr

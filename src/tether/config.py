@@ -20,7 +20,7 @@ class ConfigError(Exception):
 
 class Key(NamedTuple):
     name: str  # in the file
-    param: str  # the click parameter of `tether exec`
+    param: str  # the argparse dest of `tether exec`'s flag
     flag: str
     kind: str  # "string", "bool", "list" (of strings) or "table" (of strings)
     help: str
@@ -117,7 +117,7 @@ def load(path: Path) -> dict[str, object]:
 
 
 def as_param(key: Key, value: object) -> object:
-    """A file value in the shape click gives the parameter."""
+    """A file value in the shape the flag gives (cli.exec_flags): lists and tables as tuples."""
     if key.kind == "list":
         return tuple(value)
     if key.kind == "table":
@@ -141,8 +141,8 @@ def from_environment(key: Key, environ: dict[str, str]) -> object | None:
 
 def effective(flags: dict[str, object], config_path: Path | None,
               environ: dict[str, str]) -> tuple[dict[str, object], dict[str, str]]:
-    """Each setting's value (by click parameter name) and where it came from, first found of:
-    flags (the parameters given on the command line), environ, the file, the default."""
+    """Each setting's value (by parameter name) and where it came from, first found of:
+    flags (those given on the command line: cli.exec_flags), environ, the file, the default."""
     in_file = load(config_path) if config_path else {}
     values, sources = {}, {}
     for key in KEYS:

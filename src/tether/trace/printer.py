@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TextIO
 
 from ..protocol.wire import Hello, SyscallEvent
@@ -11,8 +12,10 @@ EXEC_CALLS = (59, 322)  # execve, execveat
 
 
 class Printer:
-    def __init__(self, out: TextIO, as_json: bool, classes: set[str] | None):
-        self.out, self.as_json, self.classes = out, as_json, classes
+    def __init__(self, out: TextIO, as_json: bool, classes: set[str] | None,
+                 warn: Callable[[str], None] = lambda msg: None):
+        self.out, self.as_json, self.classes, self.warn = out, as_json, classes, warn
+        self.failed = False  # the output could not be written: the program runs on, untraced
         # execve is reported before it runs; its line waits for the outcome: a result frame
         # if it failed, the new image's HELLO (same pid) if it succeeded. The HELLO comes on
         # the new image's own connection and may be served first: then it waits here.
@@ -30,15 +33,28 @@ class Printer:
             obj = to_json(e)
             if result == "0":
                 obj.update(ret=0, entry=False)
-            self.out.write(json.dumps(obj) + "\n")
+            self._write(json.dumps(obj) + "\n")
         else:
             line = format_line(e)
             if result is not None:
                 line = line[: line.rfind("= ?")] + f"= {result}"
-            self.out.write(line + "\n")
+            self._write(line + "\n")
+
+    def _write(self, text: str) -> None:
+        if not self.failed:
+            self._guard(self.out.write, text)
+
+    def _guard(self, op, *args) -> None:
+        try:
+            op(*args)
+        except OSError as e:
+            self.failed = True
+            self.warn(f"cannot write the trace to {getattr(self.out, 'name', 'its output')}: "
+                      f"{e.strerror or e}; the rest of it is lost (the program runs on)")
 
     def flush(self) -> None:
-        self.out.flush()
+        if not self.failed:
+            self._guard(self.out.flush)
 
     def event(self, e: SyscallEvent) -> None:
         if e.nr in EXEC_CALLS:
