@@ -98,6 +98,9 @@ def _child(control: socket.socket) -> None:
         # finalizing one would close whatever reuses its number (the sockets received later).
         gc.freeze()
         os.setsid()  # the terminal's ^C is for the program, not for the agent
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)  # a pipe from tether's stdout must not wait for the agent to end too
         os.closerange(3, control.fileno())
         os.closerange(control.fileno() + 1, os.sysconf("SC_OPEN_MAX"))
         # What this thread needs to join the target and answer the session's first requests
