@@ -3,10 +3,12 @@ back as working sockets, although this host cannot reach those addresses at all.
 from __future__ import annotations
 
 import errno
-import logging
+import json
 import os
 import re
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -93,25 +95,41 @@ def test_environment_is_the_namespace_file(target_ns, link):  # noqa: F811
     assert agent.env() == target_ns.environment
 
 
+EARLY = """
+import json, logging, sys
+from tether.targets.netns import start_agent
+name, hosts_name, log = sys.argv[1:]
+target = start_agent(name, wait=False, log=(log, "%(message)s", logging.DEBUG))
+try:
+    target.ready()
+    out = {"env": target.link.env(), "hosts": target.link.read_file("/etc/hosts").decode(),
+           "resolved": target.link.resolve(hosts_name)}
+    out["hosts again"] = target.link.read_file("/etc/hosts").decode()
+    out["env again"] = target.link.env()
+finally:
+    target.close()
+out["status"] = target.proc.returncode
+out["asyncio here"] = "asyncio" in sys.modules
+print(json.dumps(out))
+"""
+
+
 def test_requests_answered_while_the_agent_loads_asyncio(target_ns, tmp_path):  # noqa: F811
     """The forked agent answers hello, environment and files while a thread imports asyncio;
     the first request that has to wait (a name lookup) is handed to the asyncio server, and
-    nothing is lost on the way."""
+    nothing is lost on the way. Run from a fresh interpreter: a child forked from one that has
+    asyncio loaded already (this one) has nothing left to import."""
     log = tmp_path / "agent.log"
-    target = start_agent(target_ns.name, wait=False, log=(str(log), "%(message)s", logging.DEBUG))
-    try:
-        target.ready()
-        assert target.link.env() == target_ns.environment
-        hosts = target.link.read_file("/etc/hosts")
-        assert target_ns.hosts_name.encode() in hosts
-        assert target.link.resolve(target_ns.hosts_name) == [WEB_ADDR]
-        assert target.link.read_file("/etc/hosts") == hosts
-        assert target.link.env() == target_ns.environment
-    finally:
-        target.close()
-    assert target.proc.returncode == 0
-    early = re.search(r"(\d+) requests answered before asyncio had loaded", log.read_text())
-    assert early and int(early.group(1)) >= 1, "every request waited for asyncio"
+    r = subprocess.run([sys.executable, "-c", EARLY, target_ns.name, target_ns.hosts_name, str(log)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["env"] == out["env again"] == target_ns.environment
+    assert target_ns.hosts_name in out["hosts"] and out["hosts again"] == out["hosts"]
+    assert out["resolved"] == [WEB_ADDR]
+    assert out["status"] == 0 and not out["asyncio here"]
+    early = re.search(r"(\d+) requests answered before asyncio had loaded; type 40 waits for it", log.read_text())
+    assert early and int(early.group(1)) >= 3, log.read_text()  # hello, environment, /etc/hosts
 
 
 def test_agent_leaves_at_once_when_the_session_ends_before_asyncio_loaded(target_ns):  # noqa: F811
