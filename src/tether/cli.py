@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> None:
       tether trace -- PROGRAM   every syscall through tether's hooks
       tether inspect BINARY     what tether sees in a binary and whether it can hook it
       tether demo               see it work, in a throwaway namespace (root)
-    Go programs are hooked at their own syscall entry; programs using libc are not yet.
+    Go programs are hooked at their own syscall entry, programs using libc (C, Python, curl,
+    ...) at libc's entry points for sockets, I/O, files, name lookups, fork and exec.
     """
     args = parse(sys.argv[1:] if argv is None else argv)
     args.run(args)
