@@ -104,7 +104,7 @@ def _child(control: socket.socket) -> None:
         os.closerange(3, control.fileno())
         os.closerange(control.fileno() + 1, os.sysconf("SC_OPEN_MAX"))
         # What this thread needs to join the target and answer the session's first requests
-        # (10-15 ms), before the parent sends them; asyncio and the server (40-60 ms) load in
+        # (15-20 ms here), before the parent sends them; asyncio and the server (40-60 ms) load in
         # another thread meanwhile.
         import ctypes
         import importlib
