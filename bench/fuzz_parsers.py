@@ -29,6 +29,7 @@ from tether.protocol.sockaddr import encode_inet  # noqa: E402
 DECODERS = {
     wire.MSG_HELLO: wire.decode_hello, wire.MSG_HELLO_REPLY: wire.decode_hello_reply,
     wire.MSG_PLAN_REQUEST: wire.decode_plan_request, wire.MSG_PLAN_REPLY: wire.decode_plan_reply,
+    wire.MSG_RING_REQUEST: wire.decode_ring_request,
     wire.MSG_AGENT_HELLO: wire.decode_agent_hello, wire.MSG_AGENT_HELLO_REPLY: wire.decode_agent_hello,
     wire.MSG_ERROR: wire.decode_error, wire.MSG_SYSCALL: wire.decode_syscall,
     wire.MSG_CONNECT: wire.decode_connect, wire.MSG_CONNECT_REPLY: wire.decode_connect_reply,

@@ -24,6 +24,9 @@
 #define TETHER_MSG_ERROR 15	  /* reply to any request: errno and a message */
 #define TETHER_MSG_SYSCALL 16	  /* layer -> session: one traced syscall */
 #define TETHER_MSG_RING_WAKE 17	  /* layer -> session: its trace ring has records (no payload) */
+#define TETHER_MSG_RING_REQUEST 18 /* layer -> session, from a forked child on a line of its own:
+				    * a trace ring of its own (struct tether_ring_request) */
+#define TETHER_MSG_RING_REPLY 19  /* session -> layer: no payload; the ring's memfd rides along */
 #define TETHER_MSG_CONNECT 32	  /* open and connect a socket in the target */
 #define TETHER_MSG_CONNECT_REPLY 33 /* success; the descriptor rides along (SCM_RIGHTS) */
 #define TETHER_MSG_OPEN 34	  /* open a file in the target, read-only */
@@ -96,6 +99,14 @@ struct tether_hello_reply {
 /* PLAN_REQUEST payload: two strings as in HELLO (the library's path and Go
  * build id).  PLAN_REPLY payload: one string, the plan.
  *
+ * RING_REQUEST payload: */
+struct tether_ring_request {
+	int pid;		/* the forked child's */
+	unsigned int reserved;
+};
+
+/*
+ *
  * SYSCALL payload, then data items: struct tether_data and its bytes,
  * padded to 8 bytes. */
 struct tether_syscall_event {
@@ -115,12 +126,14 @@ struct tether_data {
 
 /* The trace ring: shared memory (a memfd the session makes and passes with
  * HELLO_REPLY, SCM_RIGHTS, when tracing and the HELLO offered
- * TETHER_CAP_TRACE_RING) into which every thread of the process, and of its
- * forked children until they exec, writes its SYSCALL events with no
- * syscall.  head, published and tail count bytes since the start and never
- * wrap; a record lives at (position & (size - 1)) after this header, may
- * run over the end of the area and on at its start, and is 8-byte aligned,
- * so its header never does.
+ * TETHER_CAP_TRACE_RING) into which every thread of the process writes its
+ * SYSCALL events with no syscall.  A child forked without exec asks for a
+ * ring of its own (RING_REQUEST, on a new connection) with its first event;
+ * one sharing its parent's memory (vfork) sends its events as frames.
+ * head, published and tail count bytes since the start and never wrap; a
+ * record lives at (position & (size - 1)) after this header, may run over
+ * the end of the area and on at its start, and is 8-byte aligned, so its
+ * header never does.
  *
  * A producer reserves with a fetch-add on head, waits while its record's
  * end is more than size bytes past tail (futex on space, counted in

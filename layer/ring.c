@@ -32,15 +32,21 @@
 #define EPROTO 71
 #define ENOBUFS 105
 
-static struct tether_ring *ring; /* 0: none, or given up on */
-/* Only the process the ring was given to writes it.  A child that still
- * has it mapped (fork, until it execs; vfork) reports on the socket: one
- * killed in the middle of a record would hold up its parent's trace. */
-static int ring_pid;
-static unsigned char *records;
-/* Our own copies: the program could scribble on the shared header, and a
- * record must never land outside the mapping. */
-static unsigned long size, mask;
+/* A ring as its producers see it.  Our own copies of its geometry: the
+ * program could scribble on the shared header, and a record must never
+ * land outside the mapping. */
+struct producer {
+	struct tether_ring *r;
+	unsigned char *records;
+	unsigned long size, mask;
+	/* Only the process the ring was given to writes it: one killed in the
+	 * middle of a record would hold up the trace of every other. */
+	int pid;
+};
+/* Two: a forked child sets up its own ring (own_ring) in the slot its
+ * parent's is not in, and none of its threads ever writes that one. */
+static struct producer slots[2];
+static struct producer *current; /* 0: none, or given up on */
 /* 1 while this thread is in tether_ring_put: a signal handler's put nests */
 static __thread int writing __attribute__((tls_model("initial-exec")));
 
@@ -51,6 +57,8 @@ static long raw(long nr, long a1, long a2, long a3, long a4, long a5, long a6)
 
 int tether_ring_attach(int fd)
 {
+	struct producer *in = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
+	struct producer *slot = in == &slots[0] ? &slots[1] : &slots[0];
 	long length = raw(SYS_lseek, fd, 0, SEEK_END, 0, 0, 0);
 	long p = -EINVAL;
 	struct tether_ring *r;
@@ -66,12 +74,33 @@ int tether_ring_attach(int fd)
 		raw(SYS_munmap, p, length, 0, 0, 0, 0);
 		return -EPROTO;
 	}
-	records = (unsigned char *)(r + 1);
-	ring_pid = tether_current_pid();
-	size = r->size;
-	mask = (size - 1) & ~7UL;
-	__atomic_store_n(&ring, r, __ATOMIC_RELEASE);
+	slot->r = r;
+	slot->records = (unsigned char *)(r + 1);
+	slot->pid = tether_current_pid();
+	slot->size = r->size;
+	slot->mask = (r->size - 1) & ~7UL;
+	__atomic_store_n(&current, slot, __ATOMIC_RELEASE);
 	return 0;
+}
+
+/* A child forked without exec has its parent's ring mapped: its first event
+ * asks the session for a ring of its own.  Its events go to the socket
+ * while it asks, if it cannot have one, and in a child sharing its
+ * parent's memory (vfork, clone with CLONE_VM), which must not touch any of
+ * this: it would change its parent's state. */
+static struct producer *own_ring(const struct producer *inherited, int pid)
+{
+	static int asked; /* the last process that asked */
+	int last = __atomic_load_n(&asked, __ATOMIC_RELAXED);
+	int fd;
+
+	if (pid != tether_self_pid() || last == pid ||
+	    !__atomic_compare_exchange_n(&asked, &last, pid, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+		return 0;
+	if (tether_session_fork(pid, &fd) < 0 || tether_ring_attach(fd) < 0)
+		return 0;
+	raw(SYS_munmap, (long)inherited->r, (long)(sizeof *inherited->r + inherited->size), 0, 0, 0, 0);
+	return __atomic_load_n(&current, __ATOMIC_ACQUIRE);
 }
 
 static int session_gone(void)
@@ -97,16 +126,17 @@ static void wake_session(struct tether_ring *r)
  * futex wait times out now and then: the session's wake can be missed (it
  * stores tail, then reads waiters, with no fence between: Python has
  * none), and a session that was killed wakes no one. */
-static int wait_for_room(struct tether_ring *r, unsigned long end)
+static int wait_for_room(const struct producer *p, unsigned long end)
 {
 	struct { long sec, nsec; } wait = {0, WAIT_NS};
+	struct tether_ring *r = p->r;
 	int err = 0;
 
 	__atomic_add_fetch(&r->waiters, 1, __ATOMIC_SEQ_CST);
 	for (;;) {
 		unsigned seq = __atomic_load_n(&r->space, __ATOMIC_SEQ_CST);
 
-		if (end - __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST) <= size)
+		if (end - __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST) <= p->size)
 			break;
 		if (__atomic_load_n(&r->closed, __ATOMIC_ACQUIRE) || session_gone()) {
 			err = -EPIPE;
@@ -128,17 +158,19 @@ static int wait_for_room(struct tether_ring *r, unsigned long end)
  * neither pass a locked instruction, so of two producers finishing side by
  * side one always sees the other's record.  A header is trusted only where
  * the session has zeroed the previous lap. */
-static void publish(struct tether_ring *r, unsigned long from, unsigned long to)
+static void publish(const struct producer *p, unsigned long from, unsigned long to)
 {
+	struct tether_ring *r = p->r;
+
 	while (__atomic_compare_exchange_n(&r->published, &from, to, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
 		unsigned long header;
 		unsigned length;
 
 		from = to;
 		if (from >= __atomic_load_n(&r->head, __ATOMIC_SEQ_CST) ||
-		    from + 8 - __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST) > size)
+		    from + 8 - __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST) > p->size)
 			return;
-		header = __atomic_load_n((unsigned long *)(records + (from & mask)), __ATOMIC_SEQ_CST);
+		header = __atomic_load_n((unsigned long *)(p->records + (from & p->mask)), __ATOMIC_SEQ_CST);
 		length = (unsigned)header;
 		if (length <= 8 || length > TETHER_FRAME_MAX || length & 7)
 			return; /* not written yet (0), or no record the layer writes */
@@ -149,15 +181,23 @@ static void publish(struct tether_ring *r, unsigned long from, unsigned long to)
 int tether_ring_put(unsigned short type, unsigned short flags, const unsigned long *payload, unsigned long n,
                     int pid)
 {
-	struct tether_ring *r = __atomic_load_n(&ring, __ATOMIC_ACQUIRE);
+	const struct producer *p = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
 	unsigned long length = sizeof(struct tether_record) + n;
 	/* struct tether_record as one word, built in a register */
 	unsigned long header = length | (unsigned long)type << 32 | (unsigned long)flags << 48;
 	int nested = writing;
-	unsigned long start;
+	unsigned long start, size, mask;
+	unsigned char *records;
+	struct tether_ring *r;
 
-	if (!r || pid != ring_pid)
+	if (p && p->pid != pid)
+		p = own_ring(p, pid);
+	if (!p)
 		return -ENOBUFS;
+	r = p->r;
+	records = p->records;
+	size = p->size;
+	mask = p->mask;
 	if (nested) {
 		/* A signal handler interrupted a put on this thread: that record
 		 * cannot commit before this one does, so this one must not wait
@@ -173,10 +213,10 @@ int tether_ring_put(unsigned short type, unsigned short flags, const unsigned lo
 		__atomic_signal_fence(__ATOMIC_SEQ_CST);
 		start = __atomic_fetch_add(&r->head, length, __ATOMIC_RELAXED);
 		if (start + length - __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE) > size &&
-		    wait_for_room(r, start + length) < 0) {
+		    wait_for_room(p, start + length) < 0) {
 			/* Never to be committed: the session is gone and the rest
 			 * of the trace with it, not the program. */
-			__atomic_store_n(&ring, 0, __ATOMIC_RELEASE);
+			__atomic_store_n(&current, 0, __ATOMIC_RELEASE);
 			writing = 0;
 			return 0;
 		}
@@ -185,7 +225,7 @@ int tether_ring_put(unsigned short type, unsigned short flags, const unsigned lo
 		*(unsigned long *)(records + ((start + 8 + i) & mask)) = payload[i / 8];
 	/* The header last, in one store: nothing reads the record before it. */
 	__atomic_store_n((unsigned long *)(records + (start & mask)), header, __ATOMIC_RELEASE);
-	publish(r, start, start + length);
+	publish(p, start, start + length);
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	writing = nested;
 	if (__atomic_load_n(&r->sleeping, __ATOMIC_RELAXED))

@@ -34,6 +34,11 @@ void tether_self_init(void)
 	__atomic_store_n(&self_pid, tether_current_pid(), __ATOMIC_RELAXED);
 }
 
+int tether_self_pid(void)
+{
+	return __atomic_load_n(&self_pid, __ATOMIC_RELAXED);
+}
+
 /* In a fork child, which has its own memory: the cached ids are its
  * parent's. */
 void tether_self_forked(void)

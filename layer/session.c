@@ -25,6 +25,7 @@
 #define PATH_MAX_UN 108
 
 int tether_session_fd = -1;
+static char session_path[PATH_MAX_UN]; /* for a forked child's own line */
 
 static long raw(long nr, long a1, long a2, long a3, long a4, long a5, long a6)
 {
@@ -64,13 +65,16 @@ unsigned char *tether_put_string(unsigned char *p, const char *s, unsigned n)
 	return p + 2 + n;
 }
 
-int tether_session_send(const void *frame, unsigned long length)
+static int send_on(int fd, const void *frame, unsigned long length)
 {
-	int fd = __atomic_load_n(&tether_session_fd, __ATOMIC_ACQUIRE);
-
 	if (fd < 0)
 		return -9; /* EBADF */
 	return (int)raw(SYS_sendto, fd, (long)frame, (long)length, MSG_NOSIGNAL, 0, 0);
+}
+
+int tether_session_send(const void *frame, unsigned long length)
+{
+	return send_on(__atomic_load_n(&tether_session_fd, __ATOMIC_ACQUIRE), frame, length);
 }
 
 /* RING_WAKE, never blocking: a full socket buffer already has the session
@@ -84,12 +88,12 @@ void tether_session_wake(void)
 		raw(SYS_sendto, fd, (long)&wake, sizeof wake, MSG_DONTWAIT | MSG_NOSIGNAL, 0, 0);
 }
 
-/* Send the request in buf (payload up to end) and receive the reply, which
- * must be reply_type with the same id, into buf; a descriptor that came
- * with it goes to *fd (else -1).  Returns its length or -errno.  The reply
- * is read by the thread that asked: callers hold the link for the exchange
- * (start-up, or the lock in tether_session_plan). */
-static long exchange(unsigned char *buf, unsigned long size, const unsigned char *end,
+/* Send the request in buf (payload up to end) on line and receive the
+ * reply, which must be reply_type with the same id, into buf; a descriptor
+ * that came with it goes to *fd (else -1).  Returns its length or -errno.
+ * The reply is read by the thread that asked: callers hold the line for
+ * the exchange (start-up, a new line, or the lock in tether_session_plan). */
+static long exchange(int line, unsigned char *buf, unsigned long size, const unsigned char *end,
                      unsigned short type, unsigned long id, unsigned short reply_type, int *fd)
 {
 	struct tether_frame *f = (struct tether_frame *)buf;
@@ -100,9 +104,9 @@ static long exchange(unsigned char *buf, unsigned long size, const unsigned char
 	f->flags = 0;
 	f->id = id;
 	*fd = -1;
-	if (tether_session_send(buf, f->length) < 0)
+	if (send_on(line, buf, f->length) < 0)
 		return -32; /* EPIPE */
-	n = tether_recv_fds(tether_session_fd, buf, size, fd, 1, 1);
+	n = tether_recv_fds(line, buf, size, fd, 1, 1);
 	if (n < (long)sizeof *f || f->length != (unsigned)n || f->type != reply_type || f->id != id) {
 		if (*fd >= 0)
 			raw(SYS_close, *fd, 0, 0, 0, 0, 0);
@@ -149,6 +153,8 @@ int tether_session_open(const char *path, const char *go_build_id, unsigned id_l
 	tether_session_fd = connect_to(path);
 	if (tether_session_fd < 0)
 		return tether_session_fd;
+	for (unsigned long i = 0; path[i]; i++) /* it fitted: connect_to checked */
+		session_path[i] = path[i];
 	exe_len = raw(SYS_readlink, (long)"/proc/self/exe", (long)exe, sizeof exe, 0, 0, 0);
 	if (exe_len < 0)
 		exe_len = 0;
@@ -161,7 +167,7 @@ int tether_session_open(const char *path, const char *go_build_id, unsigned id_l
 	h->ppid = (int)raw(SYS_getppid, 0, 0, 0, 0, 0, 0);
 	p = tether_put_string((unsigned char *)(h + 1), exe, (unsigned)exe_len);
 	p = tether_put_string(p, go_build_id, id_len);
-	n = exchange(buf, sizeof words, p, TETHER_MSG_HELLO, 1, TETHER_MSG_HELLO_REPLY, ring);
+	n = exchange(tether_session_fd, buf, sizeof words, p, TETHER_MSG_HELLO, 1, TETHER_MSG_HELLO_REPLY, ring);
 	if (n < 0)
 		return (int)n;
 	p = (unsigned char *)(r + 1);
@@ -199,7 +205,8 @@ int tether_session_plan(const char *path, const char *go_build_id, unsigned id_l
 		;
 	p = tether_put_string(buf + sizeof(struct tether_frame), path, (unsigned)n);
 	p = tether_put_string(p, go_build_id, id_len);
-	got = exchange(buf, sizeof words, p, TETHER_MSG_PLAN_REQUEST, 2, TETHER_MSG_PLAN_REPLY, &fd);
+	got = exchange(tether_session_fd, buf, sizeof words, p, TETHER_MSG_PLAN_REQUEST, 2, TETHER_MSG_PLAN_REPLY,
+	               &fd);
 	if (fd >= 0)
 		raw(SYS_close, fd, 0, 0, 0, 0, 0); /* none is due */
 	if (got < 0)
@@ -208,4 +215,38 @@ int tether_session_plan(const char *path, const char *go_build_id, unsigned id_l
 		err = take_string(buf + sizeof(struct tether_frame), buf + got, plan, plan_size) == buf + got ? 0 : -71;
 	__atomic_store_n(&busy, 0, __ATOMIC_RELEASE);
 	return err;
+}
+
+/* A line of its own for a child forked without exec, and a trace ring of
+ * its own (RING_REQUEST): the line and ring it inherited are its parent's.
+ * On success the inherited line is let go and *ring is the ring's memfd;
+ * else -errno, and the child goes on with its parent's line. */
+int tether_session_fork(int pid, int *ring)
+{
+	union {
+		struct {
+			struct tether_frame f;
+			struct tether_ring_request q;
+		} m;
+		unsigned char bytes[64]; /* room for the reply; an ERROR one is cut, and refused */
+	} buf = {.m = {.q = {pid, 0}}};
+	int line = session_path[0] ? connect_to(session_path) : -2; /* ENOENT */
+	long n;
+
+	*ring = -1;
+	if (line < 0)
+		return line;
+	n = exchange(line, buf.bytes, sizeof buf, (unsigned char *)(&buf.m + 1), TETHER_MSG_RING_REQUEST, 3,
+	             TETHER_MSG_RING_REPLY, ring);
+	if (n != sizeof(struct tether_frame) || *ring < 0) {
+		if (*ring >= 0)
+			raw(SYS_close, *ring, 0, 0, 0, 0, 0);
+		*ring = -1;
+		tether_fd_close(line);
+		return n < 0 ? (int)n : -71; /* EPROTO */
+	}
+	line = __atomic_exchange_n(&tether_session_fd, line, __ATOMIC_ACQ_REL);
+	if (line >= 0)
+		tether_fd_close(line);
+	return 0;
 }

@@ -115,6 +115,9 @@ void tether_session_wake(void); /* RING_WAKE, if it can go at once */
 unsigned char *tether_put_string(unsigned char *p, const char *s, unsigned n);
 int tether_session_plan(const char *path, const char *go_build_id, unsigned id_len,
                         char *plan, unsigned plan_size);
+/* In a child forked without exec: a line of its own (it replaces the
+ * inherited one) and the memfd of a trace ring of its own in *ring. */
+int tether_session_fork(int pid, int *ring);
 
 /* fd_recv.c: one message on conn into buf, and the descriptors that came
  * with it in fds (up to max, 1 to TETHER_SOCKETS_MAX; -1 in the slots
@@ -126,7 +129,8 @@ long tether_recv_fds(long conn, void *buf, unsigned long size, int *fds, int max
  * type and flags, its payload n bytes (a multiple of 8, at most
  * TETHER_FRAME_MAX - 16), for process pid, the caller: 0 when written, or
  * dropped because the session is gone; -errno when the caller should send
- * it as a frame instead (no ring, a child of the ring's process, or a full
+ * it as a frame instead (no ring, a child sharing the ring's process's
+ * memory, a forked child that could not get a ring of its own, or a full
  * ring while this thread is already writing a record: a signal handler
  * must not wait for the record it interrupted). */
 int tether_ring_attach(int fd);
@@ -154,6 +158,7 @@ int tether_current_pid(void);
 extern unsigned tether_self_gen;
 void tether_self_init(void);
 void tether_self_forked(void);
+int tether_self_pid(void); /* the process whose memory this is */
 void tether_self_ids(int *pid, int *tid);
 long tether_peek(void *dst, long addr, unsigned long n);
 long tether_poke(long addr, const void *src, unsigned long n);

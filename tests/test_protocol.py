@@ -19,6 +19,10 @@ FACTS = {
     "TETHER_MSG_HELLO": wire.MSG_HELLO,
     "TETHER_MSG_HELLO_REPLY": wire.MSG_HELLO_REPLY,
     "TETHER_MSG_PLAN_REQUEST": wire.MSG_PLAN_REQUEST,
+    "TETHER_MSG_RING_REQUEST": wire.MSG_RING_REQUEST,
+    "TETHER_MSG_RING_REPLY": wire.MSG_RING_REPLY,
+    "sizeof(struct tether_ring_request)": wire.RING_REQUEST.size,
+    "offsetof(struct tether_ring_request, reserved)": 4,
     "TETHER_MSG_PLAN_REPLY": wire.MSG_PLAN_REPLY,
     "TETHER_MSG_SYSCALL": wire.MSG_SYSCALL,
     "TETHER_MSG_AGENT_HELLO": wire.MSG_AGENT_HELLO,
@@ -148,7 +152,7 @@ def test_hello_round_trip(exe, build_id, pid):
 
 
 DECODERS = [wire.decode_syscall, wire.decode_hello, wire.decode_hello_reply,
-            wire.decode_plan_request, wire.decode_plan_reply, wire.decode_agent_hello,
+            wire.decode_plan_request, wire.decode_plan_reply, wire.decode_ring_request, wire.decode_agent_hello,
             wire.decode_error, wire.decode_connect, wire.decode_connect_reply, wire.decode_open, wire.decode_socket,
             wire.decode_resolve, wire.decode_resolve_reply, wire.decode_nameinfo, wire.decode_nameinfo_reply,
             lambda f: wire.EnvAssembler().feed(f), wire.decode_stream, wire.decode_stream_reply,
@@ -353,3 +357,10 @@ def test_ring_header_struct_and_offsets_agree():
           "published": (wire.RING_PUBLISHED, "Q"), "waiters": (wire.RING_WAITERS, "I"), "tail": (wire.RING_TAIL, "Q"), "space": (wire.RING_SPACE, "I"),
           "sleeping": (wire.RING_SLEEPING, "I"), "closed": (wire.RING_CLOSED, "I")}
     assert {name: struct.unpack_from("<" + fmt, blob, off)[0] for name, (off, fmt) in at.items()} == fields
+
+
+@given(st.integers(min_value=1, max_value=2**31 - 1))
+def test_ring_request_round_trips(pid):
+    assert wire.decode_ring_request(wire.decode_frame(wire.encode_ring_request(pid, 5))) == pid
+    reply = wire.decode_frame(wire.encode_ring_reply(5))
+    assert (reply.type, reply.id, reply.payload) == (wire.MSG_RING_REPLY, 5, b"")

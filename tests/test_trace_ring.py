@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -92,6 +93,49 @@ def test_a_full_ring_makes_writers_wait_and_loses_nothing(go_versions):
         seen, _ = marked_calls(events)
         assert all(seen[t] == list(range(n)) for t in range(threads)) and len(seen) == threads, version
         assert server.producer_wakes > 0, version  # the writers did wait, and were woken
+
+
+FORKS = """
+import os, sys
+children, calls = int(sys.argv[1]), int(sys.argv[2])
+fd = os.open("/dev/zero", os.O_RDONLY)
+pids = []
+for _ in range(children):
+    pid = os.fork()
+    if pid == 0:
+        for offset in range(calls):
+            os.pread(fd, 1, offset)
+        os._exit(0)
+    pids.append(pid)
+for offset in range(calls):
+    os.pread(fd, 1, offset)
+for pid in pids:
+    os.waitpid(pid, 0)
+"""
+
+
+def test_children_forked_without_exec_write_rings_of_their_own():
+    """Each child forked without exec asks for a ring of its own with its first event (its
+    parent's is its parent's alone): every call of every process arrives, in order, none as a
+    frame on the socket. 8 KiB rings: the children's writers wait for the session too."""
+    children, calls = 4, 3000
+    events = []
+    server = LayerServer(wire.MODE_TRACE, events.append, ring_size=8192)
+    old = _in_time(120)
+    try:
+        code = launch.run([sys.executable, "-I", "-c", FORKS, str(children), str(calls)], server)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+        server.close()
+    assert code == 0
+    preads = defaultdict(list)
+    for e in events:
+        if e.nr == 17 and e.args[2] == 1:  # pread64(fd, buf, 1, offset)
+            preads[e.pid].append(e.args[3])
+    assert len(preads) == children + 1
+    assert all(offsets == list(range(calls)) for offsets in preads.values())
+    assert server.frame_events == 0
 
 
 # A peer that speaks for the layer: says HELLO, takes the ring, writes into it by hand.

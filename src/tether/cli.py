@@ -245,8 +245,8 @@ def trace(args: argparse.Namespace) -> None:
     Children are traced too. The program's own stdin, stdout and stderr are untouched; the
     trace goes to stderr or FILE. Exit status: the program's (128+N if a signal ended it);
     2 if tether itself could not start it (the reason is printed), 126/127 as a shell would.
-    Go programs are hooked at their syscall entry; of programs using libc, only connect,
-    sendto and sendmsg are traced so far.
+    Go programs are traced at their syscall entry; programs using libc at libc's entry
+    points for sockets, descriptor I/O, files, fork and exec (README lists them).
     """
     from .protocol import wire
     from .session.launch import LaunchError, run

@@ -25,6 +25,8 @@ MSG_AUTH_OK = 9  # the agent's proof of the token
 MSG_ERROR = 15
 MSG_SYSCALL = 16
 MSG_RING_WAKE = 17  # layer -> session: its trace ring has records (the session said it sleeps)
+MSG_RING_REQUEST = 18  # layer -> session: a forked child's own trace ring (RING_REQUEST: its pid)
+MSG_RING_REPLY = 19  # session -> layer: no payload; the ring's memfd rides along
 MSG_CONNECT = 32
 MSG_CONNECT_REPLY = 33
 MSG_OPEN = 34
@@ -58,6 +60,7 @@ DATA_SOCKADDR = 2
 FRAME = struct.Struct("<IHHQ")  # length, type, flags, id
 HELLO = struct.Struct("<HHIii")  # version, reserved, capabilities, pid, ppid
 HELLO_REPLY = struct.Struct("<HHI")  # version, reserved, mode
+RING_REQUEST = struct.Struct("<iI")  # pid, reserved
 SYSCALL_EVENT = struct.Struct("<iiq6qq")  # pid, tid, nr, args[6], ret
 DATA = struct.Struct("<BBHI")  # arg, kind, length, full_length
 AGENT_HELLO = struct.Struct("<HHI")  # version, reserved, capabilities
@@ -321,6 +324,21 @@ def decode_plan_request(f: Frame) -> PlanRequest:
 
 def encode_plan_reply(plan: str, id: int) -> bytes:
     return encode_frame(MSG_PLAN_REPLY, _pack_string(plan), id=id)
+
+
+def encode_ring_request(pid: int, id: int) -> bytes:
+    return encode_frame(MSG_RING_REQUEST, RING_REQUEST.pack(pid, 0), id=id)
+
+
+def decode_ring_request(f: Frame) -> int:
+    """The pid of the forked child asking for a ring."""
+    if f.type != MSG_RING_REQUEST or len(f.payload) != RING_REQUEST.size:
+        raise ProtocolError("malformed RING_REQUEST")
+    return RING_REQUEST.unpack(f.payload)[0]
+
+
+def encode_ring_reply(id: int) -> bytes:
+    return encode_frame(MSG_RING_REPLY, b"", id=id)
 
 
 def _only_string(f: Frame, type: int, frame_name: str, what: str) -> str:

@@ -38,14 +38,12 @@ class Intake:
         self._waiting_since = 0.0  # when the oldest record not yet decoded was queued
         self._bad_records = 0
 
-    def new_ring(self, hello: wire.Hello) -> Ring | None:
-        """A ring for the process that said hello, if it can take one (else it sends frames)."""
-        if not hello.capabilities & wire.CAP_TRACE_RING:
-            return None
+    def new_ring(self, pid: int) -> Ring | None:
+        """A ring for process pid, or None if none can be made (it then sends frames)."""
         try:
             return Ring(self.ring_size)
         except (OSError, ValueError) as e:
-            self.warn(f"process {hello.pid}: no trace ring ({e}); its events come one frame each")
+            self.warn(f"process {pid}: no trace ring ({e}); its events come one frame each")
             return None
 
     def attach(self, conn: socket.socket, ring: Ring, pid: int) -> None:

@@ -11,6 +11,7 @@ events there; intake.py takes them in and says when to decode them.
 """
 from __future__ import annotations
 
+import errno
 import os
 import selectors
 import shutil
@@ -26,6 +27,7 @@ from ..layer import CannotHookError, go_plan
 from ..protocol import wire
 from .agent_link import AgentLink
 from .intake import Intake
+from .ring import Ring
 
 BATCH = 256  # frames served from one connection before looking at the others
 DECODE_SECONDS = 0.02  # decoding per poll, before the sockets are looked at again
@@ -57,6 +59,7 @@ class LayerServer:
         if agent:  # watched so that its loss is reported when it happens
             self.sel.register(agent, selectors.EVENT_READ, "agent")
         self.peers = 0
+        self.frame_events = 0  # events that came as frames, not through a ring (a vfork child's)
         self._plans: dict[str, str] = {}
         self.intake = Intake(on_event, on_hello, warn, self._drop, ring_size)
 
@@ -89,10 +92,25 @@ class LayerServer:
         self._plans[go_build_id] = plan
         return plan
 
+    def _reply_with_ring(self, conn: socket.socket, reply: bytes, ring: Ring | None, pid: int) -> None:
+        """Send reply, with ring's memfd if there is a ring: pid's events are read from it."""
+        if ring is None:
+            conn.sendall(reply)
+            return
+        try:
+            socket.send_fds(conn, [reply], [ring.fd])
+        except OSError:
+            ring.close()
+            raise
+        finally:
+            os.close(ring.fd)
+        self.intake.attach(conn, ring, pid)
+
     def _handle(self, conn: socket.socket, frame: wire.Frame) -> None:
         if frame.type == wire.MSG_SYSCALL:
             # Sent as a frame when the ring could not take it: queued behind what the rings hold.
             wire.decode_syscall(frame)
+            self.frame_events += 1
             self.intake.queue(wire.encode_record(frame.type, frame.payload, frame.flags))
         elif frame.type == wire.MSG_RING_WAKE:
             pass  # the rings are read after every round of frames
@@ -108,18 +126,18 @@ class LayerServer:
                 self.on_hello(hello)
             reply = wire.encode_hello_reply(wire.HelloReply(wire.PROTOCOL_VERSION, self.mode, plan,
                                                             self.agent_socket, self.rules), frame.id)
-            ring = self.intake.new_ring(hello) if self.mode & wire.MODE_TRACE else None
+            ring = (self.intake.new_ring(hello.pid) if self.mode & wire.MODE_TRACE and
+                    hello.capabilities & wire.CAP_TRACE_RING else None)
+            self._reply_with_ring(conn, reply, ring, hello.pid)
+        elif frame.type == wire.MSG_RING_REQUEST:
+            # A child forked without exec, on a line of its own: no HELLO (it is the same
+            # program, already announced), only a ring of its own.
+            pid = wire.decode_ring_request(frame)
+            ring = self.intake.new_ring(pid) if self.mode & wire.MODE_TRACE else None
             if ring is None:
-                conn.sendall(reply)
+                conn.sendall(wire.encode_error(wire.ErrorReply(errno.ENOBUFS, "no trace ring"), frame.id))
                 return
-            try:
-                socket.send_fds(conn, [reply], [ring.fd])
-            except OSError:
-                ring.close()
-                raise
-            finally:
-                os.close(ring.fd)
-            self.intake.attach(conn, ring, hello.pid)
+            self._reply_with_ring(conn, wire.encode_ring_reply(frame.id), ring, pid)
         elif frame.type == wire.MSG_PLAN_REQUEST:
             req = wire.decode_plan_request(frame)
             plan = self._plan_for(req.path, req.go_build_id, f"Go library {req.path}")
