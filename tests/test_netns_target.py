@@ -14,6 +14,7 @@ import time
 import pytest
 from netns import HTTP_PORT, UDP_PORT, WEB_ADDR, target_ns  # noqa: F401  (fixture)
 
+from tether.protocol import wire
 from tether.protocol.sockaddr import encode_inet
 from tether.session.agent_link import AgentError, LinkError
 from tether.targets.netns import TargetError, start_agent
@@ -96,15 +97,41 @@ def test_environment_is_the_namespace_file(target_ns, link):  # noqa: F811
 
 
 EARLY = """
-import json, logging, sys
+import json, logging, os, socket, sys
+from tether.protocol import wire
+from tether.protocol import wire
+from tether.protocol.sockaddr import encode_inet
 from tether.targets.netns import start_agent
-name, hosts_name, log = sys.argv[1:]
+name, hosts_name, web, port, log = sys.argv[1:]
+
+
+def ask(sock, request):
+    sock.send(request)
+    msg, fds, _, _ = socket.recv_fds(sock, wire.FRAME_MAX, 4)
+    return wire.decode_frame(msg).type, fds
+
+
 target = start_agent(name, wait=False, log=(log, "%(message)s", logging.DEBUG))
+out = {}
 try:
     target.ready()
-    out = {"env": target.link.env(), "hosts": target.link.read_file("/etc/hosts").decode(),
-           "resolved": target.link.resolve(hosts_name)}
-    out["hosts again"] = target.link.read_file("/etc/hosts").decode()
+    out["env"] = target.link.env()
+    out["hosts"] = target.link.read_file("/etc/hosts").decode()
+    layer = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # as a hooked process does
+    layer.connect(target.agent_socket)
+    kind, fds = ask(layer, wire.encode_socket(socket.AF_INET, socket.SOCK_STREAM, 0, 1, count=2))
+    out["sockets"] = [kind, len(fds)]
+    kind, fds2 = ask(layer, wire.encode_open(wire.Open(os.O_RDONLY, 0, "/etc/hosts"), 2))
+    out["opened"] = [kind, os.read(fds2[0], 1 << 16).decode()]
+    req = wire.Connect(socket.AF_INET, socket.SOCK_STREAM, 0, 5000, encode_inet(web, int(port)))
+    kind, fds3 = ask(layer, wire.encode_connect(req, 3))  # has to wait: asyncio takes over
+    with socket.socket(fileno=fds3[0]) as conn:
+        conn.setblocking(True)
+        conn.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+        out["fetched"] = conn.recv(12).decode()
+    for fd in fds + fds2:
+        os.close(fd)
+    out["resolved"] = target.link.resolve(hosts_name)
     out["env again"] = target.link.env()
 finally:
     target.close()
@@ -115,21 +142,25 @@ print(json.dumps(out))
 
 
 def test_requests_answered_while_the_agent_loads_asyncio(target_ns, tmp_path):  # noqa: F811
-    """The forked agent answers hello, environment and files while a thread imports asyncio;
-    the first request that has to wait (a name lookup) is handed to the asyncio server, and
-    nothing is lost on the way. Run from a fresh interpreter: a child forked from one that has
-    asyncio loaded already (this one) has nothing left to import."""
+    """The forked agent answers what needs no waiting, from the session (hello, environment,
+    files) and from hooked processes on its listener (sockets, files), while a thread imports
+    asyncio; the first request that has to wait (a layer's connect) is handed to the asyncio
+    server with every connection, and nothing is lost on the way. Run from a fresh
+    interpreter: a child forked from one that has asyncio loaded (this one) has nothing left
+    to import."""
     log = tmp_path / "agent.log"
-    r = subprocess.run([sys.executable, "-c", EARLY, target_ns.name, target_ns.hosts_name, str(log)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", EARLY, target_ns.name, target_ns.hosts_name, WEB_ADDR,
+                        str(HTTP_PORT), str(log)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["env"] == out["env again"] == target_ns.environment
-    assert target_ns.hosts_name in out["hosts"] and out["hosts again"] == out["hosts"]
+    assert target_ns.hosts_name in out["hosts"] and out["opened"] == [wire.MSG_OPEN_REPLY, out["hosts"]]
+    assert out["sockets"] == [wire.MSG_SOCKET_REPLY, 2]
+    assert out["fetched"].startswith("HTTP/1.")
     assert out["resolved"] == [WEB_ADDR]
     assert out["status"] == 0 and not out["asyncio here"]
-    early = re.search(r"(\d+) requests answered before asyncio had loaded; type 40 waits for it", log.read_text())
-    assert early and int(early.group(1)) >= 3, log.read_text()  # hello, environment, /etc/hosts
+    early = re.search(r"(\d+) requests answered before asyncio had loaded; type 32 waits for it", log.read_text())
+    assert early and int(early.group(1)) == 5, log.read_text()  # hello, environment, hosts; sockets, open
 
 
 def test_agent_leaves_at_once_when_the_session_ends_before_asyncio_loaded(target_ns):  # noqa: F811

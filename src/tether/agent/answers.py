@@ -2,8 +2,9 @@
 
 The asyncio server (agent/server.py) answers them from its reader callback. A forked agent
 also answers them before asyncio has loaded (answer_until): `tether exec` asks its hello, the
-target's environment and resolv.conf while the agent's imports go on in a thread
-(targets/early.py). Nothing here imports asyncio.
+target's environment and resolv.conf, and the program it starts its first sockets and
+resolver files, while the agent's imports go on in a thread (targets/early.py). Nothing here
+imports asyncio.
 """
 from __future__ import annotations
 
@@ -63,36 +64,69 @@ def answer(frame: wire.Frame, environment: Environment, carries_fds: bool, capab
         return [(failure(e, frame.id), [])]
 
 
-def answer_until(sock: socket.socket, environment: Environment, ready: int) -> list[wire.Frame] | None:
-    """Answer the session's requests on sock (a blocking SEQPACKET link that carries
-    descriptors) until the descriptor ready is readable or a request comes that has to wait
-    (a connect, a name lookup). Returns the frames read and not answered, for the asyncio
-    server to take over; None if the session hung up or broke the protocol."""
+def answer_until(session: socket.socket, listener: socket.socket, environment: Environment,
+                 ready: int) -> dict[socket.socket, list[wire.Frame]] | None:
+    """Answer what the session and the hooked processes that connect to listener ask (blocking
+    SEQPACKET sockets that carry descriptors) until the descriptor ready is readable or a
+    request comes that has to wait (a connect, a name lookup). Returns every connection with
+    the frames read from it and not answered, the session's first, for the asyncio server to
+    take over; None once the session has hung up or broken the protocol."""
+    links = {session.fileno(): session}
     poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    poller.register(ready, select.POLLIN)
-    answered = 0
-    while True:
-        if ready in dict(poller.poll()):
-            log.debug("%d requests answered before asyncio had loaded", answered)
-            return []
-        try:
-            msg = sock.recv(wire.FRAME_MAX + 1)
-            if not msg:
-                log.debug("%d requests answered before asyncio had loaded; the session is over", answered)
-                return None
-            frame = wire.decode_frame(msg)
-            if frame.type not in IMMEDIATE:
-                log.debug("%d requests answered before asyncio had loaded; type %d waits for it",
-                          answered, frame.type)
-                return [frame]
-            for reply, fds in answer(frame, environment, True, wire.CAP_SOCKETS):
+    for fd in (session.fileno(), listener.fileno(), ready):
+        poller.register(fd, select.POLLIN)
+    answered, waiting = 0, None
+
+    def drop(sock: socket.socket, why: str | None) -> None:
+        if why:
+            log.warning("closing a layer connection: %s", why)
+        poller.unregister(sock)
+        del links[sock.fileno()]
+        sock.close()
+
+    while waiting is None:
+        events = dict(poller.poll())
+        if ready in events:
+            break
+        for fd in events:
+            if fd == listener.fileno():
                 try:
-                    socket.send_fds(sock, [reply], fds)
-                finally:
-                    for fd in fds:
-                        os.close(fd)
-            answered += 1
-        except (OSError, wire.ProtocolError) as e:
-            log.warning("closing the session link: %s", e)
-            return None
+                    conn, _ = listener.accept()
+                except OSError as e:
+                    log.warning("accepting a layer connection: %s", e)
+                    continue
+                links[conn.fileno()] = conn
+                poller.register(conn, select.POLLIN)
+                continue
+            sock = links[fd]
+            try:
+                msg = sock.recv(wire.FRAME_MAX + 1)
+                if not msg:
+                    if sock is session:
+                        log.debug("%d requests answered before asyncio had loaded; the session is over",
+                                  answered)
+                        return None
+                    drop(sock, None)
+                    continue
+                frame = wire.decode_frame(msg)
+                if frame.type not in IMMEDIATE:
+                    waiting = sock, frame
+                    break
+                for reply, passed in answer(frame, environment, True, wire.CAP_SOCKETS):
+                    try:
+                        socket.send_fds(sock, [reply], passed)
+                    finally:
+                        for d in passed:
+                            os.close(d)
+                answered += 1
+            except (OSError, wire.ProtocolError) as e:
+                if sock is session:
+                    log.warning("closing the session link: %s", e)
+                    return None
+                drop(sock, str(e))
+    handover: dict[socket.socket, list[wire.Frame]] = {sock: [] for sock in links.values()}
+    if waiting:
+        handover[waiting[0]].append(waiting[1])
+    log.debug("%d requests answered before asyncio had loaded%s", answered,
+              f"; type {waiting[1].type} waits for it" if waiting else "")
+    return handover

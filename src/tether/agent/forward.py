@@ -361,8 +361,8 @@ def serving(remote_args: tuple[Address, bytes, str, str]):
     """What the forked child runs: connect to the agent, then serve the session and layers."""
     from .server import serve_fd
 
-    async def serve(session_fd: int, listen_fd: int, pending: list) -> None:
-        assert not pending, "a stand-in reads nothing before it serves"
+    async def serve(session_fd: int, listen_fd: int, pending: list, accepted: list) -> None:
+        assert not pending and not accepted, "a stand-in reads nothing before it serves"
         remote = Remote(*remote_args)
         await remote.start()  # if it fails, the session's hello gets the reason and tether stops
         await serve_fd(session_fd, lambda: {}, listen_fd, make_link=lambda sock: ForwardLink(sock, remote))

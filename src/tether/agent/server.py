@@ -231,18 +231,27 @@ def _seqpacket(fd: int) -> socket.socket:
 
 async def serve_fd(fd: int, environment: Environment, listen_fd: int | None = None,
                    make_link: Callable[[socket.socket], Link] | None = None,
-                   pending: Iterable[wire.Frame] = ()) -> None:
+                   pending: Iterable[wire.Frame] = (),
+                   accepted: Iterable[tuple[socket.socket, list[wire.Frame]]] = ()) -> None:
     """Serve the session on an inherited socket descriptor until it hangs up.
 
     listen_fd: a listening socket on which hooked processes connect directly for CONNECT and
     OPEN (each connection is served like the session's link), so those requests take one
     hop instead of two. make_link: what serves each connection (default: this host's Link).
-    pending: the session's requests read before (answers.answer_until), handled first."""
+    pending, accepted: the session's requests read before (answers.answer_until), and the
+    layer connections accepted then with theirs, handled first."""
     session = _seqpacket(fd)
     listener = _seqpacket(listen_fd) if listen_fd is not None else None
     make_link = make_link or (lambda sock: Link(sock, environment))
     loop = asyncio.get_running_loop()
     layers: set[asyncio.Task] = set()
+
+    def serve_layer(conn: socket.socket, frames: Iterable[wire.Frame] = ()) -> None:
+        link = make_link(conn)
+        link.pending(frames)
+        task = loop.create_task(link.serve())
+        layers.add(task)
+        task.add_done_callback(layers.discard)
 
     def accept() -> None:
         for _ in range(BATCH):
@@ -253,10 +262,10 @@ async def serve_fd(fd: int, environment: Environment, listen_fd: int | None = No
             except OSError as e:
                 log.warning("accepting a layer connection: %s", e)
                 return
-            task = loop.create_task(make_link(conn).serve())
-            layers.add(task)
-            task.add_done_callback(layers.discard)
+            serve_layer(conn)
 
+    for conn, frames in accepted:
+        serve_layer(conn, frames)
     if listener:
         listener.setblocking(False)
         loop.add_reader(listener, accept)

@@ -7,8 +7,9 @@ thing (tether/__main__.py), before its command line is even parsed. The child st
 that imports asyncio and the server, then waits to be told what to serve: one message carrying
 the target to enter (a module-level function and its arguments), the debug log to write, and
 the two sockets (the session's link and the listener for hooked processes). Its main thread
-joins the target and answers the session's first requests (hello, environment, resolv.conf:
-agent/answers.py) while the imports go on, then serves with asyncio once they are over. A
+joins the target and answers what needs no waiting (agent/answers.py: the session's hello,
+environment and resolv.conf; the program's first sockets and resolver files) while the
+imports go on, then serves with asyncio once they are over or a request has to wait. A
 parent that exits first, or never needs an agent, closes its end and the child leaves
 without a word.
 
@@ -137,20 +138,23 @@ def _child(control: socket.socket) -> None:
             logging.basicConfig(level=logging.WARNING, format="tether agent: %(message)s")
         environment, serve = getattr(importlib.import_module(module), function)(*args)
         ctypes.CDLL(None).prctl(PR_SET_NAME, AGENT_NAME, 0, 0, 0)
-        pending: list | None = []
+        pending, accepted = [], []
         if environment is not None:
-            session = socket.socket(fileno=fds[0])
-            pending = answers.answer_until(session, environment, loaded)
-            session.detach()
-            if pending is None:
+            session, listener = socket.socket(fileno=fds[0]), socket.socket(fileno=fds[1])
+            handover = answers.answer_until(session, listener, environment, loaded)
+            if handover is None:
                 os._exit(0)  # the session is over
+            pending = handover.pop(session)
+            accepted = list(handover.items())
+            session.detach()
+            listener.detach()
         os.read(loaded, 1)  # EOF once the imports are over
         if failed:
             raise failed[0]
         sys.setswitchinterval(switch_interval)
         import asyncio
 
-        asyncio.run(serve(*fds, pending))
+        asyncio.run(serve(*fds, pending, accepted))
     except BaseException as e:  # noqa: BLE001 - the child reports and leaves, whatever happened
         print(f"tether agent: {spec}: {e}", file=sys.stderr)
         code = 2

@@ -17,9 +17,10 @@ from collections.abc import Callable, Coroutine
 
 from . import AgentLog, Target
 
-# What serves in the target, given the session's and the layer listener's descriptors and the
-# session's requests already read (targets/early.py).
-Serve = Callable[[int, int, list], Coroutine]
+# What serves in the target, given the session's and the layer listener's descriptors, the
+# session's requests already read, and the layer connections accepted already with theirs
+# (targets/early.py).
+Serve = Callable[[int, int, list, list], Coroutine]
 Environment = Callable[[], dict[str, str]]
 # Runs in the child: joins the target and returns the environment to report there (None: the
 # agent is a stand-in that forwards, agent/forward.py) and what serves.
@@ -29,10 +30,10 @@ Enter = Callable[..., tuple[Environment | None, Serve]]
 def serving(environment: Environment) -> tuple[Environment, Serve]:
     """Serve as the agent in the target, reporting environment() as its environment."""
 
-    def serve(session_fd: int, listen_fd: int, pending: list) -> Coroutine:
+    def serve(session_fd: int, listen_fd: int, pending: list, accepted: list) -> Coroutine:
         from ..agent.server import serve_fd  # loaded by now, while this host's files were in view
 
-        return serve_fd(session_fd, environment, listen_fd, pending=pending)
+        return serve_fd(session_fd, environment, listen_fd, pending=pending, accepted=accepted)
 
     return environment, serve
 
