@@ -13,6 +13,9 @@ connect both take the same kernel path. Runs are interleaved, their order altern
     dns          p50 of N sequential lookups of a name only the namespace's DNS server knows
     start-up     wall time of `netclient exit 0` under tether exec minus the same run natively
                  (goal <= 150 ms added); also printed: `python3 -c pass`, the interpreter's share.
+    first fetch  wall time of `netclient http URL` (a name only the namespace's DNS knows: the
+                 resolver's files, a UDP query, a connect, one HTTP exchange) under tether exec
+                 minus the same run inside the namespace: start-up until useful work.
                  Python runs as installed, with its modules' bytecode compiled (pip compiles a
                  package's at install; an editable tree has none, and PYTHONDONTWRITEBYTECODE,
                  set here, would have every run compile tether's 5000 lines again): the runs
@@ -92,7 +95,7 @@ def main() -> None:
     exe = gobuild.build(args.version, "default", "netclient")
     hows = ["direct", "tether"]
     results: dict[str, dict[str, list[float]]] = {k: {h: [] for h in hows} for k in
-                                                  ("throughput", "connect", "dns", "start-up")}
+                                                  ("throughput", "connect", "dns", "start-up", "first fetch")}
     interpreter: list[float] = []  # `python3 -c pass`: the part of start-up no Python CLI avoids
     with netns.TargetNamespace() as ns:
         native_hello = [str(exe), "exit", "0"]
@@ -105,10 +108,13 @@ def main() -> None:
                 results["connect"][how].append(float(client(ns, how, exe, "connects",
                                                             f"{netns.WEB_ADDR}:{netns.HTTP_PORT}", str(args.count))))
                 results["dns"][how].append(float(client(ns, how, exe, "lookups", netns.DNS_NAME, str(args.count))))
+            fetch = [str(exe), "http", f"http://{ns.dns_name}:{netns.HTTP_PORT}/"]
             for _ in range(args.starts):
                 for how in order:
                     argv = native_hello if how == "direct" else [*tether_argv(ns), *native_hello]
                     results["start-up"][how].append(wall(argv, env))
+                    argv = ns.exec_argv(fetch) if how == "direct" else [*tether_argv(ns), *fetch]
+                    results["first fetch"][how].append(wall(argv, env))
                 interpreter.append(wall([sys.executable, "-c", "pass"], env))
     med = {k: {h: statistics.median(v) for h, v in d.items()} for k, d in results.items()}
     mib = args.bytes / (1 << 20)
@@ -127,6 +133,9 @@ def main() -> None:
           f"{(s['tether'] - s['direct']) * 1000:.0f} ms (goal <= 150; direct here = run natively)")
     print(f"{'':<12}of which the Python interpreter starting (`python3 -c pass`, site included): "
           f"{statistics.median(interpreter) * 1000:.0f} ms")
+    f = med["first fetch"]
+    print(f"{'first fetch':<12}{f['direct'] * 1000:>11.1f} ms{f['tether'] * 1000:>11.1f} ms   added "
+          f"{(f['tether'] - f['direct']) * 1000:.0f} ms (direct: inside the namespace, with `ip netns exec`)")
 
 
 if __name__ == "__main__":
