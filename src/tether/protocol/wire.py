@@ -787,8 +787,12 @@ def decode_record(buf: bytes, pos: int) -> tuple[SyscallEvent | Hello, int]:
     """The record at pos, a SYSCALL event or a HELLO the session queued among them, and where
     the next one starts. ProtocolError if it is malformed (record_span then says whether the
     records after it can still be found)."""
-    end = record_span(buf, pos)
-    length, type, flags = RECORD.unpack_from(buf, pos)
+    if pos + RECORD.size > len(buf):
+        raise ProtocolError(f"record header at {pos} runs past the {len(buf)} bytes")
+    length, type, flags = RECORD.unpack_from(buf, pos)  # record_span's checks, inline: per record
+    end = pos + length + (-length % 8)
+    if not RECORD.size < length <= RECORD_MAX or end > len(buf):
+        raise ProtocolError(f"record at {pos} says {length} bytes ({len(buf) - pos} there)")
     if type == MSG_SYSCALL:
         return _syscall(buf, pos + RECORD.size, pos + length, flags), end
     if type == MSG_HELLO:

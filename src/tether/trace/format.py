@@ -101,6 +101,9 @@ def _signed(v: int) -> int:
 
 
 def _quote(raw: bytes, truncated: bool) -> str:
+    text = raw.decode("latin-1")
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"...' if truncated else f'"{text}"'  # most paths: nothing to escape
     out = []
     for b in raw:
         c = chr(b)
@@ -174,8 +177,12 @@ def _socktype(value: int, data) -> str:
     return _flags(value & ~0xF, SOCK_FLAGS, SOCK_TYPES.get(value & 0xF, str(value & 0xF)))
 
 
+def _int(value: int, data) -> str:
+    return str(value - (1 << 64) if value >= 1 << 63 else value)
+
+
 ARG_FORMATS = {
-    "fd": lambda value, data: str(_signed(value)), "int": lambda value, data: str(_signed(value)),
+    "fd": _int, "int": _int,
     "hex": _hex, "path": _memory, "sockaddr": _memory, "dirfd": _dirfd, "oflags": _oflags,
     "mode": lambda value, data: oct(value) if value else "0",
     "domain": lambda value, data: DOMAINS.get(value, str(_signed(value))), "socktype": _socktype,
@@ -204,16 +211,16 @@ def _spec(nr: int) -> _Spec:
     return spec
 
 
-def format_args(e: SyscallEvent) -> list[str]:
+# Each event's spec is looked up once: the helpers below take it (this runs per traced call).
+def _args(e: SyscallEvent, spec: _Spec) -> list[str]:
     args = e.args
     if not e.data:
-        return [fmt(args[i], None) for i, fmt in _spec(e.nr).formats]
+        return [fmt(args[i], None) for i, fmt in spec.formats]
     data = {d.arg: d for d in reversed(e.data)}  # the first item for an argument wins
-    return [fmt(args[i], data.get(i)) for i, fmt in _spec(e.nr).formats]
+    return [fmt(args[i], data.get(i)) for i, fmt in spec.formats]
 
 
-def format_result(e: SyscallEvent) -> tuple[str, str | None]:
-    """('= 3', None) or ('= -1 ENOENT (No such file or directory)', 'ENOENT')."""
+def _result(e: SyscallEvent, spec: _Spec) -> tuple[str, str | None]:
     if e.entry:
         return "= ?", None
     ret = _signed(e.ret)
@@ -222,23 +229,32 @@ def format_result(e: SyscallEvent) -> tuple[str, str | None]:
             name = errno.errorcode.get(-ret, f"E{-ret}")
             _ERRORS[ret] = f"= -1 {name} ({os.strerror(-ret)})", name
         return _ERRORS[ret]
-    if ret > 1 << 32 or _spec(e.nr).hex_result:
+    if ret > 1 << 32 or spec.hex_result:
         return f"= {ret:#x}", None
     return f"= {ret}", None
 
 
+def format_args(e: SyscallEvent) -> list[str]:
+    return _args(e, _spec(e.nr))
+
+
+def format_result(e: SyscallEvent) -> tuple[str, str | None]:
+    """('= 3', None) or ('= -1 ENOENT (No such file or directory)', 'ENOENT')."""
+    return _result(e, _spec(e.nr))
+
+
 def format_line(e: SyscallEvent) -> str:
-    result, _ = format_result(e)
-    return f"[{e.pid} {e.tid}] {_spec(e.nr).name}({', '.join(format_args(e))}) {result}"
+    spec = _spec(e.nr)
+    return f"[{e.pid} {e.tid}] {spec.name}({', '.join(_args(e, spec))}) {_result(e, spec)[0]}"
 
 
 def to_json(e: SyscallEvent) -> dict:
-    result, err = format_result(e)
-    ret = None if e.entry else _signed(e.ret)
     spec = _spec(e.nr)
+    _, err = _result(e, spec)
+    ret = None if e.entry else _signed(e.ret)
     return {
         "pid": e.pid, "tid": e.tid, "syscall": spec.name, "nr": e.nr,
-        "args": format_args(e), "raw_args": [_signed(a) for a in e.args],
+        "args": _args(e, spec), "raw_args": [_signed(a) for a in e.args],
         "ret": -1 if err else ret, "errno": err, "entry": e.entry,
         "class": spec.cls,
     }

@@ -23,11 +23,8 @@ class Printer:
         self._early_hellos: dict[int, int] = {}
         self.main_pid: int | None = None  # its first HELLO is the start, not an exec
 
-    def _wanted(self, e: SyscallEvent) -> bool:
-        return self.classes is None or class_of_nr(e.nr) in self.classes
-
     def _emit(self, e: SyscallEvent, result: str | None = None) -> None:
-        if not self._wanted(e):
+        if self.classes is not None and class_of_nr(e.nr) not in self.classes:
             return
         if self.as_json:
             obj = to_json(e)
@@ -41,20 +38,25 @@ class Printer:
             self._write(line + "\n")
 
     def _write(self, text: str) -> None:
-        if not self.failed:
-            self._guard(self.out.write, text)
-
-    def _guard(self, op, *args) -> None:
+        if self.failed:
+            return
         try:
-            op(*args)
+            self.out.write(text)
         except OSError as e:
-            self.failed = True
-            self.warn(f"cannot write the trace to {getattr(self.out, 'name', 'its output')}: "
-                      f"{e.strerror or e}; the rest of it is lost (the program runs on)")
+            self._fail(e)
+
+    def _fail(self, e: OSError) -> None:
+        self.failed = True
+        self.warn(f"cannot write the trace to {getattr(self.out, 'name', 'its output')}: "
+                  f"{e.strerror or e}; the rest of it is lost (the program runs on)")
 
     def flush(self) -> None:
-        if not self.failed:
-            self._guard(self.out.flush)
+        if self.failed:
+            return
+        try:
+            self.out.flush()
+        except OSError as e:
+            self._fail(e)
 
     def event(self, e: SyscallEvent) -> None:
         if e.nr in EXEC_CALLS:
