@@ -76,7 +76,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--json", dest="as_json", action="store_true",
                    help="Print the report as JSON (docs/inspect-json.md).")
     p.add_argument("--no-cache", action="store_true",
-                   help="Analyse again instead of using the report cached by build id.")
+                   help="Analyse again instead of using the cached report.")
 
     p = _add_command(commands, "agent", agent)
     p.add_argument("--listen", dest="listen_address", metavar="ADDRESS",
