@@ -216,6 +216,32 @@ def test_a_ring_published_past_what_it_holds_closes_that_process_only(server, he
     good_ring.close()
 
 
+def test_a_ring_request_gets_a_ring_and_a_second_one_closes_the_connection(server):
+    """RING_REQUEST (a forked child's, on a line of its own) gets a ring as HELLO does; a
+    connection that has its ring and asks again is closed with the reason."""
+    srv, events, warnings = server
+    peer = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    peer.connect(srv.path)
+    peer.settimeout(5)
+    peer.send(wire.encode_ring_request(2001, 1))
+    serve(srv)
+    msg, fds, _, _ = socket.recv_fds(peer, wire.FRAME_MAX, 1)
+    assert wire.decode_frame(msg) == wire.Frame(wire.MSG_RING_REPLY, 0, 1, b"") and len(fds) == 1
+    ring = mmap.mmap(fds[0], os.lseek(fds[0], 0, os.SEEK_END))
+    os.close(fds[0])
+    event = wire.SyscallEvent(2001, 2001, 39, (0,) * 6, 2001)
+    record = _syscall_record(event)
+    _write(ring, 0, record, len(record))
+    serve(srv)
+    assert events == [event]
+    peer.send(wire.encode_ring_request(2001, 2))
+    serve(srv)
+    assert warnings == ["closing a layer connection: process 2001 asked for a second trace ring on one connection"]
+    assert peer.recv(10) == b"" and srv.peers == 0
+    peer.close()
+    ring.close()
+
+
 @pytest.mark.parametrize("garbage,reason", [
     ((3).to_bytes(4, "little") + bytes(4), "dropping 8 bytes of trace records: record at 0 says 3 bytes (8 there)"),
     ((5000).to_bytes(4, "little") + bytes(4), "dropping 8 bytes of trace records: record at 0 says 5000 bytes (8 there)"),

@@ -94,6 +94,10 @@ class LayerServer:
 
     def _reply_with_ring(self, conn: socket.socket, reply: bytes, ring: Ring | None, pid: int) -> None:
         """Send reply, with ring's memfd if there is a ring: pid's events are read from it."""
+        if conn in self.intake.rings:
+            if ring is not None:
+                ring.close()
+            raise wire.ProtocolError(f"process {pid} asked for a second trace ring on one connection")
         if ring is None:
             conn.sendall(reply)
             return
