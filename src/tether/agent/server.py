@@ -4,8 +4,7 @@ Runs inside the target (a network namespace, a container's namespaces, a remote 
 link is read by one reader callback on the event loop. Requests that complete at once (hello,
 file open, sockets, environment: agent/answers.py) are answered from that callback, with no
 task and no wait; a connect and a name lookup run as their own tasks, so they never hold up
-another request.
-Replies carry the request's id.
+another request. Replies carry the request's id.
 A malformed frame closes the link with a logged reason; the agent itself never crashes on input.
 """
 from __future__ import annotations

@@ -78,7 +78,6 @@ NAMEINFO = struct.Struct("<i")  # NI_* flags; then the sockaddr. Reply: RESOLVE_
 ENV_MAX = 1 << 20  # bytes of environment a session accepts from an agent
 READ_FILE_MAX = 1 << 20  # bytes of a file READ_FILE carries (the resolver's files are small)
 NONCE = 32  # AUTH_CHALLENGE: the nonce; AUTH_RESPONSE: nonce + proof; AUTH_OK: proof (HMAC-SHA256)
-U32 = struct.Struct("<I")
 DATAGRAM = struct.Struct("<H")  # a relayed datagram's length, before its bytes
 U16 = struct.Struct("<H")
 
@@ -772,27 +771,28 @@ def encode_record(type: int, payload: bytes, flags: int = 0) -> bytes:
     return RECORD.pack(length, type, flags) + payload + b"\0" * (-length % 8)
 
 
-def record_span(buf: bytes, pos: int) -> int:
-    """Where the record at pos ends (padding included); ProtocolError if it does not fit buf."""
+def _record_header(buf: bytes, pos: int) -> tuple[int, int, int, int]:
+    """The record at pos: its length, type and flags, and where it ends (padding included);
+    ProtocolError if it does not fit buf."""
     if pos + RECORD.size > len(buf):
         raise ProtocolError(f"record header at {pos} runs past the {len(buf)} bytes")
-    (length,) = U32.unpack_from(buf, pos)
+    length, type, flags = RECORD.unpack_from(buf, pos)
     end = pos + length + (-length % 8)
     if not RECORD.size < length <= RECORD_MAX or end > len(buf):
         raise ProtocolError(f"record at {pos} says {length} bytes ({len(buf) - pos} there)")
-    return end
+    return length, type, flags, end
+
+
+def record_span(buf: bytes, pos: int) -> int:
+    """Where the record at pos ends (padding included); ProtocolError if it does not fit buf."""
+    return _record_header(buf, pos)[3]
 
 
 def decode_record(buf: bytes, pos: int) -> tuple[SyscallEvent | Hello, int]:
     """The record at pos, a SYSCALL event or a HELLO the session queued among them, and where
     the next one starts. ProtocolError if it is malformed (record_span then says whether the
     records after it can still be found)."""
-    if pos + RECORD.size > len(buf):
-        raise ProtocolError(f"record header at {pos} runs past the {len(buf)} bytes")
-    length, type, flags = RECORD.unpack_from(buf, pos)  # record_span's checks, inline: per record
-    end = pos + length + (-length % 8)
-    if not RECORD.size < length <= RECORD_MAX or end > len(buf):
-        raise ProtocolError(f"record at {pos} says {length} bytes ({len(buf) - pos} there)")
+    length, type, flags, end = _record_header(buf, pos)
     if type == MSG_SYSCALL:
         return _syscall(buf, pos + RECORD.size, pos + length, flags), end
     if type == MSG_HELLO:
