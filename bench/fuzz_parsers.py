@@ -7,7 +7,7 @@ Inputs are valid frames of every type, mutated (bytes flipped, cut, lengths rewr
 garbage appended) and plain random bytes, fed to decode_frame and the decoder for the frame
 type, to FrameReader in random chunks, and to the trace ring's record decoder as a run of
 records; runs of valid trace records, mutated alike, to the record decoder; and random rule
-strings to layer/route.c through libtether.so. Any exception other than ProtocolError, or a C verdict outside -2..1, is a
+strings to layer/net/route.c through libtether.so. Any exception other than ProtocolError, or a C verdict outside -2..1, is a
 failure (exit 1, the input printed). Prints inputs per second; the hypothesis tests in
 tests/test_protocol.py are the small version that runs in CI.
 """

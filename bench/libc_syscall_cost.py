@@ -7,7 +7,7 @@ noise hits all alike; each figure is the median over rounds, and each ratio is a
 the geometric mean of per-round ratios (a run over the native run of its own round):
 
     native   the program alone: glibc's read()
-    hooked   LD_PRELOAD=libtether.so, no session: layer/libc_io.c's read() -> the dispatcher
+    hooked   LD_PRELOAD=libtether.so, no session: layer/libc/io.c's read() -> the dispatcher
              -> a raw syscall (goal: hooked/native <= 1.10)
     trace    tether trace -o /dev/null: every call recorded in the trace ring and decoded by the
              session (the same N: fewer calls would time the ring's first lap, page faults

@@ -80,7 +80,7 @@ def test_env_file_parser_takes_any_text(text):
     assert all(k and "=" not in k for k in env)
 
 
-# The layer decides with layer/route.c from the list layer_rules() writes: both must agree.
+# The layer decides with layer/net/route.c from the list layer_rules() writes: both must agree.
 _layer = ctypes.CDLL(str(layer_path()))
 _layer.tether_route_verdict.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_long]
 

@@ -28,7 +28,7 @@ SYS_getpid = 39
 SYS_getppid = 110
 
 # The layer's own entry points (pthread_create: the moment a Go c-shared library starts its
-# runtime, layer/pthread.c), and the libc functions it stands in for (layer/libc*.c, dns.c).
+# runtime, layer/start/pthread.c), and the libc functions it stands in for (layer/libc/, layer/net/dns.c).
 EXPORTS = {"tether_dispatch", "tether_layer_loaded", "tether_set_handler", "tether_route_verdict", "pthread_create"}
 LIBC_NET = {"socket", "connect", "accept", "accept4", "send", "sendto", "sendmsg", "recv", "recvfrom", "recvmsg",
             "shutdown", "bind", "listen", "getsockname", "getpeername", "__recv_chk", "__recvfrom_chk"}

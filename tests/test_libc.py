@@ -1,5 +1,5 @@
 """Programs that use libc under `tether trace`: a C program, a Python script and curl. Their
-libc calls reach the same dispatcher as Go's syscalls (layer/libc*.c), the trace shows the
+libc calls reach the same dispatcher as Go's syscalls (layer/libc/*.c), the trace shows the
 right calls with the right arguments and results, and the program's output is unchanged."""
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tether.protocol import wire
 
-HEADER = Path(__file__).resolve().parents[1] / "layer" / "protocol.h"
+HEADER = Path(__file__).resolve().parents[1] / "layer" / "link" / "protocol.h"
 
 # (C expression, Python value) pairs: every number and layout both sides rely on.
 FACTS = {

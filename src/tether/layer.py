@@ -42,7 +42,7 @@ class CannotHookError(Exception):
 
 
 def go_plan(report: dict) -> str | None:
-    """The TETHER_GO_PLAN value for an inspect report (layer/go_hook.c documents and parses it).
+    """The TETHER_GO_PLAN value for an inspect report (layer/go/hook.c documents and parses it).
 
     None for programs that are not Go; CannotHookError for Go programs that tether refuses.
     """

@@ -1,6 +1,6 @@
 """Name lookups the agent performs inside the target: getaddrinfo() here reads the target's
 resolv.conf, hosts and nsswitch.conf and asks its name servers, so the program gets the answer
-the target would get. The layer's getaddrinfo and getnameinfo (layer/dns.c) and the session's
+the target would get. The layer's getaddrinfo and getnameinfo (layer/net/dns.c) and the session's
 host-name rules ask through this."""
 from __future__ import annotations
 

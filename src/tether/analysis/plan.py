@@ -39,7 +39,7 @@ VFORK_ARG_LOADS = [bytes.fromhex("488b7c2410"),  # MOVQ a1+8(FP), DI
                    bytes.fromhex("488b742418"),  # MOVQ a2+16(FP), SI
                    bytes.fromhex("488b542420")]  # MOVQ a3+24(FP), DX
 CODE_BYTES = 16  # recorded per function; the layer patches only if memory still holds them
-# The funnel carries three 14-byte jumps (layer/go_amd64.S): its entry, and the two points
+# The funnel carries three 14-byte jumps (layer/go/amd64.S): its entry, and the two points
 # entersyscall and exitsyscall return to, which must lie inside a Go function whose frame
 # is empty there so that Go's unwinder finds the funnel's caller. Its code (50-54 bytes on
 # 1.19-1.27) must cover them.

@@ -11,7 +11,7 @@ The first question that has an answer decides:
   4. loopback or unspecified address -> local
   5. anything else                   -> target
 An IPv4-mapped IPv6 destination counts as the IPv4 address it carries. The layer makes the
-same decisions from the list layer_rules() writes (layer/route.c), with no round trip.
+same decisions from the list layer_rules() writes (layer/net/route.c), with no round trip.
 """
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ class OutgoingPolicy:
         return not any(ip.version == n.version and ip in n for n in _STAYS_HERE)
 
     def layer_rules(self) -> str:
-        """The same decisions as goes_to_target, as the ordered list layer/route.c evaluates:
+        """The same decisions as goes_to_target, as the ordered list layer/net/route.c evaluates:
         first match wins, the last entry is the default."""
         ordered = [("L", r) for r in self.local] + [("R", r) for r in self.remote + self.nameservers]
         if self.remote:
@@ -151,6 +151,6 @@ class OutgoingPolicy:
                 self.nameservers.append(Rule(ipaddress.ip_network(ip), 53, f"nameserver {ip}"))
 
 
-MAX_RULES = 64  # layer/route.c's TETHER_ROUTE_MAX
+MAX_RULES = 64  # layer/net/route.c's TETHER_ROUTE_MAX
 # Rule 4 of the module's list: what stays here when no --remote rule was given.
 _STAYS_HERE = [ipaddress.ip_network(n) for n in ("127.0.0.0/8", "0.0.0.0/32", "::1/128", "::/128")]

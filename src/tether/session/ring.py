@@ -1,5 +1,5 @@
 """The session's side of a trace ring: shared memory the hooked process writes its SYSCALL
-events into without a syscall (layer/protocol.h has the layout and the protocol, layer/ring.c
+events into without a syscall (layer/link/protocol.h has the layout and the protocol, layer/trace/ring.c
 the writing side).
 
 The session makes the ring (a memfd), passes it with HELLO_REPLY, and reads it: the records

@@ -1,0 +1,124 @@
+/* exec.c - exec'd programs stay under tether.
+ *
+ * A child finds the layer and its session through LD_PRELOAD and
+ * TETHER_SESSION.  A program that execs with an environment of its own
+ * (Go's Cmd.Env, execle, env -i) would drop them and run untraced, or talk
+ * to the network from here instead of the target; so execve and execveat,
+ * from Go's hooks and libc's wrappers alike, get both back: TETHER_SESSION
+ * as this process received it, and the layer's path at the head of
+ * LD_PRELOAD.  The new list lives on this stack until the exec. */
+#include "exec/exec.h"
+
+#define SYS_execve 59
+#define SYS_execveat 322
+#define ENV_MAX 16384		/* entries an exec may pass through here */
+#define E2BIG 7
+
+static const char *session_entry;	/* "TETHER_SESSION=..." */
+static const char *layer_path;		/* the first LD_PRELOAD entry: this layer */
+static unsigned long layer_len;
+
+static int has_prefix(const char *s, const char *prefix)
+{
+	return !tether_memcmp(s, prefix, tether_strlen(prefix));
+}
+
+/* 1 if the LD_PRELOAD value names this layer. */
+static int preloads_layer(const char *value)
+{
+	while (*value) {
+		const char *end = value;
+
+		while (*end && *end != ':' && *end != ' ')
+			end++;
+		if ((unsigned long)(end - value) == layer_len && !tether_memcmp(value, layer_path, layer_len))
+			return 1;
+		value = *end ? end + 1 : end;
+	}
+	return 0;
+}
+
+long tether_exec_env_size(char *const *envp)
+{
+	const char *preload = 0;
+	int has_session = 0;
+	unsigned long n = 0;
+
+	if (!session_entry)
+		return 0;
+	for (; envp && envp[n]; n++) {
+		if (n == ENV_MAX)
+			return -E2BIG;
+		if (has_prefix(envp[n], "TETHER_SESSION="))
+			has_session = !tether_memcmp(envp[n], session_entry, tether_strlen(session_entry) + 1);
+		else if (has_prefix(envp[n], "LD_PRELOAD="))
+			preload = envp[n] + 11;
+	}
+	return has_session && preload && preloads_layer(preload) ? 0 : (long)n + 3;
+}
+
+int tether_exec_env_build(char *const *envp, char **env, char *preload_entry)
+{
+	const char *preload = 0;
+	unsigned long m = 0, len;
+	char *p = preload_entry;
+
+	for (unsigned long i = 0; envp && envp[i]; i++) {
+		if (has_prefix(envp[i], "LD_PRELOAD="))
+			preload = envp[i] + 11;
+		else if (!has_prefix(envp[i], "TETHER_SESSION="))
+			env[m++] = envp[i];
+	}
+	len = 11 + layer_len + (preload && *preload ? 1 + tether_strlen(preload) : 0);
+	if (len >= TETHER_PRELOAD_MAX)
+		return -E2BIG;
+	for (const char *s = "LD_PRELOAD="; *s; s++)
+		*p++ = *s;
+	for (unsigned long i = 0; i < layer_len; i++)
+		*p++ = layer_path[i];
+	if (preload && *preload && !preloads_layer(preload)) {
+		*p++ = ':';
+		for (const char *s = preload; *s; s++)
+			*p++ = *s;
+	}
+	*p = '\0';
+	env[m++] = (char *)session_entry;
+	env[m++] = preload_entry;
+	env[m] = 0;
+	return 0;
+}
+
+static long exec_with_layer(long nr, long a1, long a2, long a3, long a4, long a5, long a6)
+{
+	char *const *envp = (char *const *)(nr == SYS_execve ? a3 : a4);
+	long size = tether_exec_env_size(envp);
+
+	if (size <= 0)
+		return size < 0 ? size : tether_raw_syscall6(nr, a1, a2, a3, a4, a5, a6);
+	char *env[size];
+	char preload_entry[TETHER_PRELOAD_MAX];
+	int err = tether_exec_env_build(envp, env, preload_entry);
+
+	if (err)
+		return err;
+	if (nr == SYS_execve)
+		a3 = (long)env;
+	else
+		a4 = (long)env;
+	return tether_raw_syscall6(nr, a1, a2, a3, a4, a5, a6);
+}
+
+void tether_exec_install(char **envp)
+{
+	const char *session = tether_getenv(envp, "TETHER_SESSION");
+	const char *preload = tether_getenv(envp, "LD_PRELOAD");
+
+	if (!session || !*session || !preload)
+		return;
+	session_entry = session - 15; /* the entry starts "TETHER_SESSION=" */
+	layer_path = preload;
+	while (preload[layer_len] && preload[layer_len] != ':' && preload[layer_len] != ' ')
+		layer_len++;
+	tether_set_handler(SYS_execve, exec_with_layer, 0);
+	tether_set_handler(SYS_execveat, exec_with_layer, 0);
+}

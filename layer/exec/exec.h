@@ -1,0 +1,19 @@
+/* exec/ - exec'd programs stay under tether: execve and execveat, from
+ * Go's hooks and libc's wrappers alike, keep LD_PRELOAD and TETHER_SESSION
+ * (exec.c).  Uses core/. */
+#ifndef TETHER_EXEC_H
+#define TETHER_EXEC_H
+
+#include "core/core.h"
+
+/* From envp, this process's start-up environment.  For other ways to exec
+ * (posix_spawn: libc/proc.c): env_size is the slots a new list for envp
+ * needs (0: envp will do as it is, -E2BIG: too long); env_build fills env
+ * (that many slots, and a TETHER_PRELOAD_MAX buffer for the LD_PRELOAD
+ * entry). */
+#define TETHER_PRELOAD_MAX 4096
+void tether_exec_install(char **envp);
+long tether_exec_env_size(char *const *envp);
+int tether_exec_env_build(char *const *envp, char **env, char *preload_entry);
+
+#endif

@@ -1,0 +1,45 @@
+/* internal.h - what the files of net/ share, and no one else. */
+#ifndef TETHER_NET_INTERNAL_H
+#define TETHER_NET_INTERNAL_H
+
+#include "net/net.h"
+#include "link/link.h"
+
+/* target_sockets.c: a socket of this kind made in the target (MODE_SOCKETS),
+ * from the spares the agent handed out, or -errno; forget drops fd if it is
+ * a spare (the program wants its number: core/'s evict). */
+long tether_target_socket(int family, int type, int protocol);
+void tether_target_sockets_forget(long fd);
+
+/* route.c: the ordered local/remote rules for outgoing connections. */
+#define TETHER_ROUTE_MAX 64
+struct tether_route_rule {
+	unsigned char remote, family, prefix; /* family 0, 4 or 6 */
+	unsigned short port;		      /* 0: any */
+	unsigned char addr[16];
+};
+struct tether_route {
+	unsigned n;
+	int default_remote;
+	struct tether_route_rule rules[TETHER_ROUTE_MAX];
+};
+int tether_route_parse(const char *text, struct tether_route *r);
+int tether_route_remote(const struct tether_route *r, const unsigned char *sa, long len);
+
+/* epoll.c: a descriptor's epoll registrations, read before a swap and
+ * added again after it. */
+struct tether_epoll_reg {
+	int epfd;
+	unsigned events;
+	unsigned long data;
+};
+unsigned tether_epoll_find(int fd, struct tether_epoll_reg *regs, unsigned max);
+void tether_epoll_restore(int fd, const struct tether_epoll_reg *regs, unsigned n);
+
+/* relayed.c: sockets that stand for a socket in the target (through a
+ * network agent's relay), and the addresses getsockname/getpeername give. */
+void tether_relayed_add(long fd, const unsigned char *local, unsigned local_len, const unsigned char *peer,
+                        unsigned peer_len);
+void tether_relayed_install(void);
+
+#endif

@@ -1,0 +1,21 @@
+/* net/ - the program's network, taken from the target (tether exec):
+ * outgoing connects and unconnected UDP through sockets made there
+ * (net.c, target_sockets.c: spares the agent hands out), the local/remote
+ * rules (route.c), epoll registrations kept across a socket swap
+ * (epoll.c), the addresses of relayed sockets (relayed.c), and libc's
+ * name lookups answered there (dns.c).  Uses core/ and link/. */
+#ifndef TETHER_NET_H
+#define TETHER_NET_H
+
+#include "core/core.h"
+
+/* net.c: the detours of connect, sendto, sendmsg and, for relayed sockets,
+ * getsockname and getpeername; rules is route.c's text; sockets nonzero
+ * when the agent hands out sockets made in the target (MODE_SOCKETS). */
+int tether_net_install(const char *rules, int sockets);
+/* dns.c: answer libc's host name lookups from the target. */
+void tether_dns_install(void);
+/* route.c: rules' verdict on a socket address, for tests and the fuzzer. */
+TETHER_EXPORT int tether_route_verdict(const char *rules, const unsigned char *sa, long len);
+
+#endif

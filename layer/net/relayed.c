@@ -1,0 +1,110 @@
+/* relayed.c - what getsockname and getpeername say for a relayed socket.
+ *
+ * Through a tcp:// agent the program's socket is a stream to the agent's
+ * relay (for UDP, one end of a local SOCK_SEQPACKET pair whose datagrams
+ * the stand-in agent relays); the agent's socket in the target is the one
+ * the program meant.  The CONNECT reply carries that socket's addresses
+ * (TETHER_FLAG_RELAYED); they are kept here and given by getsockname and
+ * getpeername, as Go's net package asks right after connect.  Entries are
+ * keyed by the socket's inode, not the descriptor: a dup shares it, and a
+ * number reused after close names another socket with another inode.  The
+ * table is small and recycles its oldest entry; the lock is taken only by
+ * these calls on a process that has relayed sockets. */
+#include "net/internal.h"
+
+#define SYS_fstat 5
+#define SYS_getsockname 51
+#define SYS_getpeername 52
+#define SLOTS 256
+#define SOCKADDR_MAX 28	/* sockaddr_in6: the largest address a relay stands for */
+
+struct slot {
+	unsigned long ino;	/* 0: free */
+	unsigned char local_len, peer_len;
+	unsigned char local[SOCKADDR_MAX], peer[SOCKADDR_MAX];
+};
+
+static struct slot slots[SLOTS];
+static unsigned next_slot, used;
+static int lock;
+
+static void take(void)
+{
+	while (__atomic_exchange_n(&lock, 1, __ATOMIC_ACQUIRE))
+		__builtin_ia32_pause();
+}
+
+static void give(void)
+{
+	__atomic_store_n(&lock, 0, __ATOMIC_RELEASE);
+}
+
+static unsigned long inode_of(long fd)
+{
+	unsigned long st[18];	/* struct stat on x86-64: 144 bytes, st_ino at offset 8 */
+
+	if (tether_raw_syscall6(SYS_fstat, fd, (long)st, 0, 0, 0, 0) < 0)
+		return 0;
+	return st[1];
+}
+
+void tether_relayed_add(long fd, const unsigned char *local, unsigned local_len, const unsigned char *peer,
+                        unsigned peer_len)
+{
+	unsigned long ino = inode_of(fd);
+	struct slot *s;
+
+	if (!ino || local_len > SOCKADDR_MAX || peer_len > SOCKADDR_MAX)
+		return;
+	take();
+	s = &slots[next_slot++ % SLOTS];
+	s->ino = ino;
+	s->local_len = (unsigned char)local_len;
+	s->peer_len = (unsigned char)peer_len;
+	for (unsigned i = 0; i < local_len; i++)
+		s->local[i] = local[i];
+	for (unsigned i = 0; i < peer_len; i++)
+		s->peer[i] = peer[i];
+	__atomic_store_n(&used, 1, __ATOMIC_RELEASE);
+	give();
+}
+
+/* As the kernel answers: the address cut to the caller's buffer, and its
+ * full length in *lenp. */
+static long relayed_name(long nr, long fd, long addr, long lenp, long a4, long a5, long a6)
+{
+	unsigned char sa[SOCKADDR_MAX];
+	unsigned long ino;
+	unsigned n = 0, room;
+	int found = 0;
+
+	if (!__atomic_load_n(&used, __ATOMIC_ACQUIRE) || !(ino = inode_of(fd)))
+		return tether_raw_syscall6(nr, fd, addr, lenp, a4, a5, a6);
+	take();
+	for (unsigned i = 0; i < SLOTS && !found; i++) {
+		const struct slot *s = &slots[i];
+
+		if (s->ino != ino)
+			continue;
+		found = 1;
+		n = nr == SYS_getsockname ? s->local_len : s->peer_len;
+		for (unsigned j = 0; j < n; j++)
+			sa[j] = nr == SYS_getsockname ? s->local[j] : s->peer[j];
+	}
+	give();
+	if (!found)
+		return tether_raw_syscall6(nr, fd, addr, lenp, a4, a5, a6);
+	if (tether_peek(&room, lenp, sizeof room) != sizeof room)
+		return -14; /* EFAULT */
+	if ((int)room < 0)
+		return -22; /* EINVAL */
+	if (tether_poke(addr, sa, room < n ? room : n) < 0 || tether_poke(lenp, &n, sizeof n) < 0)
+		return -14;
+	return 0;
+}
+
+void tether_relayed_install(void)
+{
+	tether_set_handler(SYS_getsockname, relayed_name, 0);
+	tether_set_handler(SYS_getpeername, relayed_name, 0);
+}
