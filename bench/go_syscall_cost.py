@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """What a Go syscall costs under tether's hooks, per Go version, as ratios to native.
 
-tests/go/bench (built per Go version, cgo on, so dynamically linked) times a loop of N
-syscalls itself and prints `ns/op`, so process start-up is not measured. Workloads:
+tests/go/bench (built per Go version, cgo on, so dynamically linked; with --variant static,
+CGO_ENABLED=0, and the layer injected at exec) times a loop of N syscalls itself and prints
+`ns/op`, so process start-up is not measured. Workloads:
 
     read        1-byte reads from /dev/zero with syscall.Read (entersyscall, funnel, exitsyscall)
     getppid     syscall.Syscall(SYS_GETPPID, 0, 0, 0)
@@ -60,7 +61,8 @@ import go_toolchains  # noqa: E402
 import gobuild  # noqa: E402
 
 from tether.analysis.cache import inspect_binary  # noqa: E402
-from tether.layer import hooked_env, layer_path  # noqa: E402
+from tether.layer import STATIC_LIBRARY_NAME, go_plan, hooked_env, layer_path  # noqa: E402
+from tether.session import inject  # noqa: E402
 
 WORKLOADS = ("read", "getppid", "rawgetppid")
 MODES = ("native", "hooked", "route-all", "trace", "strace")
@@ -103,17 +105,33 @@ def ns_per_op(argv: list[str], env: dict[str, str]) -> float:
     return float(out[1])
 
 
+def ns_per_op_injected(argv: list[str], env: dict[str, str], layer_env: dict[str, str]) -> float:
+    """As ns_per_op, for a static program with the layer injected at exec."""
+    proc = inject.spawn(argv, argv[0], env, layer_path(STATIC_LIBRARY_NAME), layer_env,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    out, err = proc.communicate(timeout=300)
+    words = out.split()
+    if proc.returncode != 0 or len(words) != 2 or words[0] != "ns/op":
+        raise RunError(f"{shlex.join(argv)} (injected): exit {proc.returncode}\nstdout: {out[-500:]}\n"
+                       f"stderr: {err[-2000:]}")
+    return float(words[1])
+
+
 class Program:
     """The bench program of one Go version and how to start it in each mode."""
 
-    def __init__(self, version: str, strace: str):
+    def __init__(self, version: str, strace: str, variant: str = "default"):
         self.version = version
-        self.exe = str(gobuild.build(version, "default", "bench"))
+        self.exe = str(gobuild.build(version, variant, "bench"))
         base = dict(os.environ)
         base.pop("TETHER_ROUTE_ALL", None)
         base.pop("LD_PRELOAD", None)
         base.pop("TETHER_GO_PLAN", None)
-        hooked = hooked_env(inspect_binary(Path(self.exe)), base)
+        report = inspect_binary(Path(self.exe))
+        # A static build takes the layer by injection (session/inject.py), with the plan in the
+        # injected layer's own environment; the program's stays base.
+        self.injected = report["verdict"]["hook"] == "inject"
+        hooked = {"TETHER_GO_PLAN": go_plan(report)} if self.injected else hooked_env(report, base)
         self.envs = {"native": base, "hooked": hooked,
                      "route-all": {**hooked, "TETHER_ROUTE_ALL": "1"},
                      "trace": base, "strace": base}
@@ -121,6 +139,8 @@ class Program:
 
     def run(self, mode: str, workload: str, n: int) -> float:
         argv = [self.exe, workload, str(n)]
+        if self.injected and mode in ("hooked", "route-all"):
+            return ns_per_op_injected(argv, self.envs["native"], self.envs[mode])
         if mode == "strace":
             argv = [self.strace, *STRACE, *argv]
         elif mode == "trace":
@@ -168,6 +188,9 @@ def main() -> int:
     ap.add_argument("--trace-target", type=float, default=0.25,
                     help="seconds per trace or strace run's loop (default 0.25)")
     ap.add_argument("--quick", action="store_true", help="newest selected version only, 3 rounds")
+    ap.add_argument("--variant", choices=("default", "static"), default="default",
+                    help="the bench program's build: default (cgo, dynamic: LD_PRELOAD) or static "
+                         "(CGO_ENABLED=0: the layer injected at exec)")
     ap.add_argument("--json", metavar="FILE", help="also write every sample (ns/op per run) to FILE")
     args = ap.parse_args()
 
@@ -186,9 +209,10 @@ def main() -> int:
     tether_id = layer_id()
     print("tether: ", tether_id)
     print("strace: ", subprocess.run([strace, "-V"], capture_output=True, text=True).stdout.splitlines()[0])
-    print(f"Go versions {', '.join(versions)}; {rounds} rounds per mode, median per mode", flush=True)
+    print(f"Go versions {', '.join(versions)} ({args.variant} builds); {rounds} rounds per mode, median per mode",
+          flush=True)
 
-    progs = {v: Program(v, strace) for v in versions}
+    progs = {v: Program(v, strace, args.variant) for v in versions}
     first = progs[versions[0]]
     n: dict[tuple[str, str], int] = {}
     for w in WORKLOADS:

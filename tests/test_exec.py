@@ -58,7 +58,7 @@ def test_go_program_sees_the_target_without_tether_it_does_not(go_versions, targ
     assert (r.returncode, r.stdout.splitlines(), r.stderr) == (0, expected, "")
 
 
-@pytest.mark.parametrize("variant", ["default", "stripped"])
+@pytest.mark.parametrize("variant", ["default", "stripped", "static"])
 def test_every_go_version_reaches_the_target(go_versions, variant, target_ns):  # noqa: F811
     steps, expected = full_tour(target_ns)
     for version in go_versions:

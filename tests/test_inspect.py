@@ -48,7 +48,7 @@ def toolchain_version(version: str) -> str:
 
 
 VARIANT_KIND = {"default": "go-executable", "stripped": "go-executable", "pie": "go-executable",
-                "static": "static", "cshared": "go-c-shared"}
+                "static": "go-static", "cshared": "go-c-shared"}
 
 
 @pytest.mark.parametrize("variant", gobuild.VARIANTS)
@@ -66,8 +66,9 @@ def test_go_plan_matches_go_tool_nm(go_versions, variant, tmp_path):
         assert report["shared_object"] == (variant == "cshared"), where
         assert report["linkage"] == ("static" if variant == "static" else "dynamic"), where
         assert report["verdict"]["kind"] == VARIANT_KIND[variant], where
-        assert report["verdict"]["supported"] == (variant != "static"), (where, report["verdict"])
-        assert rc == (1 if variant == "static" else 0), where
+        assert report["verdict"]["supported"], (where, report["verdict"])
+        assert report["verdict"]["hook"] == ("inject" if variant == "static" else "preload"), where
+        assert rc == 0, where
 
         roles = {f["role"]: f for f in report["hooks"] + report["runtime"]}
         assert roles["syscall-funnel"]["name"] == funnel_name(int(version.split(".")[1])), where
@@ -101,11 +102,10 @@ def test_human_output_is_a_short_table(go_versions):
     assert all(len(line) <= 120 for line in out.splitlines())
 
 
-def test_static_go_binary_is_refused_with_the_fix(go_versions):
+def test_static_go_binary_says_how_it_is_hooked(go_versions):
     proc = run_inspect(gobuild.build(go_versions[0], "static"), "--no-cache")
-    assert proc.returncode == 1
-    assert "unsupported: static Go binary: LD_PRELOAD cannot load" in proc.stdout
-    assert "fix: rebuild with cgo" in proc.stdout
+    assert proc.returncode == 0
+    assert "supported: statically linked Go program: the layer is injected at exec" in proc.stdout
 
 
 @pytest.fixture(scope="module")

@@ -153,3 +153,31 @@ def test_the_checks_catch_a_private_header(tmp_path):
     _, errors = include_edges(tmp_path)
     assert errors == ['files/files.h: #include "net/internal.h" is private to net/ (use "net/net.h")',
                       'files/files.h: #include "trace/trace.h" names no FOLDER/FILE.h of the layer']
+
+
+# Functions that run only at start-up, on the program's (or the injector's) own stack, or
+# only for tests (tether_route_verdict): the rest may run on a static Go program's g0.
+START_UP = {"tether_session_open", "tether_session_plan", "tether_main_exe", "tether_route_verdict"}
+G0_FRAME_MAX = 1536  # bytes; g0 is 8 KiB in Go 1.19's static programs, 16 KiB from 1.21
+
+
+def test_detours_fit_a_small_g0_stack(tmp_path):
+    """Detours run on the thread's g0 stack, which a static Go program allocates itself (8 KiB,
+    Go 1.19): no frame of the build injected into them may be large (gcc -fstack-usage)."""
+    cmake = (LAYER.parent / "CMakeLists.txt").read_text()
+    common = re.search(r"set\(TETHER_COMMON(.*?)\)", cmake, re.S).group(1).split()
+    injected = re.search(r"add_library\(tether_static SHARED(.*?)\)", cmake, re.S).group(1).split()
+    sources = [LAYER.parent / s for s in common + injected if s.endswith(".c")]
+    assert len(sources) > 20, sources
+    frames = {}
+    for source in sources:
+        obj = tmp_path / f"{source.parent.name}-{source.stem}.o"
+        subprocess.run(["gcc", "-c", "-O2", "-std=c11", "-fPIC", "-ffreestanding", "-fno-builtin",
+                        "-fno-stack-protector", "-fvisibility=hidden", "-DTETHER_NO_TLS", "-fstack-usage",
+                        "-I", str(LAYER), str(source), "-o", str(obj)], check=True, capture_output=True)
+        for line in obj.with_suffix(".su").read_text().splitlines():
+            where, size, _ = line.split("\t")
+            frames[where.rsplit(":", 1)[-1]] = int(size)
+    large = {f: n for f, n in frames.items() if n > G0_FRAME_MAX and f not in START_UP}
+    assert not large, f"frames over {G0_FRAME_MAX} bytes: {large}"
+    assert "tether_go_call" in frames and START_UP <= set(frames)

@@ -124,12 +124,14 @@ def test_programs_that_cannot_start(argv, code, message):
     assert proc.returncode == code and message in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_static_go_binary_refused_up_front(go_versions):
-    exe = gobuild.build(go_versions[0], "static")
-    proc = subprocess.run([*TETHER, "trace", "--", str(exe), "hello"], capture_output=True, text=True,
+def test_static_program_that_is_not_go_is_refused_up_front(tmp_path):
+    src = tmp_path / "hello.c"
+    src.write_text('#include <stdio.h>\nint main(void) { puts("hi"); return 0; }\n')
+    subprocess.run(["gcc", "-O1", "-static", "-o", tmp_path / "hello", src], check=True)
+    proc = subprocess.run([*TETHER, "trace", "--", str(tmp_path / "hello")], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert "static Go binary" in proc.stderr and "rebuild with cgo" in proc.stderr
+    assert "statically linked, and not Go" in proc.stderr and "dynamically linked build" in proc.stderr
 
 
 def test_unknown_class_is_a_usage_error():

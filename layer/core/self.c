@@ -22,10 +22,12 @@ int tether_current_pid(void)
  * into the static TLS surplus), and the threads that reach it are pthreads,
  * Go's included (cgo).  tether_self_gen starts at 1, so a new thread's
  * zeroed entry is stale. */
+#ifndef TETHER_NO_TLS
 static __thread struct {
 	int pid, tid;
 	unsigned gen;
 } ids __attribute__((tls_model("initial-exec")));
+#endif
 unsigned tether_self_gen = 1;
 static int self_pid; /* the process whose memory this is */
 
@@ -50,6 +52,15 @@ void tether_self_forked(void)
 /* A child sharing this memory (vfork, whose wrapper bumps the generation)
  * gets its ids from the kernel each time and never stores them: they
  * would land in the cache of the parent thread it borrowed the TLS of. */
+#ifdef TETHER_NO_TLS
+/* The build injected into static programs: nothing there sets up TLS for
+ * it, so the ids come from the kernel each time. */
+void tether_self_ids(int *pid, int *tid)
+{
+	*pid = tether_current_pid();
+	*tid = (int)tether_raw_syscall6(SYS_gettid, 0, 0, 0, 0, 0, 0);
+}
+#else
 void tether_self_ids(int *pid, int *tid)
 {
 	unsigned gen = __atomic_load_n(&tether_self_gen, __ATOMIC_ACQUIRE);
@@ -69,6 +80,7 @@ void tether_self_ids(int *pid, int *tid)
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	ids.gen = gen;
 }
+#endif
 
 long tether_peek(void *dst, long addr, unsigned long n)
 {

@@ -38,7 +38,7 @@ static int preloads_layer(const char *value)
 	return 0;
 }
 
-long tether_exec_env_size(char *const *envp)
+long tether_exec_env_size(char *const *envp, unsigned long *preload_size)
 {
 	const char *preload = 0;
 	int has_session = 0;
@@ -54,13 +54,18 @@ long tether_exec_env_size(char *const *envp)
 		else if (has_prefix(envp[n], "LD_PRELOAD="))
 			preload = envp[n] + 11;
 	}
-	return has_session && preload && preloads_layer(preload) ? 0 : (long)n + 3;
+	if (has_session && preload && preloads_layer(preload))
+		return 0;
+	/* "LD_PRELOAD=" this layer [":" the rest] and the NUL: exact, as the
+	 * caller's stack may be a static Go program's small g0 stack */
+	*preload_size = 11 + layer_len + (preload && *preload && !preloads_layer(preload) ? 1 + tether_strlen(preload) : 0) + 1;
+	return *preload_size > TETHER_PRELOAD_MAX ? -E2BIG : (long)n + 3;
 }
 
 int tether_exec_env_build(char *const *envp, char **env, char *preload_entry)
 {
 	const char *preload = 0;
-	unsigned long m = 0, len;
+	unsigned long m = 0;
 	char *p = preload_entry;
 
 	for (unsigned long i = 0; envp && envp[i]; i++) {
@@ -69,9 +74,6 @@ int tether_exec_env_build(char *const *envp, char **env, char *preload_entry)
 		else if (!has_prefix(envp[i], "TETHER_SESSION="))
 			env[m++] = envp[i];
 	}
-	len = 11 + layer_len + (preload && *preload ? 1 + tether_strlen(preload) : 0);
-	if (len >= TETHER_PRELOAD_MAX)
-		return -E2BIG;
 	for (const char *s = "LD_PRELOAD="; *s; s++)
 		*p++ = *s;
 	for (unsigned long i = 0; i < layer_len; i++)
@@ -91,12 +93,13 @@ int tether_exec_env_build(char *const *envp, char **env, char *preload_entry)
 static long exec_with_layer(long nr, long a1, long a2, long a3, long a4, long a5, long a6)
 {
 	char *const *envp = (char *const *)(nr == SYS_execve ? a3 : a4);
-	long size = tether_exec_env_size(envp);
+	unsigned long preload_size = 0;
+	long size = tether_exec_env_size(envp, &preload_size);
 
 	if (size <= 0)
 		return size < 0 ? size : tether_raw_syscall6(nr, a1, a2, a3, a4, a5, a6);
 	char *env[size];
-	char preload_entry[TETHER_PRELOAD_MAX];
+	char preload_entry[preload_size];
 	int err = tether_exec_env_build(envp, env, preload_entry);
 
 	if (err)

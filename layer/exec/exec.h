@@ -8,12 +8,12 @@
 
 /* From envp, this process's start-up environment.  For other ways to exec
  * (posix_spawn: libc/proc.c): env_size is the slots a new list for envp
- * needs (0: envp will do as it is, -E2BIG: too long); env_build fills env
- * (that many slots, and a TETHER_PRELOAD_MAX buffer for the LD_PRELOAD
- * entry). */
+ * needs (0: envp will do as it is, -E2BIG: too long) and *preload_size
+ * the bytes of its LD_PRELOAD entry; env_build fills env (that many slots)
+ * and preload_entry (that many bytes). */
 #define TETHER_PRELOAD_MAX 4096
 void tether_exec_install(char **envp);
-long tether_exec_env_size(char *const *envp);
+long tether_exec_env_size(char *const *envp, unsigned long *preload_size);
 int tether_exec_env_build(char *const *envp, char **env, char *preload_entry);
 
 #endif

@@ -32,7 +32,7 @@ static int is_target_path(const char *path)
 
 static long open_in_target(const char *path, int flags, unsigned mode)
 {
-	unsigned long words[TETHER_FRAME_MAX / 8];
+	unsigned long words[TETHER_SMALL_FRAME / 8]; /* the paths are the resolver's files' */
 	struct tether_frame *f = (struct tether_frame *)words;
 	struct tether_open *o = (struct tether_open *)(f + 1);
 
@@ -43,7 +43,7 @@ static long open_in_target(const char *path, int flags, unsigned mode)
 	f->type = TETHER_MSG_OPEN;
 	f->flags = 0;
 	f->id = 1;
-	return tether_ask(words, TETHER_MSG_OPEN_REPLY, 0, flags & O_CLOEXEC);
+	return tether_ask(words, sizeof words, TETHER_MSG_OPEN_REPLY, 0, flags & O_CLOEXEC);
 }
 
 /* The target's descriptor (or -errno), or RUN_HERE. */

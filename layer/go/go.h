@@ -24,10 +24,10 @@ const char *tether_go_buildid(const struct tether_module *m, unsigned *len);
  * build id among plans; 1 hooked, 0 not Go, -1 no plan or not hooked. */
 int tether_go_hook(const struct tether_module *m, const char *plans);
 
-/* modules.c: once at start-up, the main executable (looked at already)
- * and the plans TETHER_GO_PLAN gave (0: ask the session for each library);
- * then hook Go modules loaded since the last call (c-shared libraries). */
-void tether_go_modules_start(const struct tether_module *exe, const char *env_plans);
+/* modules.c: once at start-up, the plans TETHER_GO_PLAN gave (0: ask the
+ * session for each library); then hook Go modules loaded since the last
+ * call (c-shared libraries; the main program is start/'s). */
+void tether_go_modules_start(const char *env_plans);
 void tether_go_hook_new_modules(void);
 
 #endif

@@ -28,10 +28,8 @@ static int mark_seen(unsigned long key)
 	return 1;
 }
 
-void tether_go_modules_start(const struct tether_module *exe, const char *plans)
+void tether_go_modules_start(const char *plans)
 {
-	if (exe)
-		mark_seen(exe->bias + (unsigned long)exe->phdr);
 	env_plans = plans;
 }
 
@@ -43,7 +41,8 @@ static int visit(struct dl_phdr_info *info, size_t size, void *data)
 
 	(void)size;
 	(void)data;
-	if (!mark_seen(m.bias + (unsigned long)m.phdr))
+	/* The main program (glibc lists it with an empty name) is start/'s. */
+	if (!info->dlpi_name[0] || !mark_seen(m.bias + (unsigned long)m.phdr))
 		return 0;
 	id = tether_go_buildid(&m, &id_len);
 	if (!id)

@@ -219,7 +219,8 @@ typedef int spawn_fn(int *, const char *, const void *, const void *, char *cons
 static int spawn(const char *name, void **real, int *pid, const char *file, const void *actions,
                  const void *attr, char *const argv[], char *const envp[])
 {
-	long size = tether_exec_env_size(envp);
+	unsigned long preload_size = 1;
+	long size = tether_exec_env_size(envp, &preload_size);
 	int child = 0, r;
 
 	if (!*real)
@@ -227,7 +228,7 @@ static int spawn(const char *name, void **real, int *pid, const char *file, cons
 	if (size < 0)
 		return (int)-size; /* posix_spawn returns the error number */
 	char *env[size > 0 ? size : 1];
-	char preload_entry[size > 0 ? TETHER_PRELOAD_MAX : 1];
+	char preload_entry[preload_size];
 
 	if (size > 0) {
 		if ((r = tether_exec_env_build(envp, env, preload_entry)))

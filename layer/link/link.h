@@ -33,6 +33,13 @@ int tether_session_fork(int pid, int *ring);
  * left).  Its length, 0 at end of stream, or -errno. */
 long tether_recv_fds(long conn, void *buf, unsigned long size, int *fds, int max, int cloexec);
 
+/* Requests and replies of a fixed size (SOCKET, CONNECT, the resolver's
+ * OPEN) fit in this; a buffer on the stack of this size, not a whole
+ * TETHER_FRAME_MAX, as detours run on g0, which in a static Go program is
+ * 8 KiB (Go 1.19) or 16 KiB (1.21+).  An ERROR reply cut short still
+ * gives its errno. */
+#define TETHER_SMALL_FRAME 512
+
 /* request.c: one request to the agent on a connection of its own, so
  * requests from many threads run side by side.  The reply replaces the
  * request in buf; descriptors that came with it are stored in fds (up to
@@ -41,11 +48,13 @@ long tether_recv_fds(long conn, void *buf, unsigned long size, int *fds, int max
 int tether_request_init(const char *agent_path);
 long tether_request(void *buf, unsigned long size, int *fds, int max, int cloexec);
 /* The same for a request whose answer is reply_type with payload bytes and
- * descriptors (words: a TETHER_FRAME_MAX buffer): how many (1 to max), or
- * -errno (the agent's ERROR, else EPROTO); tether_ask: one, the descriptor. */
-long tether_ask_fds(unsigned long *words, unsigned short reply_type, unsigned long payload, int *fds, int max,
-                    int cloexec);
-long tether_ask(unsigned long *words, unsigned short reply_type, unsigned long payload, int cloexec);
+ * descriptors (words: a buffer of size bytes, a multiple of 8): how many
+ * (1 to max), or -errno (the agent's ERROR, else EPROTO); tether_ask: one,
+ * the descriptor. */
+long tether_ask_fds(unsigned long *words, unsigned long size, unsigned short reply_type, unsigned long payload,
+                    int *fds, int max, int cloexec);
+long tether_ask(unsigned long *words, unsigned long size, unsigned short reply_type, unsigned long payload,
+                int cloexec);
 int tether_agent_gone(void);
 
 #endif

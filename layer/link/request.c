@@ -199,7 +199,9 @@ long tether_request(void *buf, unsigned long size, int *fds, int max, int cloexe
 			return conn;
 		n = exchange_on(conn, buf, size, fds, max, cloexec);
 	}
-	if (n > 0 && n >= (long)sizeof *f && f->length == (unsigned long)n) {
+	/* A reply is whole, or an ERROR cut short by a small buffer (its errno came). */
+	if (n > 0 && n >= (long)sizeof *f &&
+	    (f->length == (unsigned long)n || (f->type == TETHER_MSG_ERROR && f->length > (unsigned long)n))) {
 		give_back(conn);
 		return n;
 	}
@@ -213,11 +215,11 @@ long tether_request(void *buf, unsigned long size, int *fds, int max, int cloexe
 	return n < 0 ? n : -71; /* EPROTO: a reply that is no frame */
 }
 
-long tether_ask_fds(unsigned long *words, unsigned short reply_type, unsigned long payload, int *fds, int max,
-                    int cloexec)
+long tether_ask_fds(unsigned long *words, unsigned long size, unsigned short reply_type, unsigned long payload,
+                    int *fds, int max, int cloexec)
 {
 	const struct tether_frame *f = (const struct tether_frame *)words;
-	long n = tether_request(words, TETHER_FRAME_MAX, fds, max, cloexec);
+	long n = tether_request(words, size, fds, max, cloexec);
 	int got = 0;
 
 	if (n < 0)
@@ -235,10 +237,11 @@ long tether_ask_fds(unsigned long *words, unsigned short reply_type, unsigned lo
 	return -71; /* EPROTO */
 }
 
-long tether_ask(unsigned long *words, unsigned short reply_type, unsigned long payload, int cloexec)
+long tether_ask(unsigned long *words, unsigned long size, unsigned short reply_type, unsigned long payload,
+                int cloexec)
 {
 	int fd;
-	long n = tether_ask_fds(words, reply_type, payload, &fd, 1, cloexec);
+	long n = tether_ask_fds(words, size, reply_type, payload, &fd, 1, cloexec);
 
 	return n < 0 ? n : fd;
 }

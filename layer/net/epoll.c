@@ -19,6 +19,7 @@
 #define O_DIRECTORY 0200000
 #define O_CLOEXEC 02000000
 #define EPOLL_CTL_ADD 1
+#define FDINFO_CHUNK 512
 
 struct dirent64 {
 	unsigned long ino;
@@ -62,45 +63,65 @@ static const char *field(const char *line, const char *end, const char *key)
 	return 0;
 }
 
-/* Registrations of fd in the epoll instance epfd, appended to regs. */
+/* A registration of fd on one line of epfd's fdinfo, appended to regs. */
+static unsigned from_line(const char *line, const char *end, int epfd, int fd, struct tether_epoll_reg *regs,
+                          unsigned n)
+{
+	const char *tfd, *events, *data;
+	unsigned long v_fd, v_events, v_data;
+
+	if (end - line < 4 || tether_memcmp(line, "tfd:", 4) || !(tfd = field(line, end, "tfd:")) ||
+	    !(events = field(line, end, "events:")) || !(data = field(line, end, "data:")) ||
+	    !parse_num(tfd, 10, &v_fd) || v_fd != (unsigned long)fd || !parse_num(events, 16, &v_events) ||
+	    !parse_num(data, 16, &v_data))
+		return n;
+	regs[n].epfd = epfd;
+	regs[n].events = (unsigned)v_events;
+	regs[n].data = v_data;
+	return n + 1;
+}
+
+/* Registrations of fd in the epoll instance epfd, appended to regs.  The
+ * file lists every descriptor of the instance (Go's poller has them all),
+ * a line each of under 128 bytes: read in small pieces, this may run on a
+ * static Go program's g0 stack (8 KiB in Go 1.19). */
 static unsigned from_fdinfo(int epfd, int fd, struct tether_epoll_reg *regs, unsigned n, unsigned max)
 {
-	char path[48] = "/proc/self/fdinfo/", buf[4096];
+	char path[48] = "/proc/self/fdinfo/", buf[FDINFO_CHUNK + 1];
+	unsigned long have = 0;
 	long fi, got;
-	const char *line, *end;
 
 	tether_fmt_ulong(path + 18, (unsigned long)epfd, 10);
 	fi = raw(SYS_open, (long)path, O_RDONLY | O_CLOEXEC, 0);
 	if (fi < 0)
 		return n;
-	got = raw(SYS_read, fi, (long)buf, sizeof buf - 1);
-	raw(SYS_close, fi, 0, 0);
-	if (got <= 0)
-		return n;
-	buf[got] = '\0';
-	for (line = buf; *line && n < max; line = *end ? end + 1 : end) {
-		const char *tfd, *events, *data;
-		unsigned long v_fd, v_events, v_data;
+	while (n < max && (got = raw(SYS_read, fi, (long)(buf + have), FDINFO_CHUNK - have)) > 0) {
+		const char *line = buf, *end;
 
-		for (end = line; *end && *end != '\n'; end++)
-			;
-		if (end - line < 4 || tether_memcmp(line, "tfd:", 4) || !(tfd = field(line, end, "tfd:")) ||
-		    !(events = field(line, end, "events:")) || !(data = field(line, end, "data:")) ||
-		    !parse_num(tfd, 10, &v_fd) || v_fd != (unsigned long)fd || !parse_num(events, 16, &v_events) ||
-		    !parse_num(data, 16, &v_data))
-			continue;
-		regs[n].epfd = epfd;
-		regs[n].events = (unsigned)v_events;
-		regs[n].data = v_data;
-		n++;
+		have += (unsigned long)got;
+		buf[have] = '\0';
+		while (n < max) {
+			for (end = line; *end && *end != '\n'; end++)
+				;
+			if (!*end)
+				break; /* the rest of this line comes with the next read */
+			n = from_line(line, end, epfd, fd, regs, n);
+			line = end + 1;
+		}
+		have = (unsigned long)(buf + have - line);
+		if (have == FDINFO_CHUNK)
+			have = 0; /* no line is this long: drop it */
+		for (unsigned long i = 0; i < have; i++)
+			buf[i] = line[i];
 	}
+	raw(SYS_close, fi, 0, 0);
 	return n;
 }
 
 unsigned tether_epoll_find(int fd, struct tether_epoll_reg *regs, unsigned max)
 {
 	static const char eventpoll[] = "anon_inode:[eventpoll]";
-	unsigned long words[512];
+	unsigned long words[64]; /* small: see from_fdinfo */
 	unsigned n = 0;
 	long dir = raw(SYS_open, (long)"/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0), got;
 

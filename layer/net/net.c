@@ -310,7 +310,7 @@ static int in_target(long fd)
 /* Through a network agent: it connects there and sends a relay stream. */
 static long connect_relayed(long fd, const unsigned char *sa, long len, const struct kind *k)
 {
-	unsigned long words[TETHER_FRAME_MAX / 8];
+	unsigned long words[TETHER_SMALL_FRAME / 8];
 	struct tether_frame *f = (struct tether_frame *)words;
 	struct tether_connect *c = (struct tether_connect *)(f + 1);
 	unsigned char *p = (unsigned char *)(c + 1);
@@ -329,7 +329,7 @@ static long connect_relayed(long fd, const unsigned char *sa, long len, const st
 	f->type = TETHER_MSG_CONNECT;
 	f->flags = 0;
 	f->id = 1;
-	newfd = tether_ask(words, TETHER_MSG_CONNECT_REPLY, sizeof(struct tether_connect_reply), 1);
+	newfd = tether_ask(words, sizeof words, TETHER_MSG_CONNECT_REPLY, sizeof(struct tether_connect_reply), 1);
 	if (newfd < 0)
 		return newfd;
 	status = ((const struct tether_connect_reply *)(f + 1))->status;

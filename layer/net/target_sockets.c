@@ -55,7 +55,7 @@ static void keep(int *slot, long fd)
 
 long tether_target_socket(int family, int type, int protocol)
 {
-	unsigned long words[TETHER_FRAME_MAX / 8];
+	unsigned long words[TETHER_SMALL_FRAME / 8];
 	struct tether_frame *f = (struct tether_frame *)words;
 	struct tether_socket *s = (struct tether_socket *)(f + 1);
 	int usual = protocol == (type == SOCK_STREAM ? IPPROTO_TCP : IPPROTO_UDP);
@@ -83,7 +83,7 @@ long tether_target_socket(int family, int type, int protocol)
 	f->type = TETHER_MSG_SOCKET;
 	f->flags = 0;
 	f->id = 1;
-	n = tether_ask_fds(words, TETHER_MSG_SOCKET_REPLY, 0, fds, (int)s->count, 1);
+	n = tether_ask_fds(words, sizeof words, TETHER_MSG_SOCKET_REPLY, 0, fds, (int)s->count, 1);
 	for (long i = 1; i < n; i++)
 		keep(slot, fds[i]);
 	return n < 0 ? n : fds[0];

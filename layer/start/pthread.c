@@ -21,7 +21,7 @@ TETHER_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr,
 
 	if (!real)
 		real = (create_fn *)dlsym(RTLD_NEXT, "pthread_create");
-	tether_start(0);
+	tether_start_preloaded(0);
 	tether_go_hook_new_modules();
 	return real(thread, attr, start, arg);
 }

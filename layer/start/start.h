@@ -1,16 +1,23 @@
 /* start/ - the layer's start-up, the one folder that knows every other:
- * the ELF constructor (init.c) reaches the session, installs what the mode
- * asks for (trace/, net/, files/, exec/) and hooks the Go executable
- * (go/); pthread.c starts it earlier when a Go library's constructor runs
- * first, and hooks Go libraries before their runtime starts.  Nothing uses
- * start/. */
+ * start.c reaches the session, installs what the mode asks for (trace/,
+ * net/, files/, exec/) and hooks the Go executable (go/).  It runs from
+ * libtether.so's ELF constructor (init.c), or earlier from pthread_create
+ * when a Go library's constructor runs first (pthread.c, which also hooks
+ * Go libraries before their runtime starts); in static programs, which
+ * have no loader, from inject.c, called by tether's injector at exec.
+ * Nothing uses start/. */
 #ifndef TETHER_START_H
 #define TETHER_START_H
 
 #include "core/core.h"
 
-/* init.c: 1 once the layer's ELF constructor has run, else 0. */
+/* start.c: everything both builds set up, from the environment envp (the
+ * program's, or the injector's for a static one); the session's mode (0
+ * without a session).  tether_layer_loaded: 1 once it has run. */
+unsigned tether_start(char **envp);
 TETHER_EXPORT int tether_layer_loaded(void);
-void tether_start(char **envp); /* once; envp 0 means libc's environ */
+/* init.c: tether_start once, and what only programs with libc have;
+ * envp 0 means libc's environ. */
+void tether_start_preloaded(char **envp);
 
 #endif

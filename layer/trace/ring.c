@@ -46,8 +46,17 @@ struct producer {
  * parent's is not in, and none of its threads ever writes that one. */
 static struct producer slots[2];
 static struct producer *current; /* 0: none, or given up on */
+#ifndef TETHER_NO_TLS
 /* 1 while this thread is in tether_ring_put: a signal handler's put nests */
 static __thread int writing __attribute__((tls_model("initial-exec")));
+#define WRITING writing
+#define SET_WRITING(v) (writing = (v))
+#else
+/* The injected build has no TLS, nor needs it here: only Go's calls reach
+ * it, and Go's signal handlers make none through the funnel. */
+#define WRITING 0
+#define SET_WRITING(v) ((void)0)
+#endif
 
 static long raw(long nr, long a1, long a2, long a3, long a4, long a5, long a6)
 {
@@ -184,7 +193,7 @@ int tether_ring_put(unsigned short type, unsigned short flags, const unsigned lo
 	unsigned long length = sizeof(struct tether_record) + n;
 	/* struct tether_record as one word, built in a register */
 	unsigned long header = length | (unsigned long)type << 32 | (unsigned long)flags << 48;
-	int nested = writing;
+	int nested = WRITING;
 	unsigned long start, size, mask;
 	unsigned char *records;
 	struct tether_ring *r;
@@ -208,7 +217,7 @@ int tether_ring_put(unsigned short type, unsigned short flags, const unsigned lo
 		while (!__atomic_compare_exchange_n(&r->head, &start, start + length, 1, __ATOMIC_RELAXED,
 		                                    __ATOMIC_RELAXED));
 	} else {
-		writing = 1;
+		SET_WRITING(1);
 		__atomic_signal_fence(__ATOMIC_SEQ_CST);
 		start = __atomic_fetch_add(&r->head, length, __ATOMIC_RELAXED);
 		if (start + length - __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE) > size &&
@@ -216,7 +225,7 @@ int tether_ring_put(unsigned short type, unsigned short flags, const unsigned lo
 			/* Never to be committed: the session is gone and the rest
 			 * of the trace with it, not the program. */
 			__atomic_store_n(&current, 0, __ATOMIC_RELEASE);
-			writing = 0;
+			SET_WRITING(0);
 			return 0;
 		}
 	}
@@ -226,7 +235,7 @@ int tether_ring_put(unsigned short type, unsigned short flags, const unsigned lo
 	__atomic_store_n((unsigned long *)(records + (start & mask)), header, __ATOMIC_RELEASE);
 	publish(p, start, start + length);
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-	writing = nested;
+	SET_WRITING(nested);
 	if (__atomic_load_n(&r->sleeping, __ATOMIC_RELAXED))
 		wake_session(r);
 	return 0;

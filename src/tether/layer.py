@@ -7,14 +7,15 @@ from pathlib import Path
 import tether
 
 LIBRARY_NAME = "libtether.so"
+STATIC_LIBRARY_NAME = "libtether-static.so"  # injected into static programs (session/inject.py)
 
 
 class LayerNotFoundError(FileNotFoundError):
     """libtether.so is not where the install should have put it."""
 
 
-def layer_path() -> Path:
-    """Return the absolute path of the built libtether.so.
+def layer_path(name: str = LIBRARY_NAME) -> Path:
+    """Return the absolute path of the built libtether.so (or of name, libtether-static.so).
 
     CMake installs the library into the tether package directory.  A normal
     install has one such directory (site-packages/tether).  A scikit-build-core
@@ -25,12 +26,12 @@ def layer_path() -> Path:
     """
     searched = [Path(entry) for entry in tether.__path__]
     for directory in searched:
-        candidate = directory / LIBRARY_NAME
+        candidate = directory / name
         if candidate.is_file():
             return candidate.absolute()
     places = ", ".join(str(d) for d in searched) or "(tether has no __path__)"
     raise LayerNotFoundError(
-        f"{LIBRARY_NAME} not found in {places}. It is compiled when the "
+        f"{name} not found in {places}. It is compiled when the "
         "package is installed: run `pip install -e .` in the tether source "
         "tree to rebuild it (needs gcc; CMake and Ninja come from PyPI if "
         "missing)."
@@ -82,9 +83,12 @@ def preload_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def hooked_env(report: dict, env: dict[str, str]) -> dict[str, str]:
-    """`env` plus what the layer needs to hook the program described by `report`."""
-    out = preload_env(env)
+    """`env` plus what the layer needs to hook the program described by `report` with LD_PRELOAD."""
     plan = go_plan(report)
+    if report["verdict"]["hook"] == "inject":
+        raise CannotHookError(f"{report['path']}: statically linked, LD_PRELOAD cannot load into it; the "
+                              "layer is injected at exec by tether exec and tether trace (session/inject.py)")
+    out = preload_env(env)
     if plan is not None:
         out["TETHER_GO_PLAN"] = plan
     else:

@@ -17,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-ANALYSIS_VERSION = "3"  # bump when the report's content or meaning changes
+ANALYSIS_VERSION = "4"  # bump when the report's content or meaning changes
 
 
 def cache_dir() -> Path:

@@ -58,10 +58,11 @@ ENTERSYSCALL, EXITSYSCALL = "runtime.entersyscall", "runtime.exitsyscall"
 @dataclass
 class Verdict:
     supported: bool
-    kind: str  # go-executable, go-c-shared, libc-program, libc-shared-library, static, other
+    kind: str  # go-executable, go-c-shared, go-static, libc-program, libc-shared-library, static, other
     reason: str
     fix: str = ""
     notes: list[str] = field(default_factory=list)
+    hook: str = ""  # how the layer gets in: preload (LD_PRELOAD), inject (at exec); "" if it cannot
 
 
 @dataclass
@@ -201,11 +202,6 @@ def _go_verdict(elf: ElfFile, info: BuildInfo, problems: list[str], shared: bool
         return Verdict(False, kind,
                        f"built with {info.version}, newer than the newest Go tether knows (1.{NEWEST_MINOR})",
                        "upgrade tether, or rebuild with an older Go")
-    if not shared and elf.interpreter is None:
-        return Verdict(False, "static",
-                       "static Go binary: LD_PRELOAD cannot load the layer into it",
-                       "rebuild with cgo (CGO_ENABLED=1 and a cgo package such as net, or "
-                       "-ldflags=-linkmode=external), or wait for static-binary support")
     if problems:
         return Verdict(False, kind, "hook plan incomplete: " + "; ".join(problems),
                        "report this binary's `tether inspect --json` output as a tether bug")
@@ -213,8 +209,13 @@ def _go_verdict(elf: ElfFile, info: BuildInfo, problems: list[str], shared: bool
     if minor not in TESTED_MINORS:
         notes.append(f"Go 1.{minor} is inside the supported range but not in tether's test matrix")
     if shared:
-        return Verdict(True, kind, "Go c-shared library: hooked when a hooked process loads it", notes=notes)
-    return Verdict(True, kind, "dynamically linked Go program: hooked through LD_PRELOAD", notes=notes)
+        return Verdict(True, kind, "Go c-shared library: hooked when a hooked process loads it", notes=notes,
+                       hook="preload")
+    if elf.interpreter is None:
+        return Verdict(True, "go-static", "statically linked Go program: the layer is injected at exec "
+                       "(ptrace during start-up only, none after)", notes=notes, hook="inject")
+    return Verdict(True, kind, "dynamically linked Go program: hooked through LD_PRELOAD", notes=notes,
+                   hook="preload")
 
 
 def _other_verdict(elf: ElfFile, shared: bool) -> Verdict:
@@ -223,15 +224,15 @@ def _other_verdict(elf: ElfFile, shared: bool) -> Verdict:
                        "run tether on an x86-64 build of the program")
     if elf.e_type not in (2, 3):
         return Verdict(False, "other", f"{elf.type_name} file, not a program or shared library")
-    notes = ["libc interposition is not built yet: such programs run unhooked for now"]
     if shared:
         return Verdict(True, "libc-shared-library",
-                       "shared library: loaded into hooked processes, reached through libc", notes=notes)
+                       "shared library: loaded into hooked processes, reached through libc", hook="preload")
     if elf.interpreter is None:
-        return Verdict(False, "static", "statically linked: LD_PRELOAD cannot load the layer into it",
+        return Verdict(False, "static", "statically linked, and not Go: its libc cannot be hooked "
+                       "(LD_PRELOAD cannot load into it, and tether patches only Go's own syscall entry)",
                        "use a dynamically linked build of the program")
     return Verdict(True, "libc-program", "dynamically linked program: hooked through libc and LD_PRELOAD",
-                   notes=notes)
+                   hook="preload")
 
 
 def analyse(path: str | Path) -> Report:

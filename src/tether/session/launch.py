@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..analysis import ELF_MAGIC, ElfError
 from ..analysis.cache import inspect_binary
-from ..layer import CannotHookError, go_plan, preload_env
+from ..layer import STATIC_LIBRARY_NAME, CannotHookError, go_plan, layer_path, preload_env
+from . import inject
 from .server import LayerServer
 
 
@@ -34,24 +35,39 @@ def resolve(program: str) -> Path:
     return path
 
 
-def program_env(path: Path, base: dict[str, str]) -> dict[str, str]:
-    """The layer's environment for `path`, refusing up front what cannot be hooked.
+def hook_method(path: Path) -> str:
+    """How the layer gets into `path`: "preload" or "inject" (a static Go program), refusing
+    up front what cannot be hooked. A script's interpreter is analysed when it starts."""
+    with open(path, "rb") as f:
+        if f.read(4) != ELF_MAGIC:
+            return "preload"
+    try:
+        report = inspect_binary(path)
+        go_plan(report)  # raises for a Go program tether refuses
+    except (ElfError, CannotHookError) as e:
+        raise LaunchError(f"cannot hook {path}: {e}") from None
+    verdict = report["verdict"]
+    if not verdict["supported"]:
+        raise LaunchError(f"cannot hook {path}: {verdict['reason']}; {verdict['fix']}")
+    return verdict["hook"]
+
+
+def program_env(base: Mapping[str, str], session: str) -> dict[str, str]:
+    """The layer's environment, on top of base: LD_PRELOAD and TETHER_SESSION.
 
     No plan goes into it: every process asks the session for its own (HELLO)."""
-    with open(path, "rb") as f:
-        is_elf = f.read(4) == ELF_MAGIC
-    if is_elf:  # a script's interpreter is analysed when it starts
-        try:
-            report = inspect_binary(path)
-            go_plan(report)  # raises for a Go program tether refuses
-        except (ElfError, CannotHookError) as e:
-            raise LaunchError(f"cannot hook {path}: {e}") from None
-        if report["linkage"] == "static":
-            raise LaunchError(f"cannot hook {path}: statically linked, LD_PRELOAD cannot load the "
-                              "layer into it; use a dynamically linked build")
-    env = preload_env(base)
+    env = preload_env(dict(base))
     env.pop("TETHER_GO_PLAN", None)  # one inherited from the caller would not be this program's
+    env["TETHER_SESSION"] = session
     return env
+
+
+def injected_env(base: Mapping[str, str], session: str) -> tuple[dict[str, str], dict[str, str]]:
+    """For a static program: its environment, as base without the layer's variables, and the
+    injected layer's own (session/inject.py), which passes them on to the programs it execs."""
+    program = {k: v for k, v in base.items() if k != "TETHER_GO_PLAN"}
+    layer = {k: v for k, v in program_env(base, session).items() if k.startswith("TETHER_") or k == "LD_PRELOAD"}
+    return program, layer
 
 
 def _exit_watch(pid: int, server: LayerServer) -> int | None:
@@ -76,16 +92,26 @@ def run(argv: list[str], server: LayerServer, base_env: Mapping[str, str] | None
     """Run argv under the layer, serving `server` meanwhile; returns the shell-style status.
 
     base_env is the program's environment before the layer's variables (default: ours).
-    `started` gets the program's pid before any of its frames is served."""
+    `started` gets the program's pid before any of its syscalls is served (a static program's
+    layer has said hello by then: session/inject.py)."""
     path = resolve(argv[0])
-    env = program_env(path, os.environ if base_env is None else base_env)
-    env["TETHER_SESSION"] = server.path
+    method = hook_method(path)
+    base = os.environ if base_env is None else base_env
     # The terminal's ^C and ^\ reach the program directly; tether stays to report its end.
     old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)}
     exited = None
     try:
         # argv[0] as typed, as a shell passes it; the file found for it is what runs.
-        proc = subprocess.Popen(argv, env=env, executable=str(path.absolute()))
+        executable = str(path.absolute())
+        if method == "inject":
+            env, layer_env = injected_env(base, server.path)
+            try:
+                proc = inject.spawn(argv, executable, env, layer_path(STATIC_LIBRARY_NAME), layer_env,
+                                    pump=lambda: server.poll(inject.POLL_S))
+            except inject.InjectError as e:
+                raise LaunchError(f"cannot hook {path}: {e}") from None
+        else:
+            proc = subprocess.Popen(argv, env=program_env(base, server.path), executable=executable)
         started(proc.pid)
         forward = lambda sig, _frame: proc.send_signal(sig)  # noqa: E731
         for s in (signal.SIGTERM, signal.SIGHUP):

@@ -1,0 +1,3 @@
+module tether.test/selfinfo
+
+go 1.19

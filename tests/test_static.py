@@ -1,0 +1,128 @@
+"""Static Go programs: the layer injected at exec (session/inject.py), on every Go version.
+
+The same checks as the dynamic builds get (tests/test_go_hooks.py: identical behaviour hooked
+and native, fast path and full path, stress), plus what injection must not disturb: the
+program's executable, arguments, environment, auxiliary vector, exit status and signals; and
+its children, which stay hooked and traced. tether exec on a netns target with static builds
+is in tests/test_exec.py.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gobuild
+import pytest
+from test_go_hooks import HOOK_MODES, PROBE_RUNS, STRESS_SECONDS, assert_same, run
+
+from tether.analysis.cache import inspect_binary
+from tether.layer import STATIC_LIBRARY_NAME, go_plan, layer_path
+from tether.session import inject
+
+TETHER = [sys.executable, "-m", "tether"]
+
+
+def injected(exe: Path, args: list[str], mode: str = "fast", timeout: float = 120, cwd=None,
+             **layer_env: str) -> subprocess.CompletedProcess:
+    """exe run with the static layer injected and its plan given directly (no session)."""
+    env = {"TETHER_GO_PLAN": go_plan(inspect_binary(exe)), **HOOK_MODES[mode], **layer_env}
+    proc = inject.spawn([str(exe), *args], str(exe), os.environ, layer_path(STATIC_LIBRARY_NAME), env,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_inspect_says_static_go_is_injected(go_versions):
+    report = inspect_binary(gobuild.build(go_versions[-1], "static"))
+    verdict = report["verdict"]
+    assert (verdict["supported"], verdict["kind"], verdict["hook"]) == (True, "go-static", "inject")
+    assert "injected at exec" in verdict["reason"]
+
+
+@pytest.mark.parametrize("mode", HOOK_MODES)
+def test_probe_runs_identically_injected(go_versions, mode, tmp_path):
+    for version in go_versions:
+        exe = gobuild.build(version, "static")
+        for args in PROBE_RUNS:
+            native = run([exe, *args], cwd=tmp_path)
+            hooked = injected(exe, args, mode, cwd=tmp_path)
+            assert_same(native, hooked, (version, mode, args))
+
+
+def test_the_layer_is_really_there(go_versions):
+    """TETHER_LAYER_DEBUG's line comes from the injected layer's start (layer/start/start.c)."""
+    exe = gobuild.build(go_versions[-1], "static")
+    proc = injected(exe, ["hello"], TETHER_LAYER_DEBUG="1")
+    assert proc.returncode == 0 and proc.stdout == b"hello\n"
+    assert proc.stderr.startswith(b"tether: layer loaded pid=")
+
+
+def test_plan_that_does_not_match_is_refused_before_the_program_runs(go_versions):
+    exe = gobuild.build(go_versions[-1], "static")
+    other = go_plan(inspect_binary(gobuild.build(go_versions[-1], "static", "hooks")))
+    proc = injected(exe, ["hello"], TETHER_GO_PLAN=other.replace(other.split(";")[1], "not-this-id"))
+    assert proc.stdout == b"hello\n"  # a plan for another build id is never applied
+    assert b"no hook plan for this Go program" in proc.stderr
+
+
+@pytest.mark.parametrize("mode", HOOK_MODES)
+def test_stress_injected(go_versions, mode):
+    """1000 goroutines of mixed hooked syscalls with GC and preemption, on g0 stacks of 16 KiB
+    (a static program's threads have no pthread stacks)."""
+    for version in go_versions:
+        exe = gobuild.build(version, "static", "hooks")
+        proc = injected(exe, ["stress", str(STRESS_SECONDS)], mode, timeout=STRESS_SECONDS + 120)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"stress ok\n", b""), (version, mode)
+
+
+def test_nothing_of_the_injection_is_visible(go_versions):
+    """Executable, arguments, environment, auxv and exit status as without tether."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_") and k != "LD_PRELOAD"}
+    for version in go_versions:
+        exe = gobuild.build(version, "static", "selfinfo")
+        argv = [str(exe), "exit", "7"]
+        native = subprocess.run(argv, capture_output=True, env=env, timeout=60)
+        traced = subprocess.run([*TETHER, "trace", "-o", os.devnull, "--", *argv], capture_output=True,
+                                env=env, timeout=60)
+        assert native.returncode == 7 and b"auxv 6 0x1000" in native.stdout
+        assert (traced.returncode, traced.stdout, traced.stderr) == (7, native.stdout, b""), version
+
+
+def test_trace_of_a_static_program_and_its_dynamic_child(go_versions, tmp_path):
+    """The static program's own calls, then a dynamic child it runs with os/exec (cat: libc),
+    which gets LD_PRELOAD and the session from the injected layer's exec/."""
+    (tmp_path / "note").write_text("from the file\n")
+    for version in go_versions:
+        exe = gobuild.build(version, "static", "selfinfo")
+        out = tmp_path / f"trace-{version}"
+        proc = subprocess.run([*TETHER, "trace", "-e", "file,process", "-o", str(out), "--", str(exe), "run",
+                               "/bin/cat", str(tmp_path / "note")], capture_output=True, timeout=60)
+        assert proc.returncode == 0 and proc.stdout.endswith(b"from the file\n"), (version, proc.stderr)
+        lines = out.read_text().splitlines()
+        parent = lines[0].split("]")[0] + "]"
+        assert any(line.startswith(parent) and 'openat(AT_FDCWD, "/proc/self/auxv"' in line for line in lines)
+        child = [line for line in lines if not line.startswith(parent)]  # Go execs in its fork child
+        assert any('execve("/bin/cat"' in line and line.endswith(" = 0") for line in child), version
+        assert any(f'openat(AT_FDCWD, "{tmp_path / "note"}"' in line for line in child), (version, lines[-20:])
+
+
+def test_signals_and_exit_status_pass_through(go_versions):
+    exe = gobuild.build(go_versions[-1], "static", "hooks")
+    proc = subprocess.Popen([*TETHER, "trace", "-o", os.devnull, "--", str(exe), "stress", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)  # tether passes it on; the program dies of it
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+
+
+def test_a_broken_static_layer_is_a_clear_error(go_versions, tmp_path):
+    bogus = tmp_path / "libtether-static.so"
+    bogus.write_bytes(b"\x7fELF" + b"\0" * 60)
+    exe = gobuild.build(go_versions[-1], "static")
+    with pytest.raises(inject.InjectError, match="reinstall tether"):
+        inject.spawn([str(exe), "hello"], str(exe), os.environ, bogus, {})
