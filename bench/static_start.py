@@ -55,15 +55,13 @@ def main() -> None:
     plan = {"TETHER_GO_PLAN": go_plan(inspect_binary(Path(static)))}
     layer = layer_path(STATIC_LIBRARY_NAME)
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("TETHER_")}
-    # PYTHONPYCACHEPREFIX: tether's bytecode compiled once, as an install has it.
-    tenv = {**env, "PYTHONPYCACHEPREFIX": str(Path.home() / ".cache" / "tether" / "pycache")}
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     modes = {
         "native static": lambda: subprocess.Popen([static, "hello"], env=env, **quiet),
         "injected": lambda: inject.spawn([static, "hello"], static, env, layer, plan, **quiet),
-        "trace static": lambda: subprocess.Popen([*TRACE, static, "hello"], env=tenv, **quiet),
+        "trace static": lambda: subprocess.Popen([*TRACE, static, "hello"], env=env, **quiet),
         "native dynamic": lambda: subprocess.Popen([dynamic, "hello"], env=env, **quiet),
-        "trace dynamic": lambda: subprocess.Popen([*TRACE, dynamic, "hello"], env=tenv, **quiet),
+        "trace dynamic": lambda: subprocess.Popen([*TRACE, dynamic, "hello"], env=env, **quiet),
     }
     for start in modes.values():  # page everything in, compile bytecode
         timed(start)

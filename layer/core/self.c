@@ -53,12 +53,47 @@ void tether_self_forked(void)
  * gets its ids from the kernel each time and never stores them: they
  * would land in the cache of the parent thread it borrowed the TLS of. */
 #ifdef TETHER_NO_TLS
-/* The build injected into static programs: nothing there sets up TLS for
- * it, so the ids come from the kernel each time. */
+/* The build injected into static programs, which set up no TLS for it.
+ * Their threads are all Go's, and Go points FS just past m.tls[0], where g
+ * lives (-8(FS): settls adds 8 to &m.tls[0]); m.tls has 6 slots and
+ * linux/amd64 uses only the first (Go 1.19-1.27, runtime2.go tlsSlots).
+ * The cache takes the next two: 0(FS) pid and tid, 8(FS) the generation.
+ * No call reaches the dispatcher before rt0_go's settls. */
+#define FS_IDS 0
+#define FS_GEN 8
+
+static unsigned long fs_load(unsigned long offset)
+{
+	unsigned long v;
+
+	__asm__ volatile("movq %%fs:(%1), %0" : "=r"(v) : "r"(offset));
+	return v;
+}
+
+static void fs_store(unsigned long offset, unsigned long v)
+{
+	__asm__ volatile("movq %0, %%fs:(%1)" : : "r"(v), "r"(offset) : "memory");
+}
+
 void tether_self_ids(int *pid, int *tid)
 {
+	unsigned gen = __atomic_load_n(&tether_self_gen, __ATOMIC_ACQUIRE);
+	unsigned long ids;
+
+	if (fs_load(FS_GEN) == gen) {
+		ids = fs_load(FS_IDS);
+		*pid = (int)(unsigned)ids;
+		*tid = (int)(ids >> 32);
+		return;
+	}
 	*pid = tether_current_pid();
 	*tid = (int)tether_raw_syscall6(SYS_gettid, 0, 0, 0, 0, 0, 0);
+	if (*pid != __atomic_load_n(&self_pid, __ATOMIC_RELAXED))
+		return;
+	fs_store(FS_IDS, (unsigned long)(unsigned)*pid | (unsigned long)(unsigned)*tid << 32);
+	/* gen last: a signal handler in between finds the entry stale */
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	fs_store(FS_GEN, gen);
 }
 #else
 void tether_self_ids(int *pid, int *tid)

@@ -241,8 +241,11 @@ def spawn(argv: Sequence[str], executable: str, env: Mapping[str, str], layer: P
         if not os.WIFSTOPPED(status):
             code = os.waitstatus_to_exitcode(status)
             proc.returncode = code
-            raise InjectError(f"{executable}: could not be started traced (status {code}); ptrace may be "
-                              "disabled here (kernel.yama.ptrace_scope=3, or a seccomp policy)")
+            raise InjectError(f"ptrace is refused here (the program could not start traced, status {code}), "
+                              "and static programs take the layer through it at start-up. Allow it "
+                              "(kernel.yama.ptrace_scope below 3; in a container, CAP_SYS_PTRACE and a "
+                              "seccomp profile that permits ptrace), or use a build with cgo, which "
+                              "takes LD_PRELOAD")
         load(proc.pid, img, layer_env, pump)
     except BaseException:
         proc.kill()
