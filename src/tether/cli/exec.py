@@ -240,14 +240,14 @@ def ask_target(target, spec: str, policy, env_rules, dns: bool, log, started: fl
 def start_session(target, spec: str, dns: bool, rules: str):
     """The session's server for the program's hooked processes: what they hand to the agent
     (connects, and name lookups unless --no-dns), the agent's socket and the rules."""
-    from ..protocol import wire
+    from ..protocol import agent_wire, layer_wire
     from ..session.server import LayerServer
 
-    mode = wire.MODE_NET
-    if target.capabilities & wire.CAP_SOCKETS:
-        mode |= wire.MODE_SOCKETS
+    mode = layer_wire.MODE_NET
+    if target.capabilities & agent_wire.CAP_SOCKETS:
+        mode |= layer_wire.MODE_SOCKETS
     if dns:
-        mode |= wire.MODE_DNS
+        mode |= layer_wire.MODE_DNS
     return LayerServer(mode, on_event=lambda e: None, warn=lambda msg: say(msg, "bold yellow"),
                        agent=target.link, agent_socket=target.agent_socket, rules=rules,
                        on_agent_lost=lambda why: say(

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> None:
     Go programs are traced at their syscall entry; programs using libc at libc's entry
     points for sockets, descriptor I/O, files, fork and exec (README lists them).
     """
-    from ..protocol import wire
+    from ..protocol import layer_wire
     from ..session import launch
     from ..session.server import LayerServer
     from ..trace.printer import Printer, parse_classes
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> None:
         sys.exit(EXIT_ERROR)
     warn = lambda msg: print(f"tether trace: {msg}", file=sys.stderr)  # noqa: E731
     printer = Printer(out, args.as_json, wanted, warn)
-    server = LayerServer(wire.MODE_TRACE, printer.event, printer.hello, warn, printer.flush)
+    server = LayerServer(layer_wire.MODE_TRACE, printer.event, printer.hello, warn, printer.flush)
     try:
         code = launch.run(args.program, server, started=lambda pid: setattr(printer, "main_pid", pid))
     except launch.LaunchError as e:

@@ -27,7 +27,7 @@ class Target:
         self.proc = proc  # the agent when tether started it (wait, kill, poll as subprocess.Popen's)
         self.agent_socket = agent_socket  # where hooked processes reach the agent directly (same host)
         self.workdir = workdir  # made for this target, removed by close()
-        self.capabilities = 0  # what the agent announced in its hello (wire.CAP_*)
+        self.capabilities = 0  # what the agent announced in its hello (agent_wire.CAP_*)
 
     def ready(self) -> None:
         """Wait until the agent answers its hello; TargetError (and all cleaned up) if not."""
