@@ -23,63 +23,73 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from tether.layer import layer_path  # noqa: E402
-from tether.protocol import wire  # noqa: E402
+from tether.protocol import agent_wire, auth, layer_wire, trace_wire, wire  # noqa: E402
 from tether.protocol.sockaddr import encode_inet  # noqa: E402
 
 DECODERS = {
-    wire.MSG_HELLO: wire.decode_hello, wire.MSG_HELLO_REPLY: wire.decode_hello_reply,
-    wire.MSG_PLAN_REQUEST: wire.decode_plan_request, wire.MSG_PLAN_REPLY: wire.decode_plan_reply,
-    wire.MSG_RING_REQUEST: wire.decode_ring_request,
-    wire.MSG_AGENT_HELLO: wire.decode_agent_hello, wire.MSG_AGENT_HELLO_REPLY: wire.decode_agent_hello,
-    wire.MSG_ERROR: wire.decode_error, wire.MSG_SYSCALL: wire.decode_syscall,
-    wire.MSG_CONNECT: wire.decode_connect, wire.MSG_CONNECT_REPLY: wire.decode_connect_reply,
-    wire.MSG_OPEN: wire.decode_open, wire.MSG_SOCKET: wire.decode_socket,
-    wire.MSG_RESOLVE: wire.decode_resolve, wire.MSG_RESOLVE_REPLY: wire.decode_resolve_reply,
-    wire.MSG_NAMEINFO: wire.decode_nameinfo, wire.MSG_NAMEINFO_REPLY: wire.decode_nameinfo_reply,
-    wire.MSG_ENV_REPLY: lambda f: wire.EnvAssembler().feed(f),
-    wire.MSG_STREAM: wire.decode_stream, wire.MSG_STREAM_REPLY: wire.decode_stream_reply,
-    wire.MSG_READ_FILE: wire.decode_read_file, wire.MSG_READ_FILE_REPLY: lambda f: wire.FileAssembler().feed(f),
-    wire.MSG_AUTH_RESPONSE: lambda f: wire.decode_auth(f, wire.MSG_AUTH_RESPONSE),
-    wire.MSG_AUTH_OK: lambda f: wire.decode_auth(f, wire.MSG_AUTH_OK),
+    layer_wire.MSG_HELLO: layer_wire.decode_hello, layer_wire.MSG_HELLO_REPLY: layer_wire.decode_hello_reply,
+    layer_wire.MSG_PLAN_REQUEST: layer_wire.decode_plan_request,
+    layer_wire.MSG_PLAN_REPLY: layer_wire.decode_plan_reply,
+    layer_wire.MSG_RING_REQUEST: layer_wire.decode_ring_request,
+    agent_wire.MSG_AGENT_HELLO: agent_wire.decode_agent_hello,
+    agent_wire.MSG_AGENT_HELLO_REPLY: agent_wire.decode_agent_hello,
+    wire.MSG_ERROR: wire.decode_error, trace_wire.MSG_SYSCALL: trace_wire.decode_syscall,
+    agent_wire.MSG_CONNECT: agent_wire.decode_connect, agent_wire.MSG_CONNECT_REPLY: agent_wire.decode_connect_reply,
+    agent_wire.MSG_OPEN: agent_wire.decode_open, agent_wire.MSG_SOCKET: agent_wire.decode_socket,
+    agent_wire.MSG_RESOLVE: agent_wire.decode_resolve, agent_wire.MSG_RESOLVE_REPLY: agent_wire.decode_resolve_reply,
+    agent_wire.MSG_NAMEINFO: agent_wire.decode_nameinfo,
+    agent_wire.MSG_NAMEINFO_REPLY: agent_wire.decode_nameinfo_reply,
+    agent_wire.MSG_ENV_REPLY: lambda f: agent_wire.EnvAssembler().feed(f),
+    agent_wire.MSG_STREAM: agent_wire.decode_stream, agent_wire.MSG_STREAM_REPLY: agent_wire.decode_stream_reply,
+    agent_wire.MSG_READ_FILE: agent_wire.decode_read_file,
+    agent_wire.MSG_READ_FILE_REPLY: lambda f: agent_wire.FileAssembler().feed(f),
+    auth.MSG_AUTH_RESPONSE: lambda f: auth.decode_auth(f, auth.MSG_AUTH_RESPONSE),
+    auth.MSG_AUTH_OK: lambda f: auth.decode_auth(f, auth.MSG_AUTH_OK),
 }
 
 
 def seeds() -> list[bytes]:
     sa = encode_inet("198.18.0.1", 8080)
     return [
-        wire.encode_hello(wire.Hello(1, 0, 42, 1, "/usr/bin/prog", "abc/def"), 1),
-        wire.encode_hello_reply(wire.HelloReply(1, 6, "1;id;funnel=10:00", "/tmp/a.sock", "R4/c6120000/15/0;*L"), 1),
-        wire.encode_plan_request(wire.PlanRequest("/lib/x.so", "id"), 2),
-        wire.encode_plan_reply("plan", 2),
-        wire.encode_agent_hello(1, 0, 3), wire.encode_error(wire.ErrorReply(111, "refused"), 4),
-        wire.encode_syscall(wire.SyscallEvent(1, 2, 42, (3, 4, 16, 0, 0, 0), -111,
-                                              data=(wire.Data(1, wire.DATA_SOCKADDR, sa, 16),))),
-        wire.encode_connect(wire.Connect(2, 1, 0, 0, sa), 5), wire.encode_connect_reply(5, 115),
-        wire.encode_open(wire.Open(0, 0, "/etc/hosts"), 6), wire.encode_socket(10, 2, 17, 7),
-        wire.encode_resolve(wire.Resolve("db.internal", "443", 0x20, 2, 1, 6), 9),
-        wire.encode_resolve_reply(wire.ResolveReply(0, 0, "db", (wire.AddrInfo(2, 1, 6, bytes(16)),)), 9),
-        wire.encode_nameinfo(sa, 8, 10), wire.encode_nameinfo_reply(wire.NameInfo(0, 0, "db.internal", "http"), 10),
-        *wire.encode_env_reply({"A": "1", "B": "x" * 50}, 8),
-        wire.encode_connect_reply(5, 0, wire.Relayed(sa, sa)), wire.encode_stream(wire.Connect(2, 1, 0, 0, sa), 1),
-        wire.encode_stream_reply(wire.Relayed(sa, sa), 1), wire.encode_read_file("/etc/hosts", 11),
-        *wire.encode_read_file_reply(b"127.0.0.1 localhost\n" * 300, 11),
-        wire.encode_auth_response(bytes(32), bytes(range(32))), wire.encode_auth_ok(bytes(32)),
+        layer_wire.encode_hello(layer_wire.Hello(1, 0, 42, 1, "/usr/bin/prog", "abc/def"), 1),
+        layer_wire.encode_hello_reply(
+            layer_wire.HelloReply(1, 6, "1;id;funnel=10:00", "/tmp/a.sock", "R4/c6120000/15/0;*L"), 1),
+        layer_wire.encode_plan_request(layer_wire.PlanRequest("/lib/x.so", "id"), 2),
+        layer_wire.encode_plan_reply("plan", 2),
+        agent_wire.encode_agent_hello(1, 0, 3), wire.encode_error(wire.ErrorReply(111, "refused"), 4),
+        trace_wire.encode_syscall(trace_wire.SyscallEvent(
+            1, 2, 42, (3, 4, 16, 0, 0, 0), -111, data=(trace_wire.Data(1, trace_wire.DATA_SOCKADDR, sa, 16),))),
+        agent_wire.encode_connect(agent_wire.Connect(2, 1, 0, 0, sa), 5), agent_wire.encode_connect_reply(5, 115),
+        agent_wire.encode_open(agent_wire.Open(0, 0, "/etc/hosts"), 6), agent_wire.encode_socket(10, 2, 17, 7),
+        agent_wire.encode_resolve(agent_wire.Resolve("db.internal", "443", 0x20, 2, 1, 6), 9),
+        agent_wire.encode_resolve_reply(agent_wire.ResolveReply(0, 0, "db", (agent_wire.AddrInfo(2, 1, 6, bytes(16)),)),
+                                        9),
+        agent_wire.encode_nameinfo(sa, 8, 10),
+        agent_wire.encode_nameinfo_reply(agent_wire.NameInfo(0, 0, "db.internal", "http"), 10),
+        *agent_wire.encode_env_reply({"A": "1", "B": "x" * 50}, 8),
+        agent_wire.encode_connect_reply(5, 0, agent_wire.Relayed(sa, sa)),
+        agent_wire.encode_stream(agent_wire.Connect(2, 1, 0, 0, sa), 1),
+        agent_wire.encode_stream_reply(agent_wire.Relayed(sa, sa), 1), agent_wire.encode_read_file("/etc/hosts", 11),
+        *agent_wire.encode_read_file_reply(b"127.0.0.1 localhost\n" * 300, 11),
+        auth.encode_auth_response(bytes(32), bytes(range(32))), auth.encode_auth_ok(bytes(32)),
     ]
 
 
 def record_seeds() -> list[bytes]:
     """Runs of trace records, as a ring holds them (and HELLO, as the session queues it)."""
     sa = encode_inet("198.18.0.1", 8080)
-    events = [wire.SyscallEvent(1, 2, 42, (3, 4, 16, 0, 0, 0), -111, data=(wire.Data(1, wire.DATA_SOCKADDR, sa, 16),)),
-              wire.SyscallEvent(7, 7, 257, (-100, 5, 0, 0, 0, 0), 3,
-                                data=(wire.Data(1, wire.DATA_STRING, b"/etc/hosts", 10),)),
-              wire.SyscallEvent(7, 8, 59, (5, 6, 7, 0, 0, 0), 0, entry=True), wire.SyscallEvent(9, 9, 39, (0,) * 6, 9)]
+    events = [trace_wire.SyscallEvent(1, 2, 42, (3, 4, 16, 0, 0, 0), -111,
+                                      data=(trace_wire.Data(1, trace_wire.DATA_SOCKADDR, sa, 16),)),
+              trace_wire.SyscallEvent(7, 7, 257, (-100, 5, 0, 0, 0, 0), 3,
+                                      data=(trace_wire.Data(1, trace_wire.DATA_STRING, b"/etc/hosts", 10),)),
+              trace_wire.SyscallEvent(7, 8, 59, (5, 6, 7, 0, 0, 0), 0, entry=True),
+              trace_wire.SyscallEvent(9, 9, 39, (0,) * 6, 9)]
     records = []
     for e in events:
-        frame = wire.decode_frame(wire.encode_syscall(e))
-        records.append(wire.encode_record(frame.type, frame.payload, frame.flags))
-    hello = wire.decode_frame(wire.encode_hello(wire.Hello(1, 1, 42, 1, "/usr/bin/prog", "abc/def"), 1))
-    records.append(wire.encode_record(wire.MSG_HELLO, hello.payload))
+        frame = wire.decode_frame(trace_wire.encode_syscall(e))
+        records.append(trace_wire.encode_record(frame.type, frame.payload, frame.flags))
+    hello = wire.decode_frame(layer_wire.encode_hello(layer_wire.Hello(1, 1, 42, 1, "/usr/bin/prog", "abc/def"), 1))
+    records.append(trace_wire.encode_record(layer_wire.MSG_HELLO, hello.payload))
     return [b"".join(records), *records]
 
 
@@ -118,9 +128,9 @@ def _records(blob: bytes) -> None:
     pos = 0
     while pos < len(blob):
         try:
-            _, pos = wire.decode_record(blob, pos)
+            _, pos = trace_wire.decode_record(blob, pos)
         except wire.ProtocolError:
-            pos = wire.record_span(blob, pos)  # raises when the run cannot be followed
+            pos = trace_wire.record_span(blob, pos)  # raises when the run cannot be followed
 
 
 def main() -> int:
@@ -156,7 +166,7 @@ def main() -> int:
         for parse in parsers:
             try:
                 parse(blob)
-            except (wire.ProtocolError, wire.AuthRefused):  # AuthRefused: an ERROR where AUTH_* was due
+            except (wire.ProtocolError, auth.AuthRefused):  # AuthRefused: an ERROR where AUTH_* was due
                 pass
             except Exception as e:  # noqa: BLE001 - a crash is what this looks for
                 print(f"{parse.__name__}: {type(e).__name__}: {e} on input {blob.hex()}")

@@ -16,30 +16,30 @@ import io
 import statistics
 import time
 
-from tether.protocol import wire
+from tether.protocol import trace_wire, wire
 from tether.trace.printer import Printer
 
 EVENTS = [
-    wire.SyscallEvent(100, 101, 17, (3, 0x7F0000001000, 1, 42, 0, 0), 1, False, ()),
-    wire.SyscallEvent(100, 101, 257, (-100, 0x7F0000002000, 0o2000000, 0, 0, 0), 3, False,
-                      (wire.Data(1, wire.DATA_STRING, b"/etc/hosts", 10),)),
-    wire.SyscallEvent(100, 102, 3, (5, 0, 0, 0, 0, 0), -9, False, ()),
-    wire.SyscallEvent(100, 102, 110, (0, 0, 0, 0, 0, 0), 1, False, ()),
+    trace_wire.SyscallEvent(100, 101, 17, (3, 0x7F0000001000, 1, 42, 0, 0), 1, False, ()),
+    trace_wire.SyscallEvent(100, 101, 257, (-100, 0x7F0000002000, 0o2000000, 0, 0, 0), 3, False,
+                            (trace_wire.Data(1, trace_wire.DATA_STRING, b"/etc/hosts", 10),)),
+    trace_wire.SyscallEvent(100, 102, 3, (5, 0, 0, 0, 0, 0), -9, False, ()),
+    trace_wire.SyscallEvent(100, 102, 110, (0, 0, 0, 0, 0, 0), 1, False, ()),
 ]
 
 
 def records(n: int) -> bytes:
     one = []
     for e in EVENTS:
-        frame = wire.decode_frame(wire.encode_syscall(e))
-        one.append(wire.encode_record(wire.MSG_SYSCALL, frame.payload, frame.flags))
+        frame = wire.decode_frame(trace_wire.encode_syscall(e))
+        one.append(trace_wire.encode_record(trace_wire.MSG_SYSCALL, frame.payload, frame.flags))
     return b"".join(one[i % len(one)] for i in range(n))
 
 
 def per_record(chunk: bytes, printer: Printer | None) -> float:
     start, pos, n = time.perf_counter(), 0, 0
     while pos < len(chunk):
-        item, pos = wire.decode_record(chunk, pos)
+        item, pos = trace_wire.decode_record(chunk, pos)
         if printer:
             printer.event(item)
         n += 1

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tether.protocol import wire
+from tether.protocol import agent_wire, wire
 from tether.protocol.sockaddr import encode_inet
 from tether.session.agent_link import AgentError, AgentLink
 
@@ -57,7 +57,7 @@ def echo_server():
 def test_hello_connect_and_errors(agent, echo_server):
     proc, sock = agent
     link = AgentLink(sock)
-    assert link.hello() == (wire.PROTOCOL_VERSION, wire.CAP_SOCKETS)
+    assert link.hello() == (wire.PROTOCOL_VERSION, agent_wire.CAP_SOCKETS)
     conn = link.connect(socket.AF_INET, socket.SOCK_STREAM, encode_inet("127.0.0.1", echo_server))
     conn.sendall(b"hi")
     assert conn.recv(100) == b"echo:hi"
@@ -93,10 +93,10 @@ def test_sockets_come_in_batches(agent, echo_server):
     """SOCKET with a count: that many sockets of the kind in one reply, each usable; a count
     outside 1..SOCKETS_MAX is refused."""
     _, sock = agent
-    sock.sendall(wire.encode_socket(socket.AF_INET, socket.SOCK_STREAM, 0, 5, count=8))
+    sock.sendall(agent_wire.encode_socket(socket.AF_INET, socket.SOCK_STREAM, 0, 5, count=8))
     sock.settimeout(5)
-    msg, anc, _, _ = sock.recvmsg(wire.FRAME_MAX, socket.CMSG_LEN(4 * wire.SOCKETS_MAX))
-    assert wire.decode_frame(msg).type == wire.MSG_SOCKET_REPLY
+    msg, anc, _, _ = sock.recvmsg(wire.FRAME_MAX, socket.CMSG_LEN(4 * agent_wire.SOCKETS_MAX))
+    assert wire.decode_frame(msg).type == agent_wire.MSG_SOCKET_REPLY
     fds = array.array("i")
     for level, kind, data in anc:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -111,8 +111,9 @@ def test_sockets_come_in_batches(agent, echo_server):
     finally:
         for s in socks:
             s.close()
-    for count in (0, wire.SOCKETS_MAX + 1):
-        sock.sendall(wire.encode_frame(wire.MSG_SOCKET, wire.SOCKET.pack(socket.AF_INET, 1, 0, count, 0), id=6))
+    for count in (0, agent_wire.SOCKETS_MAX + 1):
+        request = agent_wire.SOCKET.pack(socket.AF_INET, 1, 0, count, 0)
+        sock.sendall(wire.encode_frame(agent_wire.MSG_SOCKET, request, id=6))
         reply = wire.decode_frame(sock.recv(wire.FRAME_MAX))
         assert reply.type == wire.MSG_ERROR and wire.decode_error(reply).errno == errno.EINVAL, count
 
@@ -129,13 +130,14 @@ def test_a_slow_request_does_not_hold_up_a_fast_one(agent, echo_server):
         s.connect_ex(full.getsockname())
         fillers.append(s)
     time.sleep(0.2)
-    slow = wire.Connect(socket.AF_INET, socket.SOCK_STREAM, 0, 1500, encode_inet("127.0.0.1", full.getsockname()[1]))
-    fast = wire.Connect(socket.AF_INET, socket.SOCK_STREAM, 0, 5000, encode_inet("127.0.0.1", echo_server))
+    slow = agent_wire.Connect(socket.AF_INET, socket.SOCK_STREAM, 0, 1500,
+                              encode_inet("127.0.0.1", full.getsockname()[1]))
+    fast = agent_wire.Connect(socket.AF_INET, socket.SOCK_STREAM, 0, 5000, encode_inet("127.0.0.1", echo_server))
     start = time.monotonic()
-    _send(sock, wire.encode_connect(slow, 1))
-    _send(sock, wire.encode_connect(fast, 2))
+    _send(sock, agent_wire.encode_connect(slow, 1))
+    _send(sock, agent_wire.encode_connect(fast, 2))
     first = _recv(sock, 5)
-    assert first.id == 2 and first.type == wire.MSG_CONNECT_REPLY
+    assert first.id == 2 and first.type == agent_wire.MSG_CONNECT_REPLY
     assert time.monotonic() - start < 1.0
     second = _recv(sock, 10)
     assert second.id == 1 and wire.decode_error(second).errno == errno.ETIMEDOUT
@@ -152,7 +154,7 @@ def test_unknown_request_gets_an_error_reply(agent):
 
 
 @pytest.mark.parametrize("garbage", [b"\x01\x02", b"\xff" * 64,
-                                     wire.FRAME.pack(10**6, wire.MSG_CONNECT, 0, 1)])
+                                     wire.FRAME.pack(10**6, agent_wire.MSG_CONNECT, 0, 1)])
 def test_malformed_frame_closes_the_link_and_the_agent_exits_cleanly(agent, garbage):
     proc, sock = agent
     sock.sendall(garbage)

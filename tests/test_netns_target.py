@@ -14,7 +14,7 @@ import time
 import pytest
 from netns import HTTP_PORT, UDP_PORT, WEB_ADDR, target_ns  # noqa: F401  (fixture)
 
-from tether.protocol import wire
+from tether.protocol import agent_wire
 from tether.protocol.sockaddr import encode_inet
 from tether.session.agent_link import AgentError, LinkError
 from tether.targets.netns import TargetError, start_agent
@@ -98,8 +98,7 @@ def test_environment_is_the_namespace_file(target_ns, link):  # noqa: F811
 
 EARLY = """
 import json, logging, os, socket, sys
-from tether.protocol import wire
-from tether.protocol import wire
+from tether.protocol import agent_wire, wire
 from tether.protocol.sockaddr import encode_inet
 from tether.targets.netns import start_agent
 name, hosts_name, web, port, log = sys.argv[1:]
@@ -119,12 +118,12 @@ try:
     out["hosts"] = target.link.read_file("/etc/hosts").decode()
     layer = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # as a hooked process does
     layer.connect(target.agent_socket)
-    kind, fds = ask(layer, wire.encode_socket(socket.AF_INET, socket.SOCK_STREAM, 0, 1, count=2))
+    kind, fds = ask(layer, agent_wire.encode_socket(socket.AF_INET, socket.SOCK_STREAM, 0, 1, count=2))
     out["sockets"] = [kind, len(fds)]
-    kind, fds2 = ask(layer, wire.encode_open(wire.Open(os.O_RDONLY, 0, "/etc/hosts"), 2))
+    kind, fds2 = ask(layer, agent_wire.encode_open(agent_wire.Open(os.O_RDONLY, 0, "/etc/hosts"), 2))
     out["opened"] = [kind, os.read(fds2[0], 1 << 16).decode()]
-    req = wire.Connect(socket.AF_INET, socket.SOCK_STREAM, 0, 5000, encode_inet(web, int(port)))
-    kind, fds3 = ask(layer, wire.encode_connect(req, 3))  # has to wait: asyncio takes over
+    req = agent_wire.Connect(socket.AF_INET, socket.SOCK_STREAM, 0, 5000, encode_inet(web, int(port)))
+    kind, fds3 = ask(layer, agent_wire.encode_connect(req, 3))  # has to wait: asyncio takes over
     with socket.socket(fileno=fds3[0]) as conn:
         conn.setblocking(True)
         conn.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
@@ -154,8 +153,8 @@ def test_requests_answered_while_the_agent_loads_asyncio(target_ns, tmp_path):  
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["env"] == out["env again"] == target_ns.environment
-    assert target_ns.hosts_name in out["hosts"] and out["opened"] == [wire.MSG_OPEN_REPLY, out["hosts"]]
-    assert out["sockets"] == [wire.MSG_SOCKET_REPLY, 2]
+    assert target_ns.hosts_name in out["hosts"] and out["opened"] == [agent_wire.MSG_OPEN_REPLY, out["hosts"]]
+    assert out["sockets"] == [agent_wire.MSG_SOCKET_REPLY, 2]
     assert out["fetched"].startswith("HTTP/1.")
     assert out["resolved"] == [WEB_ADDR]
     assert out["status"] == 0 and not out["asyncio here"]

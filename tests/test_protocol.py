@@ -1,6 +1,7 @@
 """The wire: the C header and the Python definitions agree; parsers survive any input."""
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.protocol import wire
+from tether.protocol import agent_wire, auth, layer_wire, trace_wire, wire
 
 HEADER = Path(__file__).resolve().parents[1] / "layer" / "link" / "protocol.h"
 
@@ -16,104 +17,104 @@ HEADER = Path(__file__).resolve().parents[1] / "layer" / "link" / "protocol.h"
 FACTS = {
     "TETHER_PROTOCOL_VERSION": wire.PROTOCOL_VERSION,
     "TETHER_FRAME_MAX": wire.FRAME_MAX,
-    "TETHER_MSG_HELLO": wire.MSG_HELLO,
-    "TETHER_MSG_HELLO_REPLY": wire.MSG_HELLO_REPLY,
-    "TETHER_MSG_PLAN_REQUEST": wire.MSG_PLAN_REQUEST,
-    "TETHER_MSG_RING_REQUEST": wire.MSG_RING_REQUEST,
-    "TETHER_MSG_RING_REPLY": wire.MSG_RING_REPLY,
-    "sizeof(struct tether_ring_request)": wire.RING_REQUEST.size,
+    "TETHER_MSG_HELLO": layer_wire.MSG_HELLO,
+    "TETHER_MSG_HELLO_REPLY": layer_wire.MSG_HELLO_REPLY,
+    "TETHER_MSG_PLAN_REQUEST": layer_wire.MSG_PLAN_REQUEST,
+    "TETHER_MSG_RING_REQUEST": layer_wire.MSG_RING_REQUEST,
+    "TETHER_MSG_RING_REPLY": layer_wire.MSG_RING_REPLY,
+    "sizeof(struct tether_ring_request)": layer_wire.RING_REQUEST.size,
     "offsetof(struct tether_ring_request, reserved)": 4,
-    "TETHER_MSG_PLAN_REPLY": wire.MSG_PLAN_REPLY,
-    "TETHER_MSG_SYSCALL": wire.MSG_SYSCALL,
-    "TETHER_MSG_AGENT_HELLO": wire.MSG_AGENT_HELLO,
-    "TETHER_MSG_AGENT_HELLO_REPLY": wire.MSG_AGENT_HELLO_REPLY,
+    "TETHER_MSG_PLAN_REPLY": layer_wire.MSG_PLAN_REPLY,
+    "TETHER_MSG_SYSCALL": trace_wire.MSG_SYSCALL,
+    "TETHER_MSG_AGENT_HELLO": agent_wire.MSG_AGENT_HELLO,
+    "TETHER_MSG_AGENT_HELLO_REPLY": agent_wire.MSG_AGENT_HELLO_REPLY,
     "TETHER_MSG_ERROR": wire.MSG_ERROR,
-    "TETHER_MSG_CONNECT": wire.MSG_CONNECT,
-    "TETHER_MSG_CONNECT_REPLY": wire.MSG_CONNECT_REPLY,
-    "TETHER_MSG_OPEN": wire.MSG_OPEN,
-    "TETHER_MSG_OPEN_REPLY": wire.MSG_OPEN_REPLY,
-    "TETHER_MSG_ENV": wire.MSG_ENV,
-    "TETHER_MSG_SOCKET": wire.MSG_SOCKET,
-    "TETHER_MSG_SOCKET_REPLY": wire.MSG_SOCKET_REPLY,
-    "TETHER_MSG_RESOLVE": wire.MSG_RESOLVE,
-    "TETHER_MSG_RESOLVE_REPLY": wire.MSG_RESOLVE_REPLY,
-    "TETHER_MSG_NAMEINFO": wire.MSG_NAMEINFO,
-    "TETHER_MSG_NAMEINFO_REPLY": wire.MSG_NAMEINFO_REPLY,
-    "sizeof(struct tether_nameinfo)": wire.NAMEINFO.size,
-    "sizeof(struct tether_socket)": wire.SOCKET.size,
-    "sizeof(struct tether_resolve)": wire.RESOLVE.size,
+    "TETHER_MSG_CONNECT": agent_wire.MSG_CONNECT,
+    "TETHER_MSG_CONNECT_REPLY": agent_wire.MSG_CONNECT_REPLY,
+    "TETHER_MSG_OPEN": agent_wire.MSG_OPEN,
+    "TETHER_MSG_OPEN_REPLY": agent_wire.MSG_OPEN_REPLY,
+    "TETHER_MSG_ENV": agent_wire.MSG_ENV,
+    "TETHER_MSG_SOCKET": agent_wire.MSG_SOCKET,
+    "TETHER_MSG_SOCKET_REPLY": agent_wire.MSG_SOCKET_REPLY,
+    "TETHER_MSG_RESOLVE": agent_wire.MSG_RESOLVE,
+    "TETHER_MSG_RESOLVE_REPLY": agent_wire.MSG_RESOLVE_REPLY,
+    "TETHER_MSG_NAMEINFO": agent_wire.MSG_NAMEINFO,
+    "TETHER_MSG_NAMEINFO_REPLY": agent_wire.MSG_NAMEINFO_REPLY,
+    "sizeof(struct tether_nameinfo)": agent_wire.NAMEINFO.size,
+    "sizeof(struct tether_socket)": agent_wire.SOCKET.size,
+    "sizeof(struct tether_resolve)": agent_wire.RESOLVE.size,
     "offsetof(struct tether_resolve, family)": 4,
     "offsetof(struct tether_resolve, socktype)": 8,
     "offsetof(struct tether_resolve, protocol)": 12,
-    "sizeof(struct tether_resolve_reply)": wire.RESOLVE_REPLY.size,
+    "sizeof(struct tether_resolve_reply)": agent_wire.RESOLVE_REPLY.size,
     "offsetof(struct tether_resolve_reply, err)": 4,
-    "sizeof(struct tether_resolve_entry)": wire.RESOLVE_ENTRY.size,
+    "sizeof(struct tether_resolve_entry)": agent_wire.RESOLVE_ENTRY.size,
     "offsetof(struct tether_resolve_entry, socktype)": 2,
     "offsetof(struct tether_resolve_entry, protocol)": 4,
     "offsetof(struct tether_socket, socktype)": 2,
     "offsetof(struct tether_socket, protocol)": 4,
     "offsetof(struct tether_socket, count)": 8,
-    "TETHER_SOCKETS_MAX": wire.SOCKETS_MAX,
-    "TETHER_MODE_SOCKETS": wire.MODE_SOCKETS,
-    "TETHER_CAP_SOCKETS": wire.CAP_SOCKETS,
-    "TETHER_MSG_ENV_REPLY": wire.MSG_ENV_REPLY,
-    "TETHER_MSG_AUTH_CHALLENGE": wire.MSG_AUTH_CHALLENGE,
-    "TETHER_MSG_AUTH_RESPONSE": wire.MSG_AUTH_RESPONSE,
-    "TETHER_MSG_AUTH_OK": wire.MSG_AUTH_OK,
-    "TETHER_MSG_READ_FILE": wire.MSG_READ_FILE,
-    "TETHER_MSG_READ_FILE_REPLY": wire.MSG_READ_FILE_REPLY,
-    "TETHER_MSG_STREAM": wire.MSG_STREAM,
-    "TETHER_MSG_STREAM_REPLY": wire.MSG_STREAM_REPLY,
-    "TETHER_FLAG_RELAYED": wire.FLAG_RELAYED,
+    "TETHER_SOCKETS_MAX": agent_wire.SOCKETS_MAX,
+    "TETHER_MODE_SOCKETS": layer_wire.MODE_SOCKETS,
+    "TETHER_CAP_SOCKETS": agent_wire.CAP_SOCKETS,
+    "TETHER_MSG_ENV_REPLY": agent_wire.MSG_ENV_REPLY,
+    "TETHER_MSG_AUTH_CHALLENGE": auth.MSG_AUTH_CHALLENGE,
+    "TETHER_MSG_AUTH_RESPONSE": auth.MSG_AUTH_RESPONSE,
+    "TETHER_MSG_AUTH_OK": auth.MSG_AUTH_OK,
+    "TETHER_MSG_READ_FILE": agent_wire.MSG_READ_FILE,
+    "TETHER_MSG_READ_FILE_REPLY": agent_wire.MSG_READ_FILE_REPLY,
+    "TETHER_MSG_STREAM": agent_wire.MSG_STREAM,
+    "TETHER_MSG_STREAM_REPLY": agent_wire.MSG_STREAM_REPLY,
+    "TETHER_FLAG_RELAYED": agent_wire.FLAG_RELAYED,
     "TETHER_FLAG_MORE": wire.FLAG_MORE,
-    "TETHER_MODE_NET": wire.MODE_NET,
-    "TETHER_MODE_DNS": wire.MODE_DNS,
-    "sizeof(struct tether_connect_reply)": wire.CONNECT_REPLY.size,
-    "sizeof(struct tether_open)": wire.OPEN.size,
+    "TETHER_MODE_NET": layer_wire.MODE_NET,
+    "TETHER_MODE_DNS": layer_wire.MODE_DNS,
+    "sizeof(struct tether_connect_reply)": agent_wire.CONNECT_REPLY.size,
+    "sizeof(struct tether_open)": agent_wire.OPEN.size,
     "offsetof(struct tether_open, mode)": 4,
     "sizeof(struct tether_error)": wire.ERROR.size,
-    "sizeof(struct tether_connect)": wire.CONNECT.size,
+    "sizeof(struct tether_connect)": agent_wire.CONNECT.size,
     "offsetof(struct tether_connect, socktype)": 2,
     "offsetof(struct tether_connect, protocol)": 4,
     "offsetof(struct tether_connect, timeout_ms)": 8,
-    "TETHER_FLAG_ENTRY": wire.FLAG_ENTRY,
-    "TETHER_MODE_TRACE": wire.MODE_TRACE,
-    "TETHER_DATA_STRING": wire.DATA_STRING,
-    "TETHER_DATA_SOCKADDR": wire.DATA_SOCKADDR,
+    "TETHER_FLAG_ENTRY": trace_wire.FLAG_ENTRY,
+    "TETHER_MODE_TRACE": layer_wire.MODE_TRACE,
+    "TETHER_DATA_STRING": trace_wire.DATA_STRING,
+    "TETHER_DATA_SOCKADDR": trace_wire.DATA_SOCKADDR,
     "sizeof(struct tether_frame)": wire.FRAME.size,
     "offsetof(struct tether_frame, type)": 4,
     "offsetof(struct tether_frame, flags)": 6,
     "offsetof(struct tether_frame, id)": 8,
-    "sizeof(struct tether_hello)": wire.HELLO.size,
+    "sizeof(struct tether_hello)": layer_wire.HELLO.size,
     "offsetof(struct tether_hello, capabilities)": 4,
     "offsetof(struct tether_hello, pid)": 8,
     "offsetof(struct tether_hello, ppid)": 12,
-    "sizeof(struct tether_hello_reply)": wire.HELLO_REPLY.size,
+    "sizeof(struct tether_hello_reply)": layer_wire.HELLO_REPLY.size,
     "offsetof(struct tether_hello_reply, mode)": 4,
-    "sizeof(struct tether_syscall_event)": wire.SYSCALL_EVENT.size,
+    "sizeof(struct tether_syscall_event)": trace_wire.SYSCALL_EVENT.size,
     "offsetof(struct tether_syscall_event, tid)": 4,
     "offsetof(struct tether_syscall_event, nr)": 8,
     "offsetof(struct tether_syscall_event, args)": 16,
     "offsetof(struct tether_syscall_event, ret)": 64,
-    "sizeof(struct tether_data)": wire.DATA.size,
+    "sizeof(struct tether_data)": trace_wire.DATA.size,
     "offsetof(struct tether_data, kind)": 1,
     "offsetof(struct tether_data, length)": 2,
     "offsetof(struct tether_data, full_length)": 4,
-    "TETHER_MSG_RING_WAKE": wire.MSG_RING_WAKE,
-    "TETHER_CAP_TRACE_RING": wire.CAP_TRACE_RING,
-    "TETHER_RING_MAGIC": wire.RING_MAGIC,
-    "TETHER_RING_VERSION": wire.RING_VERSION,
-    "sizeof(struct tether_ring)": wire.RING.size,
+    "TETHER_MSG_RING_WAKE": layer_wire.MSG_RING_WAKE,
+    "TETHER_CAP_TRACE_RING": layer_wire.CAP_TRACE_RING,
+    "TETHER_RING_MAGIC": trace_wire.RING_MAGIC,
+    "TETHER_RING_VERSION": trace_wire.RING_VERSION,
+    "sizeof(struct tether_ring)": trace_wire.RING.size,
     "offsetof(struct tether_ring, version)": 4,
     "offsetof(struct tether_ring, size)": 8,
-    "offsetof(struct tether_ring, head)": wire.RING_HEAD,
-    "offsetof(struct tether_ring, published)": wire.RING_PUBLISHED,
-    "offsetof(struct tether_ring, waiters)": wire.RING_WAITERS,
-    "offsetof(struct tether_ring, tail)": wire.RING_TAIL,
-    "offsetof(struct tether_ring, space)": wire.RING_SPACE,
-    "offsetof(struct tether_ring, sleeping)": wire.RING_SLEEPING,
-    "offsetof(struct tether_ring, closed)": wire.RING_CLOSED,
-    "sizeof(struct tether_record)": wire.RECORD.size,
+    "offsetof(struct tether_ring, head)": trace_wire.RING_HEAD,
+    "offsetof(struct tether_ring, published)": trace_wire.RING_PUBLISHED,
+    "offsetof(struct tether_ring, waiters)": trace_wire.RING_WAITERS,
+    "offsetof(struct tether_ring, tail)": trace_wire.RING_TAIL,
+    "offsetof(struct tether_ring, space)": trace_wire.RING_SPACE,
+    "offsetof(struct tether_ring, sleeping)": trace_wire.RING_SLEEPING,
+    "offsetof(struct tether_ring, closed)": trace_wire.RING_CLOSED,
+    "sizeof(struct tether_record)": trace_wire.RECORD.size,
     "offsetof(struct tether_record, type)": 4,
     "offsetof(struct tether_record, flags)": 6,
 }
@@ -129,35 +130,50 @@ def test_c_header_and_python_agree(tmp_path):
     assert dict(zip(FACTS, map(int, values), strict=True)) == FACTS
 
 
+WIRE = (wire, layer_wire, agent_wire, trace_wire, auth)  # the wire's modules, one per family of messages
+
+
+def test_every_message_type_has_one_number_and_the_c_header_checks_it():
+    """Each family's module numbers its own messages; together they are the C header's one list."""
+    assigned = [name for module in WIRE
+                for name in re.findall(r"^(MSG_\w+) =", Path(module.__file__).read_text(), re.M)]
+    assert len(assigned) == len(set(assigned)), f"a message type defined in two modules: {sorted(assigned)}"
+    types = {name: value for module in WIRE for name, value in vars(module).items() if name.startswith("MSG_")}
+    assert len(set(types.values())) == len(types), f"two message types share a number: {types}"
+    assert {name: FACTS.get(f"TETHER_{name}") for name in types} == types, "a message type the C comparison misses"
+
+
 events = st.builds(
-    wire.SyscallEvent,
+    trace_wire.SyscallEvent,
     pid=st.integers(1, 2**31 - 1), tid=st.integers(1, 2**31 - 1), nr=st.integers(0, 511),
     args=st.tuples(*[st.integers(-(2**63), 2**63 - 1)] * 6), ret=st.integers(-4095, 2**63 - 1),
     entry=st.booleans(),
-    data=st.lists(st.builds(lambda arg, kind, value, extra: wire.Data(arg, kind, value, len(value) + extra),
-                            st.integers(0, 5), st.sampled_from([wire.DATA_STRING, wire.DATA_SOCKADDR]),
+    data=st.lists(st.builds(lambda arg, kind, value, extra: trace_wire.Data(arg, kind, value, len(value) + extra),
+                            st.integers(0, 5), st.sampled_from([trace_wire.DATA_STRING, trace_wire.DATA_SOCKADDR]),
                             st.binary(max_size=256), st.integers(0, 3)), max_size=2).map(tuple),
 )
 
 
 @given(events)
 def test_syscall_events_round_trip(e):
-    assert wire.decode_syscall(wire.decode_frame(wire.encode_syscall(e))) == e
+    assert trace_wire.decode_syscall(wire.decode_frame(trace_wire.encode_syscall(e))) == e
 
 
 @given(st.text(max_size=200), st.text(max_size=90), st.integers(0, 2**31 - 1))
 def test_hello_round_trip(exe, build_id, pid):
-    h = wire.Hello(wire.PROTOCOL_VERSION, 0, pid, 1, exe, build_id)
-    assert wire.decode_hello(wire.decode_frame(wire.encode_hello(h, 7))) == h
+    h = layer_wire.Hello(wire.PROTOCOL_VERSION, 0, pid, 1, exe, build_id)
+    assert layer_wire.decode_hello(wire.decode_frame(layer_wire.encode_hello(h, 7))) == h
 
 
-DECODERS = [wire.decode_syscall, wire.decode_hello, wire.decode_hello_reply,
-            wire.decode_plan_request, wire.decode_plan_reply, wire.decode_ring_request, wire.decode_agent_hello,
-            wire.decode_error, wire.decode_connect, wire.decode_connect_reply, wire.decode_open, wire.decode_socket,
-            wire.decode_resolve, wire.decode_resolve_reply, wire.decode_nameinfo, wire.decode_nameinfo_reply,
-            lambda f: wire.EnvAssembler().feed(f), wire.decode_stream, wire.decode_stream_reply,
-            wire.decode_read_file, lambda f: wire.FileAssembler().feed(f),
-            lambda f: wire.decode_auth(f, wire.MSG_AUTH_RESPONSE), lambda f: wire.decode_auth(f, wire.MSG_AUTH_OK)]
+DECODERS = [wire.decode_error, trace_wire.decode_syscall,
+            layer_wire.decode_hello, layer_wire.decode_hello_reply, layer_wire.decode_plan_request,
+            layer_wire.decode_plan_reply, layer_wire.decode_ring_request,
+            agent_wire.decode_agent_hello, agent_wire.decode_connect, agent_wire.decode_connect_reply,
+            agent_wire.decode_open, agent_wire.decode_socket, agent_wire.decode_resolve,
+            agent_wire.decode_resolve_reply, agent_wire.decode_nameinfo, agent_wire.decode_nameinfo_reply,
+            lambda f: agent_wire.EnvAssembler().feed(f), agent_wire.decode_stream, agent_wire.decode_stream_reply,
+            agent_wire.decode_read_file, lambda f: agent_wire.FileAssembler().feed(f),
+            lambda f: auth.decode_auth(f, auth.MSG_AUTH_RESPONSE), lambda f: auth.decode_auth(f, auth.MSG_AUTH_OK)]
 
 
 @given(st.integers(1, 4095), st.text(max_size=300), st.binary(min_size=2, max_size=128),
@@ -165,63 +181,64 @@ DECODERS = [wire.decode_syscall, wire.decode_hello, wire.decode_hello_reply,
 def test_error_and_connect_round_trip(err, message, sockaddr, timeout_ms):
     e = wire.ErrorReply(err, message)
     assert wire.decode_error(wire.decode_frame(wire.encode_error(e, 9))) == e
-    c = wire.Connect(2, 1, 0, timeout_ms, sockaddr)
-    assert wire.decode_connect(wire.decode_frame(wire.encode_connect(c, 9))) == c
+    c = agent_wire.Connect(2, 1, 0, timeout_ms, sockaddr)
+    assert agent_wire.decode_connect(wire.decode_frame(agent_wire.encode_connect(c, 9))) == c
 
 
 wire_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="\0")  # what C strings carry
 names = st.text(wire_chars, min_size=1, max_size=253)
-addrinfos = st.builds(wire.AddrInfo, st.integers(0, 65535), st.integers(0, 65535),
+addrinfos = st.builds(agent_wire.AddrInfo, st.integers(0, 65535), st.integers(0, 65535),
                       st.integers(-(2**31), 2**31 - 1), st.binary(max_size=128))
 
 
 @given(names, st.text(wire_chars, max_size=32),
        st.tuples(*[st.integers(-(2**31), 2**31 - 1)] * 4))
 def test_resolve_round_trip(node, service, hints):
-    r = wire.Resolve(node, service, *hints)
-    assert wire.decode_resolve(wire.decode_frame(wire.encode_resolve(r, 3))) == r
+    r = agent_wire.Resolve(node, service, *hints)
+    assert agent_wire.decode_resolve(wire.decode_frame(agent_wire.encode_resolve(r, 3))) == r
 
 
 @given(st.text(wire_chars, max_size=255), st.lists(addrinfos, max_size=20), st.integers(-12, -1),
        st.integers(0, 200))
 def test_resolve_reply_round_trip(canonname, entries, status, err):
-    ok = wire.ResolveReply(0, 0, canonname, tuple(entries))
-    assert wire.decode_resolve_reply(wire.decode_frame(wire.encode_resolve_reply(ok, 3))) == ok
-    failed = wire.ResolveReply(status, err)
-    assert wire.decode_resolve_reply(wire.decode_frame(wire.encode_resolve_reply(failed, 3))) == failed
+    ok = agent_wire.ResolveReply(0, 0, canonname, tuple(entries))
+    assert agent_wire.decode_resolve_reply(wire.decode_frame(agent_wire.encode_resolve_reply(ok, 3))) == ok
+    failed = agent_wire.ResolveReply(status, err)
+    assert agent_wire.decode_resolve_reply(wire.decode_frame(agent_wire.encode_resolve_reply(failed, 3))) == failed
 
 
 @given(st.binary(max_size=128), st.integers(-(2**31), 2**31 - 1), st.text(wire_chars, max_size=255),
        st.text(wire_chars, max_size=32), st.integers(-12, 0), st.integers(0, 200))
 def test_nameinfo_round_trip(sockaddr, flags, host, service, status, err):
-    assert wire.decode_nameinfo(wire.decode_frame(wire.encode_nameinfo(sockaddr, flags, 5))) == (sockaddr, flags)
-    r = wire.NameInfo(status, err, host, service)
-    assert wire.decode_nameinfo_reply(wire.decode_frame(wire.encode_nameinfo_reply(r, 5))) == r
+    request = wire.decode_frame(agent_wire.encode_nameinfo(sockaddr, flags, 5))
+    assert agent_wire.decode_nameinfo(request) == (sockaddr, flags)
+    r = agent_wire.NameInfo(status, err, host, service)
+    assert agent_wire.decode_nameinfo_reply(wire.decode_frame(agent_wire.encode_nameinfo_reply(r, 5))) == r
 
 
 def test_resolve_reply_keeps_what_fits_one_frame():
-    many = wire.ResolveReply(entries=tuple(wire.AddrInfo(10, 1, 6, bytes(28)) for _ in range(500)))
-    frame = wire.encode_resolve_reply(many, 3)
+    many = agent_wire.ResolveReply(entries=tuple(agent_wire.AddrInfo(10, 1, 6, bytes(28)) for _ in range(500)))
+    frame = agent_wire.encode_resolve_reply(many, 3)
     assert len(frame) <= wire.FRAME_MAX
-    assert 0 < len(wire.decode_resolve_reply(wire.decode_frame(frame)).entries) < 500
+    assert 0 < len(agent_wire.decode_resolve_reply(wire.decode_frame(frame)).entries) < 500
 
 
 @given(st.integers(-(2**31), 2**31 - 1), st.integers(0, 2**32 - 1), st.text(min_size=1, max_size=300))
 def test_open_round_trip(flags, mode, path):
-    o = wire.Open(flags, mode, path)
+    o = agent_wire.Open(flags, mode, path)
     if "\0" in path:
         with pytest.raises(wire.ProtocolError):
-            wire.decode_open(wire.decode_frame(wire.encode_open(o, 4)))
+            agent_wire.decode_open(wire.decode_frame(agent_wire.encode_open(o, 4)))
     else:
-        assert wire.decode_open(wire.decode_frame(wire.encode_open(o, 4))) == o
+        assert agent_wire.decode_open(wire.decode_frame(agent_wire.encode_open(o, 4))) == o
 
 
 @given(st.dictionaries(st.text(min_size=1, max_size=40).filter(lambda k: "=" not in k and "\0" not in k),
                        st.text(max_size=3000).filter(lambda v: "\0" not in v), max_size=20))
 def test_env_reply_round_trips_over_several_frames(env):
-    frames = wire.encode_env_reply(env, 5)
+    frames = agent_wire.encode_env_reply(env, 5)
     assert all(len(f) <= wire.FRAME_MAX for f in frames)
-    got = wire.EnvAssembler()
+    got = agent_wire.EnvAssembler()
     for f in frames:
         got.feed(wire.decode_frame(f))
     assert got.complete and got.env() == env
@@ -229,9 +246,9 @@ def test_env_reply_round_trips_over_several_frames(env):
 
 @given(st.text(max_size=300), st.text(max_size=90), st.text(max_size=600))
 def test_plan_request_and_reply_round_trip(path, build_id, plan):
-    req = wire.PlanRequest(path, build_id)
-    assert wire.decode_plan_request(wire.decode_frame(wire.encode_plan_request(req, 3))) == req
-    assert wire.decode_plan_reply(wire.decode_frame(wire.encode_plan_reply(plan, 3))) == plan
+    req = layer_wire.PlanRequest(path, build_id)
+    assert layer_wire.decode_plan_request(wire.decode_frame(layer_wire.encode_plan_request(req, 3))) == req
+    assert layer_wire.decode_plan_reply(wire.decode_frame(layer_wire.encode_plan_reply(plan, 3))) == plan
 
 
 @settings(max_examples=500)
@@ -241,38 +258,38 @@ def test_garbage_gives_protocol_error_only(blob, which):
         DECODERS[which](wire.decode_frame(blob))
     except wire.ProtocolError as e:
         assert "\n" not in str(e)
-    except wire.AuthRefused:  # an ERROR frame where an AUTH_* frame was due: a clear refusal
+    except auth.AuthRefused:  # an ERROR frame where an AUTH_* frame was due: a clear refusal
         pass
 
 
 @settings(max_examples=300)
 @given(events, st.data())
 def test_damaged_frames_give_protocol_error_only(e, data):
-    buf = bytearray(wire.encode_syscall(e))
+    buf = bytearray(trace_wire.encode_syscall(e))
     for _ in range(data.draw(st.integers(1, 4))):
         buf[data.draw(st.integers(0, len(buf) - 1))] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(buf)))
     try:
-        wire.decode_syscall(wire.decode_frame(bytes(buf[:cut])))
+        trace_wire.decode_syscall(wire.decode_frame(bytes(buf[:cut])))
     except wire.ProtocolError:
         pass
 
 
 @given(st.lists(events, max_size=5), st.lists(st.integers(1, 64), min_size=1, max_size=20))
 def test_stream_reader_splits_anywhere(evs, chunks):
-    stream = b"".join(wire.encode_syscall(e) for e in evs)
+    stream = b"".join(trace_wire.encode_syscall(e) for e in evs)
     reader, frames, pos, i = wire.FrameReader(), [], 0, 0
     while pos < len(stream):
         step = chunks[i % len(chunks)]
         frames += reader.feed(stream[pos:pos + step])
         pos, i = pos + step, i + 1
-    assert [wire.decode_syscall(f) for f in frames] == evs
+    assert [trace_wire.decode_syscall(f) for f in frames] == evs
 
 
 def test_oversized_length_is_refused_before_buffering():
     reader = wire.FrameReader()
     with pytest.raises(wire.ProtocolError, match="outside"):
-        reader.feed(wire.FRAME.pack(10**9, wire.MSG_SYSCALL, 0, 0))
+        reader.feed(wire.FRAME.pack(10**9, trace_wire.MSG_SYSCALL, 0, 0))
 
 
 sockaddrs = st.binary(min_size=2, max_size=128)
@@ -280,20 +297,21 @@ sockaddrs = st.binary(min_size=2, max_size=128)
 
 @given(st.integers(0, 4095), sockaddrs, sockaddrs, st.integers(0, 2**32 - 1))
 def test_relayed_connect_and_stream_round_trip(status, local, peer, timeout_ms):
-    relayed = wire.Relayed(local, peer)
-    frame = wire.decode_frame(wire.encode_connect_reply(7, status, relayed))
-    assert frame.flags == wire.FLAG_RELAYED and wire.decode_connect_reply(frame) == (status, relayed)
-    assert wire.decode_connect_reply(wire.decode_frame(wire.encode_connect_reply(7, status))) == (status, None)
-    c = wire.Connect(10, 2, 17, timeout_ms, local)
-    assert wire.decode_stream(wire.decode_frame(wire.encode_stream(c, 3))) == c
-    assert wire.decode_stream_reply(wire.decode_frame(wire.encode_stream_reply(relayed, 3))) == relayed
+    relayed = agent_wire.Relayed(local, peer)
+    frame = wire.decode_frame(agent_wire.encode_connect_reply(7, status, relayed))
+    assert frame.flags == agent_wire.FLAG_RELAYED and agent_wire.decode_connect_reply(frame) == (status, relayed)
+    direct = wire.decode_frame(agent_wire.encode_connect_reply(7, status))
+    assert agent_wire.decode_connect_reply(direct) == (status, None)
+    c = agent_wire.Connect(10, 2, 17, timeout_ms, local)
+    assert agent_wire.decode_stream(wire.decode_frame(agent_wire.encode_stream(c, 3))) == c
+    assert agent_wire.decode_stream_reply(wire.decode_frame(agent_wire.encode_stream_reply(relayed, 3))) == relayed
 
 
 @given(st.binary(max_size=20000), names)
 def test_read_file_round_trips_over_several_frames(data, path):
-    assert wire.decode_read_file(wire.decode_frame(wire.encode_read_file("/" + path, 4))) == "/" + path
-    assembler = wire.FileAssembler()
-    for frame in wire.encode_read_file_reply(data, 4):
+    assert agent_wire.decode_read_file(wire.decode_frame(agent_wire.encode_read_file("/" + path, 4))) == "/" + path
+    assembler = agent_wire.FileAssembler()
+    for frame in agent_wire.encode_read_file_reply(data, 4):
         assert not assembler.complete
         assembler.feed(wire.decode_frame(frame))
     assert assembler.complete and assembler.data == data
@@ -301,8 +319,8 @@ def test_read_file_round_trips_over_several_frames(data, path):
 
 @given(st.lists(st.binary(max_size=2000), max_size=8), st.lists(st.integers(1, 700), min_size=1, max_size=30))
 def test_datagrams_survive_any_split(datagrams, cuts):
-    stream = b"".join(wire.encode_datagram(d) for d in datagrams)
-    reader, got, pos = wire.DatagramReader(), [], 0
+    stream = b"".join(agent_wire.encode_datagram(d) for d in datagrams)
+    reader, got, pos = agent_wire.DatagramReader(), [], 0
     for n in cuts * (len(stream) // sum(cuts) + 1):
         got += reader.feed(stream[pos:pos + n])
         pos += n
@@ -310,11 +328,9 @@ def test_datagrams_survive_any_split(datagrams, cuts):
 
 
 def test_the_token_proves_itself_both_ways_and_never_travels():
-    from tether.protocol import auth
-
     token, other = b"t" * 32, b"o" * 32
     nonce = auth.nonce()
-    challenge = wire.decode_frame(wire.encode_auth_challenge(nonce))
+    challenge = wire.decode_frame(auth.encode_auth_challenge(nonce))
     response, expected = auth.respond(token, challenge)
     assert token not in response
     ok = auth.check_response(token, nonce, wire.decode_frame(response))
@@ -324,13 +340,11 @@ def test_the_token_proves_itself_both_ways_and_never_travels():
     _, expected_other = auth.respond(other, challenge)
     assert not auth.check_ok(expected_other, wire.decode_frame(ok))  # an agent without our token
     refused = wire.decode_frame(wire.encode_error(wire.ErrorReply(13, "wrong token"), 0))
-    with pytest.raises(wire.AuthRefused, match="wrong token"):
+    with pytest.raises(auth.AuthRefused, match="wrong token"):
         auth.check_ok(expected, refused)
 
 
 def test_token_files_must_be_private_and_long_enough(tmp_path):
-    from tether.protocol import auth
-
     path = tmp_path / "t"
     auth.new_token_file(str(path))
     assert path.stat().st_mode & 0o777 == 0o600 and len(auth.load_token(str(path))) == 64
@@ -346,21 +360,22 @@ def test_token_files_must_be_private_and_long_enough(tmp_path):
 
 
 def test_ring_header_struct_and_offsets_agree():
-    """wire.RING (how the session writes the header) puts each field where the offsets (how it
+    """trace_wire.RING (how the session writes the header) puts each field where the offsets (how it
     reads and writes them afterwards, and what the C header says) expect it."""
     import struct
 
     fields = dict(magic=1, version=2, size=3, head=4, published=5, waiters=6, tail=7, space=8, sleeping=9,
                   closed=10)
-    blob = wire.RING.pack(*fields.values())
-    at = {"magic": (0, "I"), "version": (4, "I"), "size": (8, "Q"), "head": (wire.RING_HEAD, "Q"),
-          "published": (wire.RING_PUBLISHED, "Q"), "waiters": (wire.RING_WAITERS, "I"), "tail": (wire.RING_TAIL, "Q"), "space": (wire.RING_SPACE, "I"),
-          "sleeping": (wire.RING_SLEEPING, "I"), "closed": (wire.RING_CLOSED, "I")}
+    blob = trace_wire.RING.pack(*fields.values())
+    at = {"magic": (0, "I"), "version": (4, "I"), "size": (8, "Q"), "head": (trace_wire.RING_HEAD, "Q"),
+          "published": (trace_wire.RING_PUBLISHED, "Q"), "waiters": (trace_wire.RING_WAITERS, "I"),
+          "tail": (trace_wire.RING_TAIL, "Q"), "space": (trace_wire.RING_SPACE, "I"),
+          "sleeping": (trace_wire.RING_SLEEPING, "I"), "closed": (trace_wire.RING_CLOSED, "I")}
     assert {name: struct.unpack_from("<" + fmt, blob, off)[0] for name, (off, fmt) in at.items()} == fields
 
 
 @given(st.integers(min_value=1, max_value=2**31 - 1))
 def test_ring_request_round_trips(pid):
-    assert wire.decode_ring_request(wire.decode_frame(wire.encode_ring_request(pid, 5))) == pid
-    reply = wire.decode_frame(wire.encode_ring_reply(5))
-    assert (reply.type, reply.id, reply.payload) == (wire.MSG_RING_REPLY, 5, b"")
+    assert layer_wire.decode_ring_request(wire.decode_frame(layer_wire.encode_ring_request(pid, 5))) == pid
+    reply = wire.decode_frame(layer_wire.encode_ring_reply(5))
+    assert (reply.type, reply.id, reply.payload) == (layer_wire.MSG_RING_REPLY, 5, b"")

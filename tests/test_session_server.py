@@ -6,14 +6,14 @@ import socket
 
 import pytest
 
-from tether.protocol import wire
+from tether.protocol import layer_wire, trace_wire, wire
 from tether.session.server import LayerServer
 
 
 @pytest.fixture
 def server():
     events, warnings = [], []
-    srv = LayerServer(wire.MODE_TRACE, events.append, warn=warnings.append)
+    srv = LayerServer(layer_wire.MODE_TRACE, events.append, warn=warnings.append)
     yield srv, events, warnings
     srv.close()
 
@@ -35,14 +35,14 @@ def serve(srv, rounds=20):
 def test_hello_gets_mode_and_empty_plan_for_a_program_that_is_not_go(server):
     srv, _, _ = server
     peer = connect(srv)
-    peer.send(wire.encode_hello(wire.Hello(wire.PROTOCOL_VERSION, 0, 1234, 1, "/bin/true", ""), 1))
+    peer.send(layer_wire.encode_hello(layer_wire.Hello(wire.PROTOCOL_VERSION, 0, 1234, 1, "/bin/true", ""), 1))
     serve(srv)
-    reply = wire.decode_hello_reply(wire.decode_frame(peer.recv(wire.FRAME_MAX)))
-    assert reply == wire.HelloReply(wire.PROTOCOL_VERSION, wire.MODE_TRACE, "")
+    reply = layer_wire.decode_hello_reply(wire.decode_frame(peer.recv(wire.FRAME_MAX)))
+    assert reply == layer_wire.HelloReply(wire.PROTOCOL_VERSION, layer_wire.MODE_TRACE, "")
 
 
 @pytest.mark.parametrize("garbage", [b"\x00" * 3, b"\xff" * 40, wire.encode_frame(99, b"x"),
-                                     wire.encode_frame(wire.MSG_SYSCALL, b"short")])
+                                     wire.encode_frame(trace_wire.MSG_SYSCALL, b"short")])
 def test_a_bad_peer_is_closed_and_the_others_go_on(server, garbage):
     srv, events, warnings = server
     good, bad = connect(srv), connect(srv)
@@ -50,8 +50,8 @@ def test_a_bad_peer_is_closed_and_the_others_go_on(server, garbage):
     serve(srv)
     assert bad.recv(10) == b""  # dropped
     assert len(warnings) == 1 and warnings[0].startswith("closing a layer connection: ")
-    event = wire.SyscallEvent(1, 1, 0, (0,) * 6, 3)
-    good.send(wire.encode_syscall(event))
+    event = trace_wire.SyscallEvent(1, 1, 0, (0,) * 6, 3)
+    good.send(trace_wire.encode_syscall(event))
     serve(srv)
     assert events == [event] and srv.peers == 1
 
@@ -59,7 +59,7 @@ def test_a_bad_peer_is_closed_and_the_others_go_on(server, garbage):
 def test_a_hello_from_another_protocol_version_is_refused(server):
     srv, _, warnings = server
     peer = connect(srv)
-    peer.send(wire.encode_hello(wire.Hello(wire.PROTOCOL_VERSION + 1, 0, 1, 1, "/x", ""), 1))
+    peer.send(layer_wire.encode_hello(layer_wire.Hello(wire.PROTOCOL_VERSION + 1, 0, 1, 1, "/x", ""), 1))
     serve(srv)
     assert peer.recv(10) == b"" and "protocol" in warnings[0]
 
@@ -74,7 +74,7 @@ def test_an_error_while_serving_a_program_is_the_one_reported(tmp_path):
     def full_disk(event):
         raise OSError(28, "No space left on device")
 
-    srv = LayerServer(wire.MODE_TRACE, full_disk)
+    srv = LayerServer(layer_wire.MODE_TRACE, full_disk)
     code = "import socket; socket.socket().connect_ex(('127.0.0.1', 1))"
     with pytest.raises(OSError, match="No space left"):
         run([sys.executable, "-c", code], srv)

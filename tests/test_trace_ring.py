@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from test_protocol import events
 from test_trace import TETHER
 
-from tether.protocol import wire
+from tether.protocol import layer_wire, trace_wire, wire
 from tether.session import launch
 from tether.session.ring import Ring
 from tether.session.server import LayerServer
@@ -54,7 +54,7 @@ def test_every_call_of_many_threads_arrives_once_and_in_order(go_versions, varia
         events = []
         for line in out.read_text().splitlines():
             e = json.loads(line)
-            events.append(wire.SyscallEvent(e["pid"], e["tid"], e["nr"], tuple(e["raw_args"]), e["ret"]))
+            events.append(trace_wire.SyscallEvent(e["pid"], e["tid"], e["nr"], tuple(e["raw_args"]), e["ret"]))
         seen, tids = marked_calls(events)
         assert sorted(seen) == list(range(threads)), version
         assert all(seen[t] == list(range(n)) for t in range(threads)), version
@@ -83,7 +83,7 @@ def test_a_full_ring_makes_writers_wait_and_loses_nothing(go_versions):
     for version in go_versions:
         exe = gobuild.build(version, "default", "tracering")
         events = []
-        server = LayerServer(wire.MODE_TRACE, events.append, ring_size=8192)
+        server = LayerServer(layer_wire.MODE_TRACE, events.append, ring_size=8192)
         old = _in_time(120)
         try:
             code = launch.run([str(exe), str(threads), str(n)], server)
@@ -122,7 +122,7 @@ def test_children_forked_without_exec_write_rings_of_their_own():
     frame on the socket. 8 KiB rings: the children's writers wait for the session too."""
     children, calls = 4, 3000
     events = []
-    server = LayerServer(wire.MODE_TRACE, events.append, ring_size=8192)
+    server = LayerServer(layer_wire.MODE_TRACE, events.append, ring_size=8192)
     old = _in_time(120)
     try:
         code = launch.run([sys.executable, "-I", "-c", FORKS, str(children), str(calls)], server)
@@ -146,10 +146,11 @@ def _hello(srv: LayerServer, pid: int = 4242):
     peer = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     peer.connect(srv.path)
     peer.settimeout(5)
-    peer.send(wire.encode_hello(wire.Hello(wire.PROTOCOL_VERSION, wire.CAP_TRACE_RING, pid, 1, "/x", ""), 1))
+    hello = layer_wire.Hello(wire.PROTOCOL_VERSION, layer_wire.CAP_TRACE_RING, pid, 1, "/x", "")
+    peer.send(layer_wire.encode_hello(hello, 1))
     serve(srv)
     msg, fds, _, _ = socket.recv_fds(peer, wire.FRAME_MAX, 1)
-    assert wire.decode_hello_reply(wire.decode_frame(msg)).mode == wire.MODE_TRACE and len(fds) == 1
+    assert layer_wire.decode_hello_reply(wire.decode_frame(msg)).mode == layer_wire.MODE_TRACE and len(fds) == 1
     size = os.lseek(fds[0], 0, os.SEEK_END)
     ring = mmap.mmap(fds[0], size)
     os.close(fds[0])
@@ -165,21 +166,21 @@ def serve(srv, rounds=20):
 def _write(ring: mmap.mmap, pos: int, records: bytes, head: int, published: int | None = None) -> None:
     """records at pos, and head and published as producers would leave them (published: all
     written, unless said otherwise)."""
-    ring[wire.RING.size + pos:wire.RING.size + pos + len(records)] = records
-    ring[wire.RING_HEAD:wire.RING_HEAD + 8] = head.to_bytes(8, "little")
+    ring[trace_wire.RING.size + pos:trace_wire.RING.size + pos + len(records)] = records
+    ring[trace_wire.RING_HEAD:trace_wire.RING_HEAD + 8] = head.to_bytes(8, "little")
     published = pos + len(records) if published is None else published
-    ring[wire.RING_PUBLISHED:wire.RING_PUBLISHED + 8] = published.to_bytes(8, "little")
+    ring[trace_wire.RING_PUBLISHED:trace_wire.RING_PUBLISHED + 8] = published.to_bytes(8, "little")
 
 
-def _syscall_record(e: wire.SyscallEvent) -> bytes:
-    frame = wire.decode_frame(wire.encode_syscall(e))
-    return wire.encode_record(wire.MSG_SYSCALL, frame.payload, frame.flags)
+def _syscall_record(e: trace_wire.SyscallEvent) -> bytes:
+    frame = wire.decode_frame(trace_wire.encode_syscall(e))
+    return trace_wire.encode_record(trace_wire.MSG_SYSCALL, frame.payload, frame.flags)
 
 
 @pytest.fixture
 def server():
     events, warnings = [], []
-    srv = LayerServer(wire.MODE_TRACE, events.append, warn=warnings.append, ring_size=8192)
+    srv = LayerServer(layer_wire.MODE_TRACE, events.append, warn=warnings.append, ring_size=8192)
     yield srv, events, warnings
     srv.close()
 
@@ -187,13 +188,14 @@ def server():
 def test_records_written_by_hand_are_read(server):
     srv, events, warnings = server
     peer, ring = _hello(srv)
-    evs = [wire.SyscallEvent(4242, 4243, 39, (i, 0, 0, 0, 0, 0), 4242) for i in range(3)]
+    evs = [trace_wire.SyscallEvent(4242, 4243, 39, (i, 0, 0, 0, 0, 0), 4242) for i in range(3)]
     records = b"".join(_syscall_record(e) for e in evs)
     _write(ring, 0, records, len(records))
     serve(srv)
     assert events == evs and not warnings
-    assert int.from_bytes(ring[wire.RING_TAIL:wire.RING_TAIL + 8], "little") == len(records)
-    assert ring[wire.RING.size:wire.RING.size + len(records)] == bytes(len(records))  # zeroed for the next lap
+    assert int.from_bytes(ring[trace_wire.RING_TAIL:trace_wire.RING_TAIL + 8], "little") == len(records)
+    header = trace_wire.RING.size
+    assert ring[header:header + len(records)] == bytes(len(records))  # zeroed for the next lap
     peer.close()
     ring.close()
 
@@ -204,7 +206,7 @@ def test_a_ring_published_past_what_it_holds_closes_that_process_only(server, he
     bad, bad_ring = _hello(srv, 1001)
     good, good_ring = _hello(srv, 1002)
     _write(bad_ring, 0, b"", head, published)
-    event = wire.SyscallEvent(1002, 1002, 39, (0,) * 6, 1)
+    event = trace_wire.SyscallEvent(1002, 1002, 39, (0,) * 6, 1)
     record = _syscall_record(event)
     _write(good_ring, 0, record, len(record))
     serve(srv)
@@ -225,18 +227,18 @@ def test_a_ring_request_gets_a_ring_and_a_second_one_closes_the_connection(serve
     peer = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     peer.connect(srv.path)
     peer.settimeout(5)
-    peer.send(wire.encode_ring_request(2001, 1))
+    peer.send(layer_wire.encode_ring_request(2001, 1))
     serve(srv)
     msg, fds, _, _ = socket.recv_fds(peer, wire.FRAME_MAX, 1)
-    assert wire.decode_frame(msg) == wire.Frame(wire.MSG_RING_REPLY, 0, 1, b"") and len(fds) == 1
+    assert wire.decode_frame(msg) == wire.Frame(layer_wire.MSG_RING_REPLY, 0, 1, b"") and len(fds) == 1
     ring = mmap.mmap(fds[0], os.lseek(fds[0], 0, os.SEEK_END))
     os.close(fds[0])
-    event = wire.SyscallEvent(2001, 2001, 39, (0,) * 6, 2001)
+    event = trace_wire.SyscallEvent(2001, 2001, 39, (0,) * 6, 2001)
     record = _syscall_record(event)
     _write(ring, 0, record, len(record))
     serve(srv)
     assert events == [event]
-    peer.send(wire.encode_ring_request(2001, 2))
+    peer.send(layer_wire.encode_ring_request(2001, 2))
     serve(srv)
     assert warnings == ["closing a layer connection: process 2001 asked for a second trace ring on one connection"]
     assert peer.recv(10) == b"" and srv.peers == 0
@@ -247,14 +249,14 @@ def test_a_ring_request_gets_a_ring_and_a_second_one_closes_the_connection(serve
 @pytest.mark.parametrize("garbage,reason", [
     ((3).to_bytes(4, "little") + bytes(4), "dropping 8 bytes of trace records: record at 0 says 3 bytes (8 there)"),
     ((5000).to_bytes(4, "little") + bytes(4), "dropping 8 bytes of trace records: record at 0 says 5000 bytes (8 there)"),
-    (wire.encode_record(99, bytes(16)), "dropping a trace record: record of type 99 in a trace"),
+    (trace_wire.encode_record(99, bytes(16)), "dropping a trace record: record of type 99 in a trace"),
 ])
 def test_records_holding_garbage_are_dropped_with_a_warning(server, garbage, reason):
     srv, events, warnings = server
     peer, ring = _hello(srv)
     _write(ring, 0, garbage, len(garbage))
     serve(srv)
-    event = wire.SyscallEvent(4242, 4242, 0, (3, 0, 1, 0, 0, 0), 1)
+    event = trace_wire.SyscallEvent(4242, 4242, 0, (3, 0, 1, 0, 0, 0), 1)
     record = _syscall_record(event)
     _write(ring, len(garbage), record, len(garbage) + len(record))  # and the next ones are read
     serve(srv)
@@ -266,7 +268,7 @@ def test_records_holding_garbage_are_dropped_with_a_warning(server, garbage, rea
 def test_a_writer_killed_mid_record_is_reported_when_its_process_is_gone(server):
     srv, events, warnings = server
     peer, ring = _hello(srv)
-    event = wire.SyscallEvent(4242, 4242, 0, (3, 0, 1, 0, 0, 0), 1)
+    event = trace_wire.SyscallEvent(4242, 4242, 0, (3, 0, 1, 0, 0, 0), 1)
     record = _syscall_record(event)
     _write(ring, 0, record, len(record) + 88)  # a second record reserved, never written or published
     serve(srv)
@@ -286,7 +288,7 @@ def test_an_idle_session_sleeps_until_a_ring_wake(server):
     srv, events, _ = server
     peer, ring = _hello(srv)
     serve(srv)
-    sleeping = lambda: ring[wire.RING_SLEEPING:wire.RING_SLEEPING + 4] != bytes(4)  # noqa: E731
+    sleeping = lambda: ring[trace_wire.RING_SLEEPING:trace_wire.RING_SLEEPING + 4] != bytes(4)  # noqa: E731
     waiter = threading.Thread(target=srv.poll, args=(30,))
     waiter.start()
     for _ in range(200):
@@ -294,11 +296,11 @@ def test_an_idle_session_sleeps_until_a_ring_wake(server):
             break
         time.sleep(0.01)
     assert sleeping()
-    event = wire.SyscallEvent(4242, 4242, 39, (0,) * 6, 1)
+    event = trace_wire.SyscallEvent(4242, 4242, 39, (0,) * 6, 1)
     record = _syscall_record(event)
     _write(ring, 0, record, len(record))
-    ring[wire.RING_SLEEPING:wire.RING_SLEEPING + 4] = bytes(4)  # as the producer does, then:
-    peer.send(wire.encode_frame(wire.MSG_RING_WAKE, b""))
+    ring[trace_wire.RING_SLEEPING:trace_wire.RING_SLEEPING + 4] = bytes(4)  # as the producer does, then:
+    peer.send(wire.encode_frame(layer_wire.MSG_RING_WAKE, b""))
     waiter.join(5)
     assert not waiter.is_alive()  # woken, not timed out
     serve(srv)
@@ -314,12 +316,12 @@ def test_any_ring_contents_give_records_or_a_protocol_error(data, head, publishe
     larger than the ring, or a ProtocolError; decoding that chunk gives events and
     ProtocolErrors, and ends."""
     ring = Ring(8192)
-    shared = mmap.mmap(ring.fd, wire.RING.size + 8192)  # the producer's view
+    shared = mmap.mmap(ring.fd, trace_wire.RING.size + 8192)  # the producer's view
     try:
         ring.tail = tail & ~7
-        shared[wire.RING.size:wire.RING.size + len(data)] = data
-        shared[wire.RING_HEAD:wire.RING_HEAD + 8] = head.to_bytes(8, "little")
-        shared[wire.RING_PUBLISHED:wire.RING_PUBLISHED + 8] = published.to_bytes(8, "little")
+        shared[trace_wire.RING.size:trace_wire.RING.size + len(data)] = data
+        shared[trace_wire.RING_HEAD:trace_wire.RING_HEAD + 8] = head.to_bytes(8, "little")
+        shared[trace_wire.RING_PUBLISHED:trace_wire.RING_PUBLISHED + 8] = published.to_bytes(8, "little")
         try:
             chunk = ring.collect()
         except wire.ProtocolError:
@@ -330,10 +332,10 @@ def test_any_ring_contents_give_records_or_a_protocol_error(data, head, publishe
             if pos >= len(chunk):
                 break
             try:
-                _, pos = wire.decode_record(chunk, pos)
+                _, pos = trace_wire.decode_record(chunk, pos)
             except wire.ProtocolError:
                 try:
-                    pos = wire.record_span(chunk, pos)
+                    pos = trace_wire.record_span(chunk, pos)
                 except wire.ProtocolError:
                     break
     finally:
@@ -355,7 +357,7 @@ def test_damaged_records_give_protocol_error_only(evs, data):
         if pos >= len(buf):
             break
         try:
-            _, pos = wire.decode_record(buf, pos)
+            _, pos = trace_wire.decode_record(buf, pos)
         except wire.ProtocolError as e:
             assert "\n" not in str(e)
             break
@@ -366,7 +368,7 @@ def test_records_round_trip(evs):
     buf = b"".join(_syscall_record(e) for e in evs)
     got, pos = [], 0
     while pos < len(buf):
-        e, pos = wire.decode_record(buf, pos)
+        e, pos = trace_wire.decode_record(buf, pos)
         got.append(e)
     assert got == evs
 

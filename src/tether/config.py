@@ -117,7 +117,7 @@ def load(path: Path) -> dict[str, object]:
 
 
 def as_param(key: Key, value: object) -> object:
-    """A file value in the shape the flag gives (cli.exec_flags): lists and tables as tuples."""
+    """A file value in the shape the flag gives (cli.exec.flag_settings): lists and tables as tuples."""
     if key.kind == "list":
         return tuple(value)
     if key.kind == "table":
@@ -142,7 +142,7 @@ def from_environment(key: Key, environ: dict[str, str]) -> object | None:
 def effective(flags: dict[str, object], config_path: Path | None,
               environ: dict[str, str]) -> tuple[dict[str, object], dict[str, str]]:
     """Each setting's value (by parameter name) and where it came from, first found of:
-    flags (those given on the command line: cli.exec_flags), environ, the file, the default."""
+    flags (those given on the command line: cli.exec.flag_settings), environ, the file, the default."""
     in_file = load(config_path) if config_path else {}
     values, sources = {}, {}
     for key in KEYS:

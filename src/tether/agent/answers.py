@@ -15,14 +15,15 @@ import select
 import socket
 from collections.abc import Callable
 
-from ..protocol import wire
+from ..protocol import agent_wire, wire
 from . import files, net
 
 log = logging.getLogger("tether.agent")
 Environment = Callable[[], dict[str, str]]  # the target's environment, when the session asks
 Reply = tuple[bytes, list[int]]  # a frame and the descriptors it carries; the sender closes them
 
-IMMEDIATE = frozenset({wire.MSG_AGENT_HELLO, wire.MSG_ENV, wire.MSG_OPEN, wire.MSG_READ_FILE, wire.MSG_SOCKET})
+IMMEDIATE = frozenset({agent_wire.MSG_AGENT_HELLO, agent_wire.MSG_ENV, agent_wire.MSG_OPEN, agent_wire.MSG_READ_FILE,
+                       agent_wire.MSG_SOCKET})
 
 
 def failure(e: Exception, id: int) -> bytes:
@@ -41,24 +42,24 @@ def needs_fds(carries_fds: bool, what: str) -> None:
 def answer(frame: wire.Frame, environment: Environment, carries_fds: bool, capabilities: int) -> list[Reply]:
     """The replies to frame, whose type is in IMMEDIATE."""
     try:
-        if frame.type == wire.MSG_AGENT_HELLO:
-            version, _ = wire.decode_agent_hello(frame)
+        if frame.type == agent_wire.MSG_AGENT_HELLO:
+            version, _ = agent_wire.decode_agent_hello(frame)
             if version != wire.PROTOCOL_VERSION:
                 raise net.OpError(errno.EPROTO, f"agent speaks protocol {wire.PROTOCOL_VERSION}, "
                                                 f"session {version}")
-            return [(wire.encode_agent_hello(wire.PROTOCOL_VERSION, capabilities, frame.id, reply=True), [])]
-        if frame.type == wire.MSG_ENV:
-            return [(part, []) for part in wire.encode_env_reply(environment(), frame.id)]
-        if frame.type == wire.MSG_OPEN:
+            return [(agent_wire.encode_agent_hello(wire.PROTOCOL_VERSION, capabilities, frame.id, reply=True), [])]
+        if frame.type == agent_wire.MSG_ENV:
+            return [(part, []) for part in agent_wire.encode_env_reply(environment(), frame.id)]
+        if frame.type == agent_wire.MSG_OPEN:
             needs_fds(carries_fds, "OPEN")
-            return [(wire.encode_open_reply(frame.id), [files.open_readonly(wire.decode_open(frame))])]
-        if frame.type == wire.MSG_READ_FILE:
-            data = files.read_small(wire.decode_read_file(frame))
-            return [(part, []) for part in wire.encode_read_file_reply(data, frame.id)]
-        if frame.type == wire.MSG_SOCKET:
+            return [(agent_wire.encode_open_reply(frame.id), [files.open_readonly(agent_wire.decode_open(frame))])]
+        if frame.type == agent_wire.MSG_READ_FILE:
+            data = files.read_small(agent_wire.decode_read_file(frame))
+            return [(part, []) for part in agent_wire.encode_read_file_reply(data, frame.id)]
+        if frame.type == agent_wire.MSG_SOCKET:
             needs_fds(carries_fds, "SOCKET")
-            socks = net.new_sockets(*wire.decode_socket(frame))
-            return [(wire.encode_socket_reply(frame.id), [s.detach() for s in socks])]
+            socks = net.new_sockets(*agent_wire.decode_socket(frame))
+            return [(agent_wire.encode_socket_reply(frame.id), [s.detach() for s in socks])]
         raise net.OpError(errno.EOPNOTSUPP, f"request type {frame.type} is not answered at once")
     except (net.OpError, wire.ProtocolError) as e:
         return [(failure(e, frame.id), [])]
@@ -112,7 +113,7 @@ def answer_until(session: socket.socket, listener: socket.socket, environment: E
                 if frame.type not in IMMEDIATE:
                     waiting = sock, frame
                     break
-                for reply, passed in answer(frame, environment, True, wire.CAP_SOCKETS):
+                for reply, passed in answer(frame, environment, True, agent_wire.CAP_SOCKETS):
                     try:
                         socket.send_fds(sock, [reply], passed)
                     finally:

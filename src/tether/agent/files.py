@@ -6,7 +6,7 @@ import errno
 import logging
 import os
 
-from ..protocol import wire
+from ..protocol import agent_wire
 from .net import OpError
 
 log = logging.getLogger("tether.agent")
@@ -15,7 +15,7 @@ log = logging.getLogger("tether.agent")
 PASSED_FLAGS = os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK
 
 
-def open_readonly(req: wire.Open) -> int:
+def open_readonly(req: agent_wire.Open) -> int:
     """A descriptor for req.path opened read-only here; the caller passes it back."""
     if req.flags & os.O_ACCMODE != os.O_RDONLY or req.flags & (os.O_CREAT | os.O_TRUNC):
         raise OpError(errno.EROFS, f"{req.path}: only read-only opens reach the target")
@@ -30,13 +30,13 @@ def open_readonly(req: wire.Open) -> int:
 
 def read_small(path: str) -> bytes:
     """The contents of path as the target sees it, for links that cannot carry descriptors
-    (READ_FILE); at most wire.READ_FILE_MAX bytes (the resolver's files are small)."""
-    fd = open_readonly(wire.Open(os.O_RDONLY, 0, path))
+    (READ_FILE); at most agent_wire.READ_FILE_MAX bytes (the resolver's files are small)."""
+    fd = open_readonly(agent_wire.Open(os.O_RDONLY, 0, path))
     with os.fdopen(fd, "rb") as f:
         try:
-            data = f.read(wire.READ_FILE_MAX + 1)
+            data = f.read(agent_wire.READ_FILE_MAX + 1)
         except OSError as e:
             raise OpError(e.errno or errno.EIO, f"{path}: {e.strerror}") from None
-    if len(data) > wire.READ_FILE_MAX:
-        raise OpError(errno.EFBIG, f"{path}: larger than {wire.READ_FILE_MAX} bytes")
+    if len(data) > agent_wire.READ_FILE_MAX:
+        raise OpError(errno.EFBIG, f"{path}: larger than {agent_wire.READ_FILE_MAX} bytes")
     return data

@@ -26,7 +26,7 @@ import socket
 from collections.abc import Callable
 
 from ..fdpass import recv_with_fds
-from ..protocol import auth, wire
+from ..protocol import agent_wire, auth, wire
 from . import relay
 from .listen import AUTH_TIMEOUT, Address, Peer
 from .net import CONNECT_TIMEOUT_MS, OpError
@@ -116,7 +116,7 @@ class Remote:
             if not auth.check_ok(expected, await peer.frame()):
                 raise Unreachable(errno.EACCES, f"{self.address} does not prove the token in {self.token_file}: "
                                                 "it is not the agent you meant")
-        except wire.AuthRefused as e:
+        except auth.AuthRefused as e:
             raise Unreachable(errno.EACCES, f"{self.address} refused the token in {self.token_file} ({e}): "
                                             "use the agent's token file") from None
 
@@ -131,11 +131,11 @@ class Remote:
     async def _connect_control(self) -> None:
         peer = await self.dial()
         try:
-            await peer.send(wire.encode_agent_hello(wire.PROTOCOL_VERSION, 0, 0))
+            await peer.send(agent_wire.encode_agent_hello(wire.PROTOCOL_VERSION, 0, 0))
             reply = await asyncio.wait_for(peer.frame(), AUTH_TIMEOUT)
             if reply.type == wire.MSG_ERROR:
                 raise Unreachable(errno.EPROTO, f"{self.address}: {wire.decode_error(reply).message}")
-            version, _ = wire.decode_agent_hello(reply)
+            version, _ = agent_wire.decode_agent_hello(reply)
             if version != wire.PROTOCOL_VERSION:
                 raise Unreachable(errno.EPROTO, f"the agent at {self.address} speaks protocol {version}, "
                                                 f"this tether {wire.PROTOCOL_VERSION}")
@@ -249,18 +249,18 @@ class Remote:
             raise self.down or e from None
         return frames, fds
 
-    async def open_stream(self, req: wire.Connect) -> tuple[socket.socket, wire.Relayed]:
+    async def open_stream(self, req: agent_wire.Connect) -> tuple[socket.socket, agent_wire.Relayed]:
         """A data connection relaying a socket connected in the target as req asks."""
         if self.down:
             raise self.down
         peer = await self.dial()
         try:
-            await peer.send(wire.encode_stream(req._replace(timeout_ms=req.timeout_ms or CONNECT_TIMEOUT_MS), 1))
+            await peer.send(agent_wire.encode_stream(req._replace(timeout_ms=req.timeout_ms or CONNECT_TIMEOUT_MS), 1))
             reply = await asyncio.wait_for(peer.frame(), CONNECT_TIMEOUT_MS / 1000 + 2)
             if reply.type == wire.MSG_ERROR:
                 err = wire.decode_error(reply)
                 raise OpError(err.errno, err.message)
-            relayed = wire.decode_stream_reply(reply)
+            relayed = agent_wire.decode_stream_reply(reply)
         except asyncio.TimeoutError:
             peer.sock.close()
             raise OpError(errno.ETIMEDOUT, f"the agent at {self.address} did not connect in time") from None
@@ -281,24 +281,24 @@ class ForwardLink(Link):
 
     def capabilities(self) -> int:
         # Over TCP no socket of the target can come here: connects become relayed streams.
-        return 0 if self.remote.stream else wire.CAP_SOCKETS
+        return 0 if self.remote.stream else agent_wire.CAP_SOCKETS
 
     def _handle(self, frame: wire.Frame) -> None:
-        if frame.type == wire.MSG_AGENT_HELLO and not self.remote.ever_up:
+        if frame.type == agent_wire.MSG_AGENT_HELLO and not self.remote.ever_up:
             err = self.remote.down or Unreachable(errno.ENETUNREACH, "not connected")
             self._send(wire.encode_error(wire.ErrorReply(err.errno, str(err)), frame.id))
-        elif frame.type == wire.MSG_AGENT_HELLO:
+        elif frame.type == agent_wire.MSG_AGENT_HELLO:
             super()._handle(frame)
         else:
             self._spawn(self._forward(frame))
 
     async def _forward(self, frame: wire.Frame) -> None:
         try:
-            if self.remote.stream and frame.type == wire.MSG_CONNECT:
-                await self._connect(wire.decode_connect(frame), frame.id)
-            elif self.remote.stream and frame.type == wire.MSG_OPEN:
-                await self._open(wire.decode_open(frame), frame.id)
-            elif self.remote.stream and frame.type == wire.MSG_SOCKET:
+            if self.remote.stream and frame.type == agent_wire.MSG_CONNECT:
+                await self._connect(agent_wire.decode_connect(frame), frame.id)
+            elif self.remote.stream and frame.type == agent_wire.MSG_OPEN:
+                await self._open(agent_wire.decode_open(frame), frame.id)
+            elif self.remote.stream and frame.type == agent_wire.MSG_SOCKET:
                 raise OpError(errno.EOPNOTSUPP, "UDP to addresses the socket is not connected to is not relayed "
                                                 "through tcp:// agents (connect the socket first)")
             else:
@@ -325,7 +325,7 @@ class ForwardLink(Link):
             for fd in fds:
                 os.close(fd)
 
-    async def _connect(self, req: wire.Connect, id: int) -> None:
+    async def _connect(self, req: agent_wire.Connect, id: int) -> None:
         sock, relayed = await self.remote.open_stream(req)
         try:
             if req.socktype == socket.SOCK_DGRAM:
@@ -334,25 +334,25 @@ class ForwardLink(Link):
                 sock = theirs
             else:
                 sock.setblocking(True)  # as a new socket is; the layer gives it the program's flags
-            self._send(wire.encode_connect_reply(id, 0, relayed), [sock.fileno()])
+            self._send(agent_wire.encode_connect_reply(id, 0, relayed), [sock.fileno()])
         finally:
             sock.close()
 
-    async def _open(self, req: wire.Open, id: int) -> None:
-        frames, fds = await self.remote.request(lambda rid: wire.encode_read_file(req.path, rid))
+    async def _open(self, req: agent_wire.Open, id: int) -> None:
+        frames, fds = await self.remote.request(lambda rid: agent_wire.encode_read_file(req.path, rid))
         for fd in fds:
             os.close(fd)
         if frames[-1].type == wire.MSG_ERROR:
             err = wire.decode_error(frames[-1])
             raise OpError(err.errno, err.message)
-        contents = wire.FileAssembler()
+        contents = agent_wire.FileAssembler()
         for f in frames:
             contents.feed(f)
         fd = os.memfd_create(os.path.basename(req.path), os.MFD_CLOEXEC)
         try:
             os.write(fd, contents.data)
             os.lseek(fd, 0, os.SEEK_SET)
-            self._send(wire.encode_open_reply(id), [fd])
+            self._send(agent_wire.encode_open_reply(id), [fd])
         finally:
             os.close(fd)
 

@@ -24,7 +24,7 @@ import socket
 import struct
 from typing import NamedTuple
 
-from ..protocol import auth, wire
+from ..protocol import agent_wire, auth, wire
 from . import net, relay
 from .server import Environment, Link, StreamLink
 
@@ -169,12 +169,12 @@ class Listener:
                 self.handshakes.release()
             if first is None:
                 return
-            if first.type == wire.MSG_AGENT_HELLO:
+            if first.type == agent_wire.MSG_AGENT_HELLO:
                 handed_over = True
                 link = StreamLink(conn, self.environment) if stream else Link(conn, self.environment)
                 link.pending([first])
                 await link.serve()
-            elif first.type == wire.MSG_STREAM and stream:
+            elif first.type == agent_wire.MSG_STREAM and stream:
                 handed_over = await self._stream(p, first, who)
             else:
                 await p.send(wire.encode_error(wire.ErrorReply(errno.EPROTO, f"unexpected frame type {first.type}"),
@@ -190,7 +190,7 @@ class Listener:
     async def _authenticate(self, p: Peer, who: str) -> wire.Frame | None:
         """The peer's first frame after it proved the token, or None (refused)."""
         ours = auth.nonce()
-        await p.send(wire.encode_auth_challenge(ours))
+        await p.send(auth.encode_auth_challenge(ours))
         try:
             ok = auth.check_response(self.token, ours, await p.frame())
         except wire.ProtocolError as e:
@@ -207,16 +207,16 @@ class Listener:
     async def _stream(self, p: Peer, first: wire.Frame, who: str) -> bool:
         """Connect in the target and relay; True once the relay owns the connection."""
         try:
-            req = wire.decode_stream(first)
+            req = agent_wire.decode_stream(first)
             target = await net.connect(req)
         except (net.OpError, wire.ProtocolError) as e:
             err = e.errno if isinstance(e, net.OpError) else errno.EINVAL
             await p.send(wire.encode_error(wire.ErrorReply(err, str(e)), first.id))
             return False
         try:
-            addresses = wire.Relayed(net.sockaddr_bytes(target.getsockname(), target.family),
-                                     net.sockaddr_bytes(target.getpeername(), target.family))
-            await p.send(wire.encode_stream_reply(addresses, first.id))
+            addresses = agent_wire.Relayed(net.sockaddr_bytes(target.getsockname(), target.family),
+                                           net.sockaddr_bytes(target.getpeername(), target.family))
+            await p.send(agent_wire.encode_stream_reply(addresses, first.id))
         except OSError:
             target.close()
             raise

@@ -6,7 +6,7 @@ import logging
 import os
 import socket
 
-from ..protocol import wire
+from ..protocol import agent_wire
 from ..protocol.sockaddr import SockaddrError, decode_inet, encode_inet
 
 log = logging.getLogger("tether.agent")
@@ -20,7 +20,7 @@ class OpError(Exception):
         self.errno = err
 
 
-def _socket_for(req: wire.Connect) -> tuple[socket.socket, str, int]:
+def _socket_for(req: agent_wire.Connect) -> tuple[socket.socket, str, int]:
     try:
         family, host, port = decode_inet(req.sockaddr)
     except SockaddrError as e:
@@ -33,7 +33,7 @@ def _socket_for(req: wire.Connect) -> tuple[socket.socket, str, int]:
     return sock, host, port
 
 
-async def connect(req: wire.Connect) -> socket.socket:
+async def connect(req: agent_wire.Connect) -> socket.socket:
     """A socket of the requested kind, made here (in the target's network namespace) and
     connected to req.sockaddr within req.timeout_ms (0: CONNECT_TIMEOUT_MS)."""
     import asyncio  # here: answers.py uses this module before asyncio has loaded (targets/early.py)

@@ -1,7 +1,7 @@
 """Relays: the bytes of a data connection to and from the socket it stands for.
 
 A network agent relays between each data connection and its socket in the target; for UDP the
-stream carries datagrams framed by wire.encode_datagram. Each direction is one thread doing
+stream carries datagrams framed by agent_wire.encode_datagram. Each direction is one thread doing
 blocking splices through one pipe (or reads and writes with one fixed buffer): memory per
 stream is bounded, a slow reader holds back only its own sender (TCP's flow control does the
 rest), and the GIL is released while the kernel moves the bytes. An end of stream is passed on as one (FIN); a failure on either side
@@ -17,7 +17,7 @@ import socket
 import struct
 import threading
 
-from ..protocol import wire
+from ..protocol import agent_wire
 
 log = logging.getLogger("tether.agent")
 BUF = 1 << 18  # bytes per direction and stream, where splice cannot be used
@@ -116,7 +116,7 @@ def relay_tcp(stream: socket.socket, target: socket.socket, name: str) -> None:
 
 
 def stream_to_datagrams(stream: socket.socket, dgram: socket.socket, pair: Pair) -> None:
-    reader = wire.DatagramReader()
+    reader = agent_wire.DatagramReader()
     while data := stream.recv(BUF):
         for datagram in reader.feed(data):
             dgram.send(datagram)
@@ -132,7 +132,7 @@ def datagrams_to_stream(dgram: socket.socket, stream: socket.socket, pair: Pair)
             continue
         if not datagram and dgram.type != socket.SOCK_DGRAM:
             break  # the program closed its end of a SOCK_SEQPACKET pair
-        stream.sendall(wire.encode_datagram(datagram))
+        stream.sendall(agent_wire.encode_datagram(datagram))
     if not pair.failed:
         stream.shutdown(socket.SHUT_WR)
 

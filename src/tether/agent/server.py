@@ -17,7 +17,7 @@ import os
 import socket
 from collections.abc import Callable, Iterable
 
-from ..protocol import wire
+from ..protocol import agent_wire, wire
 from . import answers, dns, net
 from .answers import Environment
 
@@ -128,7 +128,7 @@ class Link:
 
     def capabilities(self) -> int:
         """What this link's AGENT_HELLO reply announces."""
-        return wire.CAP_SOCKETS if self.carries_fds else 0
+        return agent_wire.CAP_SOCKETS if self.carries_fds else 0
 
     def _handle(self, frame: wire.Frame) -> None:
         if frame.type in answers.IMMEDIATE:
@@ -140,13 +140,13 @@ class Link:
                         os.close(fd)
             return
         try:
-            if frame.type == wire.MSG_CONNECT:
+            if frame.type == agent_wire.MSG_CONNECT:
                 answers.needs_fds(self.carries_fds, "CONNECT")
-                self._spawn(self._connect(frame.id, wire.decode_connect(frame)))
-            elif frame.type == wire.MSG_NAMEINFO:
-                self._spawn(self._nameinfo(frame.id, *wire.decode_nameinfo(frame)))
-            elif frame.type == wire.MSG_RESOLVE:
-                self._spawn(self._resolve(frame.id, wire.decode_resolve(frame)))
+                self._spawn(self._connect(frame.id, agent_wire.decode_connect(frame)))
+            elif frame.type == agent_wire.MSG_NAMEINFO:
+                self._spawn(self._nameinfo(frame.id, *agent_wire.decode_nameinfo(frame)))
+            elif frame.type == agent_wire.MSG_RESOLVE:
+                self._spawn(self._resolve(frame.id, agent_wire.decode_resolve(frame)))
             else:
                 raise net.OpError(95, f"unknown request type {frame.type}")  # EOPNOTSUPP
         except (net.OpError, wire.ProtocolError) as e:
@@ -159,19 +159,19 @@ class Link:
         task.add_done_callback(self.tasks.discard)
 
     async def _nameinfo(self, id: int, sockaddr: bytes, flags: int) -> None:
-        self._send(wire.encode_nameinfo_reply(await dns.nameinfo(sockaddr, flags), id))
+        self._send(agent_wire.encode_nameinfo_reply(await dns.nameinfo(sockaddr, flags), id))
 
-    async def _resolve(self, id: int, req: wire.Resolve) -> None:
-        self._send(wire.encode_resolve_reply(await dns.resolve(req), id))
+    async def _resolve(self, id: int, req: agent_wire.Resolve) -> None:
+        self._send(agent_wire.encode_resolve_reply(await dns.resolve(req), id))
 
-    async def _connect(self, id: int, req: wire.Connect) -> None:
+    async def _connect(self, id: int, req: agent_wire.Connect) -> None:
         try:
             sock = await net.connect(req)
         except net.OpError as e:
             self._send(wire.encode_error(wire.ErrorReply(e.errno, str(e)), id))
             return
         with sock:
-            self._send(wire.encode_connect_reply(id, 0), [sock.fileno()])
+            self._send(agent_wire.encode_connect_reply(id, 0), [sock.fileno()])
 
 
 class StreamLink(Link):

@@ -28,10 +28,22 @@ from . import wire
 TOKEN_MIN = 16  # bytes: shorter tokens are refused
 SESSION_LABEL = b"tether session\0"
 AGENT_LABEL = b"tether agent\0"
+MSG_AUTH_CHALLENGE = 7  # network agents only: the agent's nonce
+MSG_AUTH_RESPONSE = 8  # the session's nonce and proof of the token
+MSG_AUTH_OK = 9  # the agent's proof of the token
+NONCE = 32  # AUTH_CHALLENGE: the nonce; AUTH_RESPONSE: nonce + proof; AUTH_OK: proof (HMAC-SHA256)
 
 
 class TokenError(Exception):
     """The token file cannot be used; the message names the fix."""
+
+
+class AuthRefused(Exception):
+    """The agent refused the session (wrong token, or too many sessions)."""
+
+    def __init__(self, errno: int, message: str):
+        super().__init__(message)
+        self.errno = errno
 
 
 def load_token(path: str) -> bytes:
@@ -65,8 +77,37 @@ def new_token_file(path: str) -> None:
         f.write(secrets.token_hex(32) + "\n")
 
 
+def encode_auth_challenge(nonce: bytes) -> bytes:
+    return _fixed(MSG_AUTH_CHALLENGE, nonce, NONCE)
+
+
+def encode_auth_response(nonce: bytes, proof: bytes) -> bytes:
+    return _fixed(MSG_AUTH_RESPONSE, nonce + proof, 2 * NONCE)
+
+
+def encode_auth_ok(proof: bytes) -> bytes:
+    return _fixed(MSG_AUTH_OK, proof, NONCE)
+
+
+def _fixed(type: int, payload: bytes, size: int) -> bytes:
+    if len(payload) != size:
+        raise wire.ProtocolError(f"frame type {type} takes {size} bytes, not {len(payload)}")
+    return wire.encode_frame(type, payload)
+
+
+def decode_auth(f: wire.Frame, type: int) -> bytes:
+    """The payload of an AUTH_* frame of the expected type (an ERROR raises AuthRefused)."""
+    if f.type == wire.MSG_ERROR:
+        err = wire.decode_error(f)
+        raise AuthRefused(err.errno, err.message)
+    size = 2 * NONCE if type == MSG_AUTH_RESPONSE else NONCE
+    if f.type != type or len(f.payload) != size:
+        raise wire.ProtocolError(f"expected an authentication frame (type {type}), got type {f.type}")
+    return f.payload
+
+
 def nonce() -> bytes:
-    return secrets.token_bytes(wire.NONCE)
+    return secrets.token_bytes(NONCE)
 
 
 def session_proof(token: bytes, agent_nonce: bytes, session_nonce: bytes) -> bytes:
@@ -79,21 +120,21 @@ def agent_proof(token: bytes, agent_nonce: bytes, session_nonce: bytes) -> bytes
 
 def respond(token: bytes, challenge: wire.Frame) -> tuple[bytes, bytes]:
     """The session's side: (the AUTH_RESPONSE frame to send, the AUTH_OK proof to expect)."""
-    agent_nonce = wire.decode_auth(challenge, wire.MSG_AUTH_CHALLENGE)
+    agent_nonce = decode_auth(challenge, MSG_AUTH_CHALLENGE)
     ours = nonce()
-    return (wire.encode_auth_response(ours, session_proof(token, agent_nonce, ours)),
+    return (encode_auth_response(ours, session_proof(token, agent_nonce, ours)),
             agent_proof(token, agent_nonce, ours))
 
 
 def check_response(token: bytes, agent_nonce: bytes, response: wire.Frame) -> bytes | None:
     """The agent's side: the AUTH_OK frame if response proves the token, else None."""
-    payload = wire.decode_auth(response, wire.MSG_AUTH_RESPONSE)
-    session_nonce, proof = payload[:wire.NONCE], payload[wire.NONCE:]
+    payload = decode_auth(response, MSG_AUTH_RESPONSE)
+    session_nonce, proof = payload[:NONCE], payload[NONCE:]
     if not hmac.compare_digest(proof, session_proof(token, agent_nonce, session_nonce)):
         return None
-    return wire.encode_auth_ok(agent_proof(token, agent_nonce, session_nonce))
+    return encode_auth_ok(agent_proof(token, agent_nonce, session_nonce))
 
 
 def check_ok(expected: bytes, ok: wire.Frame) -> bool:
     """The session's side: does the agent's AUTH_OK prove it holds the token?"""
-    return hmac.compare_digest(wire.decode_auth(ok, wire.MSG_AUTH_OK), expected)
+    return hmac.compare_digest(decode_auth(ok, MSG_AUTH_OK), expected)

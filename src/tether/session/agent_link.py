@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from ..fdpass import recv_with_fds
-from ..protocol import wire
+from ..protocol import agent_wire, wire
 from ..protocol.sockaddr import decode_inet
 
 # A reply callback gets the frame (None when the link failed: see AgentLink.dead) and the
@@ -132,9 +132,9 @@ class AgentLink:
         return frame, fds
 
     def hello(self, timeout: float = 10.0) -> tuple[int, int]:
-        frame, _ = self._call(lambda id: wire.encode_agent_hello(wire.PROTOCOL_VERSION, 0, id), timeout)
+        frame, _ = self._call(lambda id: agent_wire.encode_agent_hello(wire.PROTOCOL_VERSION, 0, id), timeout)
         try:
-            version, caps = wire.decode_agent_hello(frame)
+            version, caps = agent_wire.decode_agent_hello(frame)
         except wire.ProtocolError as e:
             raise LinkError(f"the agent sent a malformed reply: {e}") from None
         if version != wire.PROTOCOL_VERSION:
@@ -143,14 +143,14 @@ class AgentLink:
 
     def env(self, timeout: float = 10.0) -> dict[str, str]:
         """The target's environment."""
-        assembler = wire.EnvAssembler()
+        assembler = agent_wire.EnvAssembler()
 
         def collect(frame: wire.Frame) -> bool:
             assembler.feed(frame)
             return assembler.complete
 
         try:
-            self._call(wire.encode_env_request, timeout, collect)
+            self._call(agent_wire.encode_env_request, timeout, collect)
             return assembler.env()
         except wire.ProtocolError as e:
             raise LinkError(f"the agent sent a malformed environment: {e}") from None
@@ -158,9 +158,9 @@ class AgentLink:
     def connect(self, family: int, socktype: int, sockaddr: bytes, protocol: int = 0,
                 timeout_ms: int = 10_000) -> socket.socket:
         """A socket connected from inside the target; AgentError carries the errno otherwise."""
-        req = wire.Connect(family, socktype, protocol, timeout_ms, sockaddr)
-        frame, fds = self._call(lambda id: wire.encode_connect(req, id), timeout_ms / 1000 + 5)
-        if frame.type != wire.MSG_CONNECT_REPLY or len(fds) != 1:
+        req = agent_wire.Connect(family, socktype, protocol, timeout_ms, sockaddr)
+        frame, fds = self._call(lambda id: agent_wire.encode_connect(req, id), timeout_ms / 1000 + 5)
+        if frame.type != agent_wire.MSG_CONNECT_REPLY or len(fds) != 1:
             close_fds(fds)
             raise LinkError(f"CONNECT answered with frame type {frame.type} and {len(fds)} descriptors")
         sock = socket.socket(fileno=fds[0])
@@ -169,8 +169,8 @@ class AgentLink:
 
     def read_file(self, path: str, limit: int = 1 << 20, timeout: float = 10.0) -> bytes:
         """The contents of a file as the target sees it (AgentError if it cannot be opened)."""
-        frame, fds = self._call(lambda id: wire.encode_open(wire.Open(os.O_RDONLY, 0, path), id), timeout)
-        if frame.type != wire.MSG_OPEN_REPLY or len(fds) != 1:
+        frame, fds = self._call(lambda id: agent_wire.encode_open(agent_wire.Open(os.O_RDONLY, 0, path), id), timeout)
+        if frame.type != agent_wire.MSG_OPEN_REPLY or len(fds) != 1:
             close_fds(fds)
             raise LinkError(f"OPEN answered with frame type {frame.type} and {len(fds)} descriptors")
         with os.fdopen(fds[0], "rb") as f:
@@ -179,16 +179,16 @@ class AgentLink:
     def resolve(self, name: str, timeout: float = 10.0) -> list[str]:
         """The addresses of name as the target resolves it, IPv4 first, without duplicates
         (AgentError ENOENT if it does not resolve)."""
-        req = wire.Resolve(name, socktype=socket.SOCK_STREAM)
-        frame, fds = self._call(lambda id: wire.encode_resolve(req, id), timeout)
+        req = agent_wire.Resolve(name, socktype=socket.SOCK_STREAM)
+        frame, fds = self._call(lambda id: agent_wire.encode_resolve(req, id), timeout)
         close_fds(fds)
         try:
-            reply = wire.decode_resolve_reply(frame)
+            reply = agent_wire.decode_resolve_reply(frame)
         except wire.ProtocolError as e:
             raise LinkError(f"the agent sent a malformed reply: {e}") from None
         if reply.status:
             reason = EAI_REASONS.get(reply.status, f"getaddrinfo error {reply.status}")
-            if reply.status == wire.EAI_SYSTEM:
+            if reply.status == agent_wire.EAI_SYSTEM:
                 reason = os.strerror(reply.errno)
             raise AgentError(errno.ENOENT, f"{name}: {reason}")
         addresses = {decode_inet(e.sockaddr)[1] for e in reply.entries}

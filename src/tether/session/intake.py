@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from ..protocol import wire
+from ..protocol import layer_wire, trace_wire, wire
 from .backlog import Backlog
 from .ring import Ring
 
@@ -25,8 +25,9 @@ BAD_RECORDS_SHOWN = 10
 
 
 class Intake:
-    def __init__(self, on_event: Callable[[wire.SyscallEvent], None], on_hello: Callable[[wire.Hello], None],
-                 warn: Callable[[str], None], broken: Callable[[socket.socket], None], ring_size: int | None = None):
+    def __init__(self, on_event: Callable[[trace_wire.SyscallEvent], None],
+                 on_hello: Callable[[layer_wire.Hello], None], warn: Callable[[str], None],
+                 broken: Callable[[socket.socket], None], ring_size: int | None = None):
         self.on_event, self.on_hello, self.warn = on_event, on_hello, warn
         self.broken = broken  # closes the connection of a process whose ring cannot be read
         self.ring_size = ring_size or int(os.environ.get("TETHER_TRACE_RING") or RING_SIZE)
@@ -133,11 +134,11 @@ class Intake:
                         return did
                 did = True
                 try:
-                    item, self._chunk_pos = wire.decode_record(self._chunk, self._chunk_pos)
+                    item, self._chunk_pos = trace_wire.decode_record(self._chunk, self._chunk_pos)
                 except wire.ProtocolError as e:
                     self._bad_record(e)
                     continue
-                if type(item) is wire.SyscallEvent:
+                if type(item) is trace_wire.SyscallEvent:
                     self.on_event(item)
                 else:
                     self.on_hello(item)
@@ -151,7 +152,7 @@ class Intake:
         """Skip the record at _chunk_pos, or the rest of the chunk if the records after it
         cannot be found (a program that wrote over its ring); say so, up to a point."""
         try:
-            self._chunk_pos, what = wire.record_span(self._chunk, self._chunk_pos), "a trace record"
+            self._chunk_pos, what = trace_wire.record_span(self._chunk, self._chunk_pos), "a trace record"
         except wire.ProtocolError:
             what = f"{len(self._chunk) - self._chunk_pos} bytes of trace records"
             self._chunk = b""

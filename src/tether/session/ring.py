@@ -16,7 +16,7 @@ import functools
 import mmap
 import os
 
-from ..protocol import wire
+from ..protocol import trace_wire, wire
 
 SYS_FUTEX = 202
 FUTEX_WAKE = 1  # not _PRIVATE: the waiters are in another process
@@ -39,24 +39,24 @@ class Ring:
     """One process's trace ring. `fd` is the memfd to pass to the layer (close it once sent)."""
 
     def __init__(self, size: int):
-        if size & (size - 1) or size <= wire.RECORD_MAX:
-            raise ValueError(f"a trace ring holds a power of two bytes above {wire.RECORD_MAX}, not {size}")
+        if size & (size - 1) or size <= trace_wire.RECORD_MAX:
+            raise ValueError(f"a trace ring holds a power of two bytes above {trace_wire.RECORD_MAX}, not {size}")
         self.size, self._mask = size, size - 1
         self.fd = os.memfd_create("tether-trace", os.MFD_CLOEXEC)
         try:
-            os.ftruncate(self.fd, wire.RING.size + size)
-            self._map = mmap.mmap(self.fd, wire.RING.size + size)
+            os.ftruncate(self.fd, trace_wire.RING.size + size)
+            self._map = mmap.mmap(self.fd, trace_wire.RING.size + size)
         except OSError:
             os.close(self.fd)
             raise
-        wire.RING.pack_into(self._map, 0, wire.RING_MAGIC, wire.RING_VERSION, size, *[0] * 7)
+        trace_wire.RING.pack_into(self._map, 0, trace_wire.RING_MAGIC, trace_wire.RING_VERSION, size, *[0] * 7)
         view = memoryview(self._map)
         # Native-size element views: head, published and tail are read and written as single
         # 8-byte loads and stores (struct would write a byte at a time, and a producer could
         # read a torn tail).
-        self._u64 = view[:wire.RING.size].cast("Q")
-        self._u32 = view[:wire.RING.size].cast("I")
-        self._data = view[wire.RING.size:]
+        self._u64 = view[:trace_wire.RING.size].cast("Q")
+        self._u32 = view[:trace_wire.RING.size].cast("I")
+        self._data = view[trace_wire.RING.size:]
         self._zero = memoryview(_zeros(size))
         self._space_addr = 0  # the futex word's address, once a producer has waited
         self.tail = 0
@@ -70,10 +70,10 @@ class Ring:
         decoder checks them), their space given back. ProtocolError if published is no
         position the producers could have left it at."""
         tail, mask = self.tail, self._mask
-        published = self._u64[wire.RING_PUBLISHED // 8]
+        published = self._u64[trace_wire.RING_PUBLISHED // 8]
         if published == tail:
             return b""
-        head = self._u64[wire.RING_HEAD // 8]  # after published: both only grow, head ahead
+        head = self._u64[trace_wire.RING_HEAD // 8]  # after published: both only grow, head ahead
         if not tail < published <= min(head, tail + self.size) or published & 7:
             raise wire.ProtocolError(f"trace ring: published at byte {published} (tail {tail}, head {head})")
         a, b = tail & mask, published & mask
@@ -85,8 +85,8 @@ class Ring:
             self._data[a:] = self._zero[a:]
             self._data[:b] = self._zero[:b]
         self.tail = published
-        self._u64[wire.RING_TAIL // 8] = published  # after the zeroing: x86 keeps stores in order
-        if self._word(wire.RING_WAITERS):
+        self._u64[trace_wire.RING_TAIL // 8] = published  # after the zeroing: x86 keeps stores in order
+        if self._word(trace_wire.RING_WAITERS):
             self._wake_producers()
         return chunk
 
@@ -94,10 +94,10 @@ class Ring:
         import ctypes  # only once a producer has waited: most traces never need it
 
         if not self._space_addr:
-            word = ctypes.c_uint32.from_buffer(self._map, wire.RING_SPACE)
+            word = ctypes.c_uint32.from_buffer(self._map, trace_wire.RING_SPACE)
             self._space_addr = ctypes.addressof(word)
             del word  # the address stays valid while the map is open; the export must not
-        i = wire.RING_SPACE // 4
+        i = trace_wire.RING_SPACE // 4
         self._u32[i] = (self._u32[i] + 1) & 0xFFFFFFFF
         _libc().syscall(ctypes.c_long(SYS_FUTEX), ctypes.c_void_p(self._space_addr), ctypes.c_long(FUTEX_WAKE),
                         ctypes.c_long(0x7FFFFFFF), ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
@@ -106,22 +106,22 @@ class Ring:
     @property
     def committed(self) -> bool:
         """Whether there are records to collect."""
-        return self._u64[wire.RING_PUBLISHED // 8] != self.tail
+        return self._u64[trace_wire.RING_PUBLISHED // 8] != self.tail
 
     @property
     def unwritten(self) -> int:
         """Bytes reserved by producers and not published (after collect): once the process is
         gone, what it was killed in the middle of writing, and what it wrote after that."""
-        return max(0, self._u64[wire.RING_HEAD // 8] - self.tail)
+        return max(0, self._u64[trace_wire.RING_HEAD // 8] - self.tail)
 
     def sleep(self, sleeping: bool) -> None:
         """Say whether the session waits for a RING_WAKE before it looks at the ring again."""
-        self._u32[wire.RING_SLEEPING // 4] = int(sleeping)
+        self._u32[trace_wire.RING_SLEEPING // 4] = int(sleeping)
 
     def close(self) -> None:
         """Read no more: producers stop writing (and waiting), the memory goes."""
-        self._u32[wire.RING_CLOSED // 4] = 1
-        if self._word(wire.RING_WAITERS):
+        self._u32[trace_wire.RING_CLOSED // 4] = 1
+        if self._word(trace_wire.RING_WAITERS):
             self._wake_producers()
         for view in (self._u64, self._u32, self._data):
             view.release()

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..analysis import ElfError
 from ..analysis.cache import inspect_binary
 from ..layer import CannotHookError, go_plan
-from ..protocol import wire
+from ..protocol import layer_wire, trace_wire, wire
 from .agent_link import AgentLink
 from .intake import Intake
 from .ring import Ring
@@ -38,8 +38,8 @@ TICK, IDLE = 0.001, 0.05
 
 
 class LayerServer:
-    def __init__(self, mode: int, on_event: Callable[[wire.SyscallEvent], None],
-                 on_hello: Callable[[wire.Hello], None] = lambda h: None,
+    def __init__(self, mode: int, on_event: Callable[[trace_wire.SyscallEvent], None],
+                 on_hello: Callable[[layer_wire.Hello], None] = lambda h: None,
                  warn: Callable[[str], None] = lambda msg: None,
                  on_batch: Callable[[], None] = lambda: None, agent: AgentLink | None = None,
                  agent_socket: str = "", rules: str = "", on_agent_lost: Callable[[str], None] = lambda why: None,
@@ -111,41 +111,41 @@ class LayerServer:
         self.intake.attach(conn, ring, pid)
 
     def _handle(self, conn: socket.socket, frame: wire.Frame) -> None:
-        if frame.type == wire.MSG_SYSCALL:
+        if frame.type == trace_wire.MSG_SYSCALL:
             # Sent as a frame when the ring could not take it: queued behind what the rings hold.
-            wire.decode_syscall(frame)
+            trace_wire.decode_syscall(frame)
             self.frame_events += 1
-            self.intake.queue(wire.encode_record(frame.type, frame.payload, frame.flags))
-        elif frame.type == wire.MSG_RING_WAKE:
+            self.intake.queue(trace_wire.encode_record(frame.type, frame.payload, frame.flags))
+        elif frame.type == layer_wire.MSG_RING_WAKE:
             pass  # the rings are read after every round of frames
-        elif frame.type == wire.MSG_HELLO:
-            hello = wire.decode_hello(frame)
+        elif frame.type == layer_wire.MSG_HELLO:
+            hello = layer_wire.decode_hello(frame)
             if hello.version != wire.PROTOCOL_VERSION:
                 raise wire.ProtocolError(f"layer speaks protocol {hello.version}, "
                                          f"session {wire.PROTOCOL_VERSION}")
             plan = self._plan_for(hello.exe, hello.go_build_id, f"process {hello.pid} ({hello.exe})")
-            if self.mode & wire.MODE_TRACE:
-                self.intake.queue(wire.encode_record(frame.type, frame.payload))
+            if self.mode & layer_wire.MODE_TRACE:
+                self.intake.queue(trace_wire.encode_record(frame.type, frame.payload))
             else:
                 self.on_hello(hello)
-            reply = wire.encode_hello_reply(wire.HelloReply(wire.PROTOCOL_VERSION, self.mode, plan,
-                                                            self.agent_socket, self.rules), frame.id)
-            ring = (self.intake.new_ring(hello.pid) if self.mode & wire.MODE_TRACE and
-                    hello.capabilities & wire.CAP_TRACE_RING else None)
+            reply = layer_wire.encode_hello_reply(layer_wire.HelloReply(
+                wire.PROTOCOL_VERSION, self.mode, plan, self.agent_socket, self.rules), frame.id)
+            ring = (self.intake.new_ring(hello.pid) if self.mode & layer_wire.MODE_TRACE and
+                    hello.capabilities & layer_wire.CAP_TRACE_RING else None)
             self._reply_with_ring(conn, reply, ring, hello.pid)
-        elif frame.type == wire.MSG_RING_REQUEST:
+        elif frame.type == layer_wire.MSG_RING_REQUEST:
             # A child forked without exec, on a line of its own: no HELLO (it is the same
             # program, already announced), only a ring of its own.
-            pid = wire.decode_ring_request(frame)
-            ring = self.intake.new_ring(pid) if self.mode & wire.MODE_TRACE else None
+            pid = layer_wire.decode_ring_request(frame)
+            ring = self.intake.new_ring(pid) if self.mode & layer_wire.MODE_TRACE else None
             if ring is None:
                 conn.sendall(wire.encode_error(wire.ErrorReply(errno.ENOBUFS, "no trace ring"), frame.id))
                 return
-            self._reply_with_ring(conn, wire.encode_ring_reply(frame.id), ring, pid)
-        elif frame.type == wire.MSG_PLAN_REQUEST:
-            req = wire.decode_plan_request(frame)
+            self._reply_with_ring(conn, layer_wire.encode_ring_reply(frame.id), ring, pid)
+        elif frame.type == layer_wire.MSG_PLAN_REQUEST:
+            req = layer_wire.decode_plan_request(frame)
             plan = self._plan_for(req.path, req.go_build_id, f"Go library {req.path}")
-            conn.sendall(wire.encode_plan_reply(plan, frame.id))
+            conn.sendall(layer_wire.encode_plan_reply(plan, frame.id))
         else:
             raise wire.ProtocolError(f"unexpected frame type {frame.type}")
 

@@ -15,7 +15,7 @@ import select
 import socket
 from collections.abc import Callable, Coroutine
 
-from . import AgentLog, Target
+from .target import AgentLog, Target
 
 # What serves in the target, given the session's and the layer listener's descriptors, the
 # session's requests already read, and the layer connections accepted already with theirs

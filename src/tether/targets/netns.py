@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import AgentLog, Target, TargetError
+from .target import AgentLog, Target, TargetError
 from .local import fork_agent, libc, serving
 
 NETNS_DIR = Path("/run/netns")

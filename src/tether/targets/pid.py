@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from . import AgentLog, Target, TargetError
+from .target import AgentLog, Target, TargetError
 from .local import fork_agent, libc, serving
 
 CLONE_FS, CLONE_NEWNET, CLONE_NEWUTS, CLONE_NEWNS = 0x00000200, 0x40000000, 0x04000000, 0x00020000

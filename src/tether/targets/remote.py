@@ -7,7 +7,7 @@ forwards to it; the session and the layer use the stand-in as they use a local a
 """
 from __future__ import annotations
 
-from . import AgentLog, Target, TargetError
+from .target import AgentLog, Target, TargetError
 from .local import fork_agent
 
 

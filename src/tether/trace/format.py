@@ -14,7 +14,7 @@ import struct
 from typing import NamedTuple
 
 from ..protocol.sockaddr import SockaddrError, decode_inet
-from ..protocol.wire import DATA_SOCKADDR, DATA_STRING, SyscallEvent
+from ..protocol.trace_wire import DATA_SOCKADDR, DATA_STRING, SyscallEvent
 from .syscalls_x86_64 import NAMES
 
 AT_FDCWD = -100

@@ -5,7 +5,8 @@ import json
 from collections.abc import Callable
 from typing import TextIO
 
-from ..protocol.wire import Hello, SyscallEvent
+from ..protocol.layer_wire import Hello
+from ..protocol.trace_wire import SyscallEvent
 from .format import CLASSES, class_of_nr, format_line, to_json
 
 EXEC_CALLS = (59, 322)  # execve, execveat

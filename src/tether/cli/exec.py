@@ -1,0 +1,297 @@
+"""`tether exec --target TARGET -- PROGRAM`: PROGRAM run here with its network, DNS and
+environment taken from TARGET.
+
+run() is the steps in the order start-up wants them: the settings; the agent's process on its
+way first (its imports are most of start-up), and meanwhile this side's work (the session's
+modules, the plan); then what the target says, the session, the program, and the exit. Each
+step imports what it needs itself: start-up is measured (docs/performance.md).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .parsing import EXIT_ERROR, PROGRAM_USAGE, add_command, add_program, file_argument
+
+
+def add_to(commands) -> None:
+    # Settings default to None, "not given": config.effective then looks at TETHER_*,
+    # tether.toml and the default in turn. The dests are config.KEYS' params.
+    p = add_command(commands, "exec", run, usage=PROGRAM_USAGE)
+    p.add_argument("-t", "--target", dest="target_spec", metavar="TARGET",
+                   help="Where the program's network, DNS and environment come from: netns:NAME, pid:PID, "
+                        "tcp://HOST:PORT or unix:PATH.")
+    p.add_argument("--token-file", type=file_argument, metavar="FILE",
+                   help="The token of a tcp:// or unix: agent (the file it was started with).")
+    p.add_argument("--local", dest="local_rules", action="append", metavar="SPEC",
+                   help="Connections to SPEC stay on this machine (repeatable).")
+    p.add_argument("--remote", dest="remote_rules", action="append", metavar="SPEC",
+                   help="Only connections to SPEC go out from the target (repeatable).")
+    p.add_argument("--env", dest="env_overrides", action="append", metavar="KEY=VALUE",
+                   help="Set KEY for the program, whatever the target says (repeatable).")
+    p.add_argument("--env-include", action="append", metavar="PATTERN",
+                   help="Take only the target's variables matching PATTERN (repeatable).")
+    p.add_argument("--env-exclude", action="append", metavar="PATTERN",
+                   help="Never take the target's variables matching PATTERN (repeatable).")
+    p.add_argument("--dns", action=argparse.BooleanOptionalAction,
+                   help="Resolve names in the target (default) or on this machine.")
+    p.add_argument("-v", "--verbose", action="store_true", default=None,
+                   help="Write debug logs to a file (its path is printed).")
+    p.add_argument("--log-file", type=file_argument, metavar="FILE",
+                   help="Where -v writes (default: a new file in /tmp).")
+    p.add_argument("--config", dest="config_file", type=file_argument, metavar="FILE",
+                   help="Settings file (default: TETHER_CONFIG, else ./tether.toml if there).")
+    add_program(p)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run PROGRAM with its outgoing connections, name lookups and environment taken from TARGET.
+
+      sudo tether exec --target netns:blue -- ./client https://api.internal/
+      tether exec -t netns:blue --remote 10.0.0.0/8 --env-exclude 'AWS_*' -- go run .
+
+    Outgoing TCP and UDP: the socket is made inside the target and handed to the program, so
+    data flows at native speed. Which destinations go out from the target (first match wins):
+      --local SPEC            stays here
+      --remote SPEC           goes out from the target
+      (any --remote given)    everything else stays here
+      loopback, 0.0.0.0       stays here
+      anything else           goes out from the target
+    SPEC: ADDRESS, CIDR or HOST (resolved in the target), each with an optional :PORT
+    ([IPV6]:PORT), or :PORT alone.
+
+    DNS: names resolve as in the target: Go's resolver reads the target's resolv.conf and hosts
+    and asks its name servers from there; libc's lookups (getaddrinfo, gethostbyname,
+    getnameinfo, ...) are answered by the agent there (--no-dns: resolve here).
+    Environment: the target's variables are added to this one's, except those about this
+    machine and your tools (PATH, HOME, TERM, LANG, SHELL, PWD, LD_*, GO*, PYTHON*, ...).
+
+    Targets:
+      netns:NAME   a namespace from `ip netns add` (root); /etc/netns/NAME/ files such as
+                   resolv.conf, hosts and environment are the target's
+      pid:PID      the network, UTS and mount namespaces of a running process, e.g. a
+                   container's (`docker inspect -f '{{.State.Pid}}' NAME`; root); its files
+                   and its own environment are the target's
+      tcp://HOST:PORT, unix:PATH
+                   a `tether agent --listen ... --token-file FILE` running there; give the
+                   same token file with --token-file. Over TCP the agent relays each
+                   connection's bytes (sockets cannot cross machines); over unix: sockets
+                   are handed over as for netns:
+
+    Settings: each flag also has a TETHER_* variable (TETHER_TARGET, TETHER_LOCAL, TETHER_DNS=0,
+    ...; lists space-separated) and a key in tether.toml (target, token_file, local, remote, env,
+    env_include, env_exclude, dns, verbose, log_file); a flag beats the variable, which beats the file.
+    `tether config show` prints what applies, `tether config schema` the file's JSON schema.
+
+    Exit status: the program's (128+N if signal N ended it); 2 if tether could not start it or
+    reach the target (the reason is printed); 126/127 as a shell would.
+    """
+    import time
+
+    settings = resolve_settings(args)
+    spec = settings["target_spec"]
+    log, agent_log = open_debug_log(settings)
+    started = time.monotonic()
+    target = start_agent(settings, agent_log)
+    # While the agent starts (importing asyncio is most of its start): what only this side
+    # needs. The steps below import from these modules, loaded by now.
+    from ..session import agent_link, launch, server  # noqa: F401
+    policy, env_rules = plan(args, settings, target)
+    wait_for_agent(target, spec)
+    session = None
+    try:
+        env, rules = ask_target(target, spec, policy, env_rules, settings["dns"], log, started)
+        session = start_session(target, spec, settings["dns"], rules)
+        code = run_program(args.program, session, env)
+    finally:
+        if session:
+            session.close()
+        target.close()
+    exit_now(code, log)
+
+
+def flag_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The settings given on the command line, by parameter name, as config.effective takes
+    them (repeated options as tuples)."""
+    from .. import config
+
+    return {key.param: tuple(value) if isinstance(value, list) else value
+            for key in config.KEYS if (value := getattr(args, key.param)) is not None}
+
+
+def resolve_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The settings that apply: each from its flag, else TETHER_*, else tether.toml, else the
+    default. A usage error if none names a target."""
+    import os
+
+    from .. import config
+
+    try:
+        config_path = config.find(args.config_file or os.environ.get("TETHER_CONFIG"))
+        settings, _ = config.effective(flag_settings(args), config_path, dict(os.environ))
+    except config.ConfigError as e:
+        print(f"tether exec: {e}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+    if not settings["target_spec"]:
+        args.parser.error("no target: give --target TARGET, TETHER_TARGET, or target in tether.toml")
+    return settings
+
+
+def open_debug_log(settings: dict[str, object]) -> tuple:
+    """With -v or a log file: this side's logger and the agent's log (file, format, level);
+    else (None, None). logging is imported only for a debug log: start-up time."""
+    if not (settings["verbose"] or settings["log_file"]):
+        return None, None
+    import logging
+    import os
+    import tempfile
+
+    log_file = settings["log_file"]
+    if not log_file:
+        fd, log_file = tempfile.mkstemp(prefix="tether-exec-", suffix=".log")
+        os.close(fd)
+    agent_log = (log_file, "%(asctime)s %(name)s %(levelname)s %(message)s", logging.DEBUG)
+    logging.basicConfig(filename=log_file, level=logging.DEBUG, format=agent_log[1])
+    print(f"tether exec: debug log in {log_file}", file=sys.stderr)
+    return logging.getLogger("tether.exec"), agent_log
+
+
+def start_agent(settings: dict[str, object], agent_log: tuple | None):
+    """The target, its agent starting (Target.ready waits for it)."""
+    from ..targets import TargetError, open_target
+
+    try:
+        return open_target(settings["target_spec"], wait=False, token_file=settings["token_file"], log=agent_log)
+    except TargetError as e:
+        fail(str(e))
+
+
+def plan(args: argparse.Namespace, settings: dict[str, object], target) -> tuple:
+    """Which connections go out from the target (the policy, its host names not yet resolved)
+    and which of its variables the program takes. A usage error, the target closed, if a rule
+    is malformed."""
+    from ..session.environment import EnvError, EnvRules
+    from ..session.policy import OutgoingPolicy, PolicyError
+
+    try:
+        policy = OutgoingPolicy.from_specs(list(settings["local_rules"]), list(settings["remote_rules"]))
+        env_rules = EnvRules(list(settings["env_include"]), list(settings["env_exclude"]),
+                             EnvRules.parse_overrides(list(settings["env_overrides"])))
+    except (PolicyError, EnvError) as e:
+        target.close()
+        args.parser.error(str(e))
+    return policy, env_rules
+
+
+def wait_for_agent(target, spec: str) -> None:
+    """Until the agent answers its hello (with a spinner on a terminal)."""
+    from ..targets import TargetError
+
+    try:
+        if sys.stderr.isatty():
+            from rich.console import Console
+
+            with Console(stderr=True).status(f"starting the agent in {spec}", spinner="dots"):
+                target.ready()
+        else:
+            target.ready()
+    except TargetError as e:
+        fail(str(e))
+
+
+def ask_target(target, spec: str, policy, env_rules, dns: bool, log, started: float) -> tuple[dict[str, str], str]:
+    """What the program takes from the target: the environment (the target's merged into this
+    one's) and the outgoing rules in the layer's format, with the target's name servers among
+    them (unless --no-dns) and the rules' host names resolved there."""
+    import os
+    import time
+
+    from ..session.agent_link import AgentError, LinkError
+    from ..session.environment import merge
+    from ..session.policy import PolicyError
+
+    def resolve_in_target(name: str) -> list[str]:
+        try:
+            return target.link.resolve(name)
+        except AgentError as e:
+            raise PolicyError(f"{name} does not resolve in {spec}: {e}") from None
+
+    try:
+        env, taken = merge(dict(os.environ), target.link.env(), env_rules)
+        if dns:
+            try:
+                policy.add_nameservers(target.link.read_file("/etc/resolv.conf").decode(errors="replace"))
+            except AgentError as e:
+                if log:
+                    log.info("target has no resolv.conf: %s", e)
+        policy.resolve_hosts(resolve_in_target)
+        rules = policy.layer_rules()
+    except LinkError as e:
+        fail(f"{spec}: {e}")
+    except PolicyError as e:
+        fail(str(e))
+    if log:
+        log.info("target %s ready in %.0f ms; variables from the target: %s; name servers: %s; rules: %s",
+                 spec, (time.monotonic() - started) * 1000, " ".join(taken) or "none",
+                 " ".join(r.text for r in policy.nameservers) or "none", rules)
+    return env, rules
+
+
+def start_session(target, spec: str, dns: bool, rules: str):
+    """The session's server for the program's hooked processes: what they hand to the agent
+    (connects, and name lookups unless --no-dns), the agent's socket and the rules."""
+    from ..protocol import agent_wire, layer_wire
+    from ..session.server import LayerServer
+
+    mode = layer_wire.MODE_NET
+    if target.capabilities & agent_wire.CAP_SOCKETS:
+        mode |= layer_wire.MODE_SOCKETS
+    if dns:
+        mode |= layer_wire.MODE_DNS
+    return LayerServer(mode, on_event=lambda e: None, warn=lambda msg: say(msg, "bold yellow"),
+                       agent=target.link, agent_socket=target.agent_socket, rules=rules,
+                       on_agent_lost=lambda why: say(
+                           f"lost the agent in {spec} ({why}); connections to the target "
+                           "now fail with ECONNREFUSED", "bold yellow"))
+
+
+def run_program(program: list[str], session, env: dict[str, str]) -> int:
+    """PROGRAM's exit status, once it and its children are done."""
+    from ..session.launch import LaunchError, run
+
+    try:
+        return run(program, session, base_env=env)
+    except LaunchError as e:
+        fail(str(e), e.code)
+
+
+def exit_now(code: int, log) -> None:
+    """Exit with code, skipping the interpreter's teardown (30-40 ms of start-up budget here):
+    everything is closed."""
+    import os
+
+    if log:
+        import logging
+
+        logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(code)
+
+
+def say(msg: str, style: str = "bold red") -> None:
+    if not sys.stderr.isatty():
+        print(f"tether exec: {msg}", file=sys.stderr)
+        return
+    from rich.console import Console  # only for a terminal: it costs start-up time
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[{style}]tether exec:[/] {escape(msg)}")
+
+
+def fail(msg: str, code: int = EXIT_ERROR) -> None:
+    say(msg)
+    sys.exit(code)

@@ -1,0 +1,391 @@
+"""What an agent is asked to do in the target, and its answers (layer/link/protocol.h): AGENT_HELLO;
+CONNECT and SOCKET, sockets made there (or relayed: STREAM, and datagrams on a relayed UDP
+stream); OPEN and READ_FILE, files there; ENV; RESOLVE and NAMEINFO, name lookups there. The
+session and hooked processes ask alike."""
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from .wire import (FRAME, FRAME_MAX, U16, Frame, PartsAssembler, ProtocolError, encode_frame, encode_parts,
+                   pack_bytes, pack_string, unpack_bytes, unpack_string)
+
+MSG_AGENT_HELLO = 5
+MSG_AGENT_HELLO_REPLY = 6
+MSG_CONNECT = 32
+MSG_CONNECT_REPLY = 33
+MSG_OPEN = 34
+MSG_OPEN_REPLY = 35
+MSG_ENV = 36
+MSG_ENV_REPLY = 37
+MSG_SOCKET = 38
+MSG_SOCKET_REPLY = 39
+MSG_RESOLVE = 40
+MSG_RESOLVE_REPLY = 41
+MSG_NAMEINFO = 42
+MSG_NAMEINFO_REPLY = 43
+MSG_READ_FILE = 44  # a file's contents (where descriptors cannot travel); payload as OPEN
+MSG_READ_FILE_REPLY = 45  # the contents, over frames with FLAG_MORE
+MSG_STREAM = 46  # first frame of a data connection to a network agent: connect (as CONNECT)
+MSG_STREAM_REPLY = 47  # connected (addresses as CONNECT_REPLY's); relayed bytes follow
+FLAG_RELAYED = 4  # CONNECT_REPLY: the descriptor is a relay stream; the target socket's addresses follow
+CAP_SOCKETS = 1  # AGENT_HELLO: SOCKET replies carry descriptors made in the target
+AGENT_HELLO = struct.Struct("<HHI")  # version, reserved, capabilities
+CONNECT = struct.Struct("<HHiI")  # family, socktype, protocol, timeout_ms; then the sockaddr
+CONNECT_REPLY = struct.Struct("<i")  # status: 0, connected (a failure is an ERROR reply)
+OPEN = struct.Struct("<iI")  # flags, mode; then the path
+SOCKET = struct.Struct("<HHiII")  # family, socktype, protocol, count, reserved
+SOCKETS_MAX = 16  # sockets one SOCKET request may ask for
+RESOLVE = struct.Struct("<iiii")  # getaddrinfo hints: flags, family, socktype, protocol; then node, service
+RESOLVE_REPLY = struct.Struct("<ii")  # status (0 or EAI_*), errno for EAI_SYSTEM; then canonname, entries
+RESOLVE_ENTRY = struct.Struct("<HHi")  # family, socktype, protocol; then the sockaddr
+EAI_SYSTEM = -11  # glibc's number: the failure is in errno
+NAMEINFO = struct.Struct("<i")  # NI_* flags; then the sockaddr. Reply: RESOLVE_REPLY, host, service
+ENV_MAX = 1 << 20  # bytes of environment a session accepts from an agent
+READ_FILE_MAX = 1 << 20  # bytes of a file READ_FILE carries (the resolver's files are small)
+DATAGRAM = struct.Struct("<H")  # a relayed datagram's length, before its bytes
+
+
+class Connect(NamedTuple):
+    """Open a socket in the target and connect it; the reply carries its descriptor."""
+
+    family: int
+    socktype: int
+    protocol: int
+    timeout_ms: int
+    sockaddr: bytes
+
+
+class Relayed(NamedTuple):
+    """The addresses of a socket in the target that a relay stream stands for."""
+
+    local: bytes  # its getsockname
+    peer: bytes  # its getpeername
+
+
+class Open(NamedTuple):
+    """Open a file in the target (read-only); the reply carries its descriptor."""
+
+    flags: int
+    mode: int
+    path: str
+
+
+class Resolve(NamedTuple):
+    """getaddrinfo(node, service, hints) as the target answers it."""
+
+    node: str
+    service: str = ""
+    flags: int = 0
+    family: int = 0
+    socktype: int = 0
+    protocol: int = 0
+
+
+class AddrInfo(NamedTuple):
+    family: int
+    socktype: int
+    protocol: int
+    sockaddr: bytes
+
+
+class ResolveReply(NamedTuple):
+    """getaddrinfo's answer: status 0 and its entries, or an EAI_* code (and errno for
+    EAI_SYSTEM)."""
+
+    status: int = 0
+    errno: int = 0
+    canonname: str = ""
+    entries: tuple[AddrInfo, ...] = ()
+
+
+class NameInfo(NamedTuple):
+    """getnameinfo(sockaddr, flags) as the target answers it: status 0 with host and service,
+    or an EAI_* code (and errno for EAI_SYSTEM)."""
+
+    status: int = 0
+    errno: int = 0
+    host: str = ""
+    service: str = ""
+
+
+def encode_agent_hello(version: int, capabilities: int, id: int, reply: bool = False) -> bytes:
+    return encode_frame(MSG_AGENT_HELLO_REPLY if reply else MSG_AGENT_HELLO,
+                        AGENT_HELLO.pack(version, 0, capabilities), id=id)
+
+
+def decode_agent_hello(f: Frame) -> tuple[int, int]:
+    """(version, capabilities) of an AGENT_HELLO or its reply."""
+    if f.type not in (MSG_AGENT_HELLO, MSG_AGENT_HELLO_REPLY) or len(f.payload) != AGENT_HELLO.size:
+        raise ProtocolError("malformed AGENT_HELLO")
+    version, _, caps = AGENT_HELLO.unpack(f.payload)
+    return version, caps
+
+
+def encode_connect(c: Connect, id: int) -> bytes:
+    if len(c.sockaddr) > 128:
+        raise ProtocolError("socket address longer than 128 bytes")
+    return encode_frame(MSG_CONNECT, CONNECT.pack(c.family, c.socktype, c.protocol, c.timeout_ms)
+                        + pack_bytes(c.sockaddr), id=id)
+
+
+def decode_connect(f: Frame) -> Connect:
+    if f.type != MSG_CONNECT or len(f.payload) < CONNECT.size + U16.size:
+        raise ProtocolError("malformed CONNECT")
+    family, socktype, protocol, timeout_ms = CONNECT.unpack_from(f.payload)
+    (n,) = U16.unpack_from(f.payload, CONNECT.size)
+    start = CONNECT.size + U16.size
+    if n > 128 or start + n != len(f.payload):
+        raise ProtocolError(f"CONNECT socket address of {n} bytes does not fit")
+    return Connect(family, socktype, protocol, timeout_ms, f.payload[start:])
+
+
+def encode_connect_reply(id: int, status: int = 0, relayed: Relayed | None = None) -> bytes:
+    """The connected socket travels beside this frame (SCM_RIGHTS). relayed: the socket is a
+    stream to a relay, standing for a target socket with these addresses."""
+    if relayed is None:
+        return encode_frame(MSG_CONNECT_REPLY, CONNECT_REPLY.pack(status), id=id)
+    return encode_frame(MSG_CONNECT_REPLY, CONNECT_REPLY.pack(status) + _pack_addresses(relayed),
+                        flags=FLAG_RELAYED, id=id)
+
+
+def decode_connect_reply(f: Frame) -> tuple[int, Relayed | None]:
+    """(status, the relayed addresses or None)."""
+    if f.type != MSG_CONNECT_REPLY or len(f.payload) < CONNECT_REPLY.size:
+        raise ProtocolError("malformed CONNECT_REPLY")
+    (status,) = CONNECT_REPLY.unpack_from(f.payload)
+    if status < 0:
+        raise ProtocolError(f"CONNECT_REPLY with status {status}")
+    if not f.flags & FLAG_RELAYED:
+        if len(f.payload) != CONNECT_REPLY.size:
+            raise ProtocolError("CONNECT_REPLY longer than its status")
+        return status, None
+    return status, _unpack_addresses(f.payload, CONNECT_REPLY.size, "CONNECT_REPLY")
+
+
+def _pack_addresses(r: Relayed) -> bytes:
+    return pack_bytes(r.local) + pack_bytes(r.peer)
+
+
+def _unpack_addresses(payload: bytes, pos: int, what: str) -> Relayed:
+    local, pos = unpack_bytes(payload, pos, f"{what} local address")
+    peer, pos = unpack_bytes(payload, pos, f"{what} peer address")
+    if pos != len(payload):
+        raise ProtocolError(f"{len(payload) - pos} stray bytes after {what}")
+    for sa in (local, peer):
+        if len(sa) < 2 or len(sa) > 128:
+            raise ProtocolError(f"{what} address of {len(sa)} bytes")
+    return Relayed(local, peer)
+
+
+def encode_stream(c: Connect, id: int) -> bytes:
+    """A data connection's first frame: connect like c in the target, then relay."""
+    return encode_frame(MSG_STREAM, encode_connect(c, id)[FRAME.size:], id=id)
+
+
+def decode_stream(f: Frame) -> Connect:
+    if f.type != MSG_STREAM:
+        raise ProtocolError("malformed STREAM")
+    return decode_connect(Frame(MSG_CONNECT, f.flags, f.id, f.payload))
+
+
+def encode_stream_reply(r: Relayed, id: int) -> bytes:
+    return encode_frame(MSG_STREAM_REPLY, _pack_addresses(r), id=id)
+
+
+def decode_stream_reply(f: Frame) -> Relayed:
+    if f.type != MSG_STREAM_REPLY:
+        raise ProtocolError("malformed STREAM_REPLY")
+    return _unpack_addresses(f.payload, 0, "STREAM_REPLY")
+
+
+def encode_datagram(datagram: bytes) -> bytes:
+    """One datagram on a relayed UDP stream: its u16 length, then its bytes."""
+    if len(datagram) > 0xFFFF:
+        raise ProtocolError(f"datagram of {len(datagram)} bytes")
+    return DATAGRAM.pack(len(datagram)) + datagram
+
+
+class DatagramReader:
+    """Splits a relayed UDP stream back into datagrams."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        out = []
+        while len(self._buf) >= DATAGRAM.size:
+            (n,) = DATAGRAM.unpack_from(self._buf)
+            if len(self._buf) < DATAGRAM.size + n:
+                break
+            out.append(bytes(self._buf[DATAGRAM.size:DATAGRAM.size + n]))
+            del self._buf[:DATAGRAM.size + n]
+        return out
+
+
+def encode_socket(family: int, socktype: int, protocol: int, id: int, count: int = 1) -> bytes:
+    return encode_frame(MSG_SOCKET, SOCKET.pack(family, socktype, protocol, count, 0), id=id)
+
+
+def decode_socket(f: Frame) -> tuple[int, int, int, int]:
+    """(family, socktype, protocol, count) of a SOCKET request; count is 1 to SOCKETS_MAX."""
+    if f.type != MSG_SOCKET or len(f.payload) != SOCKET.size:
+        raise ProtocolError("malformed SOCKET")
+    family, socktype, protocol, count, _ = SOCKET.unpack(f.payload)
+    if not 1 <= count <= SOCKETS_MAX:
+        raise ProtocolError(f"SOCKET asks for {count} sockets (1 to {SOCKETS_MAX})")
+    return family, socktype, protocol, count
+
+
+def encode_socket_reply(id: int) -> bytes:
+    """Success; the sockets travel beside this frame (SCM_RIGHTS)."""
+    return encode_frame(MSG_SOCKET_REPLY, b"", id=id)
+
+
+def encode_open(o: Open, id: int) -> bytes:
+    return encode_frame(MSG_OPEN, OPEN.pack(o.flags, o.mode) + pack_string(o.path), id=id)
+
+
+def decode_open(f: Frame) -> Open:
+    if f.type != MSG_OPEN or len(f.payload) < OPEN.size:
+        raise ProtocolError("malformed OPEN")
+    flags, mode = OPEN.unpack_from(f.payload)
+    path, pos = unpack_string(f.payload, OPEN.size, "path")
+    if pos != len(f.payload) or not path or "\0" in path:
+        raise ProtocolError("malformed OPEN path")
+    return Open(flags, mode, path)
+
+
+def encode_open_reply(id: int) -> bytes:
+    """Success; the descriptor travels beside this frame (SCM_RIGHTS)."""
+    return encode_frame(MSG_OPEN_REPLY, b"", id=id)
+
+
+def encode_read_file(path: str, id: int) -> bytes:
+    return encode_frame(MSG_READ_FILE, encode_open(Open(0, 0, path), id)[FRAME.size:], id=id)
+
+
+def decode_read_file(f: Frame) -> str:
+    if f.type != MSG_READ_FILE:
+        raise ProtocolError("malformed READ_FILE")
+    return decode_open(Frame(MSG_OPEN, f.flags, f.id, f.payload)).path
+
+
+def encode_read_file_reply(data: bytes, id: int) -> list[bytes]:
+    """The contents cut into frames; all but the last carry FLAG_MORE."""
+    return encode_parts(MSG_READ_FILE_REPLY, data, id)
+
+
+class FileAssembler(PartsAssembler):
+    """Collects READ_FILE_REPLY frames; the contents are in .data once complete."""
+
+    type, what, limit = MSG_READ_FILE_REPLY, "file", READ_FILE_MAX
+
+
+def encode_env_request(id: int) -> bytes:
+    return encode_frame(MSG_ENV, b"", id=id)
+
+
+def encode_env_reply(env: dict[str, str], id: int) -> list[bytes]:
+    """The environment as NUL-terminated KEY=VALUE entries, cut into frames; all but the last
+    carry FLAG_MORE (one entry may span frames)."""
+    blob = b"".join(k.encode("utf-8", "surrogateescape") + b"=" + v.encode("utf-8", "surrogateescape")
+                    + b"\0" for k, v in env.items())
+    return encode_parts(MSG_ENV_REPLY, blob, id)
+
+
+class EnvAssembler(PartsAssembler):
+    """Collects ENV_REPLY frames; env() once the last one (no FLAG_MORE) has arrived."""
+
+    type, what, limit = MSG_ENV_REPLY, "environment", ENV_MAX
+
+    def env(self) -> dict[str, str]:
+        if not self.complete or (self.data and not self.data.endswith(b"\0")):
+            raise ProtocolError("environment ends mid-entry")
+        env = {}
+        for entry in bytes(self.data).split(b"\0")[:-1]:
+            key, eq, value = entry.partition(b"=")
+            if not eq or not key:
+                raise ProtocolError("environment entry without KEY=")
+            env[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        return env
+
+
+def encode_resolve(r: Resolve, id: int) -> bytes:
+    return encode_frame(MSG_RESOLVE, RESOLVE.pack(r.flags, r.family, r.socktype, r.protocol)
+                        + pack_string(r.node) + pack_string(r.service), id=id)
+
+
+def decode_resolve(f: Frame) -> Resolve:
+    if f.type != MSG_RESOLVE or len(f.payload) < RESOLVE.size:
+        raise ProtocolError("malformed RESOLVE")
+    flags, family, socktype, protocol = RESOLVE.unpack_from(f.payload)
+    node, pos = unpack_string(f.payload, RESOLVE.size, "host name")
+    service, pos = unpack_string(f.payload, pos, "service")
+    if pos != len(f.payload) or not node or len(node) > 253 or "\0" in node + service:
+        raise ProtocolError("malformed RESOLVE host name or service")
+    return Resolve(node, service, flags, family, socktype, protocol)
+
+
+def encode_resolve_reply(r: ResolveReply, id: int) -> bytes:
+    """As many entries as fit one frame (a name with more addresses than that is cut)."""
+    payload = RESOLVE_REPLY.pack(r.status, r.errno) + pack_string(r.canonname[:255])
+    for e in r.entries:
+        entry = RESOLVE_ENTRY.pack(e.family, e.socktype, e.protocol) + pack_bytes(e.sockaddr[:128])
+        if FRAME.size + len(payload) + len(entry) > FRAME_MAX:
+            break
+        payload += entry
+    return encode_frame(MSG_RESOLVE_REPLY, payload, id=id)
+
+
+def decode_resolve_reply(f: Frame) -> ResolveReply:
+    if f.type != MSG_RESOLVE_REPLY or len(f.payload) < RESOLVE_REPLY.size:
+        raise ProtocolError("malformed RESOLVE_REPLY")
+    status, err = RESOLVE_REPLY.unpack_from(f.payload)
+    canonname, pos = unpack_string(f.payload, RESOLVE_REPLY.size, "canonical name")
+    entries = []
+    while pos < len(f.payload):
+        if pos + RESOLVE_ENTRY.size > len(f.payload):
+            raise ProtocolError("RESOLVE_REPLY entry runs past the frame")
+        family, socktype, protocol = RESOLVE_ENTRY.unpack_from(f.payload, pos)
+        sockaddr, pos = unpack_bytes(f.payload, pos + RESOLVE_ENTRY.size, "socket address")
+        if len(sockaddr) > 128:
+            raise ProtocolError("RESOLVE_REPLY socket address longer than 128 bytes")
+        entries.append(AddrInfo(family, socktype, protocol, sockaddr))
+    if status > 0 or (status and entries):
+        raise ProtocolError(f"RESOLVE_REPLY with status {status} and {len(entries)} entries")
+    return ResolveReply(status, err, canonname, tuple(entries))
+
+
+def encode_nameinfo(sockaddr: bytes, flags: int, id: int) -> bytes:
+    if len(sockaddr) > 128:
+        raise ProtocolError("socket address longer than 128 bytes")
+    return encode_frame(MSG_NAMEINFO, NAMEINFO.pack(flags) + pack_bytes(sockaddr), id=id)
+
+
+def decode_nameinfo(f: Frame) -> tuple[bytes, int]:
+    """(sockaddr, flags) of a NAMEINFO request."""
+    if f.type != MSG_NAMEINFO or len(f.payload) < NAMEINFO.size:
+        raise ProtocolError("malformed NAMEINFO")
+    (flags,) = NAMEINFO.unpack_from(f.payload)
+    sockaddr, pos = unpack_bytes(f.payload, NAMEINFO.size, "socket address")
+    if pos != len(f.payload) or len(sockaddr) > 128:
+        raise ProtocolError("malformed NAMEINFO socket address")
+    return sockaddr, flags
+
+
+def encode_nameinfo_reply(r: NameInfo, id: int) -> bytes:
+    return encode_frame(MSG_NAMEINFO_REPLY, RESOLVE_REPLY.pack(r.status, r.errno) + pack_string(r.host[:1025])
+                        + pack_string(r.service[:32]), id=id)
+
+
+def decode_nameinfo_reply(f: Frame) -> NameInfo:
+    if f.type != MSG_NAMEINFO_REPLY or len(f.payload) < RESOLVE_REPLY.size:
+        raise ProtocolError("malformed NAMEINFO_REPLY")
+    status, err = RESOLVE_REPLY.unpack_from(f.payload)
+    host, pos = unpack_string(f.payload, RESOLVE_REPLY.size, "host")
+    service, pos = unpack_string(f.payload, pos, "service")
+    if pos != len(f.payload) or status > 0:
+        raise ProtocolError("malformed NAMEINFO_REPLY")
+    return NameInfo(status, err, host, service)
