@@ -22,6 +22,12 @@ FACTS = {
     "TETHER_MSG_PLAN_REQUEST": layer_wire.MSG_PLAN_REQUEST,
     "TETHER_MSG_RING_REQUEST": layer_wire.MSG_RING_REQUEST,
     "TETHER_MSG_RING_REPLY": layer_wire.MSG_RING_REPLY,
+    "TETHER_MSG_EXEC_NOTICE": layer_wire.MSG_EXEC_NOTICE,
+    "TETHER_MSG_EXEC_NOTICE_REPLY": layer_wire.MSG_EXEC_NOTICE_REPLY,
+    "TETHER_MODE_INJECT": layer_wire.MODE_INJECT,
+    "sizeof(struct tether_exec_notice)": layer_wire.EXEC_NOTICE.size,
+    "offsetof(struct tether_exec_notice, tid)": 4,
+    "sizeof(struct tether_exec_notice_reply)": layer_wire.EXEC_NOTICE_REPLY.size,
     "sizeof(struct tether_ring_request)": layer_wire.RING_REQUEST.size,
     "offsetof(struct tether_ring_request, reserved)": 4,
     "TETHER_MSG_PLAN_REPLY": layer_wire.MSG_PLAN_REPLY,
@@ -167,7 +173,8 @@ def test_hello_round_trip(exe, build_id, pid):
 
 DECODERS = [wire.decode_error, trace_wire.decode_syscall,
             layer_wire.decode_hello, layer_wire.decode_hello_reply, layer_wire.decode_plan_request,
-            layer_wire.decode_plan_reply, layer_wire.decode_ring_request,
+            layer_wire.decode_plan_reply, layer_wire.decode_ring_request, layer_wire.decode_exec_notice,
+            layer_wire.decode_exec_notice_reply,
             agent_wire.decode_agent_hello, agent_wire.decode_connect, agent_wire.decode_connect_reply,
             agent_wire.decode_open, agent_wire.decode_socket, agent_wire.decode_resolve,
             agent_wire.decode_resolve_reply, agent_wire.decode_nameinfo, agent_wire.decode_nameinfo_reply,
@@ -379,3 +386,12 @@ def test_ring_request_round_trips(pid):
     assert layer_wire.decode_ring_request(wire.decode_frame(layer_wire.encode_ring_request(pid, 5))) == pid
     reply = wire.decode_frame(layer_wire.encode_ring_reply(5))
     assert (reply.type, reply.id, reply.payload) == (layer_wire.MSG_RING_REPLY, 5, b"")
+
+
+@given(st.integers(1, 2**31 - 1), st.integers(1, 2**31 - 1), st.text(min_size=1, max_size=300),
+       st.integers(0, 4095))
+def test_exec_notice_round_trips(pid, tid, path, status):
+    notice = layer_wire.ExecNotice(pid, tid, path)
+    assert layer_wire.decode_exec_notice(wire.decode_frame(layer_wire.encode_exec_notice(notice, 4))) == notice
+    reply = wire.decode_frame(layer_wire.encode_exec_notice_reply(status, 4))
+    assert layer_wire.decode_exec_notice_reply(reply) == status

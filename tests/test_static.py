@@ -185,3 +185,28 @@ assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
 assert libc.prctl(22, 2, ctypes.addressof(fbuf), 0, 0) == 0, ctypes.get_errno()  # SECCOMP_MODE_FILTER
 os.execv(sys.executable, [sys.executable, "-m", *sys.argv[1:]])
 """
+
+
+@pytest.mark.parametrize("how", ["sh runs it", "sh execs it", "static Go runs it"])
+def test_static_programs_started_by_hooked_ones_are_hooked(go_versions, how, tmp_path):
+    """A hooked program that execs a static one tells the session first (layer/exec/), which
+    attaches and loads the layer at the exec: its calls are traced like the first program's.
+    "sh execs it": the program tether started becomes the static one (same pid)."""
+    for version in go_versions:
+        child = gobuild.build(version, "static", "hooks")
+        argv = {"sh runs it": ["/bin/sh", "-c", f"{child} getppid; echo sh-after"],
+                "sh execs it": ["/bin/sh", "-c", f"exec {child} getppid"],
+                "static Go runs it": [str(gobuild.build(version, "static", "selfinfo")), "run", str(child), "getppid"]
+                }[how]
+        out = tmp_path / f"{version}.trace"
+        proc = subprocess.run([*TETHER, "trace", "-o", str(out), "--", *argv], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0 and "getppid " in proc.stdout, (version, how, proc.stderr)
+        assert proc.stderr == "", (version, how)
+        lines = out.read_text().splitlines()
+        pid = next(line.split()[0] + " " for line in lines if f'execve("{child}"' in line and line.endswith(" = 0"))
+        after = lines[next(i for i, line in enumerate(lines) if f'execve("{child}"' in line):]
+        theirs = [line for line in after if line.startswith(pid)]
+        # the static child's own calls, after its exec: its getppid and the write of its answer
+        assert any("getppid() = " in line for line in theirs), (version, how, lines[-15:])
+        assert any("write(1, " in line for line in theirs), (version, how)

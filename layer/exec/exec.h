@@ -1,6 +1,7 @@
 /* exec/ - exec'd programs stay under tether: execve and execveat, from
- * Go's hooks and libc's wrappers alike, keep LD_PRELOAD and TETHER_SESSION
- * (exec.c).  Uses core/. */
+ * Go's hooks and libc's wrappers alike, keep LD_PRELOAD and TETHER_SESSION,
+ * and before a static program (which LD_PRELOAD cannot reach) the session
+ * is told, to load the layer at the exec (exec.c).  Uses core/ and link/. */
 #ifndef TETHER_EXEC_H
 #define TETHER_EXEC_H
 
@@ -12,7 +13,7 @@
  * the bytes of its LD_PRELOAD entry; env_build fills env (that many slots)
  * and preload_entry (that many bytes). */
 #define TETHER_PRELOAD_MAX 4096
-void tether_exec_install(char **envp);
+void tether_exec_install(char **envp, int inject_static);
 long tether_exec_env_size(char *const *envp, unsigned long *preload_size);
 int tether_exec_env_build(char *const *envp, char **env, char *preload_entry);
 

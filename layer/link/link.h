@@ -27,6 +27,9 @@ int tether_session_plan(const char *path, const char *go_build_id, unsigned id_l
 /* In a child forked without exec: a line of its own (it replaces the
  * inherited one) and the memfd of a trace ring of its own in *ring. */
 int tether_session_fork(int pid, int *ring);
+/* Before this thread execs path, a static program (MODE_INJECT): the
+ * session attaches and loads the layer at the exec.  0, or -errno. */
+int tether_session_exec_notice(const char *path);
 
 /* fd_recv.c: one message on conn into buf, and the descriptors that came
  * with it in fds (up to max, 1 to TETHER_SOCKETS_MAX; -1 in the slots

@@ -27,6 +27,9 @@
 #define TETHER_MSG_RING_REQUEST 18 /* layer -> session, from a forked child on a line of its own:
 				    * a trace ring of its own (struct tether_ring_request) */
 #define TETHER_MSG_RING_REPLY 19  /* session -> layer: no payload; the ring's memfd rides along */
+#define TETHER_MSG_EXEC_NOTICE 20 /* layer -> session, on a line of its own: this thread is about to
+				   * exec a static program (struct tether_exec_notice, the path) */
+#define TETHER_MSG_EXEC_NOTICE_REPLY 21 /* session -> layer: struct tether_exec_notice_reply */
 #define TETHER_MSG_CONNECT 32	  /* open and connect a socket in the target */
 #define TETHER_MSG_CONNECT_REPLY 33 /* success; the descriptor rides along (SCM_RIGHTS) */
 #define TETHER_MSG_OPEN 34	  /* open a file in the target, read-only */
@@ -60,6 +63,8 @@
 #define TETHER_MODE_SOCKETS 8	/* the agent hands out sockets made in the target (SOCKET):
 				 * connects take one and connect it here; without it (a
 				 * relaying network agent) they are CONNECT requests */
+#define TETHER_MODE_INJECT 16	/* the session loads the layer into static programs that
+				 * hooked ones exec: tell it first (EXEC_NOTICE) */
 
 /* AGENT_HELLO capabilities */
 #define TETHER_CAP_SOCKETS 1	/* SOCKET replies carry descriptors made in the target */
@@ -102,6 +107,20 @@ struct tether_hello_reply {
  * RING_REQUEST payload: */
 struct tether_ring_request {
 	int pid;		/* the forked child's */
+	unsigned int reserved;
+};
+
+/* EXEC_NOTICE: the thread that will exec (the session attaches to it with
+ * ptrace, and loads the layer at its exec); then the path as execve gets
+ * it (a u16 length and the bytes; relative to the process's directory). */
+struct tether_exec_notice {
+	int pid, tid;
+};
+
+/* EXEC_NOTICE_REPLY: 0, the session waits for the exec; or an errno, and
+ * the program will run unhooked (the session has said why). */
+struct tether_exec_notice_reply {
+	int status;
 	unsigned int reserved;
 };
 

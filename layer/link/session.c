@@ -16,6 +16,7 @@
 #define SYS_readlink 89
 #define SYS_getpid 39
 #define SYS_getppid 110
+#define SYS_gettid 186
 #define AF_UNIX 1
 #define SOCK_SEQPACKET 5
 #define SOCK_CLOEXEC 02000000
@@ -260,4 +261,43 @@ int tether_session_fork(int pid, int *ring)
 	if (line >= 0)
 		tether_fd_close(line);
 	return 0;
+}
+
+/* Before this thread execs a static program: EXEC_NOTICE on a line of its
+ * own (the one inherited may be shared with a parent, as in Go's fork
+ * child), so that the session attaches to this thread and loads the layer
+ * at the exec.  0 when the session waits for the exec, else -errno (the
+ * program will run unhooked; the session has said why). */
+int tether_session_exec_notice(const char *path)
+{
+	union {
+		struct {
+			struct tether_frame f;
+			struct tether_exec_notice n;
+		} m;
+		unsigned long words[TETHER_SMALL_FRAME / 8];
+	} buf;
+	const struct tether_exec_notice_reply *r = (const void *)(&buf.m.f + 1);
+	unsigned long n = tether_strlen(path);
+	int line, fd, status;
+	long got;
+
+	if (n > TETHER_SMALL_FRAME - sizeof buf.m - 2)
+		return -36; /* ENAMETOOLONG */
+	line = session_path[0] ? connect_to(session_path) : -2; /* ENOENT */
+	if (line < 0)
+		return line;
+	buf.m.n.pid = (int)raw(SYS_getpid, 0, 0, 0, 0, 0, 0);
+	buf.m.n.tid = (int)raw(SYS_gettid, 0, 0, 0, 0, 0, 0);
+	got = exchange(line, (unsigned char *)&buf, sizeof buf,
+	               tether_put_string((unsigned char *)(&buf.m + 1), path, (unsigned)n), TETHER_MSG_EXEC_NOTICE, 4,
+	               TETHER_MSG_EXEC_NOTICE_REPLY, &fd);
+	if (fd >= 0)
+		raw(SYS_close, fd, 0, 0, 0, 0, 0); /* none is due */
+	if (got == (long)(sizeof(struct tether_frame) + sizeof *r))
+		status = r->status > 0 && r->status < 4096 ? -r->status : r->status ? -71 : 0;
+	else
+		status = got < 0 ? (int)got : -71; /* EPROTO */
+	tether_fd_close(line);
+	return status;
 }

@@ -89,7 +89,7 @@ unsigned tether_start(char **envp)
 			                            "tracing without it (slower)", 0});
 		if (mode & TETHER_MODE_TRACE)
 			tether_trace_install();
-		tether_exec_install(envp);
+		tether_exec_install(envp, !!(mode & TETHER_MODE_INJECT));
 		if (mode & (TETHER_MODE_NET | TETHER_MODE_DNS) && tether_request_init(reply.agent) < 0)
 			refuse("the session named no usable agent socket");
 		if (mode & TETHER_MODE_NET && tether_net_install(reply.rules, !!(mode & TETHER_MODE_SOCKETS)) < 0)

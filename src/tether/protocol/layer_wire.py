@@ -1,7 +1,7 @@
 """What a hooked process and the session say (layer/link/protocol.h): HELLO and its reply (the
 mode, the hook plan, the agent's socket, the outgoing rules), PLAN_REQUEST for a Go library
-loaded later, and RING_WAKE, RING_REQUEST and RING_REPLY about the trace ring (its layout and
-records: trace_wire.py)."""
+loaded later, RING_WAKE, RING_REQUEST and RING_REPLY about the trace ring (its layout and
+records: trace_wire.py), and EXEC_NOTICE before a hooked process execs a static program."""
 from __future__ import annotations
 
 import struct
@@ -16,14 +16,19 @@ MSG_PLAN_REPLY = 4
 MSG_RING_WAKE = 17  # layer -> session: its trace ring has records (the session said it sleeps)
 MSG_RING_REQUEST = 18  # layer -> session: a forked child's own trace ring (RING_REQUEST: its pid)
 MSG_RING_REPLY = 19  # session -> layer: no payload; the ring's memfd rides along
+MSG_EXEC_NOTICE = 20  # layer -> session, on a line of its own: this thread execs a static program next
+MSG_EXEC_NOTICE_REPLY = 21  # session -> layer: 0 (it waits for the exec) or why not (an errno)
 CAP_TRACE_RING = 1  # HELLO: the layer takes a trace ring with HELLO_REPLY
 MODE_TRACE = 1
 MODE_NET = 2
 MODE_DNS = 4
 MODE_SOCKETS = 8  # the agent hands out sockets made in the target: connects take one, connect it here
+MODE_INJECT = 16  # the session loads the layer into static programs hooked ones exec (EXEC_NOTICE first)
 HELLO = struct.Struct("<HHIii")  # version, reserved, capabilities, pid, ppid
 HELLO_REPLY = struct.Struct("<HHI")  # version, reserved, mode
 RING_REQUEST = struct.Struct("<iI")  # pid, reserved
+EXEC_NOTICE = struct.Struct("<ii")  # pid, tid; then the path
+EXEC_NOTICE_REPLY = struct.Struct("<iI")  # status, reserved
 
 
 class Hello(NamedTuple):
@@ -41,6 +46,14 @@ class HelloReply(NamedTuple):
     plan: str
     agent: str = ""  # the agent's socket, for CONNECT and OPEN (MODE_NET, MODE_DNS)
     rules: str = ""  # outgoing rules, layer/net/route.c's format (MODE_NET)
+
+
+class ExecNotice(NamedTuple):
+    """The thread tid of process pid is about to exec path, a static program."""
+
+    pid: int
+    tid: int
+    path: str
 
 
 class PlanRequest(NamedTuple):
@@ -128,3 +141,27 @@ def decode_ring_request(f: Frame) -> int:
 
 def encode_ring_reply(id: int) -> bytes:
     return encode_frame(MSG_RING_REPLY, b"", id=id)
+
+
+def encode_exec_notice(n: ExecNotice, id: int) -> bytes:
+    return encode_frame(MSG_EXEC_NOTICE, EXEC_NOTICE.pack(n.pid, n.tid) + pack_string(n.path), id=id)
+
+
+def decode_exec_notice(f: Frame) -> ExecNotice:
+    if f.type != MSG_EXEC_NOTICE or len(f.payload) < EXEC_NOTICE.size:
+        raise ProtocolError("malformed EXEC_NOTICE")
+    pid, tid = EXEC_NOTICE.unpack_from(f.payload)
+    path, pos = unpack_string(f.payload, EXEC_NOTICE.size, "path")
+    if pos != len(f.payload) or not path:
+        raise ProtocolError("malformed EXEC_NOTICE")
+    return ExecNotice(pid, tid, path)
+
+
+def encode_exec_notice_reply(status: int, id: int) -> bytes:
+    return encode_frame(MSG_EXEC_NOTICE_REPLY, EXEC_NOTICE_REPLY.pack(status, 0), id=id)
+
+
+def decode_exec_notice_reply(f: Frame) -> int:
+    if f.type != MSG_EXEC_NOTICE_REPLY or len(f.payload) != EXEC_NOTICE_REPLY.size:
+        raise ProtocolError("malformed EXEC_NOTICE_REPLY")
+    return EXEC_NOTICE_REPLY.unpack(f.payload)[0]

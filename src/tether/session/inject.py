@@ -23,10 +23,12 @@ After that no ptrace remains: the hooked path is the preloaded layer's. The prog
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import signal
 import struct
 import subprocess
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -35,7 +37,11 @@ from ..analysis.elf import ElfError, ElfFile
 
 PTRACE_TRACEME, PTRACE_CONT, PTRACE_DETACH = 0, 7, 17
 PTRACE_GETREGS, PTRACE_SETREGS, PTRACE_SETOPTIONS = 12, 13, 0x4200
+PTRACE_SEIZE, PTRACE_LISTEN = 0x4206, 0x4208
+PTRACE_O_TRACEEXEC = 0x10
 PTRACE_O_EXITKILL = 0x100000  # the program dies with tether if tether dies mid-load
+PTRACE_EVENT_EXEC, PTRACE_EVENT_STOP = 4, 128
+WALL = 0x40000000  # __WALL: wait for a tracee whatever its kind
 SYS_MMAP, SYS_MPROTECT, SYS_MUNMAP = 9, 10, 11
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 MAP_PRIVATE_ANONYMOUS = 0x22
@@ -46,6 +52,7 @@ PAGE = 4096
 STACK = 64 * 1024  # the layer's start-up needs a few KiB (frames of 4 KiB at most)
 TRAP = b"\x0f\x05\xcc"  # syscall; int3
 POLL_S = 0.001  # while the layer talks to the session: its start-up takes a few ms
+FAULTS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)  # the load's own doing: never passed on
 
 
 class InjectError(Exception):
@@ -169,7 +176,7 @@ class _Tracee:
         _ptrace(PTRACE_SETREGS, self.pid, 0, regs)
         _ptrace(PTRACE_CONT, self.pid, 0, 0)
         while True:
-            pid, status = os.waitpid(self.pid, os.WNOHANG if pump else 0)
+            pid, status = os.waitpid(self.pid, WALL | (os.WNOHANG if pump else 0))
             if pid == 0:
                 pump()
                 continue
@@ -180,6 +187,9 @@ class _Tracee:
             now = self.regs()
             if sig == signal.SIGTRAP and now.rip == trap + 1:
                 return now
+            if sig in FAULTS:
+                raise InjectError(f"the program faulted ({signal.Signals(sig).name} at {now.rip:#x}) while "
+                                  "the layer was loading; please report this as a tether bug")
             if sig != signal.SIGTRAP:
                 self.pending = sig  # the program's, later
             _ptrace(PTRACE_CONT, self.pid, 0, 0)
@@ -193,14 +203,22 @@ class _Tracee:
         return result - (1 << 64) if result >= (1 << 63) else result
 
 
-def load(pid: int, img: Image, layer_env: Mapping[str, str], pump: Callable[[], None] | None = None) -> None:
-    """Load the static layer into pid, stopped at its exec by PTRACE_TRACEME, and detach."""
+def load(pid: int, img: Image, layer_env: Mapping[str, str], pump: Callable[[], None] | None = None,
+         in_exec: bool = False) -> None:
+    """Load the static layer into pid, stopped at its exec, and detach. in_exec: the stop is
+    PTRACE_EVENT_EXEC's, inside execve (else the SIGTRAP after it, PTRACE_TRACEME's)."""
     t = _Tracee(pid)
     try:
         _ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_EXITKILL)
         start = t.regs()
         entry = start.rip
         saved = t.read(entry, len(TRAP))
+        if in_exec:
+            # Still inside execve, whose return would overwrite RAX: let it return onto an
+            # int3 at the entry, and start from there, as the kernel left the program.
+            t.write(entry, TRAP[2:])
+            start = t.run_to_trap(start, entry)
+            start.rip = entry
         t.write(entry, TRAP)
         env_block = _environment_block(0, layer_env)  # its size; written at its place below
         args = _page_up(len(env_block))
@@ -252,3 +270,72 @@ def spawn(argv: Sequence[str], executable: str, env: Mapping[str, str], layer: P
         proc.wait()
         raise
     return proc
+
+
+class ExecWatch:
+    """A hooked process's thread about to exec a static program (EXEC_NOTICE from
+    layer/exec/): attached with PTRACE_SEIZE by a thread of its own, which loads the layer
+    at the exec as spawn does, then lets go. Until the exec the process runs as before (its
+    signals are passed on); a failed exec leaves it attached until its next exec or its end
+    (execvp tries each directory of PATH). One whose exec brings another program than the
+    one noticed is let go as it is."""
+
+    def __init__(self, pid: int, tid: int, path: str, layer: Path, layer_env: Mapping[str, str]):
+        self.pid, self.tid, self.path = pid, tid, path
+        self.img, self.layer_env = image(layer), dict(layer_env)
+        self.failure = ""  # what went wrong, for the session to say
+        self._seized = threading.Event()
+        self._errno = 0
+        self.thread = threading.Thread(target=self._run, name=f"tether-exec-{tid}", daemon=True)
+
+    def start(self) -> int:
+        """Attach; 0, or the errno that kept it from attaching."""
+        self.thread.start()
+        self._seized.wait(5)
+        return self._errno if self._seized.is_set() else errno.ETIMEDOUT
+
+    @property
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            _ptrace(PTRACE_SEIZE, self.tid, 0, PTRACE_O_TRACEEXEC)
+        except OSError as e:
+            self._errno = e.errno or 1
+            return
+        finally:
+            self._seized.set()
+        who = self.tid
+        try:
+            while True:
+                try:
+                    _, status = os.waitpid(who, WALL)
+                except ChildProcessError:
+                    if who == self.pid:
+                        return
+                    who = self.pid  # a thread that is not the leader execs as the leader
+                    continue
+                if not os.WIFSTOPPED(status):
+                    return  # it ended
+                event, sig = status >> 16, os.WSTOPSIG(status)
+                if event == PTRACE_EVENT_EXEC:
+                    self._exec_stop(who)
+                    return
+                if event == PTRACE_EVENT_STOP:
+                    _ptrace(PTRACE_LISTEN, who, 0, 0)  # a group stop: it stays stopped, as it would
+                else:
+                    _ptrace(PTRACE_CONT, who, 0, sig)  # a signal for the program: delivered
+        except (OSError, InjectError) as e:
+            self.failure = f"process {self.pid} ({self.path}): the layer could not be loaded: {e}"
+
+    def _exec_stop(self, tid: int) -> None:
+        try:
+            same = os.path.samefile(f"/proc/{self.pid}/exe", self.path)
+        except OSError:
+            same = False
+        if not same:
+            _ptrace(PTRACE_DETACH, tid, 0, 0)
+            return
+        load(self.pid, self.img, self.layer_env, in_exec=True)
+

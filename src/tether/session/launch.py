@@ -12,6 +12,7 @@ from pathlib import Path
 from ..analysis import ELF_MAGIC, ElfError
 from ..analysis.cache import inspect_binary
 from ..layer import STATIC_LIBRARY_NAME, CannotHookError, go_plan, layer_path, preload_env
+from ..protocol import layer_wire
 from . import inject
 from .server import LayerServer
 
@@ -97,6 +98,10 @@ def run(argv: list[str], server: LayerServer, base_env: Mapping[str, str] | None
     path = resolve(argv[0])
     method = hook_method(path)
     base = os.environ if base_env is None else base_env
+    static_env, layer_env = injected_env(base, server.path)
+    # Static programs it execs get the layer at their exec too (EXEC_NOTICE, inject.ExecWatch).
+    server.inject_layer = (layer_path(STATIC_LIBRARY_NAME), layer_env)
+    server.mode |= layer_wire.MODE_INJECT
     # The terminal's ^C and ^\ reach the program directly; tether stays to report its end.
     old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)}
     exited = None
@@ -104,9 +109,8 @@ def run(argv: list[str], server: LayerServer, base_env: Mapping[str, str] | None
         # argv[0] as typed, as a shell passes it; the file found for it is what runs.
         executable = str(path.absolute())
         if method == "inject":
-            env, layer_env = injected_env(base, server.path)
             try:
-                proc = inject.spawn(argv, executable, env, layer_path(STATIC_LIBRARY_NAME), layer_env,
+                proc = inject.spawn(argv, executable, static_env, *server.inject_layer,
                                     pump=lambda: server.poll(inject.POLL_S))
             except inject.InjectError as e:
                 raise LaunchError(f"cannot hook {path}: {e}") from None
@@ -117,7 +121,9 @@ def run(argv: list[str], server: LayerServer, base_env: Mapping[str, str] | None
         for s in (signal.SIGTERM, signal.SIGHUP):
             old.setdefault(s, signal.signal(s, forward))
         exited = _exit_watch(proc.pid, server)
-        while proc.poll() is None:
+        # While the program is attached for an exec (it execs a static program itself), its
+        # stops are the watch's: waiting for it here would take them.
+        while server.watching(proc.pid) or proc.poll() is None:
             server.poll(0.05)
         exited = _unwatch(exited, server)  # readable from now on: it would wake every poll
         server.drain()

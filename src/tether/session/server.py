@@ -25,6 +25,7 @@ from ..analysis import ElfError
 from ..analysis.cache import inspect_binary
 from ..layer import CannotHookError, go_plan
 from ..protocol import layer_wire, trace_wire, wire
+from . import inject
 from .agent_link import AgentLink
 from .intake import Intake
 from .ring import Ring
@@ -61,6 +62,10 @@ class LayerServer:
         self.peers = 0
         self.frame_events = 0  # events that came as frames, not through a ring (a vfork child's)
         self._plans: dict[str, str] = {}
+        # Static programs that hooked ones exec get the layer at the exec (MODE_INJECT): the
+        # static layer and its environment (launch.run sets them), and one watch per process.
+        self.inject_layer: tuple[Path, dict[str, str]] | None = None
+        self.exec_watches: dict[int, inject.ExecWatch] = {}
         self.intake = Intake(on_event, on_hello, warn, self._drop, ring_size)
 
     @property
@@ -142,12 +147,54 @@ class LayerServer:
                 conn.sendall(wire.encode_error(wire.ErrorReply(errno.ENOBUFS, "no trace ring"), frame.id))
                 return
             self._reply_with_ring(conn, layer_wire.encode_ring_reply(frame.id), ring, pid)
+        elif frame.type == layer_wire.MSG_EXEC_NOTICE:
+            # On a line of its own, like RING_REQUEST: a thread about to exec a static program.
+            status = self._watch_exec(layer_wire.decode_exec_notice(frame))
+            conn.sendall(layer_wire.encode_exec_notice_reply(status, frame.id))
         elif frame.type == layer_wire.MSG_PLAN_REQUEST:
             req = layer_wire.decode_plan_request(frame)
             plan = self._plan_for(req.path, req.go_build_id, f"Go library {req.path}")
             conn.sendall(layer_wire.encode_plan_reply(plan, frame.id))
         else:
             raise wire.ProtocolError(f"unexpected frame type {frame.type}")
+
+    def _watch_exec(self, notice: layer_wire.ExecNotice) -> int:
+        """Attach to the thread about to exec a static program and load the layer at the exec
+        (inject.ExecWatch); 0, or the errno why the program will run unhooked (said here)."""
+        path = notice.path
+        who = f"process {notice.pid}"
+        try:
+            if not path.startswith("/"):
+                path = os.path.join(os.readlink(f"/proc/{notice.pid}/cwd"), path)
+            verdict = inspect_binary(path)["verdict"]
+        except (ElfError, OSError) as e:
+            self.warn(f"{who} execs {path}, which runs unhooked: {e}")
+            return errno.ENOEXEC
+        if verdict["hook"] != "inject" or self.inject_layer is None:
+            self.warn(f"{who} execs {path}, which runs unhooked: {verdict['reason']}")
+            return errno.ENOEXEC
+        watch = self.exec_watches.get(notice.pid)
+        if watch is not None and not watch.done:
+            return 0  # attached already: the exec before this one failed (execvp goes on along PATH)
+        watch = inject.ExecWatch(notice.pid, notice.tid, path, *self.inject_layer)
+        err = watch.start()
+        if err:
+            self.warn(f"{who} execs {path}, which runs unhooked: cannot attach to it ({os.strerror(err)})")
+            return err
+        self.exec_watches[notice.pid] = watch
+        return 0
+
+    def watching(self, pid: int) -> bool:
+        """Whether pid is attached, waiting for its exec: its stops are the watch's to wait for."""
+        watch = self.exec_watches.get(pid)
+        return watch is not None and not watch.done
+
+    def _reap_watches(self) -> None:
+        for pid, watch in list(self.exec_watches.items()):
+            if watch.done:
+                del self.exec_watches[pid]
+                if watch.failure:
+                    self.warn(watch.failure)
 
     def _wait(self, timeout: float) -> list:
         """select() for up to `timeout`, returning early when a ring has records, or decoding
@@ -191,6 +238,8 @@ class LayerServer:
         busy |= self.intake.collect()
         if self.intake.decode_due():
             busy |= self.intake.decode(DECODE_SECONDS)
+        if self.exec_watches:
+            self._reap_watches()
         if busy:
             self.on_batch()
         return busy
