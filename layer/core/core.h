@@ -98,6 +98,9 @@ int tether_hex_bytes(const char **s, unsigned char *out, unsigned n);
  * tether_self_init once at start. */
 int tether_current_pid(void);
 extern unsigned tether_self_gen;
+/* The injected build (TETHER_NO_TLS): 1 where FS is Go's own (a static
+ * program), so the thread-id cache may live in m.tls. */
+extern int tether_self_fs_cache;
 void tether_self_init(void);
 void tether_self_forked(void);
 int tether_self_pid(void); /* the process whose memory this is */

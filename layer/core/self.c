@@ -58,9 +58,13 @@ void tether_self_forked(void)
  * lives (-8(FS): settls adds 8 to &m.tls[0]); m.tls has 6 slots and
  * linux/amd64 uses only the first (Go 1.19-1.27, runtime2.go tlsSlots).
  * The cache takes the next two: 0(FS) pid and tid, 8(FS) the generation.
- * No call reaches the dispatcher before rt0_go's settls. */
+ * No call reaches the dispatcher before rt0_go's settls.  A Go program
+ * with libc, attached to while it runs, has glibc's TCB at FS instead: no
+ * cache there (tether_self_fs_cache 0). */
 #define FS_IDS 0
 #define FS_GEN 8
+
+int tether_self_fs_cache;
 
 static unsigned long fs_load(unsigned long offset)
 {
@@ -80,6 +84,11 @@ void tether_self_ids(int *pid, int *tid)
 	unsigned gen = __atomic_load_n(&tether_self_gen, __ATOMIC_ACQUIRE);
 	unsigned long ids;
 
+	if (!tether_self_fs_cache) {
+		*pid = tether_current_pid();
+		*tid = (int)tether_raw_syscall6(SYS_gettid, 0, 0, 0, 0, 0, 0);
+		return;
+	}
 	if (fs_load(FS_GEN) == gen) {
 		ids = fs_load(FS_IDS);
 		*pid = (int)(unsigned)ids;

@@ -58,7 +58,9 @@ tether_go_funnel:			/* R11 = the runtime's record */
 	movq	%rcx, %rsi		/* a2 */
 	movq	%rbx, %rdi		/* a1 */
 	syscall				/* num already in AX */
-.Lresult:
+	.globl	tether_go_result
+	.hidden	tether_go_result
+tether_go_result:
 	/* As the funnel: CMPQ AX, $0xfffffffffffff001; JLS ok.  So only
 	 * results above -4095 unsigned are errors. */
 	cmpq	$-4095, %rax
@@ -127,8 +129,21 @@ tether_go_funnel:			/* R11 = the runtime's record */
 	xorps	%xmm15, %xmm15		/* X15 = 0, ABIInternal's zero register */
 	movq	SPILL+0(%rsp), %rax	/* result */
 	movq	S_A3(%rsp), %rdx	/* the kernel leaves DX (a3) as it was */
-	jmp	.Lresult
+	jmp	tether_go_result
 	.size	tether_go_funnel, . - tether_go_funnel
+
+/* tether trace -p: a thread that was blocked in the funnel's own SYSCALL
+ * (funnel+14: Go 1.21+'s netpoller waits in EpollWait through the funnel)
+ * when the layer patched it resumes here instead of at funnel+14, now a
+ * jump: the injector sets RIP to tether_go_result when the call is done,
+ * or here with RAX = the call's number when the kernel would restart it. */
+	.globl	tether_go_restart
+	.hidden	tether_go_restart
+	.type	tether_go_restart, @function
+tether_go_restart:
+	syscall
+	jmp	tether_go_result
+	.size	tether_go_restart, . - tether_go_restart
 
 /* Reached from funnel+14 (through the runtime's stub: R11 = its record)
  * when entersyscall returns: the goroutine is in _Gsyscall, its P may be
@@ -161,7 +176,7 @@ tether_go_entered:
 tether_go_exited:
 	movq	SPILL+0(%rsp), %rax	/* result */
 	movq	S_A3(%rsp), %rdx
-	jmp	.Lresult
+	jmp	tether_go_result
 	.size	tether_go_exited, . - tether_go_exited
 
 /* tether_go_vfork replaces syscall.rawVforkSyscall (ABI0, NOSPLIT|NOFRAME):

@@ -30,4 +30,10 @@ int tether_go_hook(const struct tether_module *m, const char *plans);
 void tether_go_modules_start(const char *env_plans);
 void tether_go_hook_new_modules(void);
 
+/* amd64.S: the funnel's tail (its result to Go's registers, ret) and the
+ * same after the syscall made again: where the injector resumes a thread
+ * that was inside the funnel's SYSCALL when it attached (tether trace -p). */
+void tether_go_result(void);
+void tether_go_restart(void);
+
 #endif

@@ -1,6 +1,7 @@
 /* protocol.h - the wire between the layer and the session.
  *
- * Mirrored by src/tether/protocol/wire.py; tests/test_protocol.py compiles
+ * Mirrored by src/tether/protocol/ (wire.py and one module per family of
+ * messages); tests/test_protocol.py compiles
  * this header and checks that sizes, offsets and numbers agree.  Every frame
  * starts with struct tether_frame; all integers are little-endian (the layer
  * only runs on x86-64).  The layer talks over a unix SOCK_SEQPACKET socket,

@@ -45,7 +45,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if "program" in args:
         if args.program[:1] == ["--"]:  # the -- that ends tether's options (REMAINDER keeps it)
             del args.program[0]
-        if not args.program:
+        if not args.program and getattr(args, "pid", None) is None:  # trace -p needs none
             args.parser.error(f"no PROGRAM: give it after the options, "
                               f"e.g. `{args.parser.prog} -- ./program`")
     return args

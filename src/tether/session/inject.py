@@ -29,15 +29,18 @@ import signal
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 from ..analysis.elf import ElfError, ElfFile
 
 PTRACE_TRACEME, PTRACE_CONT, PTRACE_DETACH = 0, 7, 17
 PTRACE_GETREGS, PTRACE_SETREGS, PTRACE_SETOPTIONS = 12, 13, 0x4200
-PTRACE_SEIZE, PTRACE_LISTEN = 0x4206, 0x4208
+PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_LISTEN = 0x4206, 0x4207, 0x4208
+AT_ENTRY = 9
 PTRACE_O_TRACEEXEC = 0x10
 PTRACE_O_EXITKILL = 0x100000  # the program dies with tether if tether dies mid-load
 PTRACE_EVENT_EXEC, PTRACE_EVENT_STOP = 4, 128
@@ -50,6 +53,11 @@ DT_RELA, DT_RELASZ = 7, 8
 R_X86_64_RELATIVE = 8
 PAGE = 4096
 STACK = 64 * 1024  # the layer's start-up needs a few KiB (frames of 4 KiB at most)
+OUT = struct.Struct("<5Q")  # struct tether_inject_out: tap, handlers, handlers_size, go_result, go_restart
+ERESTART = (-512, -513, -514)  # ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND: made again on resume
+ERESTART_RESTARTBLOCK, SYS_RESTART_SYSCALL = -516, 219
+FUNNEL_PATCHED = 42  # the funnel's three 14-byte jumps, at +0, +14 and +28 (go/hook.c)
+SYSCALL_END = 14  # funnel+14: just after its SYSCALL, where a thread blocked in it sits
 TRAP = b"\x0f\x05\xcc"  # syscall; int3
 POLL_S = 0.001  # while the layer talks to the session: its start-up takes a few ms
 FAULTS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)  # the load's own doing: never passed on
@@ -159,9 +167,7 @@ class _Tracee:
         os.close(self.mem)
 
     def regs(self) -> Regs:
-        r = Regs()
-        _ptrace(PTRACE_GETREGS, self.pid, 0, r)
-        return r
+        return _regs(self.pid)
 
     def write(self, addr: int, data: bytes) -> None:
         if os.pwrite(self.mem, data, addr) != len(data):
@@ -203,6 +209,50 @@ class _Tracee:
         return result - (1 << 64) if result >= (1 << 63) else result
 
 
+class Hooks(NamedTuple):
+    """Where the loaded layer's hooks are switched off (layer/start/inject.c's out)."""
+
+    tap: int
+    handlers: int
+    handlers_size: int
+    go_result: int  # the funnel's tail, in the layer (go/amd64.S)
+    go_restart: int  # the same after making the syscall again
+
+
+def _load(t: _Tracee, at: int, start: Regs, img: Image, layer_env: Mapping[str, str],
+          pump: Callable[[], None] | None) -> Hooks:
+    """With t stopped and start its registers: map, relocate and start the layer, making
+    the syscalls this needs from `syscall; int3` written at `at` (code the program never runs
+    again: its entry point). The code there and the registers are put back after."""
+    saved = t.read(at, len(TRAP))
+    t.write(at, TRAP)
+    try:
+        env_block = _environment_block(0, layer_env)  # its size; written at its place below
+        args = _page_up(len(env_block) + OUT.size)
+        size = img.span + args + STACK
+        base = t.syscall(at, SYS_MMAP, 0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE_ANONYMOUS, -1, 0)
+        if base < 0:
+            raise InjectError(f"mmap in the program failed: {os.strerror(-base)}")
+        env_at, out_at = base + img.span, base + img.span + args - OUT.size
+        t.write(base, img.relocated(base))
+        t.write(env_at, _environment_block(env_at, layer_env))
+        for offset, length, prot in img.protections:
+            err = t.syscall(at, SYS_MPROTECT, base + offset, length, prot)
+            if err < 0:
+                raise InjectError(f"mprotect in the program failed: {os.strerror(-err)}")
+        call = Regs.from_buffer_copy(start)
+        top = base + size - 16
+        t.write(top - 8, struct.pack("<Q", at + 2))  # the return address: the int3
+        call.rsp, call.rip, call.rdi, call.rsi, call.rax = top - 8, base + img.entry, env_at, out_at, 0
+        t.run_to_trap(call, at + 2, pump)
+        hooks = Hooks(*OUT.unpack(t.read(out_at, OUT.size)))
+        t.syscall(at, SYS_MUNMAP, base + img.span + args, STACK)  # the environment stays: exec/ keeps it
+    finally:
+        t.write(at, saved)
+    _ptrace(PTRACE_SETREGS, t.pid, 0, start)
+    return hooks
+
+
 def load(pid: int, img: Image, layer_env: Mapping[str, str], pump: Callable[[], None] | None = None,
          in_exec: bool = False) -> None:
     """Load the static layer into pid, stopped at its exec, and detach. in_exec: the stop is
@@ -212,34 +262,15 @@ def load(pid: int, img: Image, layer_env: Mapping[str, str], pump: Callable[[], 
         _ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_EXITKILL)
         start = t.regs()
         entry = start.rip
-        saved = t.read(entry, len(TRAP))
         if in_exec:
             # Still inside execve, whose return would overwrite RAX: let it return onto an
             # int3 at the entry, and start from there, as the kernel left the program.
+            saved = t.read(entry, 1)
             t.write(entry, TRAP[2:])
             start = t.run_to_trap(start, entry)
             start.rip = entry
-        t.write(entry, TRAP)
-        env_block = _environment_block(0, layer_env)  # its size; written at its place below
-        args = _page_up(len(env_block))
-        size = img.span + args + STACK
-        base = t.syscall(entry, SYS_MMAP, 0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE_ANONYMOUS, -1, 0)
-        if base < 0:
-            raise InjectError(f"mmap in the program failed: {os.strerror(-base)}")
-        t.write(base, img.relocated(base))
-        t.write(base + img.span, _environment_block(base + img.span, layer_env))
-        for offset, length, prot in img.protections:
-            err = t.syscall(entry, SYS_MPROTECT, base + offset, length, prot)
-            if err < 0:
-                raise InjectError(f"mprotect in the program failed: {os.strerror(-err)}")
-        call = Regs.from_buffer_copy(start)
-        top = base + size - 16
-        t.write(top - 8, struct.pack("<Q", entry + 2))  # the return address: the int3
-        call.rsp, call.rip, call.rdi, call.rax = top - 8, base + img.entry, base + img.span, 0
-        t.run_to_trap(call, entry + 2, pump)
-        t.syscall(entry, SYS_MUNMAP, base + img.span + args, STACK)  # the environment stays: exec/ keeps it
-        t.write(entry, saved)
-        _ptrace(PTRACE_SETREGS, pid, 0, start)
+            t.write(entry, saved)
+        _load(t, entry, start, img, {**layer_env, "TETHER_INJECT_FS": "go"}, pump)  # FS is Go's here
         _ptrace(PTRACE_DETACH, pid, 0, t.pending)
     finally:
         t.close()
@@ -339,3 +370,147 @@ class ExecWatch:
             return
         load(self.pid, self.img, self.layer_env, in_exec=True)
 
+
+
+class Attached:
+    """A running Go program the layer was loaded into by attach(). detach() switches its
+    hooks off while it runs: the trampolines then pass every call straight to the kernel,
+    as a hooked program with nothing to do does."""
+
+    def __init__(self, pid: int, hooks: Hooks):
+        self.pid, self.hooks = pid, hooks
+
+    def detach(self) -> None:
+        """Tap and handler slots to zero, one aligned word at a time (a thread reading one
+        sees the old function or none, both valid): tracing stops at once."""
+        try:
+            mem = os.open(f"/proc/{self.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # it has ended
+        try:
+            os.pwrite(mem, bytes(8), self.hooks.tap)
+            table = os.pread(mem, self.hooks.handlers_size, self.hooks.handlers)
+            for at in range(0, len(table), 8):
+                if table[at:at + 8] != bytes(8):
+                    os.pwrite(mem, bytes(8), self.hooks.handlers + at)
+        except OSError as e:
+            if e.errno != errno.ESRCH:
+                raise
+        finally:
+            os.close(mem)
+
+
+def read_memory(pid: int, addr: int, n: int) -> bytes:
+    """n bytes of pid's memory at addr (as root, or as its tracer)."""
+    fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, n, addr)
+    finally:
+        os.close(fd)
+
+
+def entry_of(pid: int) -> int:
+    """Where pid's program starts, as loaded (AT_ENTRY)."""
+    return _auxv(pid, AT_ENTRY)
+
+
+def _auxv(pid: int, key: int) -> int:
+    data = Path(f"/proc/{pid}/auxv").read_bytes()
+    for k, v in struct.iter_unpack("<QQ", data[:len(data) // 16 * 16]):
+        if k == key:
+            return v
+    raise InjectError(f"process {pid} has no auxv entry {key}")
+
+
+def _stop_all(pid: int) -> dict[int, int]:
+    """Every thread of pid attached (PTRACE_SEIZE) and stopped (PTRACE_INTERRUPT): tid -> a
+    signal it stopped with, to deliver when it is let go (0: none)."""
+    threads: dict[int, int] = {}
+    while True:  # threads may start while the others are being stopped
+        new = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) not in threads]
+        if not new:
+            break
+        for tid in new:
+            try:
+                _ptrace(PTRACE_SEIZE, tid, 0, 0)
+                _ptrace(PTRACE_INTERRUPT, tid, 0, 0)
+            except OSError as e:
+                if e.errno != errno.ESRCH:  # a thread that just ended
+                    _let_go(threads)
+                    raise
+                continue
+            threads[tid] = 0
+    for tid in list(threads):
+        _, status = os.waitpid(tid, WALL)
+        if not os.WIFSTOPPED(status):
+            del threads[tid]
+        elif status >> 16 != PTRACE_EVENT_STOP:
+            threads[tid] = os.WSTOPSIG(status)  # a signal on its way: it is the thread's
+    return threads
+
+
+def _let_go(threads: Mapping[int, int]) -> None:
+    for tid, sig in threads.items():
+        try:
+            _ptrace(PTRACE_DETACH, tid, 0, sig)
+        except OSError:
+            pass  # it ended meanwhile
+
+
+def attach(pid: int, layer: Path, layer_env: Mapping[str, str], funnel: int, patched: Sequence[tuple[int, int]],
+           static: bool, pump: Callable[[], None] | None = None, tries: int = 50) -> Attached:
+    """Load the layer into the running Go program pid (every thread stopped meanwhile) and let
+    it go on. funnel: the address of the Go syscall funnel, whose first 42 bytes the layer
+    patches; patched: other ranges it patches (vfork's). A thread in the middle of them is
+    let run a moment, up to `tries` times; one blocked in the funnel's own SYSCALL (Go's
+    netpoller is, in 1.21+) goes on from the layer's copy of the funnel's tail. static: FS is
+    Go's own (a static program)."""
+    img = image(layer)
+    entry = entry_of(pid)
+    env = {**layer_env, "TETHER_INJECT_FS": "go"} if static else dict(layer_env)
+    for _ in range(tries):
+        threads = _stop_all(pid)
+        if not threads:
+            raise InjectError(f"process {pid} has ended")
+        try:
+            regs = {tid: _regs(tid) for tid in threads}
+            in_syscall = [tid for tid, r in regs.items() if r.rip == funnel + SYSCALL_END and r.orig_rax < 1 << 63]
+            midway = [tid for tid, r in regs.items() if tid not in in_syscall and
+                      any(lo < r.rip < hi for lo, hi in [(funnel, funnel + FUNNEL_PATCHED), *patched])]
+            if not midway:
+                leader = pid if pid in threads else next(iter(threads))
+                t = _Tracee(leader)
+                try:
+                    hooks = _load(t, entry, regs[leader], img, env, pump)
+                finally:
+                    threads[leader] = threads[leader] or t.pending
+                    t.close()
+                for tid in in_syscall:
+                    _go_on_after_funnel(tid, regs[tid] if tid != leader else _regs(tid), hooks)
+                return Attached(pid, hooks)
+        finally:
+            _let_go(threads)
+        time.sleep(0.02)
+    raise InjectError(f"a thread of process {pid} stays in the middle of the Go function tether patches; "
+                      "try again, or start the program under tether")
+
+
+def _go_on_after_funnel(tid: int, r: Regs, hooks: Hooks) -> None:
+    """A thread stopped in the funnel's SYSCALL, whose next instruction is now a jump: it goes
+    on in the layer's copy of the funnel's tail, its syscall made again first if the kernel
+    would have (the restart the kernel would do at funnel+12 is done from there)."""
+    result = r.rax - (1 << 64) if r.rax >= 1 << 63 else r.rax
+    if result in ERESTART:
+        r.rax, r.rip = r.orig_rax, hooks.go_restart
+    elif result == ERESTART_RESTARTBLOCK:
+        r.rax, r.rip = SYS_RESTART_SYSCALL, hooks.go_restart
+    else:
+        r.rip = hooks.go_result
+    r.orig_rax = (1 << 64) - 1  # the kernel's own restart would go back into the patched bytes
+    _ptrace(PTRACE_SETREGS, tid, 0, r)
+
+
+def _regs(tid: int) -> Regs:
+    r = Regs()
+    _ptrace(PTRACE_GETREGS, tid, 0, r)
+    return r

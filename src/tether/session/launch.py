@@ -6,6 +6,7 @@ import selectors
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -134,3 +135,63 @@ def run(argv: list[str], server: LayerServer, base_env: Mapping[str, str] | None
         for s, handler in old.items():
             signal.signal(s, handler)
 
+
+
+def attach(pid: int, server: LayerServer, duration: float | None = None,
+           started: Callable[[int], None] = lambda pid: None) -> int:
+    """Serve the running Go program pid with the layer loaded into it (inject.attach), until
+    ^C, `duration` seconds or its end; then switch its hooks off and let it run on as before.
+    Returns 0; LaunchError when it cannot be attached to (the reason names the fix)."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+        report = inspect_binary(exe)
+    except FileNotFoundError:
+        raise LaunchError(f"no process {pid}") from None
+    except PermissionError:
+        raise LaunchError(f"process {pid}: not permitted to look at it; run tether as root") from None
+    except (ElfError, OSError) as e:
+        raise LaunchError(f"process {pid}: {e}") from None
+    verdict = report["verdict"]
+    if report["go"] is None or not verdict["supported"]:
+        why = verdict["reason"] if report["go"] is not None else "not a Go program"
+        raise LaunchError(f"cannot attach to process {pid} ({exe}): {why}; tether attaches to Go programs "
+                          f"only: start it under tether instead (tether trace -- {Path(exe).name} ...)")
+    with open(exe, "rb") as f:
+        header = f.read(64)
+    bias = inject.entry_of(pid) - int.from_bytes(header[24:32], "little")  # e_entry: its load bias
+    hooks = {h["role"]: bias + h["address"] for h in report["hooks"]}
+    patched = [(hooks["vfork"], hooks["vfork"] + 14)] if "vfork" in hooks else []
+    funnel_code = next(h["code"] for h in report["hooks"] if h["role"] == "syscall-funnel")
+    if inject.read_memory(pid, hooks["syscall-funnel"], 6).hex() != funnel_code[:12]:
+        # The layer would refuse a funnel that is not the plan's, and end the program: say so here.
+        raise LaunchError(f"process {pid} was hooked by tether before (its Go syscall entry is patched; the "
+                          "hooks were switched off when that tether detached); attaching again is not "
+                          "supported: restart the program to trace it again")
+    _, layer_env = injected_env(os.environ, server.path)
+    server.inject_layer = (layer_path(STATIC_LIBRARY_NAME), layer_env)
+    server.mode |= layer_wire.MODE_INJECT
+    stop = []
+    old = {s: signal.signal(s, lambda sig, _frame: stop.append(sig)) for s in (signal.SIGINT, signal.SIGTERM)}
+    exited = None
+    try:
+        try:
+            attached = inject.attach(pid, *server.inject_layer, hooks["syscall-funnel"], patched,
+                                     report["linkage"] == "static", pump=lambda: server.poll(inject.POLL_S))
+        except PermissionError:
+            raise LaunchError(f"ptrace refused attaching to process {pid}: run tether as root (CAP_SYS_PTRACE), "
+                              "or allow it (sysctl kernel.yama.ptrace_scope=0 or 1)") from None
+        except (inject.InjectError, OSError) as e:
+            raise LaunchError(f"cannot attach to process {pid}: {e}") from None
+        started(pid)
+        exited = _exit_watch(pid, server)
+        end = None if duration is None else time.monotonic() + duration
+        while not stop and (end is None or time.monotonic() < end) and os.path.exists(f"/proc/{pid}/exe"):
+            server.poll(0.05 if end is None else max(0.0, min(0.05, end - time.monotonic())))
+        attached.detach()
+        exited = _unwatch(exited, server)
+        server.drain(quiet=0.2)
+        return 0
+    finally:
+        _unwatch(exited, server)
+        for s, handler in old.items():
+            signal.signal(s, handler)

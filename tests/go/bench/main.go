@@ -7,11 +7,14 @@
 //	bench getppid N     N syscall.Syscall(SYS_GETPPID, 0, 0, 0)
 //	bench rawgetppid N  N syscall.RawSyscall(SYS_GETPPID, 0, 0, 0) (the funnel, no entersyscall)
 //
-// A warm-up of N/10 calls (at most 10000) runs first, untimed.
+// A warm-up of N/10 calls (at most 10000) runs first, untimed. With a third argument,
+// "wait", it then prints "ready" and waits for a line on stdin before the timed loop (for
+// bench/attach.py, which attaches and detaches meanwhile).
 // It imports net, so a cgo-enabled build links libc dynamically and can take LD_PRELOAD.
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -23,8 +26,8 @@ import (
 var _ = net.IPv4len // links libc through the net package in cgo builds
 
 func main() {
-	if len(os.Args) != 3 {
-		fail("usage: bench read|getppid|rawgetppid N")
+	if len(os.Args) != 3 && (len(os.Args) != 4 || os.Args[3] != "wait") {
+		fail("usage: bench read|getppid|rawgetppid N [wait]")
 	}
 	n, err := strconv.Atoi(os.Args[2])
 	if err != nil || n <= 0 {
@@ -69,6 +72,12 @@ func main() {
 		warm = 10000
 	}
 	loop(warm)
+	if len(os.Args) == 4 {
+		fmt.Println("ready")
+		if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+			fail("waiting for a line on stdin: " + err.Error())
+		}
+	}
 	start := time.Now()
 	loop(n)
 	elapsed := time.Since(start)

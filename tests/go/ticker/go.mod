@@ -1,0 +1,3 @@
+module tether.test/ticker
+
+go 1.19
