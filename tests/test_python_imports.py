@@ -30,7 +30,7 @@ MAY_IMPORT = {
     "session": {"protocol", "fdpass", "analysis", "layer"},
     "targets": {"protocol", "session", "agent"},
     "demo": set(),  # runs `tether exec` as a command
-    "cli": {"tether", "protocol", "analysis", "config", "trace", "agent", "session", "targets", "demo"},
+    "cli": {"tether", "protocol", "analysis", "config", "trace", "agent", "session", "targets", "demo", "layer"},
     "__main__": {"cli", "targets"},
 }
 

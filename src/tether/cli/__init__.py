@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from .. import __version__
-from . import agent, config, demo, exec, inspect, trace
+from . import agent, completion, config, demo, doctor, exec, inspect, trace
 from .parsing import DocstringFormatter, missing_command
 
 
@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
       tether trace -- PROGRAM   every syscall through tether's hooks
       tether inspect BINARY     what tether sees in a binary and whether it can hook it
       tether demo               see it work, in a throwaway namespace (root)
+      tether doctor             what this machine offers tether, and the fix for what it lacks
     Go programs are hooked at their own syscall entry, programs using libc (C, Python, curl,
     ...) at libc's entry points for sockets, I/O, files, name lookups, fork and exec.
     """
@@ -30,15 +31,22 @@ def main(argv: list[str] | None = None) -> None:
 def parse(argv: list[str]) -> argparse.Namespace:
     """The command line: args.run(args) runs the command, args.parser reports its usage errors.
     Usage errors exit 2 with the reason; --help and --version exit 0."""
+    return _checked(*parser().parse_known_args(argv))
+
+
+def parser() -> argparse.ArgumentParser:
+    """The whole command line's parser."""
     top = argparse.ArgumentParser(prog="tether", description=main.__doc__,
                                   formatter_class=DocstringFormatter, allow_abbrev=False)
     top.add_argument("--version", action="version", version=f"tether, version {__version__}")
-    top.set_defaults(run=missing_command, parser=top)
+    top.set_defaults(run=missing_command, parser=top, top=top)  # top: for completion.py
     commands = top.add_subparsers(title="commands", metavar="COMMAND", help="`tether COMMAND -h` tells more")
-    for command in (exec, trace, inspect, agent, demo, config):
+    for command in (exec, trace, inspect, agent, demo, doctor, config, completion):
         command.add_to(commands)
+    return top
 
-    args, unknown = top.parse_known_args(argv)
+
+def _checked(args: argparse.Namespace, unknown: list[str]) -> argparse.Namespace:
     if unknown:  # argparse would show the top usage for a command's unknown options: show the command's
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)} "
                           f"(`{args.parser.prog} -h` lists the options)")

@@ -18,12 +18,19 @@ def add_to(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    """The settings of `tether exec`: where they come from, and the file's schema."""
+    """The settings of `tether exec`: where they come from, and the file's schema.
+
+      tether config show
+      tether config schema
+    """
     missing_command(args)
 
 
 def schema(args: argparse.Namespace) -> None:
-    """Print the JSON schema of tether.toml (for editors and validators)."""
+    """Print the JSON schema of tether.toml (for editors and validators).
+
+      tether config schema > tether.schema.json
+    """
     import json
 
     from .. import config
@@ -32,7 +39,10 @@ def schema(args: argparse.Namespace) -> None:
 
 
 def show(args: argparse.Namespace) -> None:
-    """Print the settings `tether exec` would use here (before its flags) and their sources."""
+    """Print the settings `tether exec` would use here (before its flags) and their sources.
+
+      TETHER_TARGET=netns:blue tether config show
+    """
     import json
     import os
 

@@ -17,6 +17,9 @@ def add_to(commands) -> None:
 def run(args: argparse.Namespace) -> None:
     """See tether work: a throwaway namespace, a client run under `tether exec` (root).
 
+      sudo tether demo
+      sudo tether demo --client python
+
     Makes a network namespace holding an HTTP service, a host name and an environment variable
     that exist only there, runs a small client with `tether exec --target netns:...` (Go when a
     toolchain is found: `go` on PATH, Debian's golang-1.19-go or TETHER_DEMO_GO; else Python),

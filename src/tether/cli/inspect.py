@@ -21,6 +21,9 @@ def add_to(commands) -> None:
 def run(args: argparse.Namespace) -> None:
     """Report BINARY's ELF facts, Go version and hook plan, and whether tether can hook it.
 
+      tether inspect ./server
+      tether inspect --json --no-cache "$(command -v gofmt)" | jq .verdict
+
     The hook plan lists the Go functions the layer patches (the syscall entry every Go
     syscall reaches, for the binary's Go version) and the runtime functions its trampolines
     call, with addresses read from the binary's own function table: stripped binaries get

@@ -36,7 +36,8 @@ class DemoError(Exception):
     pass
 
 
-def _go() -> str | None:
+def find_go() -> str | None:
+    """The go command the demo builds its client with, or None."""
     chosen = os.environ.get("TETHER_DEMO_GO")
     if chosen:
         if not (Path(chosen).is_file() and os.access(chosen, os.X_OK)):
@@ -76,7 +77,7 @@ def run(say, client: str = "auto") -> int:
     if not shutil.which("ip"):
         say("the demo needs the `ip` command (Debian/Ubuntu: apt install iproute2)")
         return 2
-    go = _go() if client != "python" else None
+    go = find_go() if client != "python" else None
     if client == "go" and go is None:
         say("--client go: no Go toolchain was found (`go` on PATH, or TETHER_DEMO_GO=/path/to/go)")
         return 2
