@@ -20,7 +20,7 @@ def add_to(commands) -> None:
     p = add_command(commands, "exec", run, usage=PROGRAM_USAGE)
     p.add_argument("-t", "--target", dest="target_spec", metavar="TARGET",
                    help="Where the program's network, DNS and environment come from: netns:NAME, pid:PID, "
-                        "tcp://HOST:PORT or unix:PATH.")
+                        "container:NAME (podman:, docker:), tcp://HOST:PORT or unix:PATH.")
     p.add_argument("--token-file", type=file_argument, metavar="FILE",
                    help="The token of a tcp:// or unix: agent (the file it was started with).")
     p.add_argument("--local", dest="local_rules", action="append", metavar="SPEC",
@@ -70,8 +70,10 @@ def run(args: argparse.Namespace) -> None:
       netns:NAME   a namespace from `ip netns add` (root); /etc/netns/NAME/ files such as
                    resolv.conf, hosts and environment are the target's
       pid:PID      the network, UTS and mount namespaces of a running process, e.g. a
-                   container's (`docker inspect -f '{{.State.Pid}}' NAME`; root); its files
-                   and its own environment are the target's
+                   container's (root); its files and its own environment are the target's
+      container:NAME, podman:NAME, docker:NAME
+                   a running container by name or id: the runtime is asked for its main
+                   process, then as pid: (container: asks podman, then docker)
       tcp://HOST:PORT, unix:PATH
                    a `tether agent --listen ... --token-file FILE` running there; give the
                    same token file with --token-file. Over TCP the agent relays each
