@@ -91,7 +91,7 @@ def test_file_then_environment_then_flag(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ('remot = ["10.0.0.0/8"]\n', "unknown key 'remot'; did you mean 'remote'?"),
     ('env-exclude = ["A*"]\n', "unknown key 'env-exclude'; did you mean 'env_exclude'?"),
-    ('zzz = 1\n', "unknown key 'zzz'; valid keys: target, token_file, local"),
+    ('zzz = 1\n', "unknown key 'zzz'; valid keys: target, token_file, ssh_option, local"),
     ('local = "10.0.0.0/8"\n', "local must be a list of strings, not '10.0.0.0/8'"),
     ('dns = "no"\n', "dns must be true or false"),
     ('[env]\nA = 1\n', "env must be a table of strings"),

@@ -34,9 +34,11 @@ class Key(NamedTuple):
 KEYS = [
     Key("target", "target_spec", "--target", "string",
         "Where the program's network, DNS and environment come from: netns:NAME, pid:PID, "
-        "tcp://HOST:PORT or unix:PATH."),
+        "container:NAME, ssh://[USER@]HOST[:PORT], tcp://HOST:PORT or unix:PATH."),
     Key("token_file", "token_file", "--token-file", "string",
         "The token of a tcp:// or unix: agent: the file it was started with (never the token itself)."),
+    Key("ssh_option", "ssh_options", "--ssh-option", "list", "Options for ssh with an ssh:// target, each as "
+        "ssh's -o takes it (ConnectTimeout=5).", ()),
     Key("local", "local_rules", "--local", "list", "Destinations that stay on this machine (SPEC: ADDRESS, "
         "CIDR or HOST, each with an optional :PORT).", ()),
     Key("remote", "remote_rules", "--remote", "list", "The only destinations that go out from the target.", ()),

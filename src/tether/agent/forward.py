@@ -357,14 +357,19 @@ class ForwardLink(Link):
             os.close(fd)
 
 
-def serving(remote_args: tuple[Address, bytes, str, str]):
-    """What the forked child runs: connect to the agent, then serve the session and layers."""
+def serving(remote_args: tuple[Address, bytes, str, str], prepare: Callable[[], str | None] | None = None):
+    """What the forked child runs: connect to the agent, then serve the session and layers.
+    prepare: run first (ssh: start the agent there); a string it returns is why not."""
     from .server import serve_fd
 
     async def serve(session_fd: int, listen_fd: int, pending: list, accepted: list) -> None:
         assert not pending and not accepted, "a stand-in reads nothing before it serves"
         remote = Remote(*remote_args)
-        await remote.start()  # if it fails, the session's hello gets the reason and tether stops
+        why = prepare() if prepare else None
+        if why:
+            remote.down = Unreachable(errno.EHOSTUNREACH, why)
+        else:
+            await remote.start()  # if it fails, the session's hello gets the reason and tether stops
         await serve_fd(session_fd, lambda: {}, listen_fd, make_link=lambda sock: ForwardLink(sock, remote))
 
     return serve

@@ -20,9 +20,11 @@ def add_to(commands) -> None:
     p = add_command(commands, "exec", run, usage=PROGRAM_USAGE)
     p.add_argument("-t", "--target", dest="target_spec", metavar="TARGET",
                    help="Where the program's network, DNS and environment come from: netns:NAME, pid:PID, "
-                        "container:NAME (podman:, docker:), tcp://HOST:PORT or unix:PATH.")
+                        "container:NAME (podman:, docker:), ssh://[USER@]HOST[:PORT], tcp://HOST:PORT or unix:PATH.")
     p.add_argument("--token-file", type=file_argument, metavar="FILE",
                    help="The token of a tcp:// or unix: agent (the file it was started with).")
+    p.add_argument("--ssh-option", dest="ssh_options", action="append", metavar="OPTION",
+                   help="With an ssh:// target: pass -o OPTION to ssh, e.g. ConnectTimeout=5 (repeatable).")
     p.add_argument("--local", dest="local_rules", action="append", metavar="SPEC",
                    help="Connections to SPEC stay on this machine (repeatable).")
     p.add_argument("--remote", dest="remote_rules", action="append", metavar="SPEC",
@@ -74,6 +76,11 @@ def run(args: argparse.Namespace) -> None:
       container:NAME, podman:NAME, docker:NAME
                    a running container by name or id: the runtime is asked for its main
                    process, then as pid: (container: asks podman, then docker)
+      ssh://[USER@]HOST[:PORT]
+                   a machine ssh reaches (your ~/.ssh/config, keys, agent, known_hosts);
+                   the agent runs there from memory in its python3 (>= 3.9), nothing is
+                   installed or left behind; connections are relayed over that ssh
+                   connection (--ssh-option passes ssh -o options)
       tcp://HOST:PORT, unix:PATH
                    a `tether agent --listen ... --token-file FILE` running there; give the
                    same token file with --token-file. Over TCP the agent relays each
@@ -81,7 +88,7 @@ def run(args: argparse.Namespace) -> None:
                    are handed over as for netns:
 
     Settings: each flag also has a TETHER_* variable (TETHER_TARGET, TETHER_LOCAL, TETHER_DNS=0,
-    ...; lists space-separated) and a key in tether.toml (target, token_file, local, remote, env,
+    ...; lists space-separated) and a key in tether.toml (target, token_file, ssh_option, local, remote, env,
     env_include, env_exclude, dns, verbose, log_file); a flag beats the variable, which beats the file.
     `tether config show` prints what applies, `tether config schema` the file's JSON schema.
 
@@ -163,7 +170,8 @@ def start_agent(settings: dict[str, object], agent_log: tuple | None):
     from ..targets import TargetError, open_target
 
     try:
-        return open_target(settings["target_spec"], wait=False, token_file=settings["token_file"], log=agent_log)
+        return open_target(settings["target_spec"], wait=False, token_file=settings["token_file"], log=agent_log,
+                           ssh_options=tuple(settings["ssh_options"]))
     except TargetError as e:
         fail(str(e))
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 from .target import AgentLog, Target, TargetError
 
 KINDS = ("netns:NAME (a namespace made with `ip netns add NAME`), pid:PID (a running process's namespaces), "
-         "container:NAME, podman:NAME or docker:NAME (a running container), "
+         "container:NAME, podman:NAME or docker:NAME (a running container), ssh://[USER@]HOST[:PORT], "
          "tcp://HOST:PORT or unix:PATH (a running `tether agent --listen`, with --token-file)")
 
 
-def open_target(spec: str, wait: bool = True, token_file: str | None = None, log: AgentLog | None = None) -> Target:
+def open_target(spec: str, wait: bool = True, token_file: str | None = None, log: AgentLog | None = None,
+                ssh_options: tuple[str, ...] = ()) -> Target:
     """The target spec names, its agent started; with wait=False the caller does other work
     while the agent starts and then calls Target.ready(). token_file: for network agents;
     log: the agent's debug log."""
@@ -32,6 +33,10 @@ def open_target(spec: str, wait: bool = True, token_file: str | None = None, log
         from . import container
 
         return container.start_agent(kind, rest, wait, log)
+    if kind == "ssh" and rest.startswith("//"):
+        from . import ssh
+
+        return ssh.start_agent(spec, ssh_options, wait, log)
     if (kind == "tcp" and rest.startswith("//")) or (kind == "unix" and sep):
         from . import remote
 
