@@ -8,7 +8,7 @@ import struct
 from typing import NamedTuple
 
 from .wire import (FRAME, FRAME_MAX, U16, Frame, PartsAssembler, ProtocolError, encode_frame, encode_parts,
-                   pack_bytes, pack_string, unpack_bytes, unpack_string)
+                   pack_bytes, pack_string, unpack_bytes, unpack_fixed_and_path, unpack_string)
 
 MSG_AGENT_HELLO = 5
 MSG_AGENT_HELLO_REPLY = 6
@@ -248,12 +248,7 @@ def encode_open(o: Open, id: int) -> bytes:
 
 
 def decode_open(f: Frame) -> Open:
-    if f.type != MSG_OPEN or len(f.payload) < OPEN.size:
-        raise ProtocolError("malformed OPEN")
-    flags, mode = OPEN.unpack_from(f.payload)
-    path, pos = unpack_string(f.payload, OPEN.size, "path")
-    if pos != len(f.payload) or not path or "\0" in path:
-        raise ProtocolError("malformed OPEN path")
+    (flags, mode), path = unpack_fixed_and_path(f, MSG_OPEN, OPEN, "OPEN")
     return Open(flags, mode, path)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from .wire import Frame, ProtocolError, encode_frame, pack_string, unpack_string
+from .wire import Frame, ProtocolError, encode_frame, pack_string, unpack_fixed_and_path, unpack_string
 
 MSG_HELLO = 1
 MSG_HELLO_REPLY = 2
@@ -148,12 +148,7 @@ def encode_exec_notice(n: ExecNotice, id: int) -> bytes:
 
 
 def decode_exec_notice(f: Frame) -> ExecNotice:
-    if f.type != MSG_EXEC_NOTICE or len(f.payload) < EXEC_NOTICE.size:
-        raise ProtocolError("malformed EXEC_NOTICE")
-    pid, tid = EXEC_NOTICE.unpack_from(f.payload)
-    path, pos = unpack_string(f.payload, EXEC_NOTICE.size, "path")
-    if pos != len(f.payload) or not path:
-        raise ProtocolError("malformed EXEC_NOTICE")
+    (pid, tid), path = unpack_fixed_and_path(f, MSG_EXEC_NOTICE, EXEC_NOTICE, "EXEC_NOTICE")
     return ExecNotice(pid, tid, path)
 
 

@@ -96,6 +96,16 @@ def unpack_string(payload: bytes, pos: int, what: str) -> tuple[str, int]:
     return value.decode("utf-8", "surrogateescape"), pos
 
 
+def unpack_fixed_and_path(f: Frame, type: int, fixed: struct.Struct, name: str) -> tuple[tuple, str]:
+    """A frame of `type` whose payload is `fixed` and then a path (a non-empty string)."""
+    if f.type != type or len(f.payload) < fixed.size:
+        raise ProtocolError(f"malformed {name}")
+    path, pos = unpack_string(f.payload, fixed.size, "path")
+    if pos != len(f.payload) or not path or "\0" in path:
+        raise ProtocolError(f"malformed {name} path")
+    return fixed.unpack_from(f.payload), path
+
+
 def pack_string(s: str) -> bytes:
     b = s.encode("utf-8", "surrogateescape")
     return U16.pack(len(b)) + b
