@@ -388,8 +388,8 @@ def test_ring_request_round_trips(pid):
     assert (reply.type, reply.id, reply.payload) == (layer_wire.MSG_RING_REPLY, 5, b"")
 
 
-@given(st.integers(1, 2**31 - 1), st.integers(1, 2**31 - 1), st.text(min_size=1, max_size=300),
-       st.integers(0, 4095))
+@given(st.integers(1, 2**31 - 1), st.integers(1, 2**31 - 1),
+       st.text(st.characters(blacklist_characters="\0"), min_size=1, max_size=300), st.integers(0, 4095))
 def test_exec_notice_round_trips(pid, tid, path, status):
     notice = layer_wire.ExecNotice(pid, tid, path)
     assert layer_wire.decode_exec_notice(wire.decode_frame(layer_wire.encode_exec_notice(notice, 4))) == notice
