@@ -124,7 +124,7 @@ def _can_trace_a_child() -> bool:
     from ..session import inject
 
     try:
-        proc = subprocess.Popen(["/bin/true"], preexec_fn=inject._traceme, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(["/bin/true"], preexec_fn=inject.traceme, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     except OSError:
         return False

@@ -1,21 +1,25 @@
-"""Load the layer into a static program at its exec, with ptrace, and let go.
+"""Load the layer into a Go program without the dynamic loader, with ptrace, and let go.
 
-A static program has no dynamic loader, so LD_PRELOAD never loads libtether.so. Instead the
-program is started traced (PTRACE_TRACEME) and stops right after its exec, before its first
-instruction. Then, in the stopped program:
+A static program has no dynamic loader, so LD_PRELOAD never loads libtether.so; a running
+program took whatever it was given at its start. Three ways in, one load (_load):
 
-1. the first bytes at its entry point become `syscall; int3`, and with them it makes the
-   mmap calls the load needs (each stops at the int3);
-2. libtether-static.so (layer/start/inject.c: no libc, no TLS) is copied in, relocated here
-   (only R_X86_64_RELATIVE: the build binds its own symbols), its segments get their
-   protections;
-3. its entry point is called on a stack of its own with an environment of its own
-   (TETHER_SESSION, LD_PRELOAD for the dynamic programs it execs, TETHER_* settings): it
-   reaches the session, which the caller's `pump` serves meanwhile, and patches Go's syscall
-   entry points, as libtether.so's constructor does; it returns to the int3;
-4. its stack is unmapped (its environment stays: exec/ points into it), the entry point's bytes and every register are put back as the
-   kernel left them, and the program is let go (PTRACE_DETACH) with any signal that came
-   meanwhile.
+- spawn: a static program tether starts, traced (PTRACE_TRACEME): it stops right after its
+  exec, before its first instruction;
+- ExecWatch: a static program a hooked one execs: the layer's exec/ tells the session first
+  (EXEC_NOTICE), which attaches to that thread (PTRACE_SEIZE) and takes the exec's stop;
+- attach: a running Go program (tether trace -p): every thread stopped (PTRACE_INTERRUPT).
+
+The load, in the stopped program: the first bytes at its entry point (code it never runs
+again) become `syscall; int3`, and from there it makes the syscalls the load needs (each stops
+at the int3); libtether-static.so (layer/start/inject.c: no libc, no TLS) is copied in,
+relocated here (only R_X86_64_RELATIVE: the build binds its own symbols), and its segments
+get their protections; its entry point is called on a stack of its own with an environment
+of its own (TETHER_SESSION, LD_PRELOAD for the dynamic programs it execs, TETHER_*
+settings): it reaches the session, which the caller's `pump` serves meanwhile, and patches
+Go's syscall entry points as libtether.so's constructor does, then returns to the int3. Its
+stack is unmapped (its environment stays: exec/ points into it), the entry point's bytes and
+every register are put back as they were, and the program is let go (PTRACE_DETACH) with any
+signal that came meanwhile.
 
 After that no ptrace remains: the hooked path is the preloaded layer's. The program's
 /proc/self/exe, argv, auxv and environment are what they would be without tether.
@@ -87,7 +91,7 @@ def _ptrace(request: int, pid: int, addr: int = 0, data: int | ctypes.Array | Re
         raise OSError(err, f"ptrace({request}): {os.strerror(err)}")
 
 
-def _traceme() -> None:  # in the child, between fork and exec
+def traceme() -> None:  # in the child, between fork and exec
     if _libc.ptrace(PTRACE_TRACEME, 0, None, None) == -1:
         os._exit(126)
 
@@ -284,7 +288,7 @@ def spawn(argv: Sequence[str], executable: str, env: Mapping[str, str], layer: P
     while the layer reaches the session (serve it there), every millisecond or so. popen:
     more of subprocess.Popen's arguments (stdout, cwd, ...)."""
     img = image(layer)  # a broken install is refused before the program starts
-    proc = subprocess.Popen(argv, env=dict(env), executable=executable, preexec_fn=_traceme, **popen)
+    proc = subprocess.Popen(argv, env=dict(env), executable=executable, preexec_fn=traceme, **popen)
     try:
         _, status = os.waitpid(proc.pid, 0)
         if not os.WIFSTOPPED(status):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..analysis import ELF_MAGIC, ElfError
 from ..analysis.cache import inspect_binary
+from ..analysis.elf import ElfFile
 from ..layer import STATIC_LIBRARY_NAME, CannotHookError, go_plan, layer_path, preload_env
 from ..protocol import layer_wire
 from . import inject
@@ -136,37 +137,12 @@ def run(argv: list[str], server: LayerServer, base_env: Mapping[str, str] | None
             signal.signal(s, handler)
 
 
-
 def attach(pid: int, server: LayerServer, duration: float | None = None,
            started: Callable[[int], None] = lambda pid: None) -> int:
     """Serve the running Go program pid with the layer loaded into it (inject.attach), until
     ^C, `duration` seconds or its end; then switch its hooks off and let it run on as before.
     Returns 0; LaunchError when it cannot be attached to (the reason names the fix)."""
-    try:
-        exe = os.readlink(f"/proc/{pid}/exe")
-        report = inspect_binary(exe)
-    except FileNotFoundError:
-        raise LaunchError(f"no process {pid}") from None
-    except PermissionError:
-        raise LaunchError(f"process {pid}: not permitted to look at it; run tether as root") from None
-    except (ElfError, OSError) as e:
-        raise LaunchError(f"process {pid}: {e}") from None
-    verdict = report["verdict"]
-    if report["go"] is None or not verdict["supported"]:
-        why = verdict["reason"] if report["go"] is not None else "not a Go program"
-        raise LaunchError(f"cannot attach to process {pid} ({exe}): {why}; tether attaches to Go programs "
-                          f"only: start it under tether instead (tether trace -- {Path(exe).name} ...)")
-    with open(exe, "rb") as f:
-        header = f.read(64)
-    bias = inject.entry_of(pid) - int.from_bytes(header[24:32], "little")  # e_entry: its load bias
-    hooks = {h["role"]: bias + h["address"] for h in report["hooks"]}
-    patched = [(hooks["vfork"], hooks["vfork"] + 14)] if "vfork" in hooks else []
-    funnel_code = next(h["code"] for h in report["hooks"] if h["role"] == "syscall-funnel")
-    if inject.read_memory(pid, hooks["syscall-funnel"], 6).hex() != funnel_code[:12]:
-        # The layer would refuse a funnel that is not the plan's, and end the program: say so here.
-        raise LaunchError(f"process {pid} was hooked by tether before (its Go syscall entry is patched; the "
-                          "hooks were switched off when that tether detached); attaching again is not "
-                          "supported: restart the program to trace it again")
+    funnel, patched, static = _attach_plan(pid)
     _, layer_env = injected_env(os.environ, server.path)
     server.inject_layer = (layer_path(STATIC_LIBRARY_NAME), layer_env)
     server.mode |= layer_wire.MODE_INJECT
@@ -175,8 +151,8 @@ def attach(pid: int, server: LayerServer, duration: float | None = None,
     exited = None
     try:
         try:
-            attached = inject.attach(pid, *server.inject_layer, hooks["syscall-funnel"], patched,
-                                     report["linkage"] == "static", pump=lambda: server.poll(inject.POLL_S))
+            attached = inject.attach(pid, *server.inject_layer, funnel, patched, static,
+                                     pump=lambda: server.poll(inject.POLL_S))
         except PermissionError:
             raise LaunchError(f"ptrace refused attaching to process {pid}: run tether as root (CAP_SYS_PTRACE), "
                               "or allow it (sysctl kernel.yama.ptrace_scope=0 or 1)") from None
@@ -195,3 +171,33 @@ def attach(pid: int, server: LayerServer, duration: float | None = None,
         _unwatch(exited, server)
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def _attach_plan(pid: int) -> tuple[int, list[tuple[int, int]], bool]:
+    """For attaching to pid: its funnel's address, the other ranges the layer patches, and
+    whether it is static; LaunchError for what cannot be attached to."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+        report = inspect_binary(exe)
+        with ElfFile(exe) as elf:
+            bias = inject.entry_of(pid) - elf.e_entry  # where it was loaded (PIE)
+    except FileNotFoundError:
+        raise LaunchError(f"no process {pid}") from None
+    except PermissionError:
+        raise LaunchError(f"process {pid}: not permitted to look at it; run tether as root") from None
+    except (ElfError, OSError) as e:
+        raise LaunchError(f"process {pid}: {e}") from None
+    verdict = report["verdict"]
+    if report["go"] is None or not verdict["supported"]:
+        why = verdict["reason"] if report["go"] is not None else "not a Go program"
+        raise LaunchError(f"cannot attach to process {pid} ({exe}): {why}; tether attaches to Go programs "
+                          f"only: start it under tether instead (tether trace -- {Path(exe).name} ...)")
+    hooks = {h["role"]: (bias + h["address"], h["code"]) for h in report["hooks"]}
+    funnel, code = hooks["syscall-funnel"]
+    if inject.read_memory(pid, funnel, 6).hex() != code[:12]:
+        # The layer would refuse a funnel that is not the plan's, and end the program: say so here.
+        raise LaunchError(f"process {pid} was hooked by tether before (its Go syscall entry is patched; the "
+                          "hooks were switched off when that tether detached); attaching again is not "
+                          "supported: restart the program to trace it again")
+    patched = [(hooks["vfork"][0], hooks["vfork"][0] + 14)] if "vfork" in hooks else []
+    return funnel, patched, report["linkage"] == "static"
