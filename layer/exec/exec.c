@@ -73,7 +73,7 @@ long tether_exec_env_size(char *const *envp, unsigned long *preload_size)
 	return *preload_size > TETHER_PRELOAD_MAX ? -E2BIG : (long)n + 3;
 }
 
-int tether_exec_env_build(char *const *envp, char **env, char *preload_entry)
+void tether_exec_env_build(char *const *envp, char **env, char *preload_entry)
 {
 	const char *preload = 0;
 	unsigned long m = 0;
@@ -98,7 +98,6 @@ int tether_exec_env_build(char *const *envp, char **env, char *preload_entry)
 	env[m++] = (char *)session_entry;
 	env[m++] = preload_entry;
 	env[m] = 0;
-	return 0;
 }
 
 static long raw(long nr, long a1, long a2, long a3, long a4)
@@ -164,10 +163,8 @@ static long exec_with_layer(long nr, long a1, long a2, long a3, long a4, long a5
 		return size < 0 ? size : tether_raw_syscall6(nr, a1, a2, a3, a4, a5, a6);
 	char *env[size];
 	char preload_entry[preload_size];
-	int err = tether_exec_env_build(envp, env, preload_entry);
 
-	if (err)
-		return err;
+	tether_exec_env_build(envp, env, preload_entry);
 	if (nr == SYS_execve)
 		a3 = (long)env;
 	else

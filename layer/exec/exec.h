@@ -15,6 +15,6 @@
 #define TETHER_PRELOAD_MAX 4096
 void tether_exec_install(char **envp, int inject_static);
 long tether_exec_env_size(char *const *envp, unsigned long *preload_size);
-int tether_exec_env_build(char *const *envp, char **env, char *preload_entry);
+void tether_exec_env_build(char *const *envp, char **env, char *preload_entry);
 
 #endif

@@ -231,8 +231,7 @@ static int spawn(const char *name, void **real, int *pid, const char *file, cons
 	char preload_entry[preload_size];
 
 	if (size > 0) {
-		if ((r = tether_exec_env_build(envp, env, preload_entry)))
-			return -r;
+		tether_exec_env_build(envp, env, preload_entry);
 		envp = env;
 	}
 	r = ((spawn_fn *)*real)(&child, file, actions, attr, argv, envp);
