@@ -87,3 +87,24 @@ def test_pid_and_program_are_exclusive():
     assert r.returncode == 2 and "not both" in r.stderr
     r = subprocess.run([*TETHER, "trace", "--duration", "1", "--", "true"], capture_output=True, text=True)
     assert r.returncode == 2 and "--duration goes with -p" in r.stderr
+
+
+@pytest.mark.parametrize("variant", ["default", "static"])
+def test_exec_attach_routes_a_running_programs_new_connections(go_versions, variant, tmp_path):
+    """tether exec --attach: a program started without tether cannot reach the namespace's
+    service; attached to, its next connect goes out from there."""
+    from netns import HTTP_PORT, WEB_ADDR, TargetNamespace
+
+    web, go_on = f"{WEB_ADDR}:{HTTP_PORT}", tmp_path / "go-on"
+    with TargetNamespace() as ns:
+        prog = subprocess.Popen([str(gobuild.build(go_versions[-1], variant, "netclient")), "dial", web,
+                                 "wait", str(go_on), "dial", web], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3)  # its first dial is done by now (it fails fast: the unreachable route)
+        t = subprocess.Popen([*TETHER, "exec", "--target", f"netns:{ns.name}", "--attach", str(prog.pid)],
+                             stderr=subprocess.PIPE, text=True)
+        assert "attached to process" in t.stderr.readline()
+        go_on.touch()
+        out, _ = prog.communicate(timeout=30)
+        _, err = t.communicate(timeout=30)
+    assert out.splitlines() == ["dial error: unreachable", "wait ok", f"dial ok peer={web}"]
+    assert t.returncode == 0, err

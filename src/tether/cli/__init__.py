@@ -53,7 +53,7 @@ def _checked(args: argparse.Namespace, unknown: list[str]) -> argparse.Namespace
     if "program" in args:
         if args.program[:1] == ["--"]:  # the -- that ends tether's options (REMAINDER keeps it)
             del args.program[0]
-        if not args.program and getattr(args, "pid", None) is None:  # trace -p needs none
+        if not args.program and getattr(args, "pid", None) is None:  # trace -p, exec --attach need none
             args.parser.error(f"no PROGRAM: give it after the options, "
                               f"e.g. `{args.parser.prog} -- ./program`")
     return args

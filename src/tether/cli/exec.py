@@ -43,6 +43,10 @@ def add_to(commands) -> None:
                    help="Where -v writes (default: a new file in /tmp).")
     p.add_argument("--config", dest="config_file", type=file_argument, metavar="FILE",
                    help="Settings file (default: TETHER_CONFIG, else ./tether.toml if there).")
+    p.add_argument("--attach", dest="pid", type=int, metavar="PID",
+                   help="Instead of starting PROGRAM: route the new connections and name lookups of the "
+                        "running Go program PID through the target until it ends or ^C (its environment "
+                        "stays its own); e.g. tether exec -t netns:blue --attach 4242.")
     add_program(p)
 
 
@@ -97,6 +101,8 @@ def run(args: argparse.Namespace) -> None:
     """
     import time
 
+    if args.pid is not None and args.program:
+        args.parser.error("give --attach PID or a PROGRAM, not both")
     settings = resolve_settings(args)
     spec = settings["target_spec"]
     log, agent_log = open_debug_log(settings)
@@ -111,7 +117,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         env, rules = ask_target(target, spec, policy, env_rules, settings["dns"], log, started)
         session = start_session(target, spec, settings["dns"], rules)
-        code = run_program(args.program, session, env)
+        code = attach_program(args.pid, session) if args.pid is not None else run_program(args.program, session, env)
     finally:
         if session:
             session.close()
@@ -271,6 +277,17 @@ def run_program(program: list[str], session, env: dict[str, str]) -> int:
 
     try:
         return run(program, session, base_env=env)
+    except LaunchError as e:
+        fail(str(e), e.code)
+
+
+def attach_program(pid: int, session) -> int:
+    """--attach: the running program's hooks on until it ends or ^C, then off (launch.attach)."""
+    from ..session.launch import LaunchError, attach
+
+    try:
+        return attach(pid, session, started=lambda pid: say(f"attached to process {pid}: its new connections "
+                                                            "go through the target; ^C detaches", "bold"))
     except LaunchError as e:
         fail(str(e), e.code)
 

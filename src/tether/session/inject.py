@@ -389,7 +389,7 @@ class Attached:
         sees the old function or none, both valid): tracing stops at once."""
         try:
             mem = os.open(f"/proc/{self.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             return  # it has ended
         try:
             os.pwrite(mem, bytes(8), self.hooks.tap)
