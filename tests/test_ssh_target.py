@@ -136,15 +136,17 @@ def test_no_python3_on_the_host_is_clear(sshd):
     assert r.returncode == 2 and "has no python3" in r.stderr, r.stderr
 
 
-def test_the_link_cut_mid_run_gives_errors_not_a_hang(go_versions, sshd, tmp_path):
-    """The ssh connection dies (its client killed) between two connects: the second fails at
-    once, the program finishes."""
+def test_the_link_cut_mid_run_gives_errors_then_comes_back(go_versions, sshd, tmp_path):
+    """The ssh connection dies (its client killed) between two connects: the next fails at
+    once (no hang), tether connects again (ssh and the agent started anew) and says so, and
+    a later connect works. The program keeps running throughout."""
     exe = gobuild.build(go_versions[-1], "default", "netclient")
-    go_on = tmp_path / "go-on"
+    cut, back = tmp_path / "cut", tmp_path / "back"
     proc = subprocess.Popen([*TETHER, "exec", "--target", sshd.target, *sshd.options(), "--", str(exe),
-                             "dial", WEB, "wait", str(go_on), "dial", WEB], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                             "dial", WEB, "wait", str(cut), "dial", WEB, "wait", str(back), "dial", WEB],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        pids = []
         for _ in range(200):
             pids = subprocess.run(["pgrep", "-f", f"ssh -T .*{sshd.ns.veth_ns_addr}"], capture_output=True,
                                   text=True).stdout.split()
@@ -154,10 +156,15 @@ def test_the_link_cut_mid_run_gives_errors_not_a_hang(go_versions, sshd, tmp_pat
         time.sleep(1)
         for pid in pids:
             os.kill(int(pid), signal.SIGKILL)
-        go_on.touch()
-        out, err = proc.communicate(timeout=30)
+        time.sleep(0.3)  # the stand-in notices the link is gone
+        cut.touch()
+        time.sleep(3)  # it connects again: a new ssh, a new agent there
+        back.touch()
+        out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     lines = out.splitlines()
     assert lines[:2] == [f"dial ok peer={WEB}", "wait ok"], (out, err)
     assert lines[2].startswith("dial error"), (out, err)
+    assert lines[3:] == ["wait ok", f"dial ok peer={WEB}"], (out, err)
+    assert "is back" in err, err

@@ -50,8 +50,12 @@ class Unreachable(OpError):
 class Remote:
     """The connection to the network agent: one control link, and data connections on demand."""
 
-    def __init__(self, address: Address, token: bytes, token_file: str, spec: str):
+    def __init__(self, address: Address, token: bytes, token_file: str, spec: str,
+                 prepare: Callable[[], str | None] | None = None):
         self.address, self.token, self.token_file, self.spec = address, token, token_file, spec
+        # Run before each (re)connection, in a thread (ssh: start the agent there and forward
+        # address to it); a string it returns is why the agent cannot be reached.
+        self.prepare = prepare
         self.stream = address.kind == "tcp"  # else unix SOCK_SEQPACKET: descriptors travel
         self.loop = asyncio.get_running_loop()
         self.down: Unreachable | None = Unreachable(errno.ENETUNREACH, "not connected yet")
@@ -123,10 +127,16 @@ class Remote:
     async def start(self) -> None:
         """Connect the control link; on failure self.down says why (and retrying starts)."""
         try:
+            await self._prepare()
             await self._connect_control()
         except Unreachable as e:
             self.down = e
             log.debug("%s: %s", self.spec, e)
+
+    async def _prepare(self) -> None:
+        why = await self.loop.run_in_executor(None, self.prepare) if self.prepare else None
+        if why:
+            raise Unreachable(errno.EHOSTUNREACH, why)
 
     async def _connect_control(self) -> None:
         peer = await self.dial()
@@ -216,6 +226,7 @@ class Remote:
         for attempt in itertools.count():
             await asyncio.sleep(RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)])
             try:
+                await self._prepare()
                 await self._connect_control()
             except Unreachable as e:
                 log.debug("reconnecting to %s: %s", self.address, e)
@@ -359,17 +370,13 @@ class ForwardLink(Link):
 
 def serving(remote_args: tuple[Address, bytes, str, str], prepare: Callable[[], str | None] | None = None):
     """What the forked child runs: connect to the agent, then serve the session and layers.
-    prepare: run first (ssh: start the agent there); a string it returns is why not."""
+    prepare: as Remote's."""
     from .server import serve_fd
 
     async def serve(session_fd: int, listen_fd: int, pending: list, accepted: list) -> None:
         assert not pending and not accepted, "a stand-in reads nothing before it serves"
-        remote = Remote(*remote_args)
-        why = prepare() if prepare else None
-        if why:
-            remote.down = Unreachable(errno.EHOSTUNREACH, why)
-        else:
-            await remote.start()  # if it fails, the session's hello gets the reason and tether stops
+        remote = Remote(*remote_args, prepare=prepare)
+        await remote.start()  # if it fails, the session's hello gets the reason and tether stops
         await serve_fd(session_fd, lambda: {}, listen_fd, make_link=lambda sock: ForwardLink(sock, remote))
 
     return serve

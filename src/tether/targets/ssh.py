@@ -135,51 +135,61 @@ def _enter(dest: str, port: str, options: tuple, token: bytes, spec: str):
         probe.bind(("127.0.0.1", 0))
         local_port = probe.getsockname()[1]
     return None, serving((Address("tcp", "127.0.0.1", local_port), token, "", spec),
-                         prepare=lambda: _start_remote(dest, port, options, token, local_port))
+                         prepare=Ssh(dest, port, options, token, local_port))
 
 
-def _start_remote(dest: str, port: str, options: tuple, token: bytes, local_port: int) -> str | None:
-    """ssh to dest, start the agent there, forward local_port to it; None, or why not. The
-    agent listens on the host's loopback (the token keeps others out), on a port picked at
-    random: one taken there is tried again with another."""
-    for _ in range(3):
-        why = _start_remote_once(dest, port, options, token, local_port, 20000 + secrets.randbelow(40000))
-        if not why or "cannot listen" not in why:
-            return why
-    return why
+class Ssh:
+    """The ssh connection that carries the agent, (re)started by the stand-in before each
+    connection to it (agent/forward.py's prepare): a dropped one is made again."""
 
+    def __init__(self, dest: str, port: str, options: tuple, token: bytes, local_port: int):
+        self.dest, self.port, self.options, self.token, self.local_port = dest, port, options, token, local_port
+        self.proc: subprocess.Popen | None = None
 
-def _start_remote_once(dest: str, port: str, options: tuple, token: bytes, local_port: int,
-                       remote_port: int) -> str | None:
-    argv = ["ssh", "-T", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5",
-            "-L", f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}"]
-    for option in options:
-        argv += ["-o", option]
-    if port:
-        argv += ["-p", port]
-    argv += [dest, shlex.join(["python3", "-c", BOOT, str(remote_port)])]
-    code = zipapp()
-    ssh = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           preexec_fn=_die_with_parent)
-    try:
-        ssh.stdin.write(b"%d\n" % len(code) + code + token + b"\n")
-        ssh.stdin.flush()
-    except BrokenPipeError:
-        pass  # ssh ended already: its stderr says why
-    said = _wait_until_listening(ssh)
-    if said is None:
-        return None
-    try:
-        ssh.wait(timeout=5)  # it has said its last, or the time is up
-    except subprocess.TimeoutExpired:
-        ssh.kill()
-        return f"no agent after {READY_TIMEOUT_S} s ({'; '.join(said[-3:]) or 'ssh said nothing'})"
-    text = " ".join(dict.fromkeys(said or []))
-    if ssh.returncode == 127:  # the host's shell found no python3 it could run
-        return f"the host has no python3 it can run ({text or 'command not found'}): tether's agent runs in " \
-               "python3 >= 3.9 there (e.g. `apt-get install python3-minimal`)"
-    return next((fix.format(dest=dest) for key, fix in SSH_ERRORS if key in text),
-                text or f"ssh ended with status {ssh.returncode}")
+    def __call__(self) -> str | None:
+        """ssh to dest, start the agent there, forward local_port to it; None, or why not.
+        The agent listens on the host's loopback (the token keeps others out), on a port
+        picked at random: one taken there is tried again with another."""
+        if self.proc is not None:  # the last one, gone or going: its agent ends with it
+            self.proc.kill()
+            self.proc.wait()
+        for _ in range(3):
+            why = self._start_once(20000 + secrets.randbelow(40000))
+            if not why or "cannot listen" not in why:
+                return why
+        return why
+
+    def _start_once(self, remote_port: int) -> str | None:
+        dest, port, options, token, local_port = self.dest, self.port, self.options, self.token, self.local_port
+        argv = ["ssh", "-T", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5",
+                "-L", f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}"]
+        for option in options:
+            argv += ["-o", option]
+        if port:
+            argv += ["-p", port]
+        argv += [dest, shlex.join(["python3", "-c", BOOT, str(remote_port)])]
+        code = zipapp()
+        ssh = self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+        try:
+            ssh.stdin.write(b"%d\n" % len(code) + code + token + b"\n")
+            ssh.stdin.flush()
+        except BrokenPipeError:
+            pass  # ssh ended already: its stderr says why
+        said = _wait_until_listening(ssh)
+        if said is None:
+            return None
+        try:
+            ssh.wait(timeout=5)  # it has said its last, or the time is up
+        except subprocess.TimeoutExpired:
+            ssh.kill()
+            return f"no agent after {READY_TIMEOUT_S} s ({'; '.join(said[-3:]) or 'ssh said nothing'})"
+        text = " ".join(dict.fromkeys(said or []))
+        if ssh.returncode == 127:  # the host's shell found no python3 it could run
+            return f"the host has no python3 it can run ({text or 'command not found'}): tether's agent runs in " \
+                   "python3 >= 3.9 there (e.g. `apt-get install python3-minimal`)"
+        return next((fix.format(dest=dest) for key, fix in SSH_ERRORS if key in text),
+                    text or f"ssh ended with status {ssh.returncode}")
 
 
 def _die_with_parent() -> None:
