@@ -36,6 +36,9 @@ log = logging.getLogger("tether.agent")
 DIAL_TIMEOUT = 4.0  # seconds to reach the agent's address
 REQUEST_TIMEOUT = 60.0  # a request on the control link (a lookup may take its resolver's time)
 RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
+# Data connections dialled and authenticated ahead of need: a relayed connect then costs its
+# STREAM round trip and the agent's connect, not also a TCP handshake and the token's.
+SPARE_STREAMS = 4
 LINK_TIMEOUT_MS = 5000  # unacknowledged data on a connection to the agent: the link is gone
 LINK_SOCKOPTS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
                  (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, LINK_TIMEOUT_MS),
@@ -65,6 +68,8 @@ class Remote:
         self.ids = itertools.count(1)
         self.pending: dict[int, tuple[asyncio.Future, list[wire.Frame], list[int]]] = {}
         self.tasks: set[asyncio.Task] = set()
+        self.spares: list[Peer] = []  # authenticated data connections, not yet asked for anything
+        self.filling = False
 
     # -- reaching the agent ------------------------------------------------------------------
 
@@ -154,6 +159,7 @@ class Remote:
             raise Unreachable(errno.EPROTO, f"{self.address} failed its hello: {e or 'no answer'}") from None
         self.control, self.down, self.ever_up = peer, None, True
         self._spawn(self._read_control(peer))
+        self._refill()
 
     def _spawn(self, work) -> None:
         task = self.loop.create_task(work)
@@ -212,6 +218,9 @@ class Remote:
         if self.control is not None:
             self.control.sock.close()
             self.control = None
+        for spare in self.spares:
+            spare.sock.close()
+        self.spares.clear()
         self.down = Unreachable(errno.ENETUNREACH, f"lost the agent at {self.address} ({why})")
         log.warning("%s; new connections to the target fail until it is back (retrying)", self.down)
         pending, self.pending = self.pending, {}
@@ -260,11 +269,40 @@ class Remote:
             raise self.down or e from None
         return frames, fds
 
+    def _refill(self) -> None:
+        if self.stream and not self.filling and not self.down and len(self.spares) < SPARE_STREAMS:
+            self.filling = True
+            self._spawn(self._fill())
+
+    async def _fill(self) -> None:
+        try:
+            while len(self.spares) < SPARE_STREAMS and not self.down:
+                self.spares.append(await self.dial())
+        except Unreachable as e:
+            log.debug("spare data connections to %s: %s", self.address, e)
+        finally:
+            self.filling = False
+
+    async def _data_connection(self) -> Peer:
+        """A spare that is still open (the agent may have restarted), else a new one."""
+        while self.spares:
+            peer = self.spares.pop()
+            try:
+                alive = peer.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+            except BlockingIOError:
+                alive = True  # nothing to read: as it should be
+            except OSError:
+                alive = False
+            if alive:
+                return peer
+            peer.sock.close()
+        return await self.dial()
+
     async def open_stream(self, req: agent_wire.Connect) -> tuple[socket.socket, agent_wire.Relayed]:
         """A data connection relaying a socket connected in the target as req asks."""
         if self.down:
             raise self.down
-        peer = await self.dial()
+        peer = await self._data_connection()
         try:
             await peer.send(agent_wire.encode_stream(req._replace(timeout_ms=req.timeout_ms or CONNECT_TIMEOUT_MS), 1))
             reply = await asyncio.wait_for(peer.frame(), CONNECT_TIMEOUT_MS / 1000 + 2)
@@ -280,6 +318,7 @@ class Remote:
             if isinstance(e, OpError):
                 raise
             raise OpError(errno.ECONNRESET, f"the agent at {self.address} dropped a data connection: {e}") from None
+        self._refill()  # after this connect, not competing with it
         return peer.sock, relayed
 
 

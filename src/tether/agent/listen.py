@@ -164,10 +164,17 @@ class Listener:
         handed_over = False
         try:
             try:
-                first = await asyncio.wait_for(self._authenticate(p, who), AUTH_TIMEOUT)
+                proved = await asyncio.wait_for(self._authenticate(p, who), AUTH_TIMEOUT)
             finally:
                 self.handshakes.release()
-            if first is None:
+            if not proved:
+                return
+            # No time limit from here: a stand-in keeps proven data connections ready for
+            # its next connects (agent/forward.py's spares); keepalive notices a vanished one.
+            try:
+                first = await p.frame()
+            except ConnectionError:
+                log.debug("%s closed a connection it never used (a spare)", who)
                 return
             if first.type == agent_wire.MSG_AGENT_HELLO:
                 handed_over = True
@@ -187,8 +194,8 @@ class Listener:
             if not handed_over:
                 conn.close()
 
-    async def _authenticate(self, p: Peer, who: str) -> wire.Frame | None:
-        """The peer's first frame after it proved the token, or None (refused)."""
+    async def _authenticate(self, p: Peer, who: str) -> bool:
+        """Whether the peer proved the token (a refusal is logged and told)."""
         ours = auth.nonce()
         await p.send(auth.encode_auth_challenge(ours))
         try:
@@ -196,13 +203,13 @@ class Listener:
         except wire.ProtocolError as e:
             log.warning("refused %s: %s", who, e)
             await p.send(wire.encode_error(wire.ErrorReply(errno.EACCES, "authentication required"), 0))
-            return None
+            return False
         if ok is None:
             log.warning("refused %s: wrong token", who)
             await p.send(wire.encode_error(wire.ErrorReply(errno.EACCES, "wrong token"), 0))
-            return None
+            return False
         await p.send(ok)
-        return await p.frame()
+        return True
 
     async def _stream(self, p: Peer, first: wire.Frame, who: str) -> bool:
         """Connect in the target and relay; True once the relay owns the connection."""

@@ -16,6 +16,8 @@
 //	sink ADDR             accept one connection, read it to the end, answer with the sha256 (hex)
 //	send ADDR BYTES       send BYTES of data, check the sink's sha256: "send ok BYTES SECONDS"
 //	connects ADDR N       N connects one after the other: "connects p50_us P50"
+//	paced ADDR N MS       the same with MS milliseconds between connects (a program that
+//	                      connects now and then, not in a tight loop)
 //	lookups NAME N        N lookups one after the other: "lookups p50_us P50"
 package main
 
@@ -53,8 +55,12 @@ var steps = map[string]struct {
 	"udpto":    {2, func(a []string) string { return doUDPTo(a[0], a[1]) }},
 	"sink":     {1, func(a []string) string { return doSink(a[0]) }},
 	"send":     {2, func(a []string) string { return doSend(a[0], a[1]) }},
-	"connects": {2, func(a []string) string { return doConnects(a[0], a[1]) }},
-	"lookups":  {2, func(a []string) string { return doLookups(a[0], a[1]) }},
+	"connects": {2, func(a []string) string { return doConnects(a[0], a[1], 0) }},
+	"paced": {3, func(a []string) string {
+		gap, _ := strconv.Atoi(a[2])
+		return doConnects(a[0], a[1], time.Duration(gap)*time.Millisecond)
+	}},
+	"lookups": {2, func(a []string) string { return doLookups(a[0], a[1]) }},
 	"exit": {1, func(a []string) string {
 		code, _ := strconv.Atoi(a[0])
 		os.Exit(code)
@@ -291,10 +297,11 @@ func p50(samples []time.Duration) string {
 	return fmt.Sprintf("%.1f", float64(samples[len(samples)/2].Nanoseconds())/1000)
 }
 
-func doConnects(addr, count string) string {
+func doConnects(addr, count string, gap time.Duration) string {
 	n, _ := strconv.Atoi(count)
 	samples := make([]time.Duration, 0, n)
 	for i := 0; i < n; i++ {
+		time.Sleep(gap)
 		start := time.Now()
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
