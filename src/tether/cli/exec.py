@@ -17,7 +17,7 @@ from .parsing import EXIT_ERROR, PROGRAM_USAGE, add_command, add_program, file_a
 def add_to(commands) -> None:
     # Settings default to None, "not given": config.effective then looks at TETHER_*,
     # tether.toml and the default in turn. The dests are config.KEYS' params.
-    p = add_command(commands, "exec", run, usage=PROGRAM_USAGE)
+    p = add_command(commands, "exec", run, usage=f"{PROGRAM_USAGE}\n       %(prog)s [OPTIONS] --attach PID")
     p.add_argument("-t", "--target", dest="target_spec", metavar="TARGET",
                    help="Where the program's network, DNS and environment come from: netns:NAME, pid:PID, "
                         "container:NAME (podman:, docker:), ssh://[USER@]HOST[:PORT], tcp://HOST:PORT or unix:PATH.")
