@@ -1,4 +1,5 @@
-"""The requests an agent answers at once: hello, environment, file opens and reads, sockets.
+"""The requests an agent answers at once: hello, environment, file opens and reads, sockets,
+how incoming traffic is served.
 
 The asyncio server (agent/server.py) answers them from its reader callback. A forked agent
 also answers them before asyncio has loaded (answer_until): `tether exec` asks its hello, the
@@ -16,14 +17,14 @@ import socket
 from collections.abc import Callable
 
 from ..protocol import agent_wire, wire
-from . import files, net
+from . import files, incoming, net
 
 log = logging.getLogger("tether.agent")
 Environment = Callable[[], dict[str, str]]  # the target's environment, when the session asks
 Reply = tuple[bytes, list[int]]  # a frame and the descriptors it carries; the sender closes them
 
 IMMEDIATE = frozenset({agent_wire.MSG_AGENT_HELLO, agent_wire.MSG_ENV, agent_wire.MSG_OPEN, agent_wire.MSG_READ_FILE,
-                       agent_wire.MSG_SOCKET})
+                       agent_wire.MSG_SOCKET, agent_wire.MSG_INCOMING})
 
 
 def failure(e: Exception, id: int) -> bytes:
@@ -60,6 +61,11 @@ def answer(frame: wire.Frame, environment: Environment, carries_fds: bool, capab
             needs_fds(carries_fds, "SOCKET")
             socks = net.new_sockets(*agent_wire.decode_socket(frame))
             return [(agent_wire.encode_socket_reply(frame.id), [s.detach() for s in socks])]
+        if frame.type == agent_wire.MSG_INCOMING:
+            # Listeners get their sockets from here: a link that cannot carry them cannot serve them.
+            needs_fds(carries_fds, "incoming traffic (LISTEN)")
+            incoming.configure(agent_wire.decode_incoming(frame))
+            return [(wire.encode_frame(agent_wire.MSG_INCOMING_REPLY, b"", id=frame.id), [])]
         raise net.OpError(errno.EOPNOTSUPP, f"request type {frame.type} is not answered at once")
     except (net.OpError, wire.ProtocolError) as e:
         return [(failure(e, frame.id), [])]
