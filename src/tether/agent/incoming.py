@@ -269,6 +269,7 @@ class Flow:
             raise
         self.up, self.copy, self.down = self.pipes[0:2], self.pipes[2:4], self.pipes[4:6]
         self.up_left = self.copy_left = self.down_left = 0
+        self.up_paused = self.copy_paused = self.down_paused = False  # waiting for the destination to drain
         self.up_done = self.down_done = self.over = False  # the client's side, the app's side ended
         self.prog_ready = False
         self.app.connect_ex(destination)
@@ -320,19 +321,20 @@ class Flow:
             self._copy_done()
             self._maybe_over()
             return
+        copied = False
         if self.prog is not None:
             try:
-                copied = self.mirror.tee(self.up[0], self.copy[1], n)
+                copied = self.mirror.tee(self.up[0], self.copy[1], n) == n
             except OSError:
-                copied = 0
-            if copied == n:
-                self.copy_left += n
-                self._to_prog()
-            else:
+                pass
+            if not copied:
                 self.mirror.dropped += 1
                 self.drop_copy()
         self.up_left = n
-        self._to_app()
+        self._to_app()  # first: the app's client is waiting, the program's copy is not
+        if copied:
+            self.copy_left += n
+            self._to_prog()
 
     def _to_app(self) -> None:
         while self.up_left:
@@ -340,15 +342,19 @@ class Flow:
                 self.up_left -= os.splice(self.up[0], self.app.fileno(), self.up_left,
                                           flags=os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE)
             except BlockingIOError:
-                self.loop.remove_reader(self.client)
-                self.loop.add_writer(self.app, self._to_app)
+                if not self.up_paused:  # the client waits until the app takes more
+                    self.up_paused = True
+                    self.loop.remove_reader(self.client)
+                    self.loop.add_writer(self.app, self._to_app)
                 return
             except OSError:
                 self._end(reset=True)
                 return
-        self.loop.remove_writer(self.app)
-        if not self.up_done:
-            self.loop.add_reader(self.client, self._from_client)
+        if self.up_paused:
+            self.up_paused = False
+            self.loop.remove_writer(self.app)
+            if not self.up_done:
+                self.loop.add_reader(self.client, self._from_client)
 
     def _to_prog(self) -> None:
         if not self.prog_ready:
@@ -358,12 +364,16 @@ class Flow:
                 self.copy_left -= os.splice(self.copy[0], self.prog.fileno(), self.copy_left,
                                             flags=os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE)
             except BlockingIOError:
-                self.loop.add_writer(self.prog, self._to_prog)
+                if not self.copy_paused:
+                    self.copy_paused = True
+                    self.loop.add_writer(self.prog, self._to_prog)
                 return
             except OSError:
                 self.drop_copy()
                 return
-        self.loop.remove_writer(self.prog)
+        if self.copy_paused:
+            self.copy_paused = False
+            self.loop.remove_writer(self.prog)
         self._copy_done()
         self._maybe_over()
 
@@ -392,7 +402,7 @@ class Flow:
             self.loop.remove_reader(self.prog)
             self.loop.remove_writer(self.prog)
             self.prog.close()
-            self.prog, self.prog_ready, self.copy_left = None, False, 0
+            self.prog, self.prog_ready, self.copy_left, self.copy_paused = None, False, 0, False
 
     # app -> client
 
@@ -419,15 +429,19 @@ class Flow:
                 self.down_left -= os.splice(self.down[0], self.client.fileno(), self.down_left,
                                             flags=os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE)
             except BlockingIOError:
-                self.loop.remove_reader(self.app)
-                self.loop.add_writer(self.client, self._to_client)
+                if not self.down_paused:  # the app waits until the client takes more
+                    self.down_paused = True
+                    self.loop.remove_reader(self.app)
+                    self.loop.add_writer(self.client, self._to_client)
                 return
             except OSError:
                 self._end(reset=True)
                 return
-        self.loop.remove_writer(self.client)
-        if not self.down_done:
-            self.loop.add_reader(self.app, self._from_app)
+        if self.down_paused:
+            self.down_paused = False
+            self.loop.remove_writer(self.client)
+            if not self.down_done:
+                self.loop.add_reader(self.app, self._from_app)
 
     # the end
 
