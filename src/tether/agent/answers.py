@@ -17,11 +17,16 @@ import socket
 from collections.abc import Callable
 
 from ..protocol import agent_wire, wire
-from . import files, incoming, net
+from . import files, net
 
 log = logging.getLogger("tether.agent")
 Environment = Callable[[], dict[str, str]]  # the target's environment, when the session asks
 Reply = tuple[bytes, list[int]]  # a frame and the descriptors it carries; the sender closes them
+
+# How the program's listeners are served (agent/incoming.py), until the session says (INCOMING).
+# An agent on this host serves one session; a network agent, which will serve several, is to
+# keep it per link.
+incoming_settings = agent_wire.Incoming(mode=agent_wire.INCOMING_OFF)
 
 IMMEDIATE = frozenset({agent_wire.MSG_AGENT_HELLO, agent_wire.MSG_ENV, agent_wire.MSG_OPEN, agent_wire.MSG_READ_FILE,
                        agent_wire.MSG_SOCKET, agent_wire.MSG_INCOMING})
@@ -42,6 +47,7 @@ def needs_fds(carries_fds: bool, what: str) -> None:
 
 def answer(frame: wire.Frame, environment: Environment, carries_fds: bool, capabilities: int) -> list[Reply]:
     """The replies to frame, whose type is in IMMEDIATE."""
+    global incoming_settings
     try:
         if frame.type == agent_wire.MSG_AGENT_HELLO:
             version, _ = agent_wire.decode_agent_hello(frame)
@@ -64,7 +70,8 @@ def answer(frame: wire.Frame, environment: Environment, carries_fds: bool, capab
         if frame.type == agent_wire.MSG_INCOMING:
             # Listeners get their sockets from here: a link that cannot carry them cannot serve them.
             needs_fds(carries_fds, "incoming traffic (LISTEN)")
-            incoming.configure(agent_wire.decode_incoming(frame))
+            incoming_settings = agent_wire.decode_incoming(frame)
+            log.debug("incoming: %s", incoming_settings)
             return [(wire.encode_frame(agent_wire.MSG_INCOMING_REPLY, b"", id=frame.id), [])]
         raise net.OpError(errno.EOPNOTSUPP, f"request type {frame.type} is not answered at once")
     except (net.OpError, wire.ProtocolError) as e:

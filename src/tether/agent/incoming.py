@@ -23,6 +23,7 @@ target_port and listen(), and a filtered steal is a Mirror whose relay picks a s
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -45,23 +46,11 @@ WILDCARD = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
 LOOPBACK = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
 NFPROTO = {socket.AF_INET: nft.NFPROTO_IPV4, socket.AF_INET6: nft.NFPROTO_IPV6}
 
-# How this agent serves listeners, until the session says otherwise (INCOMING). An agent on
-# this host serves one session; a network agent, which will serve several, keeps it per link.
-settings = agent_wire.Incoming(mode=agent_wire.INCOMING_OFF)
-
-
-def configure(i: agent_wire.Incoming) -> None:
-    global settings
-    settings = i
-    log.debug("incoming: %s", i)
-
 
 def target_port(i: agent_wire.Incoming, host: str, port: int) -> int | None:
     """The target's port a listener on host:port serves, or None: it stays here."""
     if i.mode == agent_wire.INCOMING_OFF or not port:
         return None
-    import ipaddress  # here: this module loads before asyncio has (agent/answers.py), start-up counts
-
     if i.loopback_local and ipaddress.ip_address(host.split("%")[0]).is_loopback:
         return None
     if (port in i.ports) == i.ignore and (i.ports or i.ignore):
@@ -69,7 +58,7 @@ def target_port(i: agent_wire.Incoming, host: str, port: int) -> int | None:
     return dict(i.port_map).get(port, port)
 
 
-def listen(req: agent_wire.Listen) -> tuple[socket.socket | None, object]:
+def listen(req: agent_wire.Listen, settings: agent_wire.Incoming) -> tuple[socket.socket | None, object]:
     """The listening socket for the program (None: listen here) and what to close when its
     listener is gone."""
     try:

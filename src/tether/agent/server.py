@@ -166,7 +166,7 @@ class Link:
         task.add_done_callback(self.tasks.discard)
 
     def _listen(self, id: int, req: agent_wire.Listen) -> None:
-        sock, undo = incoming.listen(req)
+        sock, undo = incoming.listen(req, answers.incoming_settings)
         if sock is None:
             self._send(agent_wire.encode_listen_reply(agent_wire.LISTEN_LOCAL, id))
             return
