@@ -6,9 +6,10 @@
 Inputs are valid frames of every type, mutated (bytes flipped, cut, lengths rewritten,
 garbage appended) and plain random bytes, fed to decode_frame and the decoder for the frame
 type, to FrameReader in random chunks, and to the trace ring's record decoder as a run of
-records; runs of valid trace records, mutated alike, to the record decoder; and random rule
-strings to layer/net/route.c through libtether.so. Any exception other than ProtocolError, or a C verdict outside -2..1, is a
-failure (exit 1, the input printed). Prints inputs per second; the hypothesis tests in
+records, and to agent/nft.py's parser of the kernel's netlink acknowledgements; runs of valid
+trace records, mutated alike, to the record decoder; and random rule
+strings to layer/net/route.c through libtether.so. Any exception other than ProtocolError (NftError
+for the acknowledgements), or a C verdict outside -2..1, is a failure (exit 1, the input printed). Prints inputs per second; the hypothesis tests in
 tests/test_protocol.py are the small version that runs in CI.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from tether.agent import nft  # noqa: E402
 from tether.layer import layer_path  # noqa: E402
 from tether.protocol import agent_wire, auth, layer_wire, trace_wire, wire  # noqa: E402
 from tether.protocol.sockaddr import encode_inet  # noqa: E402
@@ -43,6 +45,8 @@ DECODERS = {
     agent_wire.MSG_STREAM: agent_wire.decode_stream, agent_wire.MSG_STREAM_REPLY: agent_wire.decode_stream_reply,
     agent_wire.MSG_READ_FILE: agent_wire.decode_read_file,
     agent_wire.MSG_READ_FILE_REPLY: lambda f: agent_wire.FileAssembler().feed(f),
+    agent_wire.MSG_INCOMING: agent_wire.decode_incoming, agent_wire.MSG_LISTEN: agent_wire.decode_listen,
+    agent_wire.MSG_LISTEN_REPLY: agent_wire.decode_listen_reply,
     auth.MSG_AUTH_RESPONSE: lambda f: auth.decode_auth(f, auth.MSG_AUTH_RESPONSE),
     auth.MSG_AUTH_OK: lambda f: auth.decode_auth(f, auth.MSG_AUTH_OK),
 }
@@ -72,7 +76,17 @@ def seeds() -> list[bytes]:
         agent_wire.encode_stream_reply(agent_wire.Relayed(sa, sa), 1), agent_wire.encode_read_file("/etc/hosts", 11),
         *agent_wire.encode_read_file_reply(b"127.0.0.1 localhost\n" * 300, 11),
         auth.encode_auth_response(bytes(32), bytes(range(32))), auth.encode_auth_ok(bytes(32)),
+        agent_wire.encode_incoming(agent_wire.Incoming(2, (80, 443), False, ((8080, 80),), True), 12),
+        agent_wire.encode_listen(agent_wire.Listen(2, False, 4096, sa), 13),
+        agent_wire.encode_listen_reply(agent_wire.LISTEN_TARGET, 13),
+        nft_ack(3, -17) + nft_ack(4, 0),
     ]
+
+
+def nft_ack(seq: int, err: int) -> bytes:
+    """The kernel's netlink acknowledgement of message seq: its error, then the message's header."""
+    return nft.NLMSGHDR.pack(36, nft.NLMSG_ERROR, 0, seq, 0) + err.to_bytes(4, "little", signed=True) \
+        + nft.NLMSGHDR.pack(20, 0x0a00, 5, seq, 0)
 
 
 def record_seeds() -> list[bytes]:
@@ -124,6 +138,11 @@ def _stream(blob: bytes) -> None:
                 decoder(frame)
 
 
+def _acks(blob: bytes) -> None:
+    for seq, err in nft.parse_acks(blob):
+        assert 0 <= seq < 2**32 and -(2**31) <= -err < 2**31
+
+
 def _records(blob: bytes) -> None:
     pos = 0
     while pos < len(blob):
@@ -147,7 +166,7 @@ def main() -> int:
     start = time.perf_counter()
     for n in range(args.inputs):
         pick = n % 10
-        parsers = (_decode, _stream, _records)
+        parsers = (_decode, _stream, _records, _acks)
         if pick < 5:
             blob = mutate(rng, rng.choice(base))
         elif pick < 7:
@@ -166,7 +185,7 @@ def main() -> int:
         for parse in parsers:
             try:
                 parse(blob)
-            except (wire.ProtocolError, auth.AuthRefused):  # AuthRefused: an ERROR where AUTH_* was due
+            except (wire.ProtocolError, auth.AuthRefused, nft.NftError):  # AuthRefused: an ERROR where AUTH_* was due
                 pass
             except Exception as e:  # noqa: BLE001 - a crash is what this looks for
                 print(f"{parse.__name__}: {type(e).__name__}: {e} on input {blob.hex()}")

@@ -117,7 +117,7 @@ def test_every_setting_has_its_flag():
     """config.KEYS' params are the dests of `tether exec`'s flags, which each key names."""
     for key in config.KEYS:
         flag = key.flag.partition("/")[0]
-        value = [] if key.kind == "bool" else ["x"]
+        value = [] if key.kind == "bool" else [key.choices[0] if key.choices else "x"]
         args = cli.parse(["exec", flag, *value, "prog"])
         assert key.param in cli.exec.flag_settings(args), key
 

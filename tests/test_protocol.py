@@ -74,6 +74,24 @@ FACTS = {
     "TETHER_FLAG_RELAYED": agent_wire.FLAG_RELAYED,
     "TETHER_FLAG_MORE": wire.FLAG_MORE,
     "TETHER_MODE_NET": layer_wire.MODE_NET,
+    "TETHER_MODE_INCOMING": layer_wire.MODE_INCOMING,
+    "TETHER_MSG_INCOMING": agent_wire.MSG_INCOMING,
+    "TETHER_MSG_INCOMING_REPLY": agent_wire.MSG_INCOMING_REPLY,
+    "TETHER_MSG_LISTEN": agent_wire.MSG_LISTEN,
+    "TETHER_MSG_LISTEN_REPLY": agent_wire.MSG_LISTEN_REPLY,
+    "TETHER_INCOMING_OFF": agent_wire.INCOMING_OFF,
+    "TETHER_INCOMING_MIRROR": agent_wire.INCOMING_MIRROR,
+    "TETHER_INCOMING_STEAL": agent_wire.INCOMING_STEAL,
+    "TETHER_INCOMING_LOOPBACK_LOCAL": agent_wire.INCOMING_LOOPBACK_LOCAL,
+    "TETHER_INCOMING_IGNORE": agent_wire.INCOMING_IGNORE,
+    "sizeof(struct tether_incoming)": agent_wire.INCOMING.size,
+    "offsetof(struct tether_incoming, nmaps)": 6,
+    "TETHER_LISTEN_V6ONLY": agent_wire.LISTEN_V6ONLY,
+    "sizeof(struct tether_listen)": agent_wire.LISTEN.size,
+    "offsetof(struct tether_listen, backlog)": 4,
+    "TETHER_LISTEN_LOCAL": agent_wire.LISTEN_LOCAL,
+    "TETHER_LISTEN_TARGET": agent_wire.LISTEN_TARGET,
+    "sizeof(struct tether_listen_reply)": agent_wire.LISTEN_REPLY.size,
     "TETHER_MODE_DNS": layer_wire.MODE_DNS,
     "sizeof(struct tether_connect_reply)": agent_wire.CONNECT_REPLY.size,
     "sizeof(struct tether_open)": agent_wire.OPEN.size,
@@ -180,6 +198,7 @@ DECODERS = [wire.decode_error, trace_wire.decode_syscall,
             agent_wire.decode_resolve_reply, agent_wire.decode_nameinfo, agent_wire.decode_nameinfo_reply,
             lambda f: agent_wire.EnvAssembler().feed(f), agent_wire.decode_stream, agent_wire.decode_stream_reply,
             agent_wire.decode_read_file, lambda f: agent_wire.FileAssembler().feed(f),
+            agent_wire.decode_incoming, agent_wire.decode_listen, agent_wire.decode_listen_reply,
             lambda f: auth.decode_auth(f, auth.MSG_AUTH_RESPONSE), lambda f: auth.decode_auth(f, auth.MSG_AUTH_OK)]
 
 
@@ -190,6 +209,24 @@ def test_error_and_connect_round_trip(err, message, sockaddr, timeout_ms):
     assert wire.decode_error(wire.decode_frame(wire.encode_error(e, 9))) == e
     c = agent_wire.Connect(2, 1, 0, timeout_ms, sockaddr)
     assert agent_wire.decode_connect(wire.decode_frame(agent_wire.encode_connect(c, 9))) == c
+
+
+ports = st.integers(1, 65535)
+
+
+@given(st.sampled_from(sorted(agent_wire.INCOMING_MODES.values())), st.lists(ports, max_size=50),
+       st.booleans(), st.lists(st.tuples(ports, ports), max_size=20), st.booleans())
+def test_incoming_round_trip(mode, port_list, ignore, port_map, loopback_local):
+    i = agent_wire.Incoming(mode, tuple(port_list), ignore, tuple(port_map), loopback_local)
+    assert agent_wire.decode_incoming(wire.decode_frame(agent_wire.encode_incoming(i, 4))) == i
+
+
+@given(st.sampled_from([2, 10]), st.booleans(), st.integers(-(2**31), 2**31 - 1), st.binary(max_size=128))
+def test_listen_round_trip(family, v6only, backlog, sockaddr):
+    req = agent_wire.Listen(family, v6only, backlog, sockaddr)
+    assert agent_wire.decode_listen(wire.decode_frame(agent_wire.encode_listen(req, 5))) == req
+    for how in (agent_wire.LISTEN_LOCAL, agent_wire.LISTEN_TARGET):
+        assert agent_wire.decode_listen_reply(wire.decode_frame(agent_wire.encode_listen_reply(how, 5))) == how
 
 
 wire_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="\0")  # what C strings carry

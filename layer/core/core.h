@@ -122,7 +122,7 @@ long tether_fd_next_ours(unsigned long first, unsigned long last); /* lowest in 
  * copy (registered in fd's place, fd left open for the owner to close once
  * nothing uses it), or -errno. */
 typedef void tether_evict_fn(long fd);
-#define TETHER_EVICT_MAX 4
+#define TETHER_EVICT_MAX 8
 void tether_fd_on_evict(tether_evict_fn *fn);
 void tether_fd_evict(long fd);
 long tether_fd_renumber(long fd);

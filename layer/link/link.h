@@ -59,5 +59,12 @@ long tether_ask_fds(unsigned long *words, unsigned long size, unsigned short rep
 long tether_ask(unsigned long *words, unsigned long size, unsigned short reply_type, unsigned long payload,
                 int cloexec);
 int tether_agent_gone(void);
+/* A connection to the agent of the caller's own (one of the layer's
+ * descriptors), for a request whose effect lasts as long as the connection
+ * (LISTEN), and a request on it: as tether_ask_fds, but a reply may come
+ * with no descriptor (0). */
+long tether_agent_connection(void);
+long tether_ask_on(long conn, unsigned long *words, unsigned long size, unsigned short reply_type,
+                   unsigned long payload, int *fds, int max, int cloexec);
 
 #endif

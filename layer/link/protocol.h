@@ -47,6 +47,10 @@
 #define TETHER_MSG_READ_FILE_REPLY 45 /* the contents, maybe over several frames */
 #define TETHER_MSG_STREAM 46	  /* session -> network agent, on a data connection: connect (as CONNECT), then relay */
 #define TETHER_MSG_STREAM_REPLY 47 /* connected: two sockaddrs as CONNECT_REPLY's; the relayed bytes follow */
+#define TETHER_MSG_INCOMING 48	  /* session -> agent: how the program's listeners are served */
+#define TETHER_MSG_INCOMING_REPLY 49 /* taken (no payload) */
+#define TETHER_MSG_LISTEN 50	  /* the program listens on a TCP port: the target's, or stay here */
+#define TETHER_MSG_LISTEN_REPLY 51 /* how; in the target, the listening socket rides along */
 
 /* frame flags */
 #define TETHER_FLAG_ENTRY 1	/* SYSCALL sent before the call (execve, exit): no result */
@@ -66,6 +70,7 @@
 				 * relaying network agent) they are CONNECT requests */
 #define TETHER_MODE_INJECT 16	/* the session loads the layer into static programs that
 				 * hooked ones exec: tell it first (EXEC_NOTICE) */
+#define TETHER_MODE_INCOMING 32	/* listen() on a TCP port asks the agent (LISTEN) */
 
 /* AGENT_HELLO capabilities */
 #define TETHER_CAP_SOCKETS 1	/* SOCKET replies carry descriptors made in the target */
@@ -260,6 +265,39 @@ struct tether_resolve_entry {
  * the host and the service. */
 struct tether_nameinfo {
 	int flags;
+};
+
+/* INCOMING payload, then nports u16 ports and nmaps pairs of u16 (the
+ * program's port, the target's).  The agent decides per LISTEN with it. */
+#define TETHER_INCOMING_OFF 0	/* every listener stays here */
+#define TETHER_INCOMING_MIRROR 1 /* the target's app serves; the program gets copies */
+#define TETHER_INCOMING_STEAL 2	/* the program serves the target's port */
+#define TETHER_INCOMING_LOOPBACK_LOCAL 1 /* flags: listeners on 127.0.0.1 or ::1 stay here */
+#define TETHER_INCOMING_IGNORE 2 /* flags: the ports are the ones that stay here (else the only ones served) */
+struct tether_incoming {
+	unsigned short mode;
+	unsigned short flags;
+	unsigned short nports;	/* 0 and no IGNORE flag: every port */
+	unsigned short nmaps;
+};
+
+/* LISTEN payload: then a u16 length and the sockaddr the program's socket
+ * is bound to.  The layer sends it on a connection of its own and keeps
+ * that connection for as long as the listener lives: the agent undoes
+ * what it set up in the target when the connection closes. */
+#define TETHER_LISTEN_V6ONLY 1	/* flags: the program's IPv6 socket is IPV6_V6ONLY */
+struct tether_listen {
+	unsigned short family;
+	unsigned short flags;
+	int backlog;
+};
+
+/* LISTEN_REPLY payload. */
+#define TETHER_LISTEN_LOCAL 0	/* listen here, as if tether were not there */
+#define TETHER_LISTEN_TARGET 1	/* the socket that rides along listens in the target */
+struct tether_listen_reply {
+	unsigned short how;
+	unsigned short reserved;
 };
 
 /* OPEN payload: then a u16 length and the path. */

@@ -215,11 +215,12 @@ long tether_request(void *buf, unsigned long size, int *fds, int max, int cloexe
 	return n < 0 ? n : -71; /* EPROTO: a reply that is no frame */
 }
 
-long tether_ask_fds(unsigned long *words, unsigned long size, unsigned short reply_type, unsigned long payload,
-                    int *fds, int max, int cloexec)
+/* A reply of reply_type with payload bytes and up to max descriptors, of
+ * which there are n: how many (at least min), or -errno. */
+static long check_reply(const unsigned long *words, long n, unsigned short reply_type, unsigned long payload,
+                        int *fds, int max, int min)
 {
 	const struct tether_frame *f = (const struct tether_frame *)words;
-	long n = tether_request(words, size, fds, max, cloexec);
 	int got = 0;
 
 	if (n < 0)
@@ -227,7 +228,7 @@ long tether_ask_fds(unsigned long *words, unsigned long size, unsigned short rep
 	while (got < max && fds[got] >= 0)
 		got++;
 	/* payload: the reply's fixed part; a variable part may follow it */
-	if (f->type == reply_type && n >= (long)(sizeof *f + payload) && got > 0)
+	if (f->type == reply_type && n >= (long)(sizeof *f + payload) && got >= min)
 		return got;
 	close_all(fds, max);
 	if (f->type == TETHER_MSG_ERROR && n >= (long)(sizeof *f + sizeof(struct tether_error))) {
@@ -235,6 +236,30 @@ long tether_ask_fds(unsigned long *words, unsigned long size, unsigned short rep
 		return err > 0 && err < 4096 ? -err : -5; /* EIO */
 	}
 	return -71; /* EPROTO */
+}
+
+long tether_ask_fds(unsigned long *words, unsigned long size, unsigned short reply_type, unsigned long payload,
+                    int *fds, int max, int cloexec)
+{
+	return check_reply(words, tether_request(words, size, fds, max, cloexec), reply_type, payload, fds, max, 1);
+}
+
+long tether_agent_connection(void)
+{
+	return agent_addr_len ? new_connection() : -ECONNREFUSED;
+}
+
+long tether_ask_on(long conn, unsigned long *words, unsigned long size, unsigned short reply_type,
+                   unsigned long payload, int *fds, int max, int cloexec)
+{
+	long n;
+
+	for (int i = 0; i < max; i++)
+		fds[i] = -1;
+	n = exchange_on(conn, words, size, fds, max, cloexec);
+	if (n == 0 || n == -ECONNRESET || n == -EPIPE)
+		return -ECONNREFUSED; /* the agent is gone */
+	return check_reply(words, n, reply_type, payload, fds, max, 0);
 }
 
 long tether_ask(unsigned long *words, unsigned long size, unsigned short reply_type, unsigned long payload,

@@ -233,6 +233,20 @@ static unsigned long here_cookie(void)
 	return c;
 }
 
+/* swap_in for a socket the program may have registered with epoll already
+ * (Go does a UDP socket's when it makes it). */
+static long swap_registered(long fd, long newfd, const struct kind *k)
+{
+	struct tether_epoll_reg regs[8];
+	unsigned nregs = tether_epoll_find((int)fd, regs, sizeof regs / sizeof regs[0]);
+	long err;
+
+	if ((err = swap_in(fd, newfd, k)) < 0)
+		return err;
+	tether_epoll_restore((int)fd, regs, nregs);
+	return 0;
+}
+
 /* Before an unconnected UDP socket first sends to a remote address, it is
  * replaced by one made in the target (bound to the same port if the
  * program had bound it), so that datagram and all that follow leave from
@@ -244,10 +258,8 @@ static long move_udp(long fd, const unsigned char *sa)
 	struct { unsigned short family, port; unsigned char rest[24]; } bound = {0, 0, {0}};
 	unsigned bound_len = sizeof bound;
 	unsigned long here = here_cookie(), cookie = netns_cookie(fd);
-	struct tether_epoll_reg regs[8];
-	unsigned nregs;
 	struct kind k;
-	long newfd, err;
+	long newfd;
 
 	if (kind_of(fd, sa[0], &k) < 0 || k.type != SOCK_DGRAM)
 		return 0; /* the kernel answers for anything but a UDP socket */
@@ -266,12 +278,7 @@ static long move_udp(long fd, const unsigned char *sa)
 			bound.rest[i] = 0;
 		raw(SYS_bind, newfd, (long)&bound, bound_len, 0, 0);
 	}
-	/* Go registered this socket with its poller when it made it. */
-	nregs = tether_epoll_find((int)fd, regs, sizeof regs / sizeof regs[0]);
-	if ((err = swap_in(fd, newfd, &k)) < 0)
-		return err;
-	tether_epoll_restore((int)fd, regs, nregs);
-	return 0;
+	return swap_registered(fd, newfd, &k);
 }
 
 static long net_sendto(long nr, long fd, long buf, long len, long flags, long addr, long addrlen)
@@ -359,6 +366,30 @@ static long net_connect(long nr, long fd, long addr, long len, long a4, long a5,
 			return n;
 	}
 	return tether_raw_syscall6(nr, fd, addr, len, a4, a5, a6);
+}
+
+long tether_net_swap(long fd, long newfd)
+{
+	struct { unsigned short family; } sa = {0};
+	unsigned len = sizeof sa;
+	struct kind k;
+
+	/* getsockname fills what fits: the family is enough here. */
+	if (raw(SYS_getsockname, fd, (long)&sa, (long)&len, 0, 0) < 0 || kind_of(fd, sa.family, &k) < 0) {
+		raw(SYS_close, newfd, 0, 0, 0, 0);
+		return -88; /* ENOTSOCK */
+	}
+	return swap_registered(fd, newfd, &k);
+}
+
+int tether_net_in_target(long fd)
+{
+	return in_target(fd);
+}
+
+void tether_net_name(long fd, const unsigned char *sa, unsigned len)
+{
+	tether_relayed_add(fd, sa, len, 0, 0);
 }
 
 int tether_net_install(const char *rules, int with_sockets)

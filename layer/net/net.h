@@ -13,6 +13,14 @@
  * getsockname and getpeername; rules is route.c's text; sockets nonzero
  * when the agent hands out sockets made in the target (MODE_SOCKETS). */
 int tether_net_install(const char *rules, int sockets);
+/* net.c: for incoming/: put newfd (made in the target) in place of the
+ * program's socket fd as a connect does (flags, options and epoll
+ * registrations kept; newfd is consumed); whether fd already is the
+ * target's; and the address getsockname gives for fd from now on (len
+ * bytes of sa), where the target's socket is bound elsewhere. */
+long tether_net_swap(long fd, long newfd);
+int tether_net_in_target(long fd);
+void tether_net_name(long fd, const unsigned char *sa, unsigned len);
 /* dns.c: answer libc's host name lookups from the target. */
 void tether_dns_install(void);
 /* route.c: rules' verdict on a socket address, for tests and the fuzzer. */

@@ -9,7 +9,9 @@
  * keyed by the socket's inode, not the descriptor: a dup shares it, and a
  * number reused after close names another socket with another inode.  The
  * table is small and recycles its oldest entry; the lock is taken only by
- * these calls on a process that has relayed sockets. */
+ * these calls on a process that has relayed sockets.  A listener in the
+ * target bound elsewhere than the program asked (incoming/) has only its
+ * own address here: an empty one is the kernel's to give. */
 #include "net/internal.h"
 
 #define SYS_fstat 5
@@ -92,7 +94,7 @@ static long relayed_name(long nr, long fd, long addr, long lenp, long a4, long a
 			sa[j] = nr == SYS_getsockname ? s->local[j] : s->peer[j];
 	}
 	give();
-	if (!found)
+	if (!found || !n)
 		return tether_raw_syscall6(nr, fd, addr, lenp, a4, a5, a6);
 	if (tether_peek(&room, lenp, sizeof room) != sizeof room)
 		return -14; /* EFAULT */

@@ -12,6 +12,7 @@
 #include "exec/exec.h"
 #include "files/files.h"
 #include "go/go.h"
+#include "incoming/incoming.h"
 #include "link/link.h"
 #include "net/net.h"
 #include "trace/trace.h"
@@ -96,6 +97,8 @@ unsigned tether_start(char **envp)
 			refuse("the session sent outgoing rules the layer cannot read");
 		if (mode & TETHER_MODE_DNS)
 			tether_files_install();
+		if (mode & TETHER_MODE_INCOMING)
+			tether_incoming_install();
 	}
 	if (tether_tap || is_one(tether_getenv(envp, "TETHER_ROUTE_ALL")))
 		tether_route_all();

@@ -22,9 +22,10 @@ class Key(NamedTuple):
     name: str  # in the file
     param: str  # the argparse dest of `tether exec`'s flag
     flag: str
-    kind: str  # "string", "bool", "list" (of strings) or "table" (of strings)
+    kind: str  # "string", "bool", "list" (of strings), "ports" (numbers or strings) or "table" (of strings)
     help: str
     default: object = None
+    choices: tuple[str, ...] = ()  # a string's only values
 
     @property
     def envvar(self) -> str:
@@ -47,6 +48,18 @@ KEYS = [
         "these patterns.", ()),
     Key("env_exclude", "env_exclude", "--env-exclude", "list", "Never take the target's variables matching "
         "these patterns.", ()),
+    Key("incoming", "incoming", "--incoming", "string", "What happens to connections to the target's port when "
+        "the program listens on one: mirror (the target's app serves them, the program gets a copy of "
+        "each), steal (the program serves them) or off.", "mirror", ("mirror", "steal", "off")),
+    Key("incoming_ports", "incoming_ports", "--incoming-ports", "ports", "Only listeners on these ports take the "
+        "target's (the program's port numbers).", ()),
+    Key("ignore_ports", "ignore_ports", "--ignore-ports", "ports", "Listeners on these ports stay on this machine.",
+        ()),
+    Key("port_map", "port_map", "--port-map", "list", "LOCAL:REMOTE: the program's listener on port LOCAL takes "
+        "the target's port REMOTE.", ()),
+    Key("incoming_loopback", "incoming_loopback", "--incoming-loopback/--no-incoming-loopback", "bool",
+        "Listeners on 127.0.0.1 or ::1 take the target's port too (by default they stay on this machine: "
+        "a debugger's, a metrics endpoint's).", False),
     Key("dns", "dns", "--dns/--no-dns", "bool", "Resolve names in the target (default) or on this machine.", True),
     Key("verbose", "verbose", "--verbose", "bool", "Write debug logs to a file (its path is printed).", False),
     Key("log_file", "log_file", "--log-file", "string", "Where debug logs go (default: a new file in /tmp)."),
@@ -56,6 +69,7 @@ _JSON_TYPES = {
     "string": {"type": "string"},
     "bool": {"type": "boolean"},
     "list": {"type": "array", "items": {"type": "string"}},
+    "ports": {"type": "array", "items": {"type": ["integer", "string"]}},
     "table": {"type": "object", "additionalProperties": {"type": "string"}},
 }
 
@@ -68,8 +82,8 @@ def schema() -> dict:
         "description": "Settings for `tether exec`; each key also has a flag and a TETHER_* variable.",
         "type": "object",
         "additionalProperties": False,
-        "properties": {k.name: {**_JSON_TYPES[k.kind], "description": f"{k.help} Flag {k.flag}, "
-                                f"variable {k.envvar}."} for k in KEYS},
+        "properties": {k.name: {**_JSON_TYPES[k.kind], **({"enum": list(k.choices)} if k.choices else {}),
+                                "description": f"{k.help} Flag {k.flag}, variable {k.envvar}."} for k in KEYS},
     }
 
 
@@ -82,16 +96,19 @@ def find(explicit: str | None) -> Path | None:
 
 
 def _check(path: Path, name: str, value: object) -> object:
-    kind = BY_NAME[name].kind
+    key = BY_NAME[name]
     ok = {
-        "string": isinstance(value, str),
+        "string": isinstance(value, str) and (not key.choices or value in key.choices),
         "bool": isinstance(value, bool),
         "list": isinstance(value, list) and all(isinstance(v, str) for v in value),
+        "ports": isinstance(value, list) and all(isinstance(v, (int, str)) and not isinstance(v, bool)
+                                                 for v in value),
         "table": isinstance(value, dict) and all(isinstance(v, str) for v in value.values()),
-    }[kind]
+    }[key.kind]
     if not ok:
-        want = {"string": "a string", "bool": "true or false", "list": "a list of strings",
-                "table": "a table of strings (KEY = \"VALUE\")"}[kind]
+        want = {"string": f"one of {', '.join(key.choices)}" if key.choices else "a string",
+                "bool": "true or false", "list": "a list of strings",
+                "ports": "a list of port numbers", "table": "a table of strings (KEY = \"VALUE\")"}[key.kind]
         raise ConfigError(f"{path}: {name} must be {want}, not {value!r}")
     return value
 
@@ -122,6 +139,8 @@ def as_param(key: Key, value: object) -> object:
     """A file value in the shape the flag gives (cli.exec.flag_settings): lists and tables as tuples."""
     if key.kind == "list":
         return tuple(value)
+    if key.kind == "ports":
+        return tuple(str(v) for v in value)
     if key.kind == "table":
         return tuple(f"{k}={v}" for k, v in value.items())
     return value
@@ -136,8 +155,10 @@ def from_environment(key: Key, environ: dict[str, str]) -> object | None:
         if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
             raise ConfigError(f"{key.envvar}={raw!r}: use 1 or 0")
         return raw.lower() in ("1", "true", "yes", "on")
-    if key.kind in ("list", "table"):
+    if key.kind in ("list", "ports", "table"):
         return tuple(raw.split())
+    if key.choices and raw not in key.choices:
+        raise ConfigError(f"{key.envvar}={raw!r}: use one of {', '.join(key.choices)}")
     return raw
 
 

@@ -1,4 +1,5 @@
-"""The requests an agent answers at once: hello, environment, file opens and reads, sockets.
+"""The requests an agent answers at once: hello, environment, file opens and reads, sockets,
+how incoming traffic is served.
 
 The asyncio server (agent/server.py) answers them from its reader callback. A forked agent
 also answers them before asyncio has loaded (answer_until): `tether exec` asks its hello, the
@@ -22,8 +23,13 @@ log = logging.getLogger("tether.agent")
 Environment = Callable[[], dict[str, str]]  # the target's environment, when the session asks
 Reply = tuple[bytes, list[int]]  # a frame and the descriptors it carries; the sender closes them
 
+# How the program's listeners are served (agent/incoming.py), until the session says (INCOMING).
+# An agent on this host serves one session; a network agent, which will serve several, is to
+# keep it per link.
+incoming_settings = agent_wire.Incoming(mode=agent_wire.INCOMING_OFF)
+
 IMMEDIATE = frozenset({agent_wire.MSG_AGENT_HELLO, agent_wire.MSG_ENV, agent_wire.MSG_OPEN, agent_wire.MSG_READ_FILE,
-                       agent_wire.MSG_SOCKET})
+                       agent_wire.MSG_SOCKET, agent_wire.MSG_INCOMING})
 
 
 def failure(e: Exception, id: int) -> bytes:
@@ -41,6 +47,7 @@ def needs_fds(carries_fds: bool, what: str) -> None:
 
 def answer(frame: wire.Frame, environment: Environment, carries_fds: bool, capabilities: int) -> list[Reply]:
     """The replies to frame, whose type is in IMMEDIATE."""
+    global incoming_settings
     try:
         if frame.type == agent_wire.MSG_AGENT_HELLO:
             version, _ = agent_wire.decode_agent_hello(frame)
@@ -60,6 +67,12 @@ def answer(frame: wire.Frame, environment: Environment, carries_fds: bool, capab
             needs_fds(carries_fds, "SOCKET")
             socks = net.new_sockets(*agent_wire.decode_socket(frame))
             return [(agent_wire.encode_socket_reply(frame.id), [s.detach() for s in socks])]
+        if frame.type == agent_wire.MSG_INCOMING:
+            # Listeners get their sockets from here: a link that cannot carry them cannot serve them.
+            needs_fds(carries_fds, "incoming traffic (LISTEN)")
+            incoming_settings = agent_wire.decode_incoming(frame)
+            log.debug("incoming: %s", incoming_settings)
+            return [(wire.encode_frame(agent_wire.MSG_INCOMING_REPLY, b"", id=frame.id), [])]
         raise net.OpError(errno.EOPNOTSUPP, f"request type {frame.type} is not answered at once")
     except (net.OpError, wire.ProtocolError) as e:
         return [(failure(e, frame.id), [])]

@@ -4,7 +4,8 @@ Runs inside the target (a network namespace, a container's namespaces, a remote 
 link is read by one reader callback on the event loop. Requests that complete at once (hello,
 file open, sockets, environment: agent/answers.py) are answered from that callback, with no
 task and no wait; a connect and a name lookup run as their own tasks, so they never hold up
-another request. Replies carry the request's id.
+another request. Replies carry the request's id. A listener's LISTEN takes the link for itself:
+what it set up in the target (agent/incoming.py) is undone when the link closes.
 A malformed frame closes the link with a logged reason; the agent itself never crashes on input.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ import socket
 from collections.abc import Callable, Iterable
 
 from ..protocol import agent_wire, wire
-from . import answers, dns, net
+from . import answers, dns, incoming, net
 from .answers import Environment
 
 log = logging.getLogger("tether.agent")
@@ -39,6 +40,7 @@ class Link:
         self.tasks: set[asyncio.Task] = set()
         self.unsent: collections.deque[tuple[bytes, list[int]]] = collections.deque()
         self.done = self.loop.create_future()
+        self.undo: list = []  # what LISTEN set up, closed with the link
 
     async def serve(self) -> None:
         self.loop.add_reader(self.sock, self._readable)
@@ -53,6 +55,8 @@ class Link:
                 for fd in fds:
                     os.close(fd)
             self.sock.close()
+            for undo in self.undo:
+                undo.close()
 
     def _close(self, why: str | None = None) -> None:
         if why:
@@ -147,6 +151,9 @@ class Link:
                 self._spawn(self._nameinfo(frame.id, *agent_wire.decode_nameinfo(frame)))
             elif frame.type == agent_wire.MSG_RESOLVE:
                 self._spawn(self._resolve(frame.id, agent_wire.decode_resolve(frame)))
+            elif frame.type == agent_wire.MSG_LISTEN:
+                answers.needs_fds(self.carries_fds, "LISTEN")
+                self._listen(frame.id, agent_wire.decode_listen(frame))
             else:
                 raise net.OpError(95, f"unknown request type {frame.type}")  # EOPNOTSUPP
         except (net.OpError, wire.ProtocolError) as e:
@@ -157,6 +164,15 @@ class Link:
         task = asyncio.create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _listen(self, id: int, req: agent_wire.Listen) -> None:
+        sock, undo = incoming.listen(req, answers.incoming_settings)
+        if sock is None:
+            self._send(agent_wire.encode_listen_reply(agent_wire.LISTEN_LOCAL, id))
+            return
+        self.undo.append(undo)
+        with sock:
+            self._send(agent_wire.encode_listen_reply(agent_wire.LISTEN_TARGET, id), [sock.fileno()])
 
     async def _nameinfo(self, id: int, sockaddr: bytes, flags: int) -> None:
         self._send(agent_wire.encode_nameinfo_reply(await dns.nameinfo(sockaddr, flags), id))

@@ -35,6 +35,19 @@ def add_to(commands) -> None:
                    help="Take only the target's variables matching PATTERN (repeatable).")
     p.add_argument("--env-exclude", action="append", metavar="PATTERN",
                    help="Never take the target's variables matching PATTERN (repeatable).")
+    p.add_argument("--incoming", choices=("mirror", "steal", "off"),
+                   help="When the program listens on a TCP port: mirror (default: the target's app keeps "
+                        "serving the port, the program gets a copy of each connection), steal (the program "
+                        "serves the target's port instead) or off (it listens here only).")
+    p.add_argument("--incoming-ports", action="append", metavar="LIST",
+                   help="Only listeners on these ports (the program's: 8080,9090) take the target's.")
+    p.add_argument("--ignore-ports", action="append", metavar="LIST",
+                   help="Listeners on these ports stay here (not with --incoming-ports).")
+    p.add_argument("--port-map", action="append", metavar="LOCAL:REMOTE",
+                   help="The program's listener on port LOCAL takes the target's port REMOTE (repeatable).")
+    p.add_argument("--incoming-loopback", action=argparse.BooleanOptionalAction,
+                   help="Listeners on 127.0.0.1 or ::1 take the target's port too (default: they stay "
+                        "here, as a debugger's would).")
     p.add_argument("--dns", action=argparse.BooleanOptionalAction,
                    help="Resolve names in the target (default) or on this machine.")
     p.add_argument("-v", "--verbose", action="store_true", default=None,
@@ -72,6 +85,21 @@ def run(args: argparse.Namespace) -> None:
     Environment: the target's variables are added to this one's, except those about this
     machine and your tools (PATH, HOME, TERM, LANG, SHELL, PWD, LD_*, GO*, PYTHON*, ...).
 
+    Incoming: when the program listens on a TCP port (net.Listen, bind+listen), connections to
+    that port in the target come to it (netns: and pid: targets; through tcp:// agents not yet):
+      --incoming mirror       the target's app keeps serving them; the program gets a copy of
+                              each connection, and its replies are thrown away (the default)
+      --incoming steal        the program serves them instead (the client's own address;
+                              no relay: the kernel hands them to it)
+      --incoming off          the program listens here only
+      --port-map 8080:80      the program listens on 8080, the target's port 80 comes to it
+      --incoming-ports 8080,9090 / --ignore-ports 6060
+                              which of the program's listeners take the target's port
+    Listeners on loopback stay here unless --incoming-loopback. Whatever tether sets up in
+    the target (an nftables table) is gone when the listener closes, when tether ends, and
+    when tether or its agent is killed. A port another tether session mirrors or steals
+    gives the program EADDRINUSE, and the reason is printed.
+
     Targets:
       netns:NAME   a namespace from `ip netns add` (root); /etc/netns/NAME/ files such as
                    resolv.conf, hosts and environment are the target's
@@ -92,8 +120,9 @@ def run(args: argparse.Namespace) -> None:
                    are handed over as for netns:
 
     Settings: each flag also has a TETHER_* variable (TETHER_TARGET, TETHER_LOCAL, TETHER_DNS=0,
-    ...; lists space-separated) and a key in tether.toml (target, token_file, ssh_option, local, remote, env,
-    env_include, env_exclude, dns, verbose, log_file); a flag beats the variable, which beats the file.
+    ...; lists space-separated) and a key in tether.toml (target, token_file, ssh_option, local,
+    remote, env, env_include, env_exclude, incoming, incoming_ports, ignore_ports, port_map,
+    incoming_loopback, dns, verbose, log_file); a flag beats the variable, which beats the file.
     `tether config show` prints what applies, `tether config schema` the file's JSON schema.
 
     Exit status: the program's (128+N if signal N ended it); 2 if tether could not start it or
@@ -111,12 +140,13 @@ def run(args: argparse.Namespace) -> None:
     # While the agent starts (importing asyncio is most of its start): what only this side
     # needs. The steps below import from these modules, loaded by now.
     from ..session import agent_link, launch, server  # noqa: F401
-    policy, env_rules = plan(args, settings, target)
+    policy, env_rules, incoming = plan(args, settings, target)
     wait_for_agent(target, spec)
     session = None
     try:
         env, rules = ask_target(target, spec, policy, env_rules, settings["dns"], log, started)
-        session = start_session(target, spec, settings["dns"], rules)
+        serve_incoming = subscribe_incoming(target, spec, incoming, log)
+        session = start_session(target, spec, settings["dns"], rules, serve_incoming)
         code = attach_program(args.pid, session) if args.pid is not None else run_program(args.program, session, env)
     finally:
         if session:
@@ -183,9 +213,10 @@ def start_agent(settings: dict[str, object], agent_log: tuple | None):
 
 
 def plan(args: argparse.Namespace, settings: dict[str, object], target) -> tuple:
-    """Which connections go out from the target (the policy, its host names not yet resolved)
-    and which of its variables the program takes. A usage error, the target closed, if a rule
-    is malformed."""
+    """Which connections go out from the target (the policy, its host names not yet resolved),
+    which of its variables the program takes, and how its listeners are served. A usage error,
+    the target closed, if a rule is malformed."""
+    from ..session import incoming
     from ..session.environment import EnvError, EnvRules
     from ..session.policy import OutgoingPolicy, PolicyError
 
@@ -193,10 +224,13 @@ def plan(args: argparse.Namespace, settings: dict[str, object], target) -> tuple
         policy = OutgoingPolicy.from_specs(list(settings["local_rules"]), list(settings["remote_rules"]))
         env_rules = EnvRules(list(settings["env_include"]), list(settings["env_exclude"]),
                              EnvRules.parse_overrides(list(settings["env_overrides"])))
-    except (PolicyError, EnvError) as e:
+        listeners = incoming.from_settings(settings["incoming"], settings["incoming_ports"],
+                                           settings["ignore_ports"], settings["port_map"],
+                                           settings["incoming_loopback"])
+    except (PolicyError, EnvError, incoming.IncomingError) as e:
         target.close()
         args.parser.error(str(e))
-    return policy, env_rules
+    return policy, env_rules, listeners
 
 
 def wait_for_agent(target, spec: str) -> None:
@@ -253,9 +287,33 @@ def ask_target(target, spec: str, policy, env_rules, dns: bool, log, started: fl
     return env, rules
 
 
-def start_session(target, spec: str, dns: bool, rules: str):
+def subscribe_incoming(target, spec: str, incoming, log) -> bool:
+    """Tell the agent how the program's listeners are served; whether they ask it at all.
+    Through a network agent (no sockets cross) not yet: a mirror, the default, leaves the
+    listeners here (as --help says), a steal is refused."""
+    from ..protocol import agent_wire
+    from ..session.agent_link import AgentError, LinkError
+
+    if incoming.mode == agent_wire.INCOMING_OFF:
+        return False
+    if not target.capabilities & agent_wire.CAP_SOCKETS:
+        if incoming.mode == agent_wire.INCOMING_STEAL:
+            fail(f"--incoming steal: incoming traffic through {spec} (a network agent) is not built "
+                 "yet; use a netns: or pid: target")
+        if log:
+            log.info("incoming: %s is a network agent; the program's listeners stay here", spec)
+        return False
+    try:
+        target.link.incoming(incoming)
+    except (AgentError, LinkError) as e:
+        fail(f"{spec}: the agent cannot serve incoming traffic: {e}")
+    return True
+
+
+def start_session(target, spec: str, dns: bool, rules: str, incoming: bool):
     """The session's server for the program's hooked processes: what they hand to the agent
-    (connects, and name lookups unless --no-dns), the agent's socket and the rules."""
+    (connects, name lookups unless --no-dns, listeners if incoming), the agent's socket and
+    the rules."""
     from ..protocol import agent_wire, layer_wire
     from ..session.server import LayerServer
 
@@ -264,6 +322,8 @@ def start_session(target, spec: str, dns: bool, rules: str):
         mode |= layer_wire.MODE_SOCKETS
     if dns:
         mode |= layer_wire.MODE_DNS
+    if incoming:
+        mode |= layer_wire.MODE_INCOMING
     return LayerServer(mode, on_event=lambda e: None, warn=lambda msg: say(msg, "bold yellow"),
                        agent=target.link, agent_socket=target.agent_socket, rules=rules,
                        on_agent_lost=lambda why: say(

@@ -1,7 +1,8 @@
 """What an agent is asked to do in the target, and its answers (layer/link/protocol.h): AGENT_HELLO;
 CONNECT and SOCKET, sockets made there (or relayed: STREAM, and datagrams on a relayed UDP
-stream); OPEN and READ_FILE, files there; ENV; RESOLVE and NAMEINFO, name lookups there. The
-session and hooked processes ask alike."""
+stream); OPEN and READ_FILE, files there; ENV; RESOLVE and NAMEINFO, name lookups there;
+INCOMING and LISTEN, the target's ports for the program's listeners. The session and hooked
+processes ask alike."""
 from __future__ import annotations
 
 import struct
@@ -28,6 +29,10 @@ MSG_READ_FILE = 44  # a file's contents (where descriptors cannot travel); paylo
 MSG_READ_FILE_REPLY = 45  # the contents, over frames with FLAG_MORE
 MSG_STREAM = 46  # first frame of a data connection to a network agent: connect (as CONNECT)
 MSG_STREAM_REPLY = 47  # connected (addresses as CONNECT_REPLY's); relayed bytes follow
+MSG_INCOMING = 48  # session -> agent: how the program's listeners are served (Incoming)
+MSG_INCOMING_REPLY = 49  # taken; no payload
+MSG_LISTEN = 50  # layer -> agent, on a connection kept as long as the listener lives (Listen)
+MSG_LISTEN_REPLY = 51  # LISTEN_LOCAL, or LISTEN_TARGET with the listening socket beside it
 FLAG_RELAYED = 4  # CONNECT_REPLY: the descriptor is a relay stream; the target socket's addresses follow
 CAP_SOCKETS = 1  # AGENT_HELLO: SOCKET replies carry descriptors made in the target
 AGENT_HELLO = struct.Struct("<HHI")  # version, reserved, capabilities
@@ -44,6 +49,15 @@ NAMEINFO = struct.Struct("<i")  # NI_* flags; then the sockaddr. Reply: RESOLVE_
 ENV_MAX = 1 << 20  # bytes of environment a session accepts from an agent
 READ_FILE_MAX = 1 << 20  # bytes of a file READ_FILE carries (the resolver's files are small)
 DATAGRAM = struct.Struct("<H")  # a relayed datagram's length, before its bytes
+INCOMING = struct.Struct("<HHHH")  # mode, flags, ports, maps; then u16 ports, then u16 pairs
+INCOMING_OFF, INCOMING_MIRROR, INCOMING_STEAL = 0, 1, 2
+INCOMING_MODES = {"off": INCOMING_OFF, "mirror": INCOMING_MIRROR, "steal": INCOMING_STEAL}
+INCOMING_LOOPBACK_LOCAL = 1  # flags: listeners on 127.0.0.1 or ::1 stay here
+INCOMING_IGNORE = 2  # flags: the ports listed stay here (else they are the only ones served)
+LISTEN = struct.Struct("<HHi")  # family, flags, backlog; then the sockaddr the program bound
+LISTEN_V6ONLY = 1  # flags: the program's IPv6 socket is IPV6_V6ONLY
+LISTEN_REPLY = struct.Struct("<HH")  # how, reserved
+LISTEN_LOCAL, LISTEN_TARGET = 0, 1
 
 
 class Connect(NamedTuple):
@@ -107,6 +121,28 @@ class NameInfo(NamedTuple):
     errno: int = 0
     host: str = ""
     service: str = ""
+
+
+class Incoming(NamedTuple):
+    """How the program's listeners are served: mode off, mirror or steal (INCOMING_*); ports
+    the only ones served (or, with ignore, the ones that stay here; none: every port);
+    port_map (the program's port, the target's) pairs; loopback_local: listeners on loopback
+    stay here."""
+
+    mode: int = INCOMING_MIRROR
+    ports: tuple[int, ...] = ()
+    ignore: bool = False
+    port_map: tuple[tuple[int, int], ...] = ()
+    loopback_local: bool = True
+
+
+class Listen(NamedTuple):
+    """The program listens on a TCP socket bound to sockaddr."""
+
+    family: int
+    v6only: bool
+    backlog: int
+    sockaddr: bytes
 
 
 def encode_agent_hello(version: int, capabilities: int, id: int, reply: bool = False) -> bytes:
@@ -384,3 +420,58 @@ def decode_nameinfo_reply(f: Frame) -> NameInfo:
     if pos != len(f.payload) or status > 0:
         raise ProtocolError("malformed NAMEINFO_REPLY")
     return NameInfo(status, err, host, service)
+
+
+def encode_incoming(i: Incoming, id: int) -> bytes:
+    flags = (INCOMING_LOOPBACK_LOCAL if i.loopback_local else 0) | (INCOMING_IGNORE if i.ignore else 0)
+    payload = (INCOMING.pack(i.mode, flags, len(i.ports), len(i.port_map))
+               + struct.pack(f"<{len(i.ports)}H", *i.ports)
+               + b"".join(struct.pack("<HH", *pair) for pair in i.port_map))
+    return encode_frame(MSG_INCOMING, payload, id=id)
+
+
+def decode_incoming(f: Frame) -> Incoming:
+    if f.type != MSG_INCOMING or len(f.payload) < INCOMING.size:
+        raise ProtocolError("malformed INCOMING")
+    mode, flags, nports, nmaps = INCOMING.unpack_from(f.payload)
+    if mode not in INCOMING_MODES.values() or flags & ~(INCOMING_LOOPBACK_LOCAL | INCOMING_IGNORE):
+        raise ProtocolError(f"INCOMING with mode {mode} and flags {flags:#x}")
+    if len(f.payload) != INCOMING.size + 2 * nports + 4 * nmaps:
+        raise ProtocolError(f"INCOMING of {len(f.payload)} bytes for {nports} ports and {nmaps} maps")
+    ports = struct.unpack_from(f"<{nports}H", f.payload, INCOMING.size)
+    pairs = struct.unpack_from(f"<{2 * nmaps}H", f.payload, INCOMING.size + 2 * nports)
+    if 0 in ports or 0 in pairs:
+        raise ProtocolError("INCOMING names port 0")
+    return Incoming(mode, ports, bool(flags & INCOMING_IGNORE), tuple(zip(pairs[::2], pairs[1::2])),
+                    bool(flags & INCOMING_LOOPBACK_LOCAL))
+
+
+def encode_listen(req: Listen, id: int) -> bytes:
+    if len(req.sockaddr) > 128:
+        raise ProtocolError("socket address longer than 128 bytes")
+    return encode_frame(MSG_LISTEN, LISTEN.pack(req.family, LISTEN_V6ONLY if req.v6only else 0, req.backlog)
+                        + pack_bytes(req.sockaddr), id=id)
+
+
+def decode_listen(f: Frame) -> Listen:
+    if f.type != MSG_LISTEN or len(f.payload) < LISTEN.size:
+        raise ProtocolError("malformed LISTEN")
+    family, flags, backlog = LISTEN.unpack_from(f.payload)
+    sockaddr, pos = unpack_bytes(f.payload, LISTEN.size, "socket address")
+    if pos != len(f.payload) or len(sockaddr) > 128 or flags & ~LISTEN_V6ONLY:
+        raise ProtocolError("malformed LISTEN")
+    return Listen(family, bool(flags & LISTEN_V6ONLY), backlog, sockaddr)
+
+
+def encode_listen_reply(how: int, id: int) -> bytes:
+    """LISTEN_LOCAL, or LISTEN_TARGET with the listening socket beside this frame (SCM_RIGHTS)."""
+    return encode_frame(MSG_LISTEN_REPLY, LISTEN_REPLY.pack(how, 0), id=id)
+
+
+def decode_listen_reply(f: Frame) -> int:
+    if f.type != MSG_LISTEN_REPLY or len(f.payload) != LISTEN_REPLY.size:
+        raise ProtocolError("malformed LISTEN_REPLY")
+    how, _ = LISTEN_REPLY.unpack(f.payload)
+    if how not in (LISTEN_LOCAL, LISTEN_TARGET):
+        raise ProtocolError(f"LISTEN_REPLY says {how}")
+    return how

@@ -24,6 +24,7 @@ MODE_NET = 2
 MODE_DNS = 4
 MODE_SOCKETS = 8  # the agent hands out sockets made in the target: connects take one, connect it here
 MODE_INJECT = 16  # the session loads the layer into static programs hooked ones exec (EXEC_NOTICE first)
+MODE_INCOMING = 32  # listen() on a TCP port asks the agent (agent_wire.MSG_LISTEN)
 HELLO = struct.Struct("<HHIii")  # version, reserved, capabilities, pid, ppid
 HELLO_REPLY = struct.Struct("<HHI")  # version, reserved, mode
 RING_REQUEST = struct.Struct("<iI")  # pid, reserved

@@ -176,6 +176,13 @@ class AgentLink:
         with os.fdopen(fds[0], "rb") as f:
             return f.read(limit)
 
+    def incoming(self, settings: agent_wire.Incoming, timeout: float = 10.0) -> None:
+        """Tell the agent how the program's listeners are served (before the program runs)."""
+        frame, fds = self._call(lambda id: agent_wire.encode_incoming(settings, id), timeout)
+        close_fds(fds)
+        if frame.type != agent_wire.MSG_INCOMING_REPLY:
+            raise LinkError(f"INCOMING answered with frame type {frame.type}")
+
     def resolve(self, name: str, timeout: float = 10.0) -> list[str]:
         """The addresses of name as the target resolves it, IPv4 first, without duplicates
         (AgentError ENOENT if it does not resolve)."""

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""`tether exec --incoming` on a netns target: what serving the target's port costs.
+
+The load is tests/go/incoming's client inside the namespace (CONNS connections for SECONDS);
+the servers are its net/http server: the target's app on APP_PORT, the same binary as the
+program under tether, and as "direct" started inside the namespace on a port of its own.
+
+    steal keepalive   the load against APP_PORT while the program steals it (its socket made in
+                      the target, the port redirected to it: the app holds the port) / the same
+                      load against the direct server (goal >= 0.9)
+    steal new         the same with a new connection per request (goal >= 0.8)
+    mirror            the app's req/s while the program mirrors the port / with no tether
+                      (goal >= 0.9), and the share of the app's requests of which the program
+                      got a copy (goal >= 99%), under the same closed-loop load, which
+                      saturates the machine (with a mirror the program does the app's work
+                      again on the same CPUs);
+    mirror at RATE    the same with the load paced at RATE requests a second: req/s and the
+                      latency (p50, p99) the mirror adds, as a service below saturation sees it
+
+Each round runs every side, in an order that alternates by round; the figures are medians.
+
+    python3 bench/incoming.py [--version 1.27] [--rounds 5] [--seconds 3] [--conns 32] [--rate 5000]
+
+Needs root (it makes a throwaway namespace with tests/netns.py and removes it).
+"""
+from __future__ import annotations
+
+import argparse
+import select
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tools")]
+
+import go_toolchains  # noqa: E402
+import gobuild  # noqa: E402
+import netns  # noqa: E402
+
+APP_PORT, DIRECT_PORT = 8090, 8093
+
+
+class Tether:
+    """The Go server under `tether exec --incoming MODE`, once it listens."""
+
+    def __init__(self, ns, exe: Path, mode: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tether", "exec", "--target", f"netns:{ns.name}", "--incoming", mode, "--",
+             str(exe), "serve", f":{APP_PORT}", "prog"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        if not select.select([self.proc.stdout], [], [], 20)[0] or \
+                not self.proc.stdout.readline().startswith("listening"):
+            self.proc.kill()
+            raise SystemExit(f"the program under tether --incoming {mode} did not listen")
+
+    def stop(self) -> int:
+        """Stop it; the requests it served."""
+        self.proc.terminate()
+        out = self.proc.communicate(timeout=30)[0]
+        return int(out.split("served ")[1].split()[0])
+
+
+def load(ns, exe: Path, port: int, seconds: float, conns: int, mode: str, rate: float = 0) -> tuple:
+    """req/s, requests, p50 and p99 latency (us) of one load run."""
+    r = ns.run([str(exe), "load", f"http://{netns.WEB_ADDR}:{port}/", str(conns), str(seconds), mode, str(rate)],
+               timeout=seconds + 60)
+    first = r.stdout.split("\n", 1)[0].split()
+    if r.returncode != 0 or len(first) != 6 or first[2] != "0":
+        raise SystemExit(f"load on port {port} failed: {r.stdout} {r.stderr}")
+    return int(first[1]) / float(first[3]), int(first[1]), int(first[4]), int(first[5])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--version", default=go_toolchains.selected_versions()[-1])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--conns", type=int, default=32)
+    ap.add_argument("--rate", type=float, default=5000)
+    args = ap.parse_args()
+    go_toolchains.ensure(args.version)
+    exe = gobuild.build(args.version, "default", "incoming")
+    with netns.TargetNamespace() as ns:
+        # A connection per request leaves thousands in TIME_WAIT: let new ones reuse them.
+        ns.run(["sysctl", "-q", "net.ipv4.tcp_tw_reuse=1"], check=True)
+        for port, name in ((APP_PORT, "app"), (DIRECT_PORT, "direct")):
+            ns.popen([str(exe), "serve", f":{port}", name], stdout=subprocess.DEVNULL)
+        time.sleep(0.5)
+        figures: dict[str, list[float]] = {}
+
+        def run(side: str) -> None:
+            """One run; the program under tether is started for it (a port takes one session)."""
+            kind, _, how = side.partition(" ")
+            mode = {"steal": "steal", "on": "mirror"}.get(how)
+            prog = Tether(ns, exe, mode) if mode else None
+            port = DIRECT_PORT if how == "direct" else APP_PORT
+            rps, requests, p50, p99 = load(ns, exe, port, args.seconds, args.conns,
+                                           kind if kind in ("keepalive", "new") else "keepalive",
+                                           args.rate if kind == "paced" else 0)
+            if prog:
+                time.sleep(0.3)  # a mirror's last copies on their way
+                served = prog.stop()
+                if mode == "mirror":
+                    figures.setdefault(f"{kind} share", []).append(served / requests)
+            figures.setdefault(side, []).append(rps)
+            figures.setdefault(f"{side} p50", []).append(p50)
+            figures.setdefault(f"{side} p99", []).append(p99)
+
+        sides = ["keepalive steal", "keepalive direct", "new steal", "new direct", "mirror on", "mirror off",
+                 "paced on", "paced off"]
+        for n in range(args.rounds):
+            for side in sides if n % 2 == 0 else sides[::-1]:
+                run(side)
+            print(f"round {n + 1}: " + ", ".join(f"{k} {v[-1]:.2%}" if "share" in k else f"{k} {v[-1]:.0f}"
+                                                 for k, v in figures.items() if " p" not in k), flush=True)
+    med = {k: statistics.median(v) for k, v in figures.items()}
+    print(f"\nGo {args.version}, {args.conns} connections, {args.seconds:g} s a run, {args.rounds} rounds, medians:")
+    for kind, goal in (("keepalive", 0.9), ("new", 0.8)):
+        print(f"  steal {kind:9}  {med[f'{kind} steal']:8.0f} req/s, direct {med[f'{kind} direct']:8.0f}: "
+              f"ratio {med[f'{kind} steal'] / med[f'{kind} direct']:.2f} (goal >= {goal})")
+    for kind, what in (("mirror", "saturated"), ("paced", f"at {args.rate:g} req/s")):
+        print(f"  mirror {what:15} {med[f'{kind} on']:8.0f} req/s, unmirrored {med[f'{kind} off']:8.0f}: "
+              f"ratio {med[f'{kind} on'] / med[f'{kind} off']:.2f} (goal >= 0.9); the program got "
+              f"{med[f'{kind} share']:.2%} of the requests (goal >= 99%); latency p50/p99 "
+              f"{med[f'{kind} on p50']:.0f}/{med[f'{kind} on p99']:.0f} us, unmirrored "
+              f"{med[f'{kind} off p50']:.0f}/{med[f'{kind} off p99']:.0f} us")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+module tether.test/incoming
+
+go 1.19
