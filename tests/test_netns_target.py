@@ -158,8 +158,12 @@ def test_requests_answered_while_the_agent_loads_asyncio(target_ns, tmp_path):  
     assert out["fetched"].startswith("HTTP/1.")
     assert out["resolved"] == [WEB_ADDR]
     assert out["status"] == 0 and not out["asyncio here"]
-    early = re.search(r"(\d+) requests answered before asyncio had loaded; type 32 waits for it", log.read_text())
-    assert early and int(early.group(1)) == 5, log.read_text()  # hello, environment, hosts; sockets, open
+    # hello, environment, hosts; sockets, open. The connect then waits for asyncio, unless the
+    # importing thread is done first (on a loaded machine the connect can come late): either
+    # way it is served, as "fetched" shows.
+    early = re.search(r"(\d+) requests answered before asyncio had loaded(; type (\d+) waits for it)?$", log.read_text(),
+                      re.M)
+    assert early and int(early.group(1)) == 5 and early.group(3) in (None, "32"), log.read_text()
 
 
 def test_agent_leaves_at_once_when_the_session_ends_before_asyncio_loaded(target_ns):  # noqa: F811
