@@ -3,9 +3,10 @@
 One `ssh` connection carries everything: the agent, tether's agent code zipped (zipapp) and
 sent on ssh's stdin, runs from memory in the host's python3 (>= 3.9: memfd, zipimport), so
 nothing is written there; it listens on the host's loopback and ends when ssh's stdin
-closes. ssh forwards a local port to it (-L), so the agent is a network agent to tether: the stand-in (agent/forward.py) proves a
-token made for this run and relays each of the program's connections over a channel of the
-same ssh connection. Everything ssh itself reads applies as it does for `ssh HOST`: the
+closes. ssh forwards a local port to it (-L), so the agent is a network agent to tether:
+the stand-in (agent/forward.py) proves a token made for this run and relays each of the
+program's connections over a channel of the same ssh connection, and when the connection
+drops, makes it again (Ssh, its prepare). Everything ssh itself reads applies as it does for `ssh HOST`: the
 user's ~/.ssh/config (from the passwd home), keys, ssh-agent, ProxyJump, known_hosts (host
 keys are checked as ssh checks them); --ssh-option adds `-o` options. No crypto of ours.
 """
