@@ -51,7 +51,8 @@ def bash_script(top: argparse.ArgumentParser) -> str:
         subs = [name for a in p._actions if isinstance(a, argparse._SubParsersAction) for name in a.choices]
         takes_program = any(a.dest == "program" for a in p._actions)
         label = shlex.quote(words) if words else '""'
-        words_cases.append(f'        {label}) words={shlex.quote(" ".join(options + subs))}; program={int(takes_program)};;')
+        words_cases.append(f'        {label}) words={shlex.quote(" ".join(options + subs))}; '
+                           f'program={int(takes_program)};;')
         for a in p._actions:
             if not a.option_strings or a.nargs == 0:
                 continue
