@@ -153,14 +153,9 @@ def test_the_link_cut_mid_run_gives_errors_then_comes_back(go_versions, sshd, tm
             os.kill(int(pid), signal.SIGKILL)
         time.sleep(0.3)  # the stand-in notices the link is gone
         cut.touch()
-        said = []
-        for line in proc.stderr:  # until it has connected again: a new ssh, a new agent there
-            said.append(line)
-            if "is back" in line:
-                break
+        time.sleep(3)  # it connects again: a new ssh, a new agent there
         back.touch()
         out, err = proc.communicate(timeout=60)
-        err = "".join(said) + err
     finally:
         proc.kill()
     lines = [first.rstrip(), *out.splitlines()]

@@ -215,6 +215,8 @@ class Remote:
                 future.set_result(None)
 
     def _lost(self, why: str) -> None:
+        if self.down:
+            return  # lost already (the control link's reader and a request both notice): one reconnect
         if self.control is not None:
             self.control.sock.close()
             self.control = None
