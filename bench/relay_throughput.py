@@ -20,6 +20,7 @@ Needs root (it makes a throwaway namespace with tests/netns.py and removes it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import shlex
 import statistics
@@ -71,6 +72,28 @@ def transfer(how: str, popen, host: str, prefix: list[str], exe: Path, size: int
     return max(float(fields[3]) for fields in reports)
 
 
+@contextlib.contextmanager
+def network_agent(ns: netns.TargetNamespace, tmp: str):
+    """`tether agent --listen` in ns on its veth address, with a new token: (its process, the
+    address it listens on, the token file); stopped at the end."""
+    token = Path(tmp) / "agent.token"
+    subprocess.run([*TETHER, "agent", "--new-token", str(token)], check=True, capture_output=True)
+    log = Path(tmp) / "agent.log"
+    agent = ns.popen([*TETHER, "agent", "--listen", f"tcp:{ns.veth_ns_addr}:0", "--token-file", str(token)],
+                     stderr=log.open("w"))
+    try:
+        for _ in range(500):
+            if m := re.search(r"listening on tcp:(\S+)", log.read_text()):
+                break
+            time.sleep(0.02)
+        else:
+            raise SystemExit(f"the agent did not start: {log.read_text()}")
+        yield agent, m.group(1), token
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+
+
 def rss_kib(pid: int, field: str) -> int:
     return int(re.search(rf"{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1))
 
@@ -83,38 +106,24 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=16)
     args = ap.parse_args()
     exe = gobuild.build(args.version, "default", "netclient")
-    with netns.TargetNamespace(veth=True) as ns, tempfile.TemporaryDirectory() as tmp:
-        token = Path(tmp) / "agent.token"
-        subprocess.run([*TETHER, "agent", "--new-token", str(token)], check=True, capture_output=True)
-        log = Path(tmp) / "agent.log"
-        agent = ns.popen([*TETHER, "agent", "--listen", f"tcp:{ns.veth_ns_addr}:0", "--token-file", str(token)],
-                         stderr=log.open("w"))
-        try:
-            for _ in range(500):
-                if m := re.search(r"listening on tcp:(\S+)", log.read_text()):
-                    break
-                time.sleep(0.02)
-            else:
-                raise SystemExit(f"the agent did not start: {log.read_text()}")
-            idle = rss_kib(agent.pid, "VmRSS")
-            relay = [*TETHER, "exec", "--target", f"tcp://{m.group(1)}", "--token-file", str(token), "--"]
-            ways = {"direct": (subprocess.Popen, "127.0.0.1", []), "relay": (ns.popen, netns.WEB_ADDR, relay)}
-            mib = args.bytes / (1 << 20)
-            for streams in (1, args.streams):
-                times: dict[str, list[float]] = {"direct": [], "relay": []}
-                for r in range(args.rounds):
-                    for how in (("direct", "relay") if r % 2 == 0 else ("relay", "direct")):
-                        popen, host, prefix = ways[how]
-                        times[how].append(transfer(how, popen, host, prefix, exe, args.bytes, streams))
-                t = {how: statistics.median(v) for how, v in times.items()}
-                print(f"{'single' if streams == 1 else 'streams':8} {streams:2} x {mib / streams:.0f} MiB: "
-                      f"direct {mib / t['direct']:.0f} MiB/s, relay {mib / t['relay']:.0f} MiB/s, "
-                      f"relay/direct = {t['direct'] / t['relay']:.3f} (goal >= 0.5), sha256-checked")
-            print(f"memory   agent peak RSS {rss_kib(agent.pid, 'VmHWM') / 1024:.1f} MiB "
-                  f"(idle {idle / 1024:.1f} MiB) after {args.rounds} rounds of 1 and {args.streams} streams")
-        finally:
-            agent.terminate()
-            agent.wait(timeout=10)
+    with netns.TargetNamespace(veth=True) as ns, tempfile.TemporaryDirectory() as tmp, \
+            network_agent(ns, tmp) as (agent, address, token):
+        idle = rss_kib(agent.pid, "VmRSS")
+        relay = [*TETHER, "exec", "--target", f"tcp://{address}", "--token-file", str(token), "--"]
+        ways = {"direct": (subprocess.Popen, "127.0.0.1", []), "relay": (ns.popen, netns.WEB_ADDR, relay)}
+        mib = args.bytes / (1 << 20)
+        for streams in (1, args.streams):
+            times: dict[str, list[float]] = {"direct": [], "relay": []}
+            for r in range(args.rounds):
+                for how in (("direct", "relay") if r % 2 == 0 else ("relay", "direct")):
+                    popen, host, prefix = ways[how]
+                    times[how].append(transfer(how, popen, host, prefix, exe, args.bytes, streams))
+            t = {how: statistics.median(v) for how, v in times.items()}
+            print(f"{'single' if streams == 1 else 'streams':8} {streams:2} x {mib / streams:.0f} MiB: "
+                  f"direct {mib / t['direct']:.0f} MiB/s, relay {mib / t['relay']:.0f} MiB/s, "
+                  f"relay/direct = {t['direct'] / t['relay']:.3f} (goal >= 0.5), sha256-checked")
+        print(f"memory   agent peak RSS {rss_kib(agent.pid, 'VmHWM') / 1024:.1f} MiB "
+              f"(idle {idle / 1024:.1f} MiB) after {args.rounds} rounds of 1 and {args.streams} streams")
 
 
 if __name__ == "__main__":

@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tools"), str(ROOT / "src")]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tools"), str(ROOT / "src"), str(ROOT / "bench")]
 
 import netns  # noqa: E402
+from relay_throughput import network_agent  # noqa: E402
 
 from tether.agent import forward  # noqa: E402
 from tether.agent.listen import parse_address  # noqa: E402
@@ -59,28 +58,16 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100)
     args = ap.parse_args()
     kept = forward.SPARE_STREAMS
-    with netns.TargetNamespace(veth=True) as ns, tempfile.TemporaryDirectory() as tmp:
-        token = Path(tmp) / "agent.token"
-        subprocess.run([*TETHER, "agent", "--new-token", str(token)], check=True, capture_output=True)
-        log = Path(tmp) / "agent.log"
-        agent = ns.popen([*TETHER, "agent", "--listen", f"tcp:{ns.veth_ns_addr}:0", "--token-file", str(token)],
-                         stderr=log.open("w"))
-        try:
-            for _ in range(500):
-                if m := re.search(r"listening on tcp:(\S+)", log.read_text()):
-                    break
-                time.sleep(0.02)
-            results: dict[str, list[float]] = {"spares": [], "none": []}
-            for r in range(args.rounds):
-                for side in (("spares", "none") if r % 2 == 0 else ("none", "spares")):
-                    results[side].append(asyncio.run(p50_us(m.group(1), token.read_bytes().strip(),
-                                                            kept if side == "spares" else 0, args.n)))
-            spares, none = (statistics.median(results[s]) for s in ("spares", "none"))
-            print(f"relayed connect p50, {args.rounds} rounds x {args.n} (5 ms apart): {kept} spares {spares:.0f} us, "
-                  f"none {none:.0f} us ({none / spares:.2f}x)")
-        finally:
-            agent.terminate()
-            agent.wait(timeout=10)
+    with netns.TargetNamespace(veth=True) as ns, tempfile.TemporaryDirectory() as tmp, \
+            network_agent(ns, tmp) as (_, address, token):
+        results: dict[str, list[float]] = {"spares": [], "none": []}
+        for r in range(args.rounds):
+            for side in (("spares", "none") if r % 2 == 0 else ("none", "spares")):
+                results[side].append(asyncio.run(p50_us(address, token.read_bytes().strip(),
+                                                        kept if side == "spares" else 0, args.n)))
+        spares, none = (statistics.median(results[s]) for s in ("spares", "none"))
+        print(f"relayed connect p50, {args.rounds} rounds x {args.n} (5 ms apart): {kept} spares {spares:.0f} us, "
+              f"none {none:.0f} us ({none / spares:.2f}x)")
 
 
 if __name__ == "__main__":
