@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from tether.agent import nft  # noqa: E402
 from tether.layer import layer_path  # noqa: E402
-from tether.protocol import agent_wire, auth, layer_wire, trace_wire, wire  # noqa: E402
+from tether.protocol import agent_wire, auth, files_wire, layer_wire, trace_wire, wire  # noqa: E402
 from tether.protocol.sockaddr import encode_inet  # noqa: E402
 
 DECODERS = {
@@ -33,6 +33,7 @@ DECODERS = {
     layer_wire.MSG_PLAN_REQUEST: layer_wire.decode_plan_request,
     layer_wire.MSG_PLAN_REPLY: layer_wire.decode_plan_reply,
     layer_wire.MSG_RING_REQUEST: layer_wire.decode_ring_request,
+    files_wire.MSG_FILES_NOTICE: files_wire.decode_notice,
     agent_wire.MSG_AGENT_HELLO: agent_wire.decode_agent_hello,
     agent_wire.MSG_AGENT_HELLO_REPLY: agent_wire.decode_agent_hello,
     wire.MSG_ERROR: wire.decode_error, trace_wire.MSG_SYSCALL: trace_wire.decode_syscall,

@@ -157,7 +157,8 @@ def test_the_checks_catch_a_private_header(tmp_path):
 
 # Functions that run only at start-up, on the program's (or the injector's) own stack, or
 # only for tests (tether_route_verdict): the rest may run on a static Go program's g0.
-START_UP = {"tether_session_open", "tether_session_plan", "tether_main_exe", "tether_route_verdict"}
+START_UP = {"tether_session_open", "tether_session_plan", "tether_session_files", "tether_main_exe",
+            "tether_route_verdict"}
 G0_FRAME_MAX = 1536  # bytes; g0 is 8 KiB in Go 1.19's static programs, 16 KiB from 1.21
 
 

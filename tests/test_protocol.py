@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.protocol import agent_wire, auth, layer_wire, trace_wire, wire
+from tether.protocol import agent_wire, auth, files_wire, layer_wire, trace_wire, wire
 
 HEADER = Path(__file__).resolve().parents[1] / "layer" / "link" / "protocol.h"
 
@@ -93,6 +93,39 @@ FACTS = {
     "TETHER_LISTEN_TARGET": agent_wire.LISTEN_TARGET,
     "sizeof(struct tether_listen_reply)": agent_wire.LISTEN_REPLY.size,
     "TETHER_MODE_DNS": layer_wire.MODE_DNS,
+    "TETHER_MSG_FILES_REQUEST": files_wire.MSG_FILES_REQUEST,
+    "TETHER_MSG_FILES_REPLY": files_wire.MSG_FILES_REPLY,
+    "TETHER_MSG_FILES_NOTICE": files_wire.MSG_FILES_NOTICE,
+    "TETHER_MODE_FILES": layer_wire.MODE_FILES,
+    "TETHER_FILES_LOCAL": files_wire.LOCAL,
+    "TETHER_FILES_READ": files_wire.READ,
+    "TETHER_FILES_WRITE": files_wire.WRITE,
+    "TETHER_FILES_NOT_FOUND": files_wire.NOT_FOUND,
+    "TETHER_FILES_VERBOSE": files_wire.FLAG_VERBOSE,
+    "TETHER_FILES_OPS_MAX": files_wire.OPS_MAX,
+    "TETHER_FILES_RULES_MAX": files_wire.RULES_MAX,
+    "sizeof(struct tether_files_rules)": files_wire.RULES.size,
+    "offsetof(struct tether_files_rules, classes)": 2,
+    "offsetof(struct tether_files_rules, fallback)": 4,
+    "offsetof(struct tether_files_rules, flags)": 5,
+    "sizeof(struct tether_files_rule)": files_wire.RULE.size,
+    "offsetof(struct tether_files_rule, ops)": 2,
+    "sizeof(struct tether_files_op)": files_wire.OP.size,
+    "offsetof(struct tether_files_op, arg)": 1,
+    "offsetof(struct tether_files_op, x)": 2,
+    "TETHER_OP_BYTE": files_wire.OP_BYTE,
+    "TETHER_OP_ANY": files_wire.OP_ANY,
+    "TETHER_OP_CLASS": files_wire.OP_CLASS,
+    "TETHER_OP_SPLIT": files_wire.OP_SPLIT,
+    "TETHER_OP_JMP": files_wire.OP_JMP,
+    "TETHER_OP_BOL": files_wire.OP_BOL,
+    "TETHER_OP_EOL": files_wire.OP_EOL,
+    "TETHER_OP_MATCH": files_wire.OP_MATCH,
+    "sizeof(struct tether_files_notice)": files_wire.NOTICE.size,
+    "offsetof(struct tether_files_notice, action)": 4,
+    "offsetof(struct tether_files_notice, what)": 5,
+    "TETHER_FILES_WRITTEN_HERE": files_wire.WRITTEN_HERE,
+    "TETHER_FILES_DECIDED": files_wire.DECIDED,
     "sizeof(struct tether_connect_reply)": agent_wire.CONNECT_REPLY.size,
     "sizeof(struct tether_open)": agent_wire.OPEN.size,
     "offsetof(struct tether_open, mode)": 4,
@@ -154,7 +187,7 @@ def test_c_header_and_python_agree(tmp_path):
     assert dict(zip(FACTS, map(int, values), strict=True)) == FACTS
 
 
-WIRE = (wire, layer_wire, agent_wire, trace_wire, auth)  # the wire's modules, one per family of messages
+WIRE = (wire, layer_wire, agent_wire, trace_wire, auth, files_wire)  # the wire's modules, one per family of messages
 
 
 def test_every_message_type_has_one_number_and_the_c_header_checks_it():
@@ -192,7 +225,7 @@ def test_hello_round_trip(exe, build_id, pid):
 DECODERS = [wire.decode_error, trace_wire.decode_syscall,
             layer_wire.decode_hello, layer_wire.decode_hello_reply, layer_wire.decode_plan_request,
             layer_wire.decode_plan_reply, layer_wire.decode_ring_request, layer_wire.decode_exec_notice,
-            layer_wire.decode_exec_notice_reply,
+            layer_wire.decode_exec_notice_reply, files_wire.decode_notice,
             agent_wire.decode_agent_hello, agent_wire.decode_connect, agent_wire.decode_connect_reply,
             agent_wire.decode_open, agent_wire.decode_socket, agent_wire.decode_resolve,
             agent_wire.decode_resolve_reply, agent_wire.decode_nameinfo, agent_wire.decode_nameinfo_reply,

@@ -1,12 +1,13 @@
-/* files.c - files read from the target (tether exec).
+/* files.c - files read from the target (tether exec): with MODE_FILES, the
+ * paths the file rules give it (target.c); else, with MODE_DNS, only the
+ * resolver's files, as here.
  *
  * The resolver's files (resolv.conf, hosts, nsswitch.conf, ...) are opened
  * by the agent inside the target, so names resolve as they do there: Go's
  * own resolver reads them with openat and then sends its queries with
  * connect, which net/net.c sends out from the target too.  Only read-only
  * opens of these exact paths travel; every other open runs here. */
-#include "files/files.h"
-#include "link/link.h"
+#include "files/internal.h"
 
 #define SYS_open 2
 #define SYS_openat 257
@@ -30,7 +31,7 @@ static int is_target_path(const char *path)
 	return 0;
 }
 
-static long open_in_target(const char *path, int flags, unsigned mode)
+long tether_files_open_in_target(const char *path, int flags, unsigned mode)
 {
 	unsigned long words[TETHER_SMALL_FRAME / 8]; /* the paths are the resolver's files' */
 	struct tether_frame *f = (struct tether_frame *)words;
@@ -57,7 +58,7 @@ static long maybe_target(long path_addr, long flags, long mode)
 	path[n - 1] = '\0'; /* longer paths cannot match */
 	if (!is_target_path(path))
 		return RUN_HERE;
-	return open_in_target(path, (int)flags, (unsigned)mode);
+	return tether_files_open_in_target(path, (int)flags, (unsigned)mode);
 }
 
 static long files_openat(long nr, long dirfd, long path, long flags, long mode, long a5, long a6)
@@ -74,8 +75,11 @@ static long files_open(long nr, long path, long flags, long mode, long a4, long 
 	return fd != RUN_HERE ? fd : tether_raw_syscall6(nr, path, flags, mode, a4, a5, a6);
 }
 
-void tether_files_install(void)
+int tether_files_install(unsigned mode)
 {
+	if (mode & TETHER_MODE_FILES)
+		return tether_files_target_install();
 	tether_set_handler(SYS_openat, files_openat, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_open, files_open, TETHER_MAY_BLOCK);
+	return 0;
 }

@@ -322,6 +322,16 @@ TETHER_EXPORT int access(const char *path, int mode)
 	return (int)CALL(21, path, mode, 0, 0, 0, 0);
 }
 
+TETHER_EXPORT long readlink(const char *path, char *buf, unsigned long size)
+{
+	return CALL(267, AT_FDCWD, path, buf, size, 0, 0);
+}
+
+TETHER_EXPORT long readlinkat(int dirfd, const char *path, char *buf, unsigned long size)
+{
+	return CALL(267, dirfd, path, buf, size, 0, 0);
+}
+
 /* With flags (AT_EACCESS, AT_SYMLINK_NOFOLLOW) faccessat needs faccessat2
  * (Linux 5.8); where the kernel lacks it, libc's own emulation answers. */
 TETHER_EXPORT int faccessat(int dirfd, const char *path, int mode, int flags)

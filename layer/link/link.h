@@ -24,6 +24,9 @@ void tether_session_wake(void); /* RING_WAKE, if it can go at once */
 unsigned char *tether_put_string(unsigned char *p, const char *s, unsigned n);
 int tether_session_plan(const char *path, const char *go_build_id, unsigned id_len,
                         char *plan, unsigned plan_size);
+/* The file rules (FILES_REQUEST): FILES_REPLY's payload, over its frames,
+ * into payload (size bytes); its length or -errno. */
+long tether_session_files(void *payload, unsigned long size);
 /* In a child forked without exec: a line of its own (it replaces the
  * inherited one) and the memfd of a trace ring of its own in *ring. */
 int tether_session_fork(int pid, int *ring);

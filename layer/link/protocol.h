@@ -31,6 +31,9 @@
 #define TETHER_MSG_EXEC_NOTICE 20 /* layer -> session, on a line of its own: this thread is about to
 				   * exec a static program (struct tether_exec_notice, the path) */
 #define TETHER_MSG_EXEC_NOTICE_REPLY 21 /* session -> layer: struct tether_exec_notice_reply */
+#define TETHER_MSG_FILES_REQUEST 22 /* layer -> session: the file rules (no payload) */
+#define TETHER_MSG_FILES_REPLY 23 /* session -> layer: struct tether_files_rules and the rules */
+#define TETHER_MSG_FILES_NOTICE 24 /* layer -> session: a path's decision (struct tether_files_notice) */
 #define TETHER_MSG_CONNECT 32	  /* open and connect a socket in the target */
 #define TETHER_MSG_CONNECT_REPLY 33 /* success; the descriptor rides along (SCM_RIGHTS) */
 #define TETHER_MSG_OPEN 34	  /* open a file in the target, read-only */
@@ -54,7 +57,7 @@
 
 /* frame flags */
 #define TETHER_FLAG_ENTRY 1	/* SYSCALL sent before the call (execve, exit): no result */
-#define TETHER_FLAG_MORE 2	/* ENV_REPLY: more frames of the same reply follow */
+#define TETHER_FLAG_MORE 2	/* ENV_REPLY, FILES_REPLY: more frames of the same reply follow */
 #define TETHER_FLAG_RELAYED 4	/* CONNECT_REPLY: the descriptor is a stream to a relay; the
 				 * target socket's own and peer addresses follow the status */
 
@@ -71,6 +74,8 @@
 #define TETHER_MODE_INJECT 16	/* the session loads the layer into static programs that
 				 * hooked ones exec: tell it first (EXEC_NOTICE) */
 #define TETHER_MODE_INCOMING 32	/* listen() on a TCP port asks the agent (LISTEN) */
+#define TETHER_MODE_FILES 64	/* paths the file rules say are the target's are opened
+				 * there (FILES_REQUEST at start; files/) */
 
 /* AGENT_HELLO capabilities */
 #define TETHER_CAP_SOCKETS 1	/* SOCKET replies carry descriptors made in the target */
@@ -128,6 +133,63 @@ struct tether_exec_notice {
 struct tether_exec_notice_reply {
 	int status;
 	unsigned int reserved;
+};
+
+/* FILES_REPLY payload: this header, then count rules (each a struct
+ * tether_files_rule and its ops), then classes byte sets of 32 bytes (bit
+ * c of a set: byte c is in it).  A rule is a program for files/rules.c's
+ * matcher, compiled by the session (session/files.py) from a regular
+ * expression over the path's bytes; the program carries its own search
+ * loop, so it runs from op 0 at the path's first byte.  The first rule
+ * that matches decides; none: fallback. */
+#define TETHER_FILES_LOCAL 0	/* the call runs here */
+#define TETHER_FILES_READ 1	/* read in the target; opened for writing: here (a notice says so) */
+#define TETHER_FILES_WRITE 2	/* read and written in the target */
+#define TETHER_FILES_NOT_FOUND 3 /* ENOENT */
+#define TETHER_FILES_VERBOSE 1	/* flags: a FILES_NOTICE for every decided path (tether exec -v) */
+#define TETHER_FILES_OPS_MAX 255 /* ops in one rule */
+#define TETHER_FILES_RULES_MAX 16384 /* the payload, over frames with TETHER_FLAG_MORE */
+
+struct tether_files_rules {
+	unsigned short count;
+	unsigned short classes;
+	unsigned char fallback;	/* TETHER_FILES_* */
+	unsigned char flags;
+	unsigned short reserved;
+};
+
+struct tether_files_rule {
+	unsigned char action;	/* TETHER_FILES_* */
+	unsigned char reserved;
+	unsigned short ops;	/* 1 to TETHER_FILES_OPS_MAX */
+};
+
+#define TETHER_OP_BYTE 1	/* the byte arg */
+#define TETHER_OP_ANY 2		/* any byte */
+#define TETHER_OP_CLASS 3	/* a byte of class x */
+#define TETHER_OP_SPLIT 4	/* go on at the next op and at x */
+#define TETHER_OP_JMP 5		/* go on at x */
+#define TETHER_OP_BOL 6		/* at the path's start */
+#define TETHER_OP_EOL 7		/* at its end; arg 1: or before a last newline (Python's $) */
+#define TETHER_OP_MATCH 8
+
+struct tether_files_op {
+	unsigned char op;	/* TETHER_OP_* */
+	unsigned char arg;
+	unsigned short x;	/* an op's index in the rule, or a class's */
+};
+
+/* FILES_NOTICE payload, then the path (a u16 length and bytes, cut to fit
+ * TETHER_SMALL_FRAME).  rule: the deciding rule's index, or -1 for the
+ * fallback. */
+#define TETHER_FILES_WRITTEN_HERE 1 /* what: a READ path opened for writing, opened here */
+#define TETHER_FILES_DECIDED 2	/* what: the decision (only with TETHER_FILES_VERBOSE) */
+
+struct tether_files_notice {
+	int rule;
+	unsigned char action;
+	unsigned char what;
+	unsigned short reserved;
 };
 
 /*

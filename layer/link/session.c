@@ -196,12 +196,14 @@ int tether_session_open(const char *path, const char *go_build_id, unsigned id_l
 	return 0;
 }
 
-/* Ask for the hook plan of a module loaded later (a Go c-shared library).
- * One request at a time: the reply is read by the thread that asked. */
+/* Requests on the main line after HELLO, one at a time: the reply is read
+ * by the thread that asked. */
+static int asking;
+
+/* Ask for the hook plan of a module loaded later (a Go c-shared library). */
 int tether_session_plan(const char *path, const char *go_build_id, unsigned id_len,
                         char *plan, unsigned plan_size)
 {
-	static int busy;
 	unsigned long words[TETHER_FRAME_MAX / 8];
 	unsigned char *buf = (unsigned char *)words;
 	unsigned long n = tether_strlen(path);
@@ -213,7 +215,7 @@ int tether_session_plan(const char *path, const char *go_build_id, unsigned id_l
 		return -9; /* EBADF */
 	if (n > 1024 || id_len > 512)
 		return -36; /* ENAMETOOLONG */
-	while (__atomic_exchange_n(&busy, 1, __ATOMIC_ACQUIRE))
+	while (__atomic_exchange_n(&asking, 1, __ATOMIC_ACQUIRE))
 		;
 	p = tether_put_string(buf + sizeof(struct tether_frame), path, (unsigned)n);
 	p = tether_put_string(p, go_build_id, id_len);
@@ -225,8 +227,48 @@ int tether_session_plan(const char *path, const char *go_build_id, unsigned id_l
 		err = (int)got;
 	else
 		err = take_string(buf + sizeof(struct tether_frame), buf + got, plan, plan_size) == buf + got ? 0 : -71;
-	__atomic_store_n(&busy, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&asking, 0, __ATOMIC_RELEASE);
 	return err;
+}
+
+long tether_session_files(void *payload, unsigned long size)
+{
+	unsigned long words[TETHER_FRAME_MAX / 8];
+	unsigned char *buf = (unsigned char *)words, *out = payload;
+	const struct tether_frame *f = (const struct tether_frame *)buf;
+	unsigned long have = 0;
+	long got;
+	int fd;
+
+	if (tether_session_fd < 0)
+		return -9; /* EBADF */
+	while (__atomic_exchange_n(&asking, 1, __ATOMIC_ACQUIRE))
+		;
+	got = exchange(tether_session_fd, buf, sizeof words, buf + sizeof *f, TETHER_MSG_FILES_REQUEST, 3,
+	               TETHER_MSG_FILES_REPLY, &fd);
+	for (;;) {
+		if (fd >= 0)
+			raw(SYS_close, fd, 0, 0, 0, 0, 0); /* none is due */
+		if (got < 0)
+			break;
+		got -= (long)sizeof *f;
+		if ((unsigned long)got > size - have) {
+			got = -90; /* EMSGSIZE */
+			break;
+		}
+		for (long i = 0; i < got; i++)
+			out[have + (unsigned long)i] = buf[sizeof *f + (unsigned long)i];
+		have += (unsigned long)got;
+		if (!(f->flags & TETHER_FLAG_MORE)) {
+			got = (long)have;
+			break;
+		}
+		got = tether_recv_fds(tether_session_fd, buf, sizeof words, &fd, 1, 1);
+		if (got < (long)sizeof *f || f->length != (unsigned)got || f->type != TETHER_MSG_FILES_REPLY || f->id != 3)
+			got = -71; /* EPROTO */
+	}
+	__atomic_store_n(&asking, 0, __ATOMIC_RELEASE);
+	return got;
 }
 
 /* A line of its own for a child forked without exec, and a trace ring of

@@ -60,6 +60,16 @@ KEYS = [
     Key("incoming_loopback", "incoming_loopback", "--incoming-loopback/--no-incoming-loopback", "bool",
         "Listeners on 127.0.0.1 or ::1 take the target's port too (by default they stay on this machine: "
         "a debugger's, a metrics endpoint's).", False),
+    Key("fs", "fs", "--fs", "string", "The target's files: read (paths the rules give the target are read "
+        "there; opened for writing, here), write (read and written there) or local (all here).", "read",
+        ("read", "write", "local")),
+    Key("fs_not_found", "fs_not_found", "--fs-not-found", "list", "Paths matching these regular expressions do "
+        "not exist for the program (ENOENT).", ()),
+    Key("fs_write", "fs_write", "--fs-write", "list", "Paths matching these are read and written in the target.",
+        ()),
+    Key("fs_remote", "fs_remote", "--fs-remote", "list", "Paths matching these are read in the target "
+        "(opened for writing: here).", ()),
+    Key("fs_local", "fs_local", "--fs-local", "list", "Paths matching these stay on this machine.", ()),
     Key("dns", "dns", "--dns/--no-dns", "bool", "Resolve names in the target (default) or on this machine.", True),
     Key("verbose", "verbose", "--verbose", "bool", "Write debug logs to a file (its path is printed).", False),
     Key("log_file", "log_file", "--log-file", "string", "Where debug logs go (default: a new file in /tmp)."),

@@ -48,6 +48,17 @@ def add_to(commands) -> None:
     p.add_argument("--incoming-loopback", action=argparse.BooleanOptionalAction,
                    help="Listeners on 127.0.0.1 or ::1 take the target's port too (default: they stay "
                         "here, as a debugger's would).")
+    p.add_argument("--fs", choices=("read", "write", "local"),
+                   help="The target's files: read (default: paths the rules give the target are read there, "
+                        "and opened for writing, here), write (read and written there) or local (all here).")
+    p.add_argument("--fs-not-found", action="append", metavar="REGEX",
+                   help="Paths matching REGEX do not exist for the program (repeatable).")
+    p.add_argument("--fs-write", action="append", metavar="REGEX",
+                   help="Paths matching REGEX are read and written in the target (repeatable).")
+    p.add_argument("--fs-remote", action="append", metavar="REGEX",
+                   help="Paths matching REGEX are read in the target, e.g. '^/etc/myapp/' (repeatable).")
+    p.add_argument("--fs-local", action="append", metavar="REGEX",
+                   help="Paths matching REGEX stay on this machine, e.g. '^/srv/cache/' (repeatable).")
     p.add_argument("--dns", action=argparse.BooleanOptionalAction,
                    help="Resolve names in the target (default) or on this machine.")
     p.add_argument("-v", "--verbose", action="store_true", default=None,
@@ -100,6 +111,25 @@ def run(args: argparse.Namespace) -> None:
     when tether or its agent is killed. A port another tether session mirrors or steals
     gives the program EADDRINUSE, and the reason is printed.
 
+    Files (netns:, pid: and container: targets): paths are opened in the target's root, with
+    the kernel's own resolution inside it (no ".." or link leaves it), as the program's own
+    descriptors: reads, writes, mmap and listings at native speed. The first rule that
+    matches the absolute path decides (REGEX: Python's re, searched in the path):
+      --fs-not-found REGEX    does not exist (ENOENT)
+      --fs-write REGEX        read and written in the target
+      --fs-remote REGEX       read in the target; opened for writing: here (said once)
+      --fs-local REGEX        here
+      (built in)              ~/.kube ~/.aws ~/.config/gcloud ~/.azure: not found;
+                              /etc/resolv.conf /etc/hosts /etc/hostname /etc/ssl/certs: the
+                              target's; /proc /sys /dev /usr /lib* /bin /sbin /opt /tmp /run,
+                              the working directory, ~/.*, the program, code (.py .so .js
+                              node_modules ...): here
+      --fs read (default)     everything else read in the target (writes here)
+      --fs write / local      everything else read and written there / here
+    Paths relative to a directory descriptor other than the working directory's, and
+    changes to directories (mkdir, unlink, rename), stay here for now; so do all paths
+    through a tcp:// or ssh:// agent. -v logs which rule decided each path.
+
     Targets:
       netns:NAME   a namespace from `ip netns add` (root); /etc/netns/NAME/ files such as
                    resolv.conf, hosts and environment are the target's
@@ -122,7 +152,8 @@ def run(args: argparse.Namespace) -> None:
     Settings: each flag also has a TETHER_* variable (TETHER_TARGET, TETHER_LOCAL, TETHER_DNS=0,
     ...; lists space-separated) and a key in tether.toml (target, token_file, ssh_option, local,
     remote, env, env_include, env_exclude, incoming, incoming_ports, ignore_ports, port_map,
-    incoming_loopback, dns, verbose, log_file); a flag beats the variable, which beats the file.
+    incoming_loopback, fs, fs_not_found, fs_write, fs_remote, fs_local, dns, verbose,
+    log_file); a flag beats the variable, which beats the file.
     `tether config show` prints what applies, `tether config schema` the file's JSON schema.
 
     Exit status: the program's (128+N if signal N ended it); 2 if tether could not start it or
@@ -140,13 +171,14 @@ def run(args: argparse.Namespace) -> None:
     # While the agent starts (importing asyncio is most of its start): what only this side
     # needs. The steps below import from these modules, loaded by now.
     from ..session import agent_link, launch, server  # noqa: F401
-    policy, env_rules, incoming = plan(args, settings, target)
+    policy, env_rules, incoming, files = plan(args, settings, target)
     wait_for_agent(target, spec)
     session = None
     try:
         env, rules = ask_target(target, spec, policy, env_rules, settings["dns"], log, started)
         serve_incoming = subscribe_incoming(target, spec, incoming, log)
-        session = start_session(target, spec, settings["dns"], rules, serve_incoming)
+        files = serve_files(target, spec, files, args.pid, log)
+        session = start_session(target, spec, settings["dns"], rules, serve_incoming, files, log)
         code = attach_program(args.pid, session) if args.pid is not None else run_program(args.program, session, env)
     finally:
         if session:
@@ -214,9 +246,13 @@ def start_agent(settings: dict[str, object], agent_log: tuple | None):
 
 def plan(args: argparse.Namespace, settings: dict[str, object], target) -> tuple:
     """Which connections go out from the target (the policy, its host names not yet resolved),
-    which of its variables the program takes, and how its listeners are served. A usage error,
-    the target closed, if a rule is malformed."""
+    which of its variables the program takes, how its listeners are served and which files are
+    the target's. A usage error, the target closed, if a rule is malformed."""
+    import os
+    import shutil
+
     from ..session import incoming
+    from ..session.files import FileRuleError, FileRules
     from ..session.environment import EnvError, EnvRules
     from ..session.policy import OutgoingPolicy, PolicyError
 
@@ -227,10 +263,14 @@ def plan(args: argparse.Namespace, settings: dict[str, object], target) -> tuple
         listeners = incoming.from_settings(settings["incoming"], settings["incoming_ports"],
                                            settings["ignore_ports"], settings["port_map"],
                                            settings["incoming_loopback"])
-    except (PolicyError, EnvError, incoming.IncomingError) as e:
+        exe = shutil.which(args.program[0]) if args.program else None
+        files = FileRules(settings["fs"], settings["fs_not_found"], settings["fs_write"], settings["fs_remote"],
+                          settings["fs_local"], exe=exe and os.path.realpath(exe), cwd=os.getcwd(),
+                          home=os.environ.get("HOME"), dns=settings["dns"])
+    except (PolicyError, EnvError, incoming.IncomingError, FileRuleError) as e:
         target.close()
         args.parser.error(str(e))
-    return policy, env_rules, listeners
+    return policy, env_rules, listeners, files
 
 
 def wait_for_agent(target, spec: str) -> None:
@@ -310,10 +350,33 @@ def subscribe_incoming(target, spec: str, incoming, log) -> bool:
     return True
 
 
-def start_session(target, spec: str, dns: bool, rules: str, incoming: bool):
+def serve_files(target, spec: str, files, pid: int | None, log):
+    """The file rules if the program's paths may be the target's (same host: the agent's
+    descriptors reach the program), else None. Rules given for a target that cannot serve
+    them are an error; the default (--fs read) then leaves the files here, as --help says."""
+    from ..protocol import agent_wire
+
+    if not files.enabled:
+        return None
+    given = [r for r in files.rules if not r.source.startswith("default")]
+    if pid is not None:
+        if given:
+            fail("--fs-* rules and --attach: an attached program's files stay its own")
+        return None
+    if not target.capabilities & agent_wire.CAP_SOCKETS:
+        if given:
+            fail(f"--fs-* rules: the target's files through {spec} (a network agent) are not built yet; "
+                 "use a netns:, pid: or container: target, or leave the rules out")
+        if log:
+            log.info("files: %s is a network agent; the program's files stay here", spec)
+        return None
+    return files
+
+
+def start_session(target, spec: str, dns: bool, rules: str, incoming: bool, files=None, log=None):
     """The session's server for the program's hooked processes: what they hand to the agent
-    (connects, name lookups unless --no-dns, listeners if incoming), the agent's socket and
-    the rules."""
+    (connects, name lookups unless --no-dns, listeners if incoming, paths the file rules give
+    the target), the agent's socket and the rules."""
     from ..protocol import agent_wire, layer_wire
     from ..session.server import LayerServer
 
@@ -324,8 +387,11 @@ def start_session(target, spec: str, dns: bool, rules: str, incoming: bool):
         mode |= layer_wire.MODE_DNS
     if incoming:
         mode |= layer_wire.MODE_INCOMING
+    if files is not None:
+        mode |= layer_wire.MODE_FILES
     return LayerServer(mode, on_event=lambda e: None, warn=lambda msg: say(msg, "bold yellow"),
                        agent=target.link, agent_socket=target.agent_socket, rules=rules,
+                       files=files, files_log=log.getChild("files") if log and files else None,
                        on_agent_lost=lambda why: say(
                            f"lost the agent in {spec} ({why}); connections to the target "
                            "now fail with ECONNREFUSED", "bold yellow"))

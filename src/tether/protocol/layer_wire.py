@@ -25,6 +25,7 @@ MODE_DNS = 4
 MODE_SOCKETS = 8  # the agent hands out sockets made in the target: connects take one, connect it here
 MODE_INJECT = 16  # the session loads the layer into static programs hooked ones exec (EXEC_NOTICE first)
 MODE_INCOMING = 32  # listen() on a TCP port asks the agent (agent_wire.MSG_LISTEN)
+MODE_FILES = 64  # paths the file rules give the target are opened there (files_wire)
 HELLO = struct.Struct("<HHIii")  # version, reserved, capabilities, pid, ppid
 HELLO_REPLY = struct.Struct("<HHI")  # version, reserved, mode
 RING_REQUEST = struct.Struct("<iI")  # pid, reserved

@@ -20,11 +20,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..analysis import ElfError
 from ..analysis.cache import inspect_binary
 from ..layer import CannotHookError, go_plan
-from ..protocol import layer_wire, trace_wire, wire
+from ..protocol import files_wire, layer_wire, trace_wire, wire
 from . import inject
 from .agent_link import AgentLink
 from .intake import Intake
@@ -37,6 +38,9 @@ DECODE_SECONDS = 0.02  # decoding per poll, before the sockets are looked at aga
 # would find the ring empty between nearly every two events.
 TICK, IDLE = 0.001, 0.05
 
+if TYPE_CHECKING:
+    from .files import FileRules
+
 
 class LayerServer:
     def __init__(self, mode: int, on_event: Callable[[trace_wire.SyscallEvent], None],
@@ -44,11 +48,15 @@ class LayerServer:
                  warn: Callable[[str], None] = lambda msg: None,
                  on_batch: Callable[[], None] = lambda: None, agent: AgentLink | None = None,
                  agent_socket: str = "", rules: str = "", on_agent_lost: Callable[[str], None] = lambda why: None,
-                 ring_size: int | None = None):
+                 ring_size: int | None = None, files: FileRules | None = None, files_log=None):
         self.mode, self.on_event, self.on_hello, self.warn = mode, on_event, on_hello, warn
         # tether exec: where the layer sends CONNECT and OPEN, and which connects go there
         self.agent_socket, self.rules = agent_socket, rules
         self.on_agent_lost = on_agent_lost
+        # MODE_FILES: the file rules the layer asks for, and what it says of paths: -v's log
+        # (files_log) gets each decision once; a READ path written here is said once.
+        self.files, self.files_log = files, files_log
+        self._files_said: set[tuple[str, int]] = set()
         self.on_batch = on_batch  # after each round of frames: flush output
         self.dir = Path(tempfile.mkdtemp(prefix="tether-"))
         self.path = str(self.dir / "layer.sock")
@@ -151,12 +159,29 @@ class LayerServer:
             # On a line of its own, like RING_REQUEST: a thread about to exec a static program.
             status = self._watch_exec(layer_wire.decode_exec_notice(frame))
             conn.sendall(layer_wire.encode_exec_notice_reply(status, frame.id))
+        elif frame.type == files_wire.MSG_FILES_REQUEST:
+            if self.files is None:
+                raise wire.ProtocolError("FILES_REQUEST without file rules")
+            for part in self.files.encode(self.files_log is not None, frame.id):
+                conn.sendall(part)
+        elif frame.type == files_wire.MSG_FILES_NOTICE:
+            self._files_notice(files_wire.decode_notice(frame))
         elif frame.type == layer_wire.MSG_PLAN_REQUEST:
             req = layer_wire.decode_plan_request(frame)
             plan = self._plan_for(req.path, req.go_build_id, f"Go library {req.path}")
             conn.sendall(layer_wire.encode_plan_reply(plan, frame.id))
         else:
             raise wire.ProtocolError(f"unexpected frame type {frame.type}")
+
+    def _files_notice(self, n: files_wire.Notice) -> None:
+        if self.files is None or (n.path, n.what) in self._files_said:
+            return
+        self._files_said.add((n.path, n.what))
+        if n.what == files_wire.WRITTEN_HERE:
+            self.warn(f"{n.path} is the target's to read, and was opened for writing: it is written on this "
+                      "machine (--fs write or --fs-write REGEX writes it in the target)")
+        elif self.files_log is not None:
+            self.files_log.info("files: %s: %s", n.path, self.files.explain(n.rule, n.action))
 
     def _watch_exec(self, notice: layer_wire.ExecNotice) -> int:
         """Attach to the thread about to exec a static program and load the layer at the exec

@@ -1,0 +1,3 @@
+module tether.test/files
+
+go 1.19

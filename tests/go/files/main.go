@@ -1,0 +1,110 @@
+// files: file calls as a service makes them, one per command line argument group, for tests
+// of the target's files: cat PATH, stat PATH, lstat PATH, readlink PATH, readdir PATH,
+// walk PATH (files and bytes under it), write PATH TEXT, mkdirall PATH, remove PATH.
+// Each prints one line; a failure prints "error: " and the errno's text.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	_ "net" // links libc with cgo on: the default build is dynamic, as most services are
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+func errText(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return "error: " + errno.Error()
+	}
+	return "error: " + err.Error()
+}
+
+func run(cmd, path string, rest []string) string {
+	switch cmd {
+	case "cat":
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return errText(err)
+		}
+		return strings.TrimRight(string(b), "\n")
+	case "stat", "lstat":
+		st, err := os.Stat(path)
+		if cmd == "lstat" {
+			st, err = os.Lstat(path)
+		}
+		if err != nil {
+			return errText(err)
+		}
+		return fmt.Sprintf("size=%d mode=%s", st.Size(), st.Mode())
+	case "readlink":
+		target, err := os.Readlink(path)
+		if err != nil {
+			return errText(err)
+		}
+		return target
+	case "readdir":
+		entries, err := os.ReadDir(path)
+		if err != nil {
+			return errText(err)
+		}
+		names := []string{}
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		sort.Strings(names)
+		return strings.Join(names, " ")
+	case "walk":
+		files, bytes := 0, int64(0)
+		err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.Type().IsRegular() {
+				info, err := d.Info()
+				if err != nil {
+					return err
+				}
+				files++
+				bytes += info.Size()
+			}
+			return nil
+		})
+		if err != nil {
+			return errText(err)
+		}
+		return fmt.Sprintf("files=%d bytes=%d", files, bytes)
+	case "write":
+		if err := os.WriteFile(path, []byte(rest[0]), 0o644); err != nil {
+			return errText(err)
+		}
+		return "written"
+	case "mkdirall":
+		if err := os.MkdirAll(path, 0o755); err != nil {
+			return errText(err)
+		}
+		return "made"
+	case "remove":
+		if err := os.Remove(path); err != nil {
+			return errText(err)
+		}
+		return "removed"
+	}
+	return "unknown command " + cmd
+}
+
+func main() {
+	args := os.Args[1:]
+	for len(args) >= 2 {
+		n := 2
+		if args[0] == "write" {
+			n = 3
+		}
+		fmt.Println(run(args[0], args[1], args[2:n]))
+		args = args[n:]
+	}
+}
