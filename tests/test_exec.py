@@ -98,8 +98,14 @@ def test_no_dns_reads_the_resolver_files_here(go_versions, target_ns, tmp_path):
     # localhost is in both hosts files: no query leaves for any name server.
     r = tether_exec(target_ns, exe, ["lookup", "localhost"], "--no-dns", "--log-file", str(log))
     assert r.returncode == 0 and r.stdout.startswith("lookup localhost ")
-    assert "tether.agent DEBUG open /etc/" not in log.read_text()
+    text = log.read_text()
+    assert "files: /etc/hosts: local (default (--no-dns)" in text and "/etc/hosts: target" not in text
+    log.unlink()
     r = tether_exec(target_ns, exe, ["lookup", "localhost"], "--log-file", str(log))
+    assert "files: /etc/hosts: target (read-only)" in log.read_text()
+    log.unlink()
+    # Without the file rules (--fs local), the resolver's files are still the agent's to open.
+    r = tether_exec(target_ns, exe, ["lookup", "localhost"], "--fs", "local", "--log-file", str(log))
     assert "tether.agent DEBUG open /etc/hosts" in log.read_text()
 
 

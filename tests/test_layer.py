@@ -38,7 +38,8 @@ LIBC_FILES = {"open", "open64", "openat", "openat64", "__open_2", "__open64_2", 
               "creat", "creat64", "fopen", "fopen64", "freopen", "freopen64", "opendir", "getdents64", "stat", "stat64", "lstat",
               "lstat64", "fstat", "fstat64", "fstatat", "fstatat64", "__xstat", "__xstat64", "__lxstat",
               "__lxstat64", "__fxstat", "__fxstat64", "__fxstatat", "__fxstatat64", "statx", "access",
-              "faccessat", "unlink", "unlinkat", "rename", "renameat", "mkdir", "mkdirat", "rmdir"}
+              "faccessat", "readlink", "readlinkat", "unlink", "unlinkat", "rename", "renameat", "mkdir", "mkdirat",
+              "rmdir"}
 LIBC_PROC = {"fork", "vfork", "execve", "execv", "fexecve", "execvpe", "execvp", "execl", "execlp", "execle", "posix_spawn",
              "posix_spawnp"}
 LIBC_DNS = {"getaddrinfo", "gethostbyname", "gethostbyname2", "gethostbyname_r", "gethostbyname2_r", "getnameinfo",

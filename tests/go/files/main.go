@@ -2,6 +2,9 @@
 // of the target's files: cat PATH, stat PATH, lstat PATH, readlink PATH, readdir PATH,
 // walk PATH (files and bytes under it), write PATH TEXT, mkdirall PATH, remove PATH.
 // Each prints one line; a failure prints "error: " and the errno's text.
+// For bench/files.py, timed in the program (not its start-up), "ns=N" each:
+// time-read PATH (the whole file, 1 MiB reads), time-stat PATH (the median of 2000
+// stats), time-walk PATH (filepath.WalkDir with an Info per file).
 package main
 
 import (
@@ -14,7 +17,43 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 )
+
+func timed(cmd, path string) string {
+	start := time.Now()
+	switch cmd {
+	case "time-read":
+		f, err := os.Open(path)
+		if err != nil {
+			return errText(err)
+		}
+		defer f.Close()
+		buf := make([]byte, 1<<20)
+		for {
+			n, err := f.Read(buf)
+			if n == 0 || err != nil {
+				break
+			}
+		}
+	case "time-stat":
+		samples := make([]int64, 2000)
+		for i := range samples {
+			t := time.Now()
+			if _, err := os.Stat(path); err != nil {
+				return errText(err)
+			}
+			samples[i] = int64(time.Since(t))
+		}
+		sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
+		return fmt.Sprintf("ns=%d", samples[len(samples)/2])
+	case "time-walk":
+		if r := run("walk", path, nil); strings.HasPrefix(r, "error") {
+			return r
+		}
+	}
+	return fmt.Sprintf("ns=%d", int64(time.Since(start)))
+}
 
 func errText(err error) string {
 	var errno syscall.Errno
@@ -83,6 +122,8 @@ func run(cmd, path string, rest []string) string {
 			return errText(err)
 		}
 		return "written"
+	case "time-read", "time-stat", "time-walk":
+		return timed(cmd, path)
 	case "mkdirall":
 		if err := os.MkdirAll(path, 0o755); err != nil {
 			return errText(err)
