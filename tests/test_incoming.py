@@ -237,10 +237,11 @@ def test_mirror_serves_the_app_and_copies_every_request(ns):
     assert wait_for(lambda: "tether" not in ruleset(ns), BACK_WITHIN_S) < BACK_WITHIN_S
 
 
-@pytest.mark.parametrize("mode", ["steal", "mirror"])
+@pytest.mark.parametrize("mode", ["steal", "mirror", "filtered"])
 @pytest.mark.parametrize("victim", ["tether", "agent"])
 def test_sigkill_mid_load_leaves_the_target_serving(ns, victim, mode):
-    prog = go_server(ns, APP_PORT, "--incoming", mode)
+    flags = ["--steal-path", "^/"] if mode == "filtered" else ["--incoming", mode]
+    prog = go_server(ns, APP_PORT, *flags)
     orphan = None
     try:
         client = load(ns, APP_PORT, 30)
@@ -263,6 +264,102 @@ def test_sigkill_mid_load_leaves_the_target_serving(ns, victim, mode):
 
 
 
+# A client in the target: one keep-alive connection, requests with and without the header the
+# filter steals on, first one at a time, then pipelined in one write; prints each answer's body.
+KEEPALIVE_CLIENT = r"""
+import re, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+def req(path, mine):
+    return (f"GET {path} HTTP/1.1\r\nHost: svc\r\n" + ("X-Route: me\r\n" if mine else "") + "\r\n").encode()
+s = socket.create_connection((host, port), timeout=5)
+f = s.makefile("rb")
+def answer():
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        head += f.readline()
+    n = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+    return f.read(n).decode().strip()
+order = [False, True, True, False, True, False]
+for mine in order:
+    s.sendall(req("/", mine))
+    print("one", answer())
+s.sendall(b"".join(req("/", mine) for mine in order))
+for _ in order:
+    print("pipelined", answer())
+s.sendall(req("/upgrade", True).replace(b"\r\n\r\n", b"\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n"))
+head = b""
+while not head.endswith(b"\r\n\r\n"):
+    head += f.readline()
+print("upgrade", head.split(b"\r\n")[0].decode())
+s.sendall(b"hello\n")
+print("raw", f.readline().decode().strip())
+"""
+
+
+def test_filtered_steal_splits_a_keep_alive_connection_and_hands_over_an_upgrade(ns):
+    prog = go_server(ns, APP_PORT, "--steal-header", "^X-Route: me$")  # implies --incoming steal
+    try:
+        r = ns.run([sys.executable, "-c", KEEPALIVE_CLIENT, WEB_ADDR, str(APP_PORT)], timeout=30)
+        assert r.returncode == 0, r.stderr
+        want = ["app", "prog", "prog", "app", "prog", "app"]
+        assert r.stdout.split("\n")[:12] == [f"one {w}" for w in want] + [f"pipelined {w}" for w in want]
+        assert "upgrade HTTP/1.1 101 Switching Protocols" in r.stdout and "raw prog hello" in r.stdout
+        assert get(ns, APP_PORT) == "app\n"  # curl sends no X-Route
+        assert f"tcp dport {APP_PORT}" in ruleset(ns)
+    finally:
+        out, err = prog.stop()
+    assert "served 7" in out, (out, err)  # 3 one at a time, 3 pipelined and the upgrade
+    assert wait_for(lambda: "tether" not in ruleset(ns), BACK_WITHIN_S) < BACK_WITHIN_S
+
+
+def test_filtered_steal_by_path_and_method_with_a_python_program(ns, tmp_path):
+    (tmp_path / "api").mkdir()
+    (tmp_path / "api" / "who").write_text("from the program\n")
+    prog = Program(ns, [sys.executable, "-u", "-m", "http.server", str(PY_APP_PORT), "-d", str(tmp_path)],
+                   "--steal-path", "^/api/", "--steal-method", "GET,HEAD")
+    try:
+        prog.line("Serving HTTP")
+        assert get(ns, PY_APP_PORT, "/api/who") == "from the program\n"
+        assert get(ns, PY_APP_PORT, "/who") == "py-app\n"
+        head = ns.run(["curl", "-s", "-I", "-m", "2", f"http://{WEB_ADDR}:{PY_APP_PORT}/api/who"])
+        assert head.stdout.startswith("HTTP/1.0 200") and "Content-Length: 17" in head.stdout, head.stdout
+    finally:
+        prog.stop()
+
+
+def test_filtered_steal_passes_what_is_not_http_to_the_app_and_says_so(ns):
+    prog = go_server(ns, APP_PORT, "--steal-header", "^X-Route: me$")
+    try:
+        code = ("import socket, sys\n"
+                "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)\n"
+                "s.sendall(bytes.fromhex('160301') + b'\\x00\\x05hello\\r\\n\\r\\n')\n"
+                "print(s.recv(100).split(b'\\r\\n')[0].decode())\n")
+        r = ns.run([sys.executable, "-c", code, WEB_ADDR, str(APP_PORT)], timeout=30)
+        assert r.stdout.strip() == "HTTP/1.1 400 Bad Request", r  # the app's own answer to it
+        assert get(ns, APP_PORT) == "app\n"  # the port still works for others
+    finally:
+        out, err = prog.stop()
+    assert "not HTTP/1.1" in err and "goes to the target's app as it is" in err, err
+
+
+def test_filtered_steal_after_the_program_closes_its_listener_serves_from_the_app(ns):
+    code = ("import socket, sys\n"
+            f"s = socket.create_server(('', {APP_PORT}))\n"
+            "print('listening', flush=True)\n"
+            "sys.stdin.readline(); s.close(); print('closed', flush=True)\n"
+            "sys.stdin.readline()\n")
+    prog = Program(ns, [sys.executable, "-c", code], "--steal-path", "^/")
+    try:
+        prog.line("listening")
+        prog.proc.stdin.write("\n")
+        prog.proc.stdin.flush()
+        prog.line("closed")
+        assert wait_for(lambda: get(ns, APP_PORT) == "app\n", BACK_WITHIN_S) < BACK_WITHIN_S
+        assert "tether" not in ruleset(ns)
+    finally:
+        prog.stop()
+
+
 @given(st.binary(max_size=200))
 def test_netlink_ack_parser_survives_garbage(blob):
     try:
@@ -281,7 +378,10 @@ def test_settings_mistakes_are_usage_errors(tmp_path):
     for flags, message in ((["--incoming-ports", "80", "--ignore-ports", "81"], "exclude each other"),
                            (["--port-map", "8080"], "give LOCAL:REMOTE"),
                            (["--incoming-ports", "http"], "'http' is not a port number"),
-                           (["--incoming", "stael"], "invalid choice: 'stael'")):
+                           (["--incoming", "stael"], "invalid choice: 'stael'"),
+                           (["--steal-path", "(", "--incoming", "steal"], "--steal-path '(': not a regular expression"),
+                           (["--steal-header", "^X: 1", "--incoming", "mirror"], "cannot be used with --incoming mirror"),
+                           (["--steal-method", "G T"], "'G T': not an HTTP method")):
         r = subprocess.run([*TETHER, *target, *flags, "--", "true"], capture_output=True, text=True, timeout=30)
         assert r.returncode == 2 and message in r.stderr, (flags, r.stderr)
     (tmp_path / "tether.toml").write_text('incoming = "stael"\n')

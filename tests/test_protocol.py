@@ -254,6 +254,16 @@ def test_incoming_round_trip(mode, port_list, ignore, port_map, loopback_local):
     assert agent_wire.decode_incoming(wire.decode_frame(agent_wire.encode_incoming(i, 4))) == i
 
 
+texts = st.text(max_size=40)
+
+
+@given(st.lists(texts, max_size=5), texts, st.lists(texts, max_size=5), st.lists(ports, max_size=5))
+def test_filtered_steal_round_trip(methods, path, headers, port_list):
+    f = agent_wire.HttpFilter(tuple(methods), path, tuple(headers))
+    i = agent_wire.Incoming(agent_wire.INCOMING_STEAL, tuple(port_list), http=f)
+    assert agent_wire.decode_incoming(wire.decode_frame(agent_wire.encode_incoming(i, 4))) == i
+
+
 @given(st.sampled_from([2, 10]), st.booleans(), st.integers(-(2**31), 2**31 - 1), st.binary(max_size=128))
 def test_listen_round_trip(family, v6only, backlog, sockaddr):
     req = agent_wire.Listen(family, v6only, backlog, sockaddr)

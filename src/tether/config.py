@@ -60,6 +60,13 @@ KEYS = [
     Key("incoming_loopback", "incoming_loopback", "--incoming-loopback/--no-incoming-loopback", "bool",
         "Listeners on 127.0.0.1 or ::1 take the target's port too (by default they stay on this machine: "
         "a debugger's, a metrics endpoint's).", False),
+    Key("steal_header", "steal_headers", "--steal-header", "list", "A filtered steal of HTTP/1.1: the program "
+        "takes requests with a header line (Name: value) matching each of these regular expressions; "
+        "the target's app serves the rest.", ()),
+    Key("steal_path", "steal_path", "--steal-path", "string", "A filtered steal: the program takes requests "
+        "whose path matches this regular expression."),
+    Key("steal_method", "steal_methods", "--steal-method", "list", "A filtered steal: the program takes "
+        "requests with one of these methods (GET, POST, ...).", ()),
     Key("fs", "fs", "--fs", "string", "The target's files: read (paths the rules give the target are read "
         "there; opened for writing, here), write (read and written there) or local (all here).", "read",
         ("read", "write", "local")),

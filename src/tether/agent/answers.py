@@ -70,7 +70,15 @@ def answer(frame: wire.Frame, environment: Environment, carries_fds: bool, capab
         if frame.type == agent_wire.MSG_INCOMING:
             # Listeners get their sockets from here: a link that cannot carry them cannot serve them.
             needs_fds(carries_fds, "incoming traffic (LISTEN)")
-            incoming_settings = agent_wire.decode_incoming(frame)
+            settings = agent_wire.decode_incoming(frame)
+            if settings.http:
+                try:
+                    import llhttp  # noqa: F401  the filtered steal's parser (agent/http_filter.py)
+                except ImportError:
+                    raise net.OpError(errno.EOPNOTSUPP, "a filtered steal needs the llhttp package where the agent "
+                                      "runs, and it is not there: install tether with its http extra "
+                                      "(pipx install './tether[http]', or pip install llhttp)") from None
+            incoming_settings = settings
             log.debug("incoming: %s", incoming_settings)
             return [(wire.encode_frame(agent_wire.MSG_INCOMING_REPLY, b"", id=frame.id), [])]
         raise net.OpError(errno.EOPNOTSUPP, f"request type {frame.type} is not answered at once")

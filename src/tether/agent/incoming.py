@@ -71,11 +71,12 @@ def listen(req: agent_wire.Listen, settings: agent_wire.Incoming) -> tuple[socke
     table = nft.Table(f"tether-{remote}")
     try:
         table.create()
-        if settings.mode == agent_wire.INCOMING_STEAL:
+        if settings.mode == agent_wire.INCOMING_STEAL and not settings.http:
             sock, undo = _steal(table, family, req, remote), table
-        else:
+        else:  # the program's socket on loopback here; a relay between it and the target's clients
             sock = _listener(family, req.v6only, LOOPBACK[family], 0, req.backlog)
-            undo = Mirror(table, remote, family, sock.getsockname())
+            undo = (FilteredSteal(table, remote, family, sock.getsockname(), settings.http) if settings.http
+                    else Mirror(table, remote, family, sock.getsockname()))
     except nft.NftError as e:
         table.close()
         if e.errno in (errno.EEXIST, errno.EPERM):
@@ -86,7 +87,7 @@ def listen(req: agent_wire.Listen, settings: agent_wire.Incoming) -> tuple[socke
         table.close()
         raise OpError(e.errno or errno.EIO, f"cannot listen on port {remote} in the target: {e.strerror}") from None
     log.info("incoming: port %d of the program serves port %d of the target (%s)", port, remote,
-             "steal" if undo is table else "mirror")
+             "steal" if undo is table else undo.what)
     return sock, undo
 
 
@@ -149,20 +150,21 @@ def _tee():
     return tee
 
 
-class Mirror:
-    """The relay for one mirrored port: a listener per family the redirect sends to, and a
-    Flow per client connection."""
+class Relay:
+    """Where a port's redirect sends the target's connections: a listener here per family (the
+    relay's own connections to the app carry MARK, which the redirect lets through), and a
+    flow (make_flow) for each connection accepted."""
+
+    what = "relay"
 
     def __init__(self, table: nft.Table, port: int, family: int, program: tuple):
         import asyncio
 
         self.loop = asyncio.get_running_loop()
-        self.tee = _tee()
         self.table, self.port = table, port
         self.program_family, self.program = family, program
         self.listeners: list[socket.socket] = []
-        self.flows: set[Flow] = set()
-        self.dropped = 0  # copies the program fell too far behind for
+        self.flows: set = set()
         redirects = []
         for fam in (socket.AF_INET, socket.AF_INET6):
             try:
@@ -180,6 +182,9 @@ class Mirror:
             self._close_listeners()
             raise
 
+    def make_flow(self, client: socket.socket, destination: tuple):
+        raise NotImplementedError
+
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
@@ -190,7 +195,7 @@ class Mirror:
                 log.warning("incoming: accepting on the relay of port %d: %s", self.port, e)
                 return
             try:
-                self.flows.add(Flow(self, client, original_destination(client)))
+                self.flows.add(self.make_flow(client, original_destination(client)))
             except OSError as e:
                 log.warning("incoming: a connection to port %d: %s", self.port, e)
                 _reset(client)
@@ -203,15 +208,58 @@ class Mirror:
 
     def close(self) -> None:
         """The program's listener is gone: new connections go to the app again; those already
-        in the relay's backlog are taken first, and those relayed carry on without a copy."""
+        in the relay's backlog are taken first."""
         self.table.close()
         for sock in self.listeners:
             self._accept(sock)
         self._close_listeners()
+
+
+class Mirror(Relay):
+    """A mirrored port: the app serves each connection, the program gets a copy (Flow)."""
+
+    what = "mirror"
+
+    def __init__(self, table: nft.Table, port: int, family: int, program: tuple):
+        self.tee = _tee()
+        self.dropped = 0  # copies the program fell too far behind for
+        super().__init__(table, port, family, program)
+
+    def make_flow(self, client: socket.socket, destination: tuple) -> Flow:
+        return Flow(self, client, destination)
+
+    def close(self) -> None:
+        """Connections relayed carry on without a copy."""
+        super().close()
         for flow in list(self.flows):
             flow.drop_copy()
         log.info("incoming: mirror of port %d over (%d copies dropped as the program fell behind)",
                  self.port, self.dropped)
+
+
+class FilteredSteal(Relay):
+    """A filtered steal: on each connection, the requests the filter matches go to the
+    program and the rest to the app (HttpFlow, http_filter.Router)."""
+
+    what = "filtered steal"
+
+    def __init__(self, table: nft.Table, port: int, family: int, program: tuple, http: agent_wire.HttpFilter):
+        from .http_filter import Matcher
+
+        self.matcher = Matcher(http)
+        self.requests = self.matched = 0
+        super().__init__(table, port, family, program)
+
+    def make_flow(self, client: socket.socket, destination: tuple) -> HttpFlow:
+        return HttpFlow(self, client, destination)
+
+    def close(self) -> None:
+        """Connections relayed carry on; their matched requests go to the app from now."""
+        super().close()
+        for flow in list(self.flows):
+            flow.program_gone()
+        log.info("incoming: filtered steal of port %d over: %d requests, %d to the program",
+                 self.port, self.requests, self.matched)
 
 
 def _reset(sock: socket.socket) -> None:
@@ -472,3 +520,206 @@ class Flow:
 
 
 _DISCARD = bytearray(CHUNK)  # never read: MSG_TRUNC leaves it as it is
+
+
+class HttpFlow:
+    """One client connection of a filtered steal: the bytes its Router says, between the client,
+    the app (connected at once, with MARK) and the program (connected when a request is its).
+
+    Bytes pass through here (the router must see them), in reads of CHUNK. A destination with
+    more than OUT_MAX waiting stops the reading of what feeds it, so memory stays bounded and the
+    client feels the slower side's pace, as it would without tether."""
+
+    OUT_MAX = 1 << 20
+
+    def __init__(self, relay: FilteredSteal, client: socket.socket, destination: tuple):
+        from .http_filter import APP, CLIENT, PROGRAM, Router
+
+        self.APP, self.PROGRAM, self.CLIENT = APP, PROGRAM, CLIENT
+        self.relay, self.loop, self.destination = relay, relay.loop, destination
+        self.router = Router(relay.matcher)
+        self.peer = _address(client.getpeername())
+        self.socks: dict[int, socket.socket | None] = {CLIENT: client, APP: None, PROGRAM: None}
+        self.ready = {CLIENT: True, APP: False, PROGRAM: False}
+        self.reading: dict[int, bool] = {CLIENT: False, APP: False, PROGRAM: False}
+        self.writing: dict[int, bool] = {CLIENT: False, APP: False, PROGRAM: False}
+        self.shut_sent: set[int] = set()
+        self.ended: set[int] = set()  # those that sent EOF
+        self.closed = False
+        client.setblocking(False)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._pump()
+
+    # connections
+
+    def _connect(self, side: int) -> None:
+        if side == self.APP:
+            family, address = self.socks[self.CLIENT].family, self.destination
+        else:
+            family, address = self.relay.program_family, self.relay.program
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if side == self.APP:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, MARK)
+        self.socks[side], self.ready[side] = sock, False
+        sock.connect_ex(address)
+        self.loop.add_writer(sock, self._connected, side)
+        self.writing[side] = True
+
+    def _connected(self, side: int) -> None:
+        sock = self.socks[side]
+        self.loop.remove_writer(sock)
+        self.writing[side] = False
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._forget(side)
+            if side == self.PROGRAM:
+                self.router.program_failed()
+            elif not self.router.requests:
+                # Nothing serves the port (or it refused): the client sees what it would have.
+                log.debug("incoming: the app on port %d: %s", self.relay.port, os.strerror(err))
+                self._close(reset=True)
+                return
+            else:
+                self._fail(f"the target's app refused a connection ({os.strerror(err)})")
+                return
+        else:
+            self.ready[side] = True
+        self._pump()
+
+    def _forget(self, side: int) -> None:
+        sock = self.socks[side]
+        if sock is not None:
+            self._read(side, False)
+            if self.writing[side]:
+                self.loop.remove_writer(sock)
+                self.writing[side] = False
+            sock.close()
+        self.socks[side], self.ready[side] = None, False
+        self.shut_sent.discard(side)
+        self.ended.discard(side)
+
+    # bytes
+
+    def _on_readable(self, who: int) -> None:
+        try:
+            data = self.socks[who].recv(CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            if who == self.CLIENT or any(d.side == who for d in self.router.due):
+                self._fail(f"{_NAMES[who]} reset the connection ({e.strerror})", quiet=who == self.CLIENT)
+                return
+            data = b""  # an idle side's reset: as its close
+        r = self.router
+        if who == self.CLIENT:
+            r.client_data(data) if data else r.client_eof()
+        elif data:
+            r.side_data(who, data)
+        else:
+            r.side_eof(who)
+            if who not in r.wanted:
+                self._forget(who)  # idle: connected again if a request is its
+        if not data:
+            self._read(who, False)
+            if self.socks[who] is not None:
+                self.ended.add(who)
+        self._pump()
+
+    def _read(self, who: int, on: bool) -> None:
+        if self.reading[who] != on and self.socks[who] is not None:
+            self.reading[who] = on
+            if on:
+                self.loop.add_reader(self.socks[who], self._on_readable, who)
+            else:
+                self.loop.remove_reader(self.socks[who])
+
+    def _on_writable(self, who: int) -> None:
+        self._pump()
+
+    def _pump(self) -> None:
+        """Do what the router asks: connect, send, shut, read where there is room, close."""
+        r = self.router
+        for note in r.notes:
+            log.warning("incoming: port %d, client %s: %s", self.relay.port, self.peer, note)
+        r.notes.clear()
+        for side in (self.APP, self.PROGRAM):
+            if side in r.wanted and self.socks[side] is None and not self.closed:
+                self._connect(side)
+        for who in (self.CLIENT, self.APP, self.PROGRAM):
+            out, sock = r.out[who], self.socks[who]
+            if sock is None or not self.ready[who]:
+                continue
+            while out:
+                try:
+                    n = sock.send(out)
+                except BlockingIOError:
+                    break
+                except OSError as e:
+                    self._fail(f"sending to {_NAMES[who]}: {e.strerror}", quiet=who == self.CLIENT)
+                    return
+                del out[:n]
+            if out and not self.writing[who]:
+                self.loop.add_writer(sock, self._on_writable, who)
+                self.writing[who] = True
+            elif not out and self.writing[who]:
+                self.loop.remove_writer(sock)
+                self.writing[who] = False
+            if not out and who in r.shut and who not in self.shut_sent:
+                self.shut_sent.add(who)
+                try:
+                    sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+        if r.over and not any(r.out[w] for w in (self.CLIENT, self.APP, self.PROGRAM) if self.socks[w]):
+            self._close()
+            return
+        room = {w: len(r.out[w]) < self.OUT_MAX for w in r.out}
+        self._read(self.CLIENT, self.CLIENT not in self.ended and not r.client_paused
+                   and room[self.APP] and room[self.PROGRAM])
+        for side in (self.APP, self.PROGRAM):
+            if self.ready[side] and side not in self.ended:
+                self._read(side, room[self.CLIENT])
+
+    def program_gone(self) -> None:
+        """The program closed its listener: unless it has this connection already, its requests
+        go to the app."""
+        if self.socks[self.PROGRAM] is None and not self.closed:
+            self.router.program_failed()
+            self._pump()
+
+    # the end
+
+    def _fail(self, why: str, quiet: bool = False) -> None:
+        """Something broke mid-request: the client's connection is reset, as a failed server's would be."""
+        if not quiet:
+            log.warning("incoming: port %d, client %s: %s; its connection is reset", self.relay.port, self.peer, why)
+        self._close(reset=True)
+
+    def _close(self, reset: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for who in (self.CLIENT, self.APP, self.PROGRAM):
+            sock = self.socks[who]
+            if sock is None:
+                continue
+            self._read(who, False)
+            if self.writing[who]:
+                self.loop.remove_writer(sock)
+            if reset and who == self.CLIENT:
+                _reset(sock)
+            else:
+                sock.close()
+        self.relay.requests += self.router.requests
+        self.relay.matched += self.router.matched
+        self.relay.flows.discard(self)
+
+
+_NAMES = {0: "the target's app", 1: "the program", 2: "the client"}  # http_filter's APP, PROGRAM, CLIENT
+
+
+def _address(sockaddr: tuple) -> str:
+    host, port = sockaddr[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

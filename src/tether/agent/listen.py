@@ -165,6 +165,10 @@ class Listener:
         try:
             try:
                 proved = await asyncio.wait_for(self._authenticate(p, who), AUTH_TIMEOUT)
+            except ConnectionError:
+                # A session that ends closes the spares it was still dialling (agent/forward.py).
+                log.debug("%s hung up during the token handshake", who)
+                return
             finally:
                 self.handshakes.release()
             if not proved:

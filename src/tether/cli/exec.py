@@ -48,6 +48,13 @@ def add_to(commands) -> None:
     p.add_argument("--incoming-loopback", action=argparse.BooleanOptionalAction,
                    help="Listeners on 127.0.0.1 or ::1 take the target's port too (default: they stay "
                         "here, as a debugger's would).")
+    p.add_argument("--steal-header", dest="steal_headers", action="append", metavar="REGEX",
+                   help="Steal only HTTP/1.1 requests with a header line (Name: value) matching REGEX, e.g. "
+                        "'^X-User: alice$' (repeatable: each must match); the target's app serves the rest.")
+    p.add_argument("--steal-path", metavar="REGEX",
+                   help="Steal only HTTP/1.1 requests whose path (before any '?') matches REGEX, e.g. '^/api/'.")
+    p.add_argument("--steal-method", dest="steal_methods", action="append", metavar="METHOD",
+                   help="Steal only HTTP/1.1 requests with this method (repeatable, or GET,POST).")
     p.add_argument("--fs", choices=("read", "write", "local"),
                    help="The target's files: read (default: paths the rules give the target are read there, "
                         "and opened for writing, here), write (read and written there) or local (all here).")
@@ -103,6 +110,12 @@ def run(args: argparse.Namespace) -> None:
       --incoming steal        the program serves them instead (the client's own address;
                               no relay: the kernel hands them to it)
       --incoming off          the program listens here only
+      --steal-path '^/api/' --steal-header '^X-User: alice$' --steal-method POST
+                              a filtered steal of HTTP/1.1: the requests matching every
+                              filter given go to the program, the rest to the target's app,
+                              in order on the same keep-alive connection; an upgrade the
+                              program accepts (WebSocket) gives it the connection; bytes
+                              that are not HTTP/1.1 go to the app as they are
       --port-map 8080:80      the program listens on 8080, the target's port 80 comes to it
       --incoming-ports 8080,9090 / --ignore-ports 6060
                               which of the program's listeners take the target's port
@@ -152,7 +165,8 @@ def run(args: argparse.Namespace) -> None:
     Settings: each flag also has a TETHER_* variable (TETHER_TARGET, TETHER_LOCAL, TETHER_DNS=0,
     ...; lists space-separated) and a key in tether.toml (target, token_file, ssh_option, local,
     remote, env, env_include, env_exclude, incoming, incoming_ports, ignore_ports, port_map,
-    incoming_loopback, fs, fs_not_found, fs_write, fs_remote, fs_local, dns, verbose,
+    incoming_loopback, steal_header, steal_path, steal_method, fs, fs_not_found, fs_write,
+    fs_remote, fs_local, dns, verbose,
     log_file); a flag beats the variable, which beats the file.
     `tether config show` prints what applies, `tether config schema` the file's JSON schema.
 
@@ -205,7 +219,8 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, object]:
 
     try:
         config_path = config.find(args.config_file or os.environ.get("TETHER_CONFIG"))
-        settings, _ = config.effective(flag_settings(args), config_path, dict(os.environ))
+        settings, sources = config.effective(flag_settings(args), config_path, dict(os.environ))
+        settings["incoming_source"] = sources["incoming"]  # a filtered steal implies --incoming steal unless it was given
     except config.ConfigError as e:
         print(f"tether exec: {e}", file=sys.stderr)
         sys.exit(EXIT_ERROR)
@@ -262,7 +277,10 @@ def plan(args: argparse.Namespace, settings: dict[str, object], target) -> tuple
                              EnvRules.parse_overrides(list(settings["env_overrides"])))
         listeners = incoming.from_settings(settings["incoming"], settings["incoming_ports"],
                                            settings["ignore_ports"], settings["port_map"],
-                                           settings["incoming_loopback"])
+                                           settings["incoming_loopback"],
+                                           incoming.http_filter(settings["steal_headers"], settings["steal_path"],
+                                                                settings["steal_methods"]),
+                                           mode_given=settings["incoming_source"] != "default")
         exe = shutil.which(args.program[0]) if args.program else None
         files = FileRules(settings["fs"], settings["fs_not_found"], settings["fs_write"], settings["fs_remote"],
                           settings["fs_local"], exe=exe and os.path.realpath(exe), cwd=os.getcwd(),

@@ -54,6 +54,11 @@ INCOMING_OFF, INCOMING_MIRROR, INCOMING_STEAL = 0, 1, 2
 INCOMING_MODES = {"off": INCOMING_OFF, "mirror": INCOMING_MIRROR, "steal": INCOMING_STEAL}
 INCOMING_LOOPBACK_LOCAL = 1  # flags: listeners on 127.0.0.1 or ::1 stay here
 INCOMING_IGNORE = 2  # flags: the ports listed stay here (else they are the only ones served)
+INCOMING_FILTERED = 4  # flags: a filtered steal; after the pairs: u16 methods, u16 headers, then
+#   each method, the path regex and each header regex as u16-prefixed UTF-8 (not the layer's: it
+#   never sends INCOMING)
+INCOMING_FILTER = struct.Struct("<HH")
+INCOMING_FILTER_MAX = 64  # methods or header regexes in one filter
 LISTEN = struct.Struct("<HHi")  # family, flags, backlog; then the sockaddr the program bound
 LISTEN_V6ONLY = 1  # flags: the program's IPv6 socket is IPV6_V6ONLY
 LISTEN_REPLY = struct.Struct("<HH")  # how, reserved
@@ -123,17 +128,33 @@ class NameInfo(NamedTuple):
     service: str = ""
 
 
+class HttpFilter(NamedTuple):
+    """Which HTTP/1.1 requests a filtered steal gives the program (agent/http_filter.py); all
+    that are given must match, and none given is no filter. methods: any of these, exactly;
+    path: a regex searched in the request target's path (before any '?'); headers: each regex
+    searched in some `Name: value` line, the name as sent, in lower case or canonical (X-User)."""
+
+    methods: tuple[str, ...] = ()
+    path: str = ""
+    headers: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.methods or self.path or self.headers)
+
+
 class Incoming(NamedTuple):
     """How the program's listeners are served: mode off, mirror or steal (INCOMING_*); ports
     the only ones served (or, with ignore, the ones that stay here; none: every port);
     port_map (the program's port, the target's) pairs; loopback_local: listeners on loopback
-    stay here."""
+    stay here; http: with steal, the requests the program takes (empty: all the port's
+    connections)."""
 
     mode: int = INCOMING_MIRROR
     ports: tuple[int, ...] = ()
     ignore: bool = False
     port_map: tuple[tuple[int, int], ...] = ()
     loopback_local: bool = True
+    http: HttpFilter = HttpFilter()
 
 
 class Listen(NamedTuple):
@@ -423,27 +444,61 @@ def decode_nameinfo_reply(f: Frame) -> NameInfo:
 
 
 def encode_incoming(i: Incoming, id: int) -> bytes:
-    flags = (INCOMING_LOOPBACK_LOCAL if i.loopback_local else 0) | (INCOMING_IGNORE if i.ignore else 0)
+    flags = ((INCOMING_LOOPBACK_LOCAL if i.loopback_local else 0) | (INCOMING_IGNORE if i.ignore else 0)
+             | (INCOMING_FILTERED if i.http else 0))
     payload = (INCOMING.pack(i.mode, flags, len(i.ports), len(i.port_map))
                + struct.pack(f"<{len(i.ports)}H", *i.ports)
                + b"".join(struct.pack("<HH", *pair) for pair in i.port_map))
+    if i.http:
+        h = i.http
+        if max(len(h.methods), len(h.headers)) > INCOMING_FILTER_MAX:
+            raise ProtocolError(f"an HTTP filter of more than {INCOMING_FILTER_MAX} methods or headers")
+        payload += INCOMING_FILTER.pack(len(h.methods), len(h.headers)) + b"".join(
+            pack_bytes(text.encode()) for text in (*h.methods, h.path, *h.headers))
     return encode_frame(MSG_INCOMING, payload, id=id)
+
+
+def _decode_filter(payload: bytes, pos: int) -> HttpFilter:
+    if pos + INCOMING_FILTER.size > len(payload):
+        raise ProtocolError("INCOMING's HTTP filter is missing")
+    nmethods, nheaders = INCOMING_FILTER.unpack_from(payload, pos)
+    if max(nmethods, nheaders) > INCOMING_FILTER_MAX:
+        raise ProtocolError(f"INCOMING's HTTP filter has {nmethods} methods and {nheaders} headers")
+    pos += INCOMING_FILTER.size
+    texts = []
+    for _ in range(nmethods + 1 + nheaders):
+        raw, pos = unpack_bytes(payload, pos, "an HTTP filter's text")
+        try:
+            texts.append(raw.decode())
+        except UnicodeDecodeError:
+            raise ProtocolError("INCOMING's HTTP filter is not UTF-8") from None
+    if pos != len(payload):
+        raise ProtocolError("INCOMING has bytes after its HTTP filter")
+    f = HttpFilter(tuple(texts[:nmethods]), texts[nmethods], tuple(texts[nmethods + 1:]))
+    if not f:
+        raise ProtocolError("INCOMING's HTTP filter is empty")
+    return f
 
 
 def decode_incoming(f: Frame) -> Incoming:
     if f.type != MSG_INCOMING or len(f.payload) < INCOMING.size:
         raise ProtocolError("malformed INCOMING")
     mode, flags, nports, nmaps = INCOMING.unpack_from(f.payload)
-    if mode not in INCOMING_MODES.values() or flags & ~(INCOMING_LOOPBACK_LOCAL | INCOMING_IGNORE):
+    if mode not in INCOMING_MODES.values() or flags & ~(INCOMING_LOOPBACK_LOCAL | INCOMING_IGNORE
+                                                         | INCOMING_FILTERED):
         raise ProtocolError(f"INCOMING with mode {mode} and flags {flags:#x}")
-    if len(f.payload) != INCOMING.size + 2 * nports + 4 * nmaps:
+    end = INCOMING.size + 2 * nports + 4 * nmaps
+    if len(f.payload) < end or (len(f.payload) != end and not flags & INCOMING_FILTERED):
         raise ProtocolError(f"INCOMING of {len(f.payload)} bytes for {nports} ports and {nmaps} maps")
     ports = struct.unpack_from(f"<{nports}H", f.payload, INCOMING.size)
     pairs = struct.unpack_from(f"<{2 * nmaps}H", f.payload, INCOMING.size + 2 * nports)
     if 0 in ports or 0 in pairs:
         raise ProtocolError("INCOMING names port 0")
+    http = _decode_filter(f.payload, end) if flags & INCOMING_FILTERED else HttpFilter()
+    if http and mode != INCOMING_STEAL:
+        raise ProtocolError("INCOMING has an HTTP filter but is not a steal")
     return Incoming(mode, ports, bool(flags & INCOMING_IGNORE), tuple(zip(pairs[::2], pairs[1::2])),
-                    bool(flags & INCOMING_LOOPBACK_LOCAL))
+                    bool(flags & INCOMING_LOOPBACK_LOCAL), http)
 
 
 def encode_listen(req: Listen, id: int) -> bytes:

@@ -5,10 +5,13 @@
 //	                                Addr) and, on SIGTERM, "served N" (requests answered)
 //	                                GET /       "NAME\n"
 //	                                GET /addr   "NAME local=ADDR remote=ADDR\n"
-//	load URL CONNS SECONDS MODE [RATE]
+//	                                GET /upgrade with Upgrade: echo  101, then each line
+//	                                            the client sends back as "NAME LINE"
+//	load URL CONNS SECONDS MODE [RATE [HEADER]]
 //	                                CONNS clients GET URL for SECONDS, MODE keepalive (one
 //	                                connection each) or new (a connection per request), as fast
-//	                                as they can or RATE requests a second in all; prints "load
+//	                                as they can or RATE requests a second in all (0: as fast),
+//	                                each with HEADER ("Name: value") if given; prints "load
 //	                                REQUESTS ERRORS SECONDS P50_US P99_US" (latencies) and the
 //	                                first error if any
 package main
@@ -23,6 +26,7 @@ import (
 	"os/signal"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -41,6 +45,28 @@ func serve(addr, name string) {
 		local := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 		fmt.Fprintf(w, "%s local=%s remote=%s\n", name, local, r.RemoteAddr)
 	})
+	mux.HandleFunc("/upgrade", func(w http.ResponseWriter, r *http.Request) {
+		atomic.AddInt64(&served, 1)
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "Upgrade: echo only", http.StatusUpgradeRequired)
+			return
+		}
+		conn, rw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		rw.Flush()
+		for {
+			line, err := rw.ReadString('\n')
+			if err != nil {
+				return
+			}
+			rw.WriteString(name + " " + line)
+			rw.Flush()
+		}
+	})
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		fmt.Println("listen error:", err)
@@ -57,7 +83,8 @@ func serve(addr, name string) {
 	http.Serve(ln, mux)
 }
 
-func load(url string, conns int, seconds float64, mode string, rate float64) {
+func load(url string, conns int, seconds float64, mode string, rate float64, header string) {
+	headerName, headerValue, _ := strings.Cut(header, ": ")
 	transport := &http.Transport{MaxIdleConnsPerHost: conns, DisableKeepAlives: mode == "new",
 		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}
 	client := &http.Client{Transport: transport, Timeout: 10 * time.Second}
@@ -87,6 +114,9 @@ func load(url string, conns int, seconds float64, mode string, rate float64) {
 				}
 				began := time.Now()
 				req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+				if header != "" {
+					req.Header.Set(headerName, headerValue)
+				}
 				resp, err := client.Do(req)
 				if err == nil {
 					_, err = io.Copy(io.Discard, resp.Body)
@@ -127,18 +157,22 @@ func main() {
 	switch {
 	case len(args) == 3 && args[0] == "serve":
 		serve(args[1], args[2])
-	case (len(args) == 5 || len(args) == 6) && args[0] == "load":
+	case len(args) >= 5 && len(args) <= 7 && args[0] == "load":
 		conns, err1 := strconv.Atoi(args[2])
 		seconds, err2 := strconv.ParseFloat(args[3], 64)
 		rate, err3 := 0.0, error(nil)
-		if len(args) == 6 {
+		if len(args) >= 6 {
 			rate, err3 = strconv.ParseFloat(args[5], 64)
 		}
+		header := ""
+		if len(args) == 7 {
+			header = args[6]
+		}
 		if err1 != nil || err2 != nil || err3 != nil {
-			fmt.Println("load URL CONNS SECONDS keepalive|new [RATE]")
+			fmt.Println("load URL CONNS SECONDS keepalive|new [RATE [HEADER]]")
 			os.Exit(2)
 		}
-		load(args[1], conns, seconds, args[4], rate)
+		load(args[1], conns, seconds, args[4], rate, header)
 	default:
 		fmt.Println("usage: incoming serve ADDR NAME | load URL CONNS SECONDS keepalive|new [RATE]")
 		os.Exit(2)
