@@ -16,10 +16,16 @@ program under tether, and as "direct" started inside the namespace on a port of 
                       again on the same CPUs);
     mirror at RATE    the same with the load paced at RATE requests a second: req/s and the
                       latency (p50, p99) the mirror adds, as a service below saturation sees it
+    filtered matched  a filtered steal (--steal-header '^X-Route: me$'), the load sending that
+                      header: the program answers through the agent's relay / the direct server
+                      (goal >= 0.5)
+    filtered other    the same steal, the load without the header: the app answers through the
+                      relay / the app with no tether (goal >= 0.5)
 
 Each round runs every side, in an order that alternates by round; the figures are medians.
 
     python3 bench/incoming.py [--version 1.27] [--rounds 5] [--seconds 3] [--conns 32] [--rate 5000]
+                              [--only steal,mirror,filtered]
 
 Needs root (it makes a throwaway namespace with tests/netns.py and removes it).
 """
@@ -41,19 +47,21 @@ import gobuild  # noqa: E402
 import netns  # noqa: E402
 
 APP_PORT, DIRECT_PORT = 8090, 8093
+HEADER = "X-Route: me"
+FLAGS = {"steal": ["--incoming", "steal"], "on": ["--incoming", "mirror"], "filtered": ["--steal-header", f"^{HEADER}$"]}
 
 
 class Tether:
-    """The Go server under `tether exec --incoming MODE`, once it listens."""
+    """The Go server under `tether exec FLAGS`, once it listens."""
 
-    def __init__(self, ns, exe: Path, mode: str):
+    def __init__(self, ns, exe: Path, flags: list[str]):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tether", "exec", "--target", f"netns:{ns.name}", "--incoming", mode, "--",
+            [sys.executable, "-m", "tether", "exec", "--target", f"netns:{ns.name}", *flags, "--",
              str(exe), "serve", f":{APP_PORT}", "prog"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         if not select.select([self.proc.stdout], [], [], 20)[0] or \
                 not self.proc.stdout.readline().startswith("listening"):
             self.proc.kill()
-            raise SystemExit(f"the program under tether --incoming {mode} did not listen")
+            raise SystemExit(f"the program under tether {' '.join(flags)} did not listen")
 
     def stop(self) -> int:
         """Stop it; the requests it served."""
@@ -62,10 +70,10 @@ class Tether:
         return int(out.split("served ")[1].split()[0])
 
 
-def load(ns, exe: Path, port: int, seconds: float, conns: int, mode: str, rate: float = 0) -> tuple:
+def load(ns, exe: Path, port: int, seconds: float, conns: int, mode: str, rate: float = 0, header: str = "") -> tuple:
     """req/s, requests, p50 and p99 latency (us) of one load run."""
-    r = ns.run([str(exe), "load", f"http://{netns.WEB_ADDR}:{port}/", str(conns), str(seconds), mode, str(rate)],
-               timeout=seconds + 60)
+    r = ns.run([str(exe), "load", f"http://{netns.WEB_ADDR}:{port}/", str(conns), str(seconds), mode, str(rate),
+                *([header] if header else [])], timeout=seconds + 60)
     first = r.stdout.split("\n", 1)[0].split()
     if r.returncode != 0 or len(first) != 6 or first[2] != "0":
         raise SystemExit(f"load on port {port} failed: {r.stdout} {r.stderr}")
@@ -79,7 +87,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--rate", type=float, default=5000)
+    ap.add_argument("--only", default="steal,mirror,filtered", help="which groups to run")
     args = ap.parse_args()
+    groups = set(args.only.split(","))
     go_toolchains.ensure(args.version)
     exe = gobuild.build(args.version, "default", "incoming")
     with netns.TargetNamespace() as ns:
@@ -93,23 +103,25 @@ def main() -> None:
         def run(side: str) -> None:
             """One run; the program under tether is started for it (a port takes one session)."""
             kind, _, how = side.partition(" ")
-            mode = {"steal": "steal", "on": "mirror"}.get(how)
-            prog = Tether(ns, exe, mode) if mode else None
+            prog = Tether(ns, exe, FLAGS[how]) if how in FLAGS else None
             port = DIRECT_PORT if how == "direct" else APP_PORT
             rps, requests, p50, p99 = load(ns, exe, port, args.seconds, args.conns,
                                            kind if kind in ("keepalive", "new") else "keepalive",
-                                           args.rate if kind == "paced" else 0)
+                                           args.rate if kind == "paced" else 0,
+                                           HEADER if kind == "matched" else "")
             if prog:
                 time.sleep(0.3)  # a mirror's last copies on their way
                 served = prog.stop()
-                if mode == "mirror":
+                if how == "on":
                     figures.setdefault(f"{kind} share", []).append(served / requests)
             figures.setdefault(side, []).append(rps)
             figures.setdefault(f"{side} p50", []).append(p50)
             figures.setdefault(f"{side} p99", []).append(p99)
 
-        sides = ["keepalive steal", "keepalive direct", "new steal", "new direct", "mirror on", "mirror off",
-                 "paced on", "paced off"]
+        sides = {"steal": ["keepalive steal", "keepalive direct", "new steal", "new direct"],
+                 "mirror": ["mirror on", "mirror off", "paced on", "paced off"],
+                 "filtered": ["matched filtered", "matched direct", "other filtered", "other off"]}
+        sides = [side for group, names in sides.items() if group in groups for side in names]
         for n in range(args.rounds):
             for side in sides if n % 2 == 0 else sides[::-1]:
                 run(side)
@@ -117,10 +129,15 @@ def main() -> None:
                                                  for k, v in figures.items() if " p" not in k), flush=True)
     med = {k: statistics.median(v) for k, v in figures.items()}
     print(f"\nGo {args.version}, {args.conns} connections, {args.seconds:g} s a run, {args.rounds} rounds, medians:")
-    for kind, goal in (("keepalive", 0.9), ("new", 0.8)):
+    for kind, goal in (("keepalive", 0.9), ("new", 0.8)) if "steal" in groups else ():
         print(f"  steal {kind:9}  {med[f'{kind} steal']:8.0f} req/s, direct {med[f'{kind} direct']:8.0f}: "
               f"ratio {med[f'{kind} steal'] / med[f'{kind} direct']:.2f} (goal >= {goal})")
-    for kind, what in (("mirror", "saturated"), ("paced", f"at {args.rate:g} req/s")):
+    if "filtered" in groups:
+        print(f"  filtered matched  {med['matched filtered']:8.0f} req/s, direct {med['matched direct']:8.0f}: "
+              f"ratio {med['matched filtered'] / med['matched direct']:.2f} (goal >= 0.5)")
+        print(f"  filtered other    {med['other filtered']:8.0f} req/s, the app alone {med['other off']:8.0f}: "
+              f"ratio {med['other filtered'] / med['other off']:.2f} (goal >= 0.5)")
+    for kind, what in (("mirror", "saturated"), ("paced", f"at {args.rate:g} req/s")) if "mirror" in groups else ():
         print(f"  mirror {what:15} {med[f'{kind} on']:8.0f} req/s, unmirrored {med[f'{kind} off']:8.0f}: "
               f"ratio {med[f'{kind} on'] / med[f'{kind} off']:.2f} (goal >= 0.9); the program got "
               f"{med[f'{kind} share']:.2%} of the requests (goal >= 99%); latency p50/p99 "
