@@ -91,7 +91,11 @@ FACTS = {
     "offsetof(struct tether_listen, backlog)": 4,
     "TETHER_LISTEN_LOCAL": agent_wire.LISTEN_LOCAL,
     "TETHER_LISTEN_TARGET": agent_wire.LISTEN_TARGET,
+    "TETHER_LISTEN_RELAYED": agent_wire.LISTEN_RELAYED,
+    "TETHER_MSG_ACCEPT": agent_wire.MSG_ACCEPT,
+    "TETHER_MSG_ACCEPT_REPLY": agent_wire.MSG_ACCEPT_REPLY,
     "sizeof(struct tether_listen_reply)": agent_wire.LISTEN_REPLY.size,
+    "offsetof(struct tether_listen_reply, lease)": 4,
     "TETHER_MODE_DNS": layer_wire.MODE_DNS,
     "TETHER_MSG_FILES_REQUEST": files_wire.MSG_FILES_REQUEST,
     "TETHER_MSG_FILES_REPLY": files_wire.MSG_FILES_REPLY,
@@ -232,6 +236,7 @@ DECODERS = [wire.decode_error, trace_wire.decode_syscall,
             lambda f: agent_wire.EnvAssembler().feed(f), agent_wire.decode_stream, agent_wire.decode_stream_reply,
             agent_wire.decode_read_file, lambda f: agent_wire.FileAssembler().feed(f),
             agent_wire.decode_incoming, agent_wire.decode_listen, agent_wire.decode_listen_reply,
+            agent_wire.decode_accept, agent_wire.decode_accept_reply,
             lambda f: auth.decode_auth(f, auth.MSG_AUTH_RESPONSE), lambda f: auth.decode_auth(f, auth.MSG_AUTH_OK)]
 
 
@@ -268,8 +273,12 @@ def test_filtered_steal_round_trip(methods, path, headers, port_list):
 def test_listen_round_trip(family, v6only, backlog, sockaddr):
     req = agent_wire.Listen(family, v6only, backlog, sockaddr)
     assert agent_wire.decode_listen(wire.decode_frame(agent_wire.encode_listen(req, 5))) == req
-    for how in (agent_wire.LISTEN_LOCAL, agent_wire.LISTEN_TARGET):
-        assert agent_wire.decode_listen_reply(wire.decode_frame(agent_wire.encode_listen_reply(how, 5))) == how
+    for how in (agent_wire.LISTEN_LOCAL, agent_wire.LISTEN_TARGET, agent_wire.LISTEN_RELAYED):
+        frame = wire.decode_frame(agent_wire.encode_listen_reply(how, 5, lease=77))
+        assert agent_wire.decode_listen_reply(frame) == (how, 77)
+    assert agent_wire.decode_accept(wire.decode_frame(agent_wire.encode_accept(2**32 - 1, 3))) == 2**32 - 1
+    addresses = agent_wire.Relayed(bytes(16), bytes(range(28)))
+    assert agent_wire.decode_accept_reply(wire.decode_frame(agent_wire.encode_accept_reply(addresses, 0))) == addresses
 
 
 wire_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="\0")  # what C strings carry

@@ -163,3 +163,21 @@ def test_the_link_cut_mid_run_gives_errors_then_comes_back(go_versions, sshd, tm
     assert lines[2].startswith("dial error"), (out, err)
     assert lines[3:] == ["wait ok", f"dial ok peer={WEB}"], (out, err)
     assert "is back" in err, err
+
+
+def test_a_go_server_steals_a_port_on_the_host(go_versions, sshd):
+    """Incoming through ssh://: the agent listens on the host and relays each connection over
+    the same SSH connection; accept() gives the client's address there."""
+    from test_incoming import Program, get
+
+    exe = gobuild.build(go_versions[-1], "default", "incoming")
+    port = 8093
+    prog = Program(sshd.ns, [str(exe), "serve", f":{port}", "prog"], "--incoming", "steal",
+                   target=("--target", sshd.target, *sshd.options()))
+    try:
+        assert prog.line("listening") == f"listening [::]:{port}"
+        assert get(sshd.ns, port, "/addr").startswith(f"prog local={WEB_ADDR}:{port} remote={WEB_ADDR}:")
+    finally:
+        out, err = prog.stop()
+    assert "served 1" in out, (out, err)
+    assert get(sshd.ns, port, timeout=0.5) is None  # the port is the host's again: nothing listens

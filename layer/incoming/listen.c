@@ -16,15 +16,22 @@
  * the listener the layer closes it, and when the process ends (even by
  * SIGKILL) the kernel does; either way the agent undoes what it set up
  * in the target.  A forked child shares the lease with its parent, as it
- * shares the listener. */
-#include "incoming/incoming.h"
+ * shares the listener.
+ *
+ * Through a network agent (tcp://, ssh://) the socket that comes is one end
+ * of a unix SOCK_SEQPACKET pair instead (LISTEN_RELAYED), on which
+ * connections the agent accepted come with their addresses: accept and
+ * accept4 on it take them (accept.c). */
+#include "incoming/internal.h"
 #include "link/link.h"
 #include "net/net.h"
 
 #define SYS_close 3
 #define SYS_getsockname 51
+#define SYS_accept 43
 #define SYS_listen 50
 #define SYS_getsockopt 55
+#define SYS_accept4 288
 #define AF_INET 2
 #define AF_INET6 10
 #define SOL_SOCKET 1
@@ -42,9 +49,14 @@ struct sockaddr_inet {
 	unsigned char rest[24];
 };
 
-/* The program's listeners in the target and their leases; fd -1: free. */
-static struct lease { int fd, conn; } leases[LEASES] = {[0 ... LEASES - 1] = {-1, -1}};
-static int nleases;
+/* The program's listeners in the target and their leases; fd -1: free.
+ * kind: what accept does on it (accept.c): PLAIN, the kernel's accept;
+ * RENAMED, the target's socket is bound elsewhere than the program asked
+ * (a redirect, --port-map): an accepted socket is named by where its
+ * client connected; RELAYED, a network agent's (LISTEN_RELAYED). */
+enum { PLAIN, RENAMED, RELAYED };
+static struct lease { int fd, conn, kind; } leases[LEASES] = {[0 ... LEASES - 1] = {-1, -1, PLAIN}};
+static int nleases, nspecial; /* nspecial: leases not PLAIN */
 
 static long raw(long nr, long a1, long a2, long a3, long a4, long a5)
 {
@@ -60,13 +72,16 @@ static int sockopt(long fd, int level, int name)
 }
 
 /* A lease slot for fd with conn, or -1. */
-static int keep(long fd, long conn)
+static int keep(long fd, long conn, int kind)
 {
 	for (int i = 0; i < LEASES; i++) {
 		int free = -1;
 
 		if (__atomic_compare_exchange_n(&leases[i].fd, &free, -2, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
 			leases[i].conn = (int)conn;
+			leases[i].kind = kind;
+			if (kind != PLAIN)
+				__atomic_add_fetch(&nspecial, 1, __ATOMIC_RELEASE);
 			__atomic_store_n(&leases[i].fd, (int)fd, __ATOMIC_RELEASE);
 			__atomic_add_fetch(&nleases, 1, __ATOMIC_RELEASE);
 			return i;
@@ -83,6 +98,8 @@ static void end_lease(long fd)
 
 		if (__atomic_compare_exchange_n(&leases[i].fd, &held, -2, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
 			tether_fd_close(leases[i].conn);
+			if (leases[i].kind != PLAIN)
+				__atomic_sub_fetch(&nspecial, 1, __ATOMIC_RELEASE);
 			__atomic_sub_fetch(&nleases, 1, __ATOMIC_RELEASE);
 			__atomic_store_n(&leases[i].fd, -1, __ATOMIC_RELEASE);
 			return;
@@ -134,7 +151,7 @@ static long incoming_listen(long nr, long fd, long backlog, long a3, long a4, lo
 	struct sockaddr_inet asked = {0, 0, {0}}, now = {0, 0, {0}};
 	unsigned len = sizeof asked, now_len = sizeof now;
 	long conn, n;
-	int sock;
+	int sock, relayed, renamed;
 
 	if (raw(SYS_getsockname, fd, (long)&asked, (long)&len, 0, 0) < 0 || len > sizeof asked ||
 	    (asked.family != AF_INET && asked.family != AF_INET6) || !asked.port ||
@@ -163,7 +180,10 @@ static long incoming_listen(long nr, long fd, long backlog, long a3, long a4, lo
 			say_refused(words, __builtin_bswap16(asked.port));
 		return n < 0 ? n : tether_raw_syscall6(nr, fd, backlog, a3, a4, a5, a6);
 	}
-	if (keep(fd, conn) < 0) {
+	relayed = ((const struct tether_listen_reply *)(f + 1))->how == TETHER_LISTEN_RELAYED;
+	renamed = !relayed && raw(SYS_getsockname, sock, (long)&now, (long)&now_len, 0, 0) == 0 &&
+	          (now_len != len || tether_memcmp(&now, &asked, len));
+	if (keep(fd, conn, relayed ? RELAYED : renamed ? RENAMED : PLAIN) < 0) {
 		tether_fd_close(conn);
 		raw(SYS_close, sock, 0, 0, 0, 0);
 		return -105; /* ENOBUFS: more listeners than leases */
@@ -172,10 +192,35 @@ static long incoming_listen(long nr, long fd, long backlog, long a3, long a4, lo
 		end_lease(fd);
 		return n;
 	}
-	if (raw(SYS_getsockname, fd, (long)&now, (long)&now_len, 0, 0) == 0 &&
-	    (now_len != len || tether_memcmp(&now, &asked, len)))
+	if (relayed || renamed)
 		tether_net_name(fd, (const unsigned char *)&asked, len);
 	return 0;
+}
+
+static int kind_of(long fd)
+{
+	for (int i = 0; i < LEASES; i++)
+		if (__atomic_load_n(&leases[i].fd, __ATOMIC_ACQUIRE) == fd)
+			return leases[i].kind;
+	return PLAIN;
+}
+
+/* accept and accept4 (its flags in a4) on a listener that is not PLAIN;
+ * one load when there is none. */
+static long incoming_accept(long nr, long fd, long addr, long lenp, long a4, long a5, long a6)
+{
+	long conn;
+
+	switch (__atomic_load_n(&nspecial, __ATOMIC_ACQUIRE) ? kind_of(fd) : PLAIN) {
+	case RELAYED:
+		return tether_incoming_accept_relayed(fd, addr, lenp, nr == SYS_accept4 ? a4 : 0);
+	case RENAMED:
+		if ((conn = tether_raw_syscall6(nr, fd, addr, lenp, a4, a5, a6)) >= 0)
+			tether_incoming_name_accepted(conn);
+		return conn;
+	default:
+		return tether_raw_syscall6(nr, fd, addr, lenp, a4, a5, a6);
+	}
 }
 
 /* A listener's close ends its lease; one load when there is none. */
@@ -191,4 +236,6 @@ void tether_incoming_install(void)
 	tether_fd_on_evict(move_lease);
 	tether_set_handler(SYS_listen, incoming_listen, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_close, incoming_close, 0);
+	tether_set_handler(SYS_accept, incoming_accept, TETHER_MAY_BLOCK);
+	tether_set_handler(SYS_accept4, incoming_accept, TETHER_MAY_BLOCK);
 }

@@ -54,6 +54,8 @@
 #define TETHER_MSG_INCOMING_REPLY 49 /* taken (no payload) */
 #define TETHER_MSG_LISTEN 50	  /* the program listens on a TCP port: the target's, or stay here */
 #define TETHER_MSG_LISTEN_REPLY 51 /* how; in the target, the listening socket rides along */
+#define TETHER_MSG_ACCEPT 52	  /* stand-in -> network agent, on a data connection: wait for a connection to a lease */
+#define TETHER_MSG_ACCEPT_REPLY 53 /* one came: two sockaddrs as STREAM_REPLY's; its relayed bytes follow */
 
 /* frame flags */
 #define TETHER_FLAG_ENTRY 1	/* SYSCALL sent before the call (execve, exit): no result */
@@ -357,9 +359,13 @@ struct tether_listen {
 /* LISTEN_REPLY payload. */
 #define TETHER_LISTEN_LOCAL 0	/* listen here, as if tether were not there */
 #define TETHER_LISTEN_TARGET 1	/* the socket that rides along listens in the target */
+#define TETHER_LISTEN_RELAYED 2	/* a network agent listens there; the socket that rides
+				 * along (unix SOCK_SEQPACKET) brings each connection it
+				 * accepts: an ACCEPT_REPLY frame, the descriptor beside it */
 struct tether_listen_reply {
 	unsigned short how;
 	unsigned short reserved;
+	unsigned int lease;	/* between a network agent and its stand-in only */
 };
 
 /* OPEN payload: then a u16 length and the path. */

@@ -187,24 +187,25 @@ static long swap_in(long fd, long newfd, const struct kind *k)
 	return 0;
 }
 
-/* A relayed socket's reply ends with the target socket's two addresses,
- * each a u16 length and bytes; relayed.c answers getsockname/getpeername
- * with them. */
-static void remember_relayed(long fd, const struct tether_frame *f)
+/* The target socket's two addresses, each a u16 length and bytes, at p
+ * (before end), as a relayed CONNECT_REPLY and an ACCEPT_REPLY carry them:
+ * relayed.c answers getsockname/getpeername on fd with them.  The peer's
+ * are put in *peer, *peer_len.  0, or -1 if they do not fit. */
+int tether_net_relayed(long fd, const unsigned char *p, const unsigned char *end, const unsigned char **peer,
+                       unsigned *peer_len)
 {
-	const unsigned char *p = (const unsigned char *)(f + 1) + sizeof(struct tether_connect_reply);
-	const unsigned char *end = (const unsigned char *)f + f->length;
-	const unsigned char *local, *peer;
-	unsigned local_len, peer_len;
+	const unsigned char *local;
+	unsigned local_len;
 
 	if (end - p < 2 || (local_len = (unsigned)p[0] | (unsigned)p[1] << 8) > (unsigned long)(end - p - 2))
-		return;
+		return -1;
 	local = p + 2;
 	p = local + local_len;
-	if (end - p < 2 || (peer_len = (unsigned)p[0] | (unsigned)p[1] << 8) > (unsigned long)(end - p - 2))
-		return;
-	peer = p + 2;
-	tether_relayed_add(fd, local, local_len, peer, peer_len);
+	if (end - p < 2 || (*peer_len = (unsigned)p[0] | (unsigned)p[1] << 8) > (unsigned long)(end - p - 2))
+		return -1;
+	*peer = p + 2;
+	tether_relayed_add(fd, local, local_len, *peer, *peer_len);
+	return 0;
 }
 
 /* The network namespace a socket belongs to (SO_NETNS_COOKIE, Linux 5.14),
@@ -342,8 +343,13 @@ static long connect_relayed(long fd, const unsigned char *sa, long len, const st
 	status = ((const struct tether_connect_reply *)(f + 1))->status;
 	if ((n = swap_in(fd, newfd, k)) < 0)
 		return n;
-	if (f->flags & TETHER_FLAG_RELAYED)
-		remember_relayed(fd, f);
+	if (f->flags & TETHER_FLAG_RELAYED) {
+		const unsigned char *peer;
+		unsigned peer_len;
+
+		tether_net_relayed(fd, (const unsigned char *)(f + 1) + sizeof(struct tether_connect_reply),
+		                   (const unsigned char *)f + f->length, &peer, &peer_len);
+	}
 	return status ? -71 /* EPROTO: the agent says connected with 0 */ : 0;
 }
 

@@ -45,6 +45,19 @@ def needs_fds(carries_fds: bool, what: str) -> None:
         raise net.OpError(errno.EOPNOTSUPP, f"{what} returns a descriptor, which cannot cross this link")
 
 
+def incoming_from(frame: wire.Frame) -> agent_wire.Incoming:
+    """INCOMING's settings, if this agent can serve them."""
+    settings = agent_wire.decode_incoming(frame)
+    if settings.http:
+        try:
+            import llhttp  # noqa: F401  the filtered steal's parser (agent/http_filter.py)
+        except ImportError:
+            raise net.OpError(errno.EOPNOTSUPP, "a filtered steal needs the llhttp package where the agent "
+                              "runs, and it is not there: install tether with its http extra "
+                              "(pipx install './tether[http]', or pip install llhttp)") from None
+    return settings
+
+
 def answer(frame: wire.Frame, environment: Environment, carries_fds: bool, capabilities: int) -> list[Reply]:
     """The replies to frame, whose type is in IMMEDIATE."""
     global incoming_settings
@@ -68,17 +81,10 @@ def answer(frame: wire.Frame, environment: Environment, carries_fds: bool, capab
             socks = net.new_sockets(*agent_wire.decode_socket(frame))
             return [(agent_wire.encode_socket_reply(frame.id), [s.detach() for s in socks])]
         if frame.type == agent_wire.MSG_INCOMING:
-            # Listeners get their sockets from here: a link that cannot carry them cannot serve them.
+            # Listeners get their sockets from here: a link that cannot carry them cannot serve them
+            # (a network agent's stand-in asks on a lease connection of each listener: agent/listen.py).
             needs_fds(carries_fds, "incoming traffic (LISTEN)")
-            settings = agent_wire.decode_incoming(frame)
-            if settings.http:
-                try:
-                    import llhttp  # noqa: F401  the filtered steal's parser (agent/http_filter.py)
-                except ImportError:
-                    raise net.OpError(errno.EOPNOTSUPP, "a filtered steal needs the llhttp package where the agent "
-                                      "runs, and it is not there: install tether with its http extra "
-                                      "(pipx install './tether[http]', or pip install llhttp)") from None
-            incoming_settings = settings
+            incoming_settings = incoming_from(frame)
             log.debug("incoming: %s", incoming_settings)
             return [(wire.encode_frame(agent_wire.MSG_INCOMING_REPLY, b"", id=frame.id), [])]
         raise net.OpError(errno.EOPNOTSUPP, f"request type {frame.type} is not answered at once")

@@ -17,6 +17,7 @@ they end with the agent (TCP keepalive and a user timeout notice a vanished mach
 """
 from __future__ import annotations
 
+import array
 import asyncio
 import errno
 import itertools
@@ -27,6 +28,7 @@ from collections.abc import Callable
 
 from ..fdpass import recv_with_fds
 from ..protocol import agent_wire, auth, wire
+from ..protocol.sockaddr import decode_inet
 from . import relay
 from .listen import AUTH_TIMEOUT, Address, Peer
 from .net import CONNECT_TIMEOUT_MS, OpError
@@ -69,6 +71,7 @@ class Remote:
         self.pending: dict[int, tuple[asyncio.Future, list[wire.Frame], list[int]]] = {}
         self.tasks: set[asyncio.Task] = set()
         self.spares: list[Peer] = []  # authenticated data connections, not yet asked for anything
+        self.incoming: bytes | None = None  # the session's INCOMING payload, for each listener's lease
         self.filling = False
 
     # -- reaching the agent ------------------------------------------------------------------
@@ -185,6 +188,15 @@ class Remote:
             if not data:
                 raise ConnectionError("the agent closed the link")
             return reader.feed(data), []
+        frame, fds = await self._message(peer)
+        return [frame], fds
+
+    async def reply(self, peer: Peer) -> tuple[wire.Frame, list[int]]:
+        """The next frame on a connection of its own and, over unix:, the descriptors with it;
+        on a stream exactly its bytes (relayed data may follow)."""
+        return (await peer.frame(), []) if self.stream else await self._message(peer)
+
+    async def _message(self, peer: Peer) -> tuple[wire.Frame, list[int]]:
         while True:
             try:
                 msg, fds = recv_with_fds(peer.sock)
@@ -198,7 +210,12 @@ class Remote:
                 continue
             if not msg:
                 raise ConnectionError("the agent closed the link")
-            return [wire.decode_frame(msg)], fds
+            try:
+                return wire.decode_frame(msg), fds
+            except wire.ProtocolError:
+                for fd in fds:
+                    os.close(fd)
+                raise
 
     def _deliver(self, frame: wire.Frame, fds: list[int]) -> None:
         entry = self.pending.get(frame.id)
@@ -300,6 +317,45 @@ class Remote:
             peer.sock.close()
         return await self.dial()
 
+    async def lease(self, listen: wire.Frame) -> tuple[Peer, int, int, list[int]]:
+        """A lease connection for one of the program's listeners (agent/listen.py): the
+        session's INCOMING settings, then LISTEN. The connection, how and lease as
+        LISTEN_REPLY says, and the descriptor that came with it (unix: only)."""
+        if self.down:
+            raise self.down
+        if self.incoming is None:
+            raise OpError(errno.EPROTO, "a listener asked before the session's INCOMING")
+        peer = await self._data_connection()
+        self._refill()
+        fds: list[int] = []
+        try:
+            for frame in (wire.encode_frame(agent_wire.MSG_INCOMING, self.incoming, id=1),
+                          wire.encode_frame(agent_wire.MSG_LISTEN, listen.payload, id=listen.id)):
+                for fd in fds:
+                    os.close(fd)
+                await peer.send(frame)
+                reply, fds = await asyncio.wait_for(self.reply(peer), REQUEST_TIMEOUT)
+                if reply.type == wire.MSG_ERROR:
+                    err = wire.decode_error(reply)
+                    raise OpError(err.errno, err.message)
+            how, lease = agent_wire.decode_listen_reply(reply)
+            expected = {agent_wire.LISTEN_LOCAL: 0, agent_wire.LISTEN_TARGET: None if self.stream else 1,
+                        agent_wire.LISTEN_RELAYED: 0 if self.stream else None}
+            if expected[how] != len(fds):
+                raise wire.ProtocolError(f"LISTEN_REPLY {how} with {len(fds)} descriptors")
+        except BaseException as e:
+            for fd in fds:
+                os.close(fd)
+            peer.sock.close()
+            if isinstance(e, asyncio.TimeoutError):
+                raise OpError(errno.ETIMEDOUT, f"the agent at {self.address} did not answer a listen "
+                                               f"within {REQUEST_TIMEOUT:g} s") from None
+            if isinstance(e, (ConnectionError, wire.ProtocolError)) or (isinstance(e, OSError)
+                                                                         and not isinstance(e, OpError)):
+                raise OpError(errno.ECONNRESET, f"the agent at {self.address} dropped a listen: {e}") from None
+            raise
+        return peer, how, lease, fds
+
     async def open_stream(self, req: agent_wire.Connect) -> tuple[socket.socket, agent_wire.Relayed]:
         """A data connection relaying a socket connected in the target as req asks."""
         if self.down:
@@ -350,6 +406,10 @@ class ForwardLink(Link):
                 await self._connect(agent_wire.decode_connect(frame), frame.id)
             elif self.remote.stream and frame.type == agent_wire.MSG_OPEN:
                 await self._open(agent_wire.decode_open(frame), frame.id)
+            elif frame.type == agent_wire.MSG_INCOMING:
+                await self._incoming(frame)
+            elif frame.type == agent_wire.MSG_LISTEN:
+                await self._listen(frame)
             elif self.remote.stream and frame.type == agent_wire.MSG_SOCKET:
                 raise OpError(errno.EOPNOTSUPP, "UDP to addresses the socket is not connected to is not relayed "
                                                 "through tcp:// agents (connect the socket first)")
@@ -390,6 +450,46 @@ class ForwardLink(Link):
         finally:
             sock.close()
 
+    async def _incoming(self, frame: wire.Frame) -> None:
+        """The session's settings for listeners: kept for their leases, and tried on the agent
+        now (one lease connection that asks no LISTEN), so what it cannot serve fails tether's
+        start, not the program's first listen."""
+        agent_wire.decode_incoming(frame)
+        if self.remote.down:
+            raise self.remote.down
+        peer = await self.remote._data_connection()
+        try:
+            await peer.send(wire.encode_frame(frame.type, frame.payload, frame.flags, frame.id))
+            reply = await asyncio.wait_for(peer.frame(), REQUEST_TIMEOUT)
+        finally:
+            peer.sock.close()
+        if reply.type == wire.MSG_ERROR:
+            err = wire.decode_error(reply)
+            raise OpError(err.errno, err.message)
+        self.remote.incoming = frame.payload
+        self._send(wire.encode_frame(agent_wire.MSG_INCOMING_REPLY, b"", id=frame.id))
+
+    async def _listen(self, frame: wire.Frame) -> None:
+        """A listener's LISTEN, on the layer's connection for it: a lease connection to the
+        agent, kept (with what serves it) until this link closes."""
+        peer, how, lease, fds = await self.remote.lease(frame)
+        if how == agent_wire.LISTEN_LOCAL:
+            peer.sock.close()
+            self._send(agent_wire.encode_listen_reply(how, frame.id))
+            return
+        if how == agent_wire.LISTEN_TARGET:  # unix: the listening socket itself
+            self.undo.append(peer.sock)
+        else:
+            acceptor = Acceptor(self.remote, peer, lease, frame)
+            self.undo.append(acceptor)
+            fds = [os.dup(acceptor.theirs.fileno())]
+            acceptor.theirs.close()
+        try:
+            self._send(agent_wire.encode_listen_reply(how, frame.id), fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
     async def _open(self, req: agent_wire.Open, id: int) -> None:
         frames, fds = await self.remote.request(lambda rid: agent_wire.encode_read_file(req.path, rid))
         for fd in fds:
@@ -407,6 +507,116 @@ class ForwardLink(Link):
             self._send(agent_wire.encode_open_reply(id), [fd])
         finally:
             os.close(fd)
+
+
+PARKED = 4  # data connections waiting at the agent for a listener's next connections
+
+
+class Acceptor:
+    """One of the program's listeners that a network agent serves over TCP (LISTEN_RELAYED).
+
+    The program has `theirs`, one end of a unix SOCK_SEQPACKET pair, in place of its listener;
+    PARKED data connections wait at the agent (ACCEPT on the lease); each that a client's
+    connection takes comes here with ACCEPT_REPLY and goes to the program as that frame with
+    the data connection beside it, which the layer's accept() returns (layer/incoming/accept.c):
+    the program reads and writes the agent's relay directly. While the program does not accept,
+    the pair fills and no more connections are taken: clients wait in the target's backlog.
+    If the lease ends (the agent or the link is lost), the listener gets nothing more; a new
+    lease is taken when the agent is back."""
+
+    def __init__(self, remote: Remote, peer: Peer, lease: int, listen: wire.Frame):
+        self.remote, self.peer, self.lease, self.listen = remote, peer, lease, listen
+        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.ours.setblocking(False)
+        self.port = decode_inet(agent_wire.decode_listen(listen).sockaddr)[2]
+        self.closed = False
+        self.tasks: set[asyncio.Task] = set()
+        self._spawn(self._keep())
+
+    def _spawn(self, work) -> None:
+        task = self.remote.loop.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _keep(self) -> None:
+        """Park data connections while the lease lasts; take a new lease when it ends."""
+        while not self.closed:
+            parkers = [self.remote.loop.create_task(self._park()) for _ in range(PARKED)]
+            why = "the agent closed it"
+            try:
+                if await self.remote.loop.sock_recv(self.peer.sock, 1 << 10):
+                    why = "the agent sent what a lease never carries"
+            except OSError as e:
+                why = str(e)
+            finally:
+                for task in parkers:
+                    task.cancel()
+                self.peer.sock.close()
+            log.warning("the listener on port %d gets no more connections from the target: its lease at %s "
+                        "ended (%s); taking a new one when the agent is back", self.port, self.remote.address, why)
+            await self._relisten()
+
+    async def _relisten(self) -> None:
+        for attempt in itertools.count():
+            await asyncio.sleep(RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)])
+            if self.remote.down:
+                continue
+            try:
+                self.peer, how, self.lease, _ = await self.remote.lease(self.listen)
+            except OpError as e:
+                log.debug("a new lease for port %d: %s", self.port, e)
+                continue
+            if how != agent_wire.LISTEN_RELAYED:  # the settings said local now: not how it started
+                self.peer.sock.close()
+                continue
+            log.warning("the listener on port %d gets the target's connections again", self.port)
+            return
+
+    async def _park(self) -> None:
+        while True:
+            try:
+                peer = await self.remote._data_connection()
+            except OpError:
+                return  # the lease goes too: _keep notices
+            self.remote._refill()
+            try:
+                await peer.send(agent_wire.encode_accept(self.lease, 0))
+                frame = await peer.frame()
+                if frame.type == wire.MSG_ERROR:
+                    return  # the lease is gone there
+                agent_wire.decode_accept_reply(frame)
+                peer.sock.setblocking(True)  # as an accepted socket is; accept4's flags may change it
+                await self._hand(frame, peer.sock)
+            except (OSError, ConnectionError, wire.ProtocolError) as e:
+                log.debug("a parked connection for port %d: %s", self.port, e)
+                return
+            finally:
+                peer.sock.close()
+
+    async def _hand(self, frame: wire.Frame, conn: socket.socket) -> None:
+        """The connection to the program, once its side of the pair has room."""
+        data = wire.encode_frame(agent_wire.MSG_ACCEPT_REPLY, frame.payload)
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [conn.fileno()]))]
+        while True:
+            try:
+                self.ours.sendmsg([data], ancillary)
+                return
+            except BlockingIOError:
+                room = self.remote.loop.create_future()
+                self.remote.loop.add_writer(self.ours, room.set_result, None)
+                try:
+                    await room
+                finally:
+                    self.remote.loop.remove_writer(self.ours)
+
+    def close(self) -> None:
+        """The program closed its listener (or ended): the lease ends, and with it what the
+        agent set up; connections the program had not accepted are closed."""
+        self.closed = True
+        for task in list(self.tasks):
+            task.cancel()
+        self.peer.sock.close()
+        self.ours.close()
 
 
 def serving(remote_args: tuple[Address, bytes, str, str], prepare: Callable[[], str | None] | None = None):

@@ -17,8 +17,11 @@ fails its listen with EADDRINUSE and says why.
   program's socket, made here on loopback, and passes the client's bytes to both (splice and
   tee: no copy through Python), the app's back to the client, and drops the program's.
 
-Filtered steals (HTTP) and network agents (tcp://) are later work: their decisions fit in
-target_port and listen(), and a filtered steal is a Mirror whose relay picks a side per request.
+- filtered steal (HTTP): a Mirror-like relay whose flows pick a side per request (HttpFlow).
+
+A network agent (tcp://, ssh://) cannot hand the program its socket: the same socket is made,
+and a Bridge accepts on it, sending each connection out on a data connection the program's side
+parked for it (ACCEPT, agent/listen.py), its addresses first.
 """
 from __future__ import annotations
 
@@ -31,8 +34,8 @@ import struct
 
 from ..protocol import agent_wire
 from ..protocol.sockaddr import SockaddrError, decode_inet
-from . import nft
-from .net import OpError
+from . import nft, relay
+from .net import OpError, sockaddr_bytes
 
 log = logging.getLogger("tether.agent")
 MARK = 0x74657468  # "teth": the relay's connections to the target's app, which the redirect lets through
@@ -124,10 +127,13 @@ def _steal(table: nft.Table, family: int, req: agent_wire.Listen, port: int) -> 
 
 
 def original_destination(sock: socket.socket) -> tuple:
-    """Where a redirected connection was going, as socket.connect takes it."""
-    if sock.family == socket.AF_INET:
+    """Where a redirected connection was going, as socket.connect takes it (OSError: it was
+    not redirected)."""
+    mapped = sock.family == socket.AF_INET6 and sock.getsockname()[0].startswith("::ffff:")
+    if sock.family == socket.AF_INET or mapped:  # IPv4, also on a dual-stack socket
         raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-        return socket.inet_ntop(socket.AF_INET, raw[4:8]), struct.unpack_from(">H", raw, 2)[0]
+        host = socket.inet_ntop(socket.AF_INET, raw[4:8])
+        return ("::ffff:" + host) if mapped else host, struct.unpack_from(">H", raw, 2)[0]
     raw = sock.getsockopt(socket.IPPROTO_IPV6, SO_ORIGINAL_DST, 28)
     return socket.inet_ntop(socket.AF_INET6, raw[8:24]), struct.unpack_from(">H", raw, 2)[0]
 
@@ -260,6 +266,78 @@ class FilteredSteal(Relay):
             flow.program_gone()
         log.info("incoming: filtered steal of port %d over: %d requests, %d to the program",
                  self.port, self.requests, self.matched)
+
+
+class Bridge:
+    """A listener's socket made here, served for a program on another machine: each connection
+    it accepts goes out on one of the data connections the program's side parked (ACCEPT),
+    first its addresses (ACCEPT_REPLY: where the client connected, who the client is), then its
+    bytes (relay.relay_tcp). It accepts only while a data connection waits: clients beyond
+    that wait in the socket's backlog, as for a program slow to accept."""
+
+    def __init__(self, sock: socket.socket, port: int):
+        import asyncio
+        import collections
+
+        self.loop = asyncio.get_running_loop()
+        self.sock, self.port = sock, port
+        self.parked: collections.deque[socket.socket] = collections.deque()
+        self.accepted = 0
+        sock.setblocking(False)
+
+    def park(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        self.parked.append(conn)
+        self.loop.add_reader(conn, self._unpark, conn)  # a parked connection only ever hangs up
+        if len(self.parked) == 1:
+            self.loop.add_reader(self.sock, self._accept)
+            self._accept()
+
+    def _unpark(self, conn: socket.socket) -> None:
+        self.loop.remove_reader(conn)
+        self.parked.remove(conn)
+        conn.close()
+        if not self.parked:
+            self.loop.remove_reader(self.sock)
+
+    def _accept(self) -> None:
+        while self.parked:
+            try:
+                client, peer = self.sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as e:
+                log.warning("incoming: accepting on port %d: %s", self.port, e)
+                return
+            conn = self.parked.popleft()
+            self.loop.remove_reader(conn)
+            if not self.parked:
+                self.loop.remove_reader(self.sock)
+            try:
+                local = client.getsockname()
+                try:  # behind a redirect the socket's own port is not the one the client asked for
+                    local = (*original_destination(client), *local[2:])
+                except OSError:
+                    pass
+                addresses = agent_wire.Relayed(sockaddr_bytes(local, client.family), sockaddr_bytes(peer, client.family))
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                relay.relay_tcp(conn, client, f"port {self.port} <- {_address(peer)}",
+                                preface=agent_wire.encode_accept_reply(addresses, 0))
+            except OSError as e:
+                log.warning("incoming: a connection to port %d from %s: %s", self.port, _address(peer), e)
+                _reset(client)
+                conn.close()
+                continue
+            self.accepted += 1
+
+    def close(self) -> None:
+        if self.parked:
+            self.loop.remove_reader(self.sock)
+        for conn in self.parked:
+            self.loop.remove_reader(conn)
+            conn.close()
+        self.parked.clear()
+        self.sock.close()
 
 
 def _reset(sock: socket.socket) -> None:

@@ -11,13 +11,20 @@ what the connection is for:
   socket's addresses, then relay raw bytes (or framed datagrams, for UDP) until either side
   is done (agent/relay.py). One connection per stream: the kernel's flow control keeps each
   stream's memory bounded and no stream waits behind another.
+- INCOMING, then LISTEN: a lease for one of the program's listeners (agent/incoming.py), kept
+  for as long as the listener lives. Over unix: the listening socket goes back as to a layer;
+  over TCP a Bridge accepts on it, and the reply names the lease, for:
+- ACCEPT (TCP only): a data connection parked until a client connects to the lease's listener;
+  then ACCEPT_REPLY with the client's addresses, and its bytes relayed as for STREAM.
 
 Sessions are served concurrently, as many as connect.
 """
 from __future__ import annotations
 
+import array
 import asyncio
 import errno
+import itertools
 import logging
 import os
 import socket
@@ -25,7 +32,8 @@ import struct
 from typing import NamedTuple
 
 from ..protocol import agent_wire, auth, wire
-from . import net, relay
+from ..protocol.sockaddr import decode_inet
+from . import answers, incoming, net, relay
 from .server import Environment, Link, StreamLink
 
 log = logging.getLogger("tether.agent")
@@ -137,6 +145,8 @@ class Listener:
     def __init__(self, address: Address, token: bytes, environment: Environment):
         self.address, self.token, self.environment = address, token, environment
         self.handshakes = asyncio.Semaphore(HANDSHAKES_MAX)
+        self.leases = itertools.count(1)
+        self.bridges: dict[int, incoming.Bridge] = {}  # by lease: the listeners served for programs elsewhere
         self.tasks: set[asyncio.Task] = set()
 
     async def serve(self, sock: socket.socket) -> None:
@@ -187,6 +197,10 @@ class Listener:
                 await link.serve()
             elif first.type == agent_wire.MSG_STREAM and stream:
                 handed_over = await self._stream(p, first, who)
+            elif first.type == agent_wire.MSG_INCOMING:
+                await self._lease(p, first)
+            elif first.type == agent_wire.MSG_ACCEPT and stream:
+                handed_over = await self._park(p, first)
             else:
                 await p.send(wire.encode_error(wire.ErrorReply(errno.EPROTO, f"unexpected frame type {first.type}"),
                                                first.id))
@@ -213,6 +227,54 @@ class Listener:
             await p.send(wire.encode_error(wire.ErrorReply(errno.EACCES, "wrong token"), 0))
             return False
         await p.send(ok)
+        return True
+
+    async def _lease(self, p: Peer, first: wire.Frame) -> None:
+        """A lease connection: INCOMING (the session's settings), then one listener's LISTEN.
+        Over unix: the listening socket goes back as to a layer; over TCP a Bridge serves it
+        and the reply names the lease that ACCEPTs park on. What was set up in the target
+        lasts as long as this connection."""
+        try:
+            settings = answers.incoming_from(first)
+            await p.send(wire.encode_frame(agent_wire.MSG_INCOMING_REPLY, b"", id=first.id))
+            try:
+                asked = await p.frame()
+            except ConnectionError:
+                return  # the stand-in only tried the settings (agent/forward.py)
+            req = agent_wire.decode_listen(asked)
+            sock, undo = incoming.listen(req, settings)
+        except (net.OpError, wire.ProtocolError) as e:
+            await p.send(answers.failure(e, first.id))
+            return
+        if sock is None:
+            await p.send(agent_wire.encode_listen_reply(agent_wire.LISTEN_LOCAL, asked.id))
+            return
+        lease = 0
+        try:
+            if p.stream:
+                lease = next(self.leases)
+                self.bridges[lease] = incoming.Bridge(sock, decode_inet(req.sockaddr)[2])
+                await p.send(agent_wire.encode_listen_reply(agent_wire.LISTEN_RELAYED, asked.id, lease))
+            else:
+                with sock:
+                    p.sock.sendmsg([agent_wire.encode_listen_reply(agent_wire.LISTEN_TARGET, asked.id)],
+                                   [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]))])
+            while await asyncio.get_running_loop().sock_recv(p.sock, 1 << 10):
+                pass  # nothing more is asked on a lease: its end is the news
+        finally:
+            bridge = self.bridges.pop(lease, None)
+            if bridge:
+                bridge.close()
+            undo.close()
+
+    async def _park(self, p: Peer, first: wire.Frame) -> bool:
+        """A data connection waiting for the next connection to a lease's listener."""
+        bridge = self.bridges.get(agent_wire.decode_accept(first))
+        if bridge is None:
+            await p.send(wire.encode_error(wire.ErrorReply(errno.ENOENT, "no such listener (it was closed)"),
+                                           first.id))
+            return False
+        bridge.park(p.sock)
         return True
 
     async def _stream(self, p: Peer, first: wire.Frame, who: str) -> bool:

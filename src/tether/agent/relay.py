@@ -108,10 +108,13 @@ def _copy_bytes(src: socket.socket, dst: socket.socket, pair: Pair) -> None:
         dst.shutdown(socket.SHUT_WR)
 
 
-def relay_tcp(stream: socket.socket, target: socket.socket, name: str) -> None:
-    """Relay a data connection and its TCP socket in the target until both ends are done."""
+def relay_tcp(stream: socket.socket, target: socket.socket, name: str, preface: bytes = b"") -> None:
+    """Relay a data connection and its TCP socket in the target until both ends are done;
+    preface goes out on the data connection first (a reply frame that is not yet sent)."""
     for sock in (stream, target):
         sock.setblocking(True)
+    if preface:
+        stream.sendall(preface)
     Pair(stream, target, name).start(pump_bytes, pump_bytes)
 
 

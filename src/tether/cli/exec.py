@@ -104,11 +104,12 @@ def run(args: argparse.Namespace) -> None:
     machine and your tools (PATH, HOME, TERM, LANG, SHELL, PWD, LD_*, GO*, PYTHON*, ...).
 
     Incoming: when the program listens on a TCP port (net.Listen, bind+listen), connections to
-    that port in the target come to it (netns: and pid: targets; through tcp:// agents not yet):
+    that port in the target come to it (every kind of target):
       --incoming mirror       the target's app keeps serving them; the program gets a copy of
                               each connection, and its replies are thrown away (the default)
-      --incoming steal        the program serves them instead (the client's own address;
-                              no relay: the kernel hands them to it)
+      --incoming steal        the program serves them instead, with the client's own address
+                              (same host: no relay, the kernel hands them to it; tcp:// and
+                              ssh://: the agent accepts there and relays each connection)
       --incoming off          the program listens here only
       --steal-path '^/api/' --steal-header '^X-User: alice$' --steal-method POST
                               a filtered steal of HTTP/1.1: the requests matching every
@@ -346,20 +347,11 @@ def ask_target(target, spec: str, policy, env_rules, dns: bool, log, started: fl
 
 
 def subscribe_incoming(target, spec: str, incoming, log) -> bool:
-    """Tell the agent how the program's listeners are served; whether they ask it at all.
-    Through a network agent (no sockets cross) not yet: a mirror, the default, leaves the
-    listeners here (as --help says), a steal is refused."""
+    """Tell the agent how the program's listeners are served; whether they ask it at all."""
     from ..protocol import agent_wire
     from ..session.agent_link import AgentError, LinkError
 
     if incoming.mode == agent_wire.INCOMING_OFF:
-        return False
-    if not target.capabilities & agent_wire.CAP_SOCKETS:
-        if incoming.mode == agent_wire.INCOMING_STEAL:
-            fail(f"--incoming steal: incoming traffic through {spec} (a network agent) is not built "
-                 "yet; use a netns: or pid: target")
-        if log:
-            log.info("incoming: %s is a network agent; the program's listeners stay here", spec)
         return False
     try:
         target.link.incoming(incoming)

@@ -1,7 +1,8 @@
 """What an agent is asked to do in the target, and its answers (layer/link/protocol.h): AGENT_HELLO;
 CONNECT and SOCKET, sockets made there (or relayed: STREAM, and datagrams on a relayed UDP
 stream); OPEN and READ_FILE, files there; ENV; RESOLVE and NAMEINFO, name lookups there;
-INCOMING and LISTEN, the target's ports for the program's listeners. The session and hooked
+INCOMING and LISTEN, the target's ports for the program's listeners (and, through a network
+agent, ACCEPT: a data connection waiting for the next connection to one). The session and hooked
 processes ask alike."""
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ MSG_STREAM_REPLY = 47  # connected (addresses as CONNECT_REPLY's); relayed bytes
 MSG_INCOMING = 48  # session -> agent: how the program's listeners are served (Incoming)
 MSG_INCOMING_REPLY = 49  # taken; no payload
 MSG_LISTEN = 50  # layer -> agent, on a connection kept as long as the listener lives (Listen)
-MSG_LISTEN_REPLY = 51  # LISTEN_LOCAL, or LISTEN_TARGET with the listening socket beside it
+MSG_LISTEN_REPLY = 51  # LISTEN_LOCAL, LISTEN_TARGET or LISTEN_RELAYED
+MSG_ACCEPT = 52  # first frame of a data connection to a network agent: wait for a connection to a lease
+MSG_ACCEPT_REPLY = 53  # one came: its addresses (as STREAM_REPLY's); its relayed bytes follow
 FLAG_RELAYED = 4  # CONNECT_REPLY: the descriptor is a relay stream; the target socket's addresses follow
 CAP_SOCKETS = 1  # AGENT_HELLO: SOCKET replies carry descriptors made in the target
 AGENT_HELLO = struct.Struct("<HHI")  # version, reserved, capabilities
@@ -61,8 +64,12 @@ INCOMING_FILTER = struct.Struct("<HH")
 INCOMING_FILTER_MAX = 64  # methods or header regexes in one filter
 LISTEN = struct.Struct("<HHi")  # family, flags, backlog; then the sockaddr the program bound
 LISTEN_V6ONLY = 1  # flags: the program's IPv6 socket is IPV6_V6ONLY
-LISTEN_REPLY = struct.Struct("<HH")  # how, reserved
-LISTEN_LOCAL, LISTEN_TARGET = 0, 1
+LISTEN_REPLY = struct.Struct("<HHI")  # how, reserved, lease (LISTEN_RELAYED over TCP: what ACCEPT names)
+# LISTEN_TARGET: the listening socket made in the target rides along. LISTEN_RELAYED: a network
+# agent listens there; to a layer, a unix SOCK_SEQPACKET socket rides along, on which each
+# connection comes as an ACCEPT_REPLY with its data connection beside it.
+LISTEN_LOCAL, LISTEN_TARGET, LISTEN_RELAYED = 0, 1, 2
+ACCEPT = struct.Struct("<I")  # lease
 
 
 class Connect(NamedTuple):
@@ -518,15 +525,37 @@ def decode_listen(f: Frame) -> Listen:
     return Listen(family, bool(flags & LISTEN_V6ONLY), backlog, sockaddr)
 
 
-def encode_listen_reply(how: int, id: int) -> bytes:
-    """LISTEN_LOCAL, or LISTEN_TARGET with the listening socket beside this frame (SCM_RIGHTS)."""
-    return encode_frame(MSG_LISTEN_REPLY, LISTEN_REPLY.pack(how, 0), id=id)
+def encode_listen_reply(how: int, id: int, lease: int = 0) -> bytes:
+    """LISTEN_LOCAL; LISTEN_TARGET or (to a layer) LISTEN_RELAYED with a socket beside this frame
+    (SCM_RIGHTS); LISTEN_RELAYED from a network agent names the lease its ACCEPTs give."""
+    return encode_frame(MSG_LISTEN_REPLY, LISTEN_REPLY.pack(how, 0, lease), id=id)
 
 
-def decode_listen_reply(f: Frame) -> int:
+def decode_listen_reply(f: Frame) -> tuple[int, int]:
+    """(how, lease)."""
     if f.type != MSG_LISTEN_REPLY or len(f.payload) != LISTEN_REPLY.size:
         raise ProtocolError("malformed LISTEN_REPLY")
-    how, _ = LISTEN_REPLY.unpack(f.payload)
-    if how not in (LISTEN_LOCAL, LISTEN_TARGET):
+    how, _, lease = LISTEN_REPLY.unpack(f.payload)
+    if how not in (LISTEN_LOCAL, LISTEN_TARGET, LISTEN_RELAYED):
         raise ProtocolError(f"LISTEN_REPLY says {how}")
-    return how
+    return how, lease
+
+
+def encode_accept(lease: int, id: int) -> bytes:
+    return encode_frame(MSG_ACCEPT, ACCEPT.pack(lease), id=id)
+
+
+def decode_accept(f: Frame) -> int:
+    if f.type != MSG_ACCEPT or len(f.payload) != ACCEPT.size:
+        raise ProtocolError("malformed ACCEPT")
+    return ACCEPT.unpack(f.payload)[0]
+
+
+def encode_accept_reply(r: Relayed, id: int) -> bytes:
+    return encode_frame(MSG_ACCEPT_REPLY, _pack_addresses(r), id=id)
+
+
+def decode_accept_reply(f: Frame) -> Relayed:
+    if f.type != MSG_ACCEPT_REPLY:
+        raise ProtocolError("malformed ACCEPT_REPLY")
+    return _unpack_addresses(f.payload, 0, "ACCEPT_REPLY")
