@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`tether exec --incoming` on a netns target: what serving the target's port costs.
+"""`tether exec --incoming` on a netns target (and a tcp:// agent): what serving the target's port costs.
 
 The load is tests/go/incoming's client inside the namespace (CONNS connections for SECONDS);
 the servers are its net/http server: the target's app on APP_PORT, the same binary as the
@@ -21,21 +21,27 @@ program under tether, and as "direct" started inside the namespace on a port of 
                       (goal >= 0.5)
     filtered other    the same steal, the load without the header: the app answers through the
                       relay / the app with no tether (goal >= 0.5)
+    remote keepalive  the steal through a tcp:// agent (`tether agent --listen` in the namespace,
+                      reached over veth; each connection relayed by the agent over a data
+                      connection to the program here) / the direct server (goal >= 0.5)
+    remote new        the same with a new connection per request
 
 Each round runs every side, in an order that alternates by round; the figures are medians.
 
     python3 bench/incoming.py [--version 1.27] [--rounds 5] [--seconds 3] [--conns 32] [--rate 5000]
-                              [--only steal,mirror,filtered]
+                              [--only steal,mirror,filtered,remote]
 
 Needs root (it makes a throwaway namespace with tests/netns.py and removes it).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import select
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,6 +51,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tools")]
 import go_toolchains  # noqa: E402
 import gobuild  # noqa: E402
 import netns  # noqa: E402
+from relay_throughput import network_agent  # noqa: E402
 
 APP_PORT, DIRECT_PORT = 8090, 8093
 HEADER = "X-Route: me"
@@ -54,9 +61,9 @@ FLAGS = {"steal": ["--incoming", "steal"], "on": ["--incoming", "mirror"], "filt
 class Tether:
     """The Go server under `tether exec FLAGS`, once it listens."""
 
-    def __init__(self, ns, exe: Path, flags: list[str]):
+    def __init__(self, ns, exe: Path, flags: list[str], target: tuple[str, ...] = ()):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tether", "exec", "--target", f"netns:{ns.name}", *flags, "--",
+            [sys.executable, "-m", "tether", "exec", *(target or ("--target", f"netns:{ns.name}")), *flags, "--",
              str(exe), "serve", f":{APP_PORT}", "prog"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         if not select.select([self.proc.stdout], [], [], 20)[0] or \
                 not self.proc.stdout.readline().startswith("listening"):
@@ -87,12 +94,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--rate", type=float, default=5000)
-    ap.add_argument("--only", default="steal,mirror,filtered", help="which groups to run")
+    ap.add_argument("--only", default="steal,mirror,filtered,remote", help="which groups to run")
     args = ap.parse_args()
     groups = set(args.only.split(","))
     go_toolchains.ensure(args.version)
     exe = gobuild.build(args.version, "default", "incoming")
-    with netns.TargetNamespace() as ns:
+    with netns.TargetNamespace(veth="remote" in groups) as ns, tempfile.TemporaryDirectory() as tmp, \
+            (network_agent(ns, tmp) if "remote" in groups else contextlib.nullcontext((None, "", ""))) \
+            as (_, agent_address, token):
+        remote = ("--target", f"tcp://{agent_address}", "--token-file", str(token))
         # A connection per request leaves thousands in TIME_WAIT: let new ones reuse them.
         ns.run(["sysctl", "-q", "net.ipv4.tcp_tw_reuse=1"], check=True)
         for port, name in ((APP_PORT, "app"), (DIRECT_PORT, "direct")):
@@ -103,7 +113,10 @@ def main() -> None:
         def run(side: str) -> None:
             """One run; the program under tether is started for it (a port takes one session)."""
             kind, _, how = side.partition(" ")
-            prog = Tether(ns, exe, FLAGS[how]) if how in FLAGS else None
+            if how == "remote":
+                prog = Tether(ns, exe, FLAGS["steal"], remote)
+            else:
+                prog = Tether(ns, exe, FLAGS[how]) if how in FLAGS else None
             port = DIRECT_PORT if how == "direct" else APP_PORT
             rps, requests, p50, p99 = load(ns, exe, port, args.seconds, args.conns,
                                            kind if kind in ("keepalive", "new") else "keepalive",
@@ -120,8 +133,9 @@ def main() -> None:
 
         sides = {"steal": ["keepalive steal", "keepalive direct", "new steal", "new direct"],
                  "mirror": ["mirror on", "mirror off", "paced on", "paced off"],
-                 "filtered": ["matched filtered", "matched direct", "other filtered", "other off"]}
-        sides = [side for group, names in sides.items() if group in groups for side in names]
+                 "filtered": ["matched filtered", "matched direct", "other filtered", "other off"],
+                 "remote": ["keepalive remote", "keepalive direct", "new remote", "new direct"]}
+        sides = list(dict.fromkeys(side for group, names in sides.items() if group in groups for side in names))
         for n in range(args.rounds):
             for side in sides if n % 2 == 0 else sides[::-1]:
                 run(side)
@@ -132,6 +146,9 @@ def main() -> None:
     for kind, goal in (("keepalive", 0.9), ("new", 0.8)) if "steal" in groups else ():
         print(f"  steal {kind:9}  {med[f'{kind} steal']:8.0f} req/s, direct {med[f'{kind} direct']:8.0f}: "
               f"ratio {med[f'{kind} steal'] / med[f'{kind} direct']:.2f} (goal >= {goal})")
+    for kind in ("keepalive", "new") if "remote" in groups else ():
+        print(f"  tcp:// steal {kind:9}  {med[f'{kind} remote']:8.0f} req/s, direct {med[f'{kind} direct']:8.0f}: "
+              f"ratio {med[f'{kind} remote'] / med[f'{kind} direct']:.2f}" + (" (goal >= 0.5)" if kind == "keepalive" else ""))
     if "filtered" in groups:
         print(f"  filtered matched  {med['matched filtered']:8.0f} req/s, direct {med['matched direct']:8.0f}: "
               f"ratio {med['matched filtered'] / med['matched direct']:.2f} (goal >= 0.5)")

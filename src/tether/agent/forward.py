@@ -71,6 +71,7 @@ class Remote:
         self.pending: dict[int, tuple[asyncio.Future, list[wire.Frame], list[int]]] = {}
         self.tasks: set[asyncio.Task] = set()
         self.spares: list[Peer] = []  # authenticated data connections, not yet asked for anything
+        self.resolved: tuple[int, tuple] | None = None  # the agent's address, looked up (family, sockaddr)
         self.incoming: bytes | None = None  # the session's INCOMING payload, for each listener's lease
         self.filling = False
 
@@ -81,8 +82,10 @@ class Remote:
         where = str(self.address)
         try:
             if self.stream:
-                infos = await self.loop.getaddrinfo(self.address.host, self.address.port, type=socket.SOCK_STREAM)
-                family, _, _, _, sockaddr = infos[0]
+                if self.resolved is None:  # once per link: a lookup per data connection costs a thread hop
+                    infos = await self.loop.getaddrinfo(self.address.host, self.address.port, type=socket.SOCK_STREAM)
+                    self.resolved = infos[0][0], infos[0][4]
+                family, sockaddr = self.resolved
                 sock = socket.socket(family, socket.SOCK_STREAM)
             else:
                 sock, sockaddr = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET), self.address.host
@@ -241,6 +244,7 @@ class Remote:
             spare.sock.close()
         self.spares.clear()
         self.down = Unreachable(errno.ENETUNREACH, f"lost the agent at {self.address} ({why})")
+        self.resolved = None  # looked up again: the name may point elsewhere now
         log.warning("%s; new connections to the target fail until it is back (retrying)", self.down)
         pending, self.pending = self.pending, {}
         for future, _, fds in pending.values():
@@ -509,7 +513,7 @@ class ForwardLink(Link):
             os.close(fd)
 
 
-PARKED = 4  # data connections waiting at the agent for a listener's next connections
+PARKED = 8  # data connections waiting at the agent for a listener's next connections
 
 
 class Acceptor:

@@ -13,6 +13,7 @@ import errno
 import fcntl
 import logging
 import os
+import queue
 import socket
 import struct
 import threading
@@ -27,6 +28,39 @@ LINGER_RESET = struct.pack("ii", 1, 0)  # close sends RST
 UDP_POLL = 1.0  # seconds a UDP reader waits before it looks whether its stream ended
 
 
+IDLE_MAX = 64  # relay threads kept for the next streams: starting one costs more than a relayed request
+_idle = 0
+_idle_lock = threading.Lock()
+_work: queue.SimpleQueue = queue.SimpleQueue()
+
+
+def _run_on_thread(fn, *args) -> None:
+    """fn(*args) on an idle relay thread, or on a new one."""
+    global _idle
+    with _idle_lock:
+        waiting = _idle > 0
+        if waiting:
+            _idle -= 1
+    if waiting:
+        _work.put((fn, args))
+    else:
+        threading.Thread(target=_worker, args=(fn, args), daemon=True, name="relay").start()
+
+
+def _worker(fn, args) -> None:
+    global _idle
+    while True:
+        try:
+            fn(*args)
+        except Exception:  # noqa: BLE001 - a bug in one stream's relay must not take the thread's next ones
+            log.exception("relay")
+        with _idle_lock:
+            if _idle >= IDLE_MAX:
+                return
+            _idle += 1
+        fn, args = _work.get()
+
+
 class Pair:
     """Two sockets relayed both ways; the last of its two threads closes them."""
 
@@ -39,8 +73,7 @@ class Pair:
 
     def start(self, forward, backward) -> None:
         for target, src, dst in ((forward, self.a, self.b), (backward, self.b, self.a)):
-            threading.Thread(target=self._run, args=(target, src, dst), daemon=True,
-                             name=f"relay {self.name}").start()
+            _run_on_thread(self._run, target, src, dst)
 
     def _run(self, pump, src: socket.socket, dst: socket.socket) -> None:
         try:
