@@ -56,9 +56,10 @@ def wait_for(check, seconds: float, step: float = 0.02) -> float:
     raise AssertionError(f"not within {seconds} s")
 
 
-def get(ns, port: int, path: str = "/", timeout: float = 2) -> str | None:
+def get(ns, port: int, path: str = "/", timeout: float = 2, header: str = "") -> str | None:
     """A GET from inside the namespace with curl: the body, or None if it failed."""
-    r = ns.run(["curl", "-s", "-f", "-m", str(timeout), f"http://{WEB_ADDR}:{port}{path}"], timeout=10)
+    r = ns.run(["curl", "-s", "-f", "-m", str(timeout), *(["-H", header] if header else []),
+                f"http://{WEB_ADDR}:{port}{path}"], timeout=10)
     return r.stdout if r.returncode == 0 else None
 
 
@@ -390,3 +391,37 @@ def test_settings_mistakes_are_usage_errors(tmp_path):
     (tmp_path / "tether.toml").write_text('incoming = "stael"\n')
     r = subprocess.run([*TETHER, *target, "--", "true"], capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert r.returncode == 2 and "incoming must be one of mirror, steal, off" in r.stderr, r.stderr
+
+
+def test_filtered_steals_of_one_port_by_two_sessions_coexist(ns):
+    a = go_server(ns, APP_PORT, "--steal-header", "^X-Route: a$", name="a")
+    b = go_server(ns, APP_PORT, "--steal-header", "^X-Route: b$", name="b")
+    whole = None
+    try:
+        for route, body in (("a", "a\n"), ("b", "b\n"), ("c", "app\n")):
+            assert get(ns, APP_PORT, header=f"X-Route: {route}") == body, route
+        assert "tether-8090-filter-1" in ruleset(ns) and "tether-8090-filter-2" in ruleset(ns)
+        # The whole port cannot be taken while they filter it.
+        whole = Program(ns, [str(ns.exe), "serve", f":{APP_PORT}", "whole"], "--incoming", "steal")
+        assert "address already in use" in whole.line("listen error")
+        assert "has filtered steals of other tether sessions" in whole.stop()[1]
+        a.stop()
+        # The first gone, the second still gets its requests; the first's go to the app again.
+        for route, body in (("a", "app\n"), ("b", "b\n")):
+            assert get(ns, APP_PORT, header=f"X-Route: {route}") == body, route
+    finally:
+        for prog in (a, b, whole):
+            if prog:
+                prog.stop()
+    assert wait_for(lambda: "tether" not in ruleset(ns), BACK_WITHIN_S) < BACK_WITHIN_S
+
+
+def test_a_filtered_steal_of_a_port_stolen_whole_is_refused(ns):
+    whole = go_server(ns, APP_PORT, "--incoming", "steal", name="whole")
+    try:
+        filtered = Program(ns, [str(ns.exe), "serve", f":{APP_PORT}", "f"], "--steal-path", "^/")
+        assert "address already in use" in filtered.line("listen error")
+        assert "is mirrored or stolen whole by another tether session" in filtered.stop()[1]
+        assert get(ns, APP_PORT) == "whole\n"
+    finally:
+        whole.stop()

@@ -39,6 +39,11 @@ from .net import OpError, sockaddr_bytes
 
 log = logging.getLogger("tether.agent")
 MARK = 0x74657468  # "teth": the relay's connections to the target's app, which the redirect lets through
+# Filtered steals of one port by several sessions: the one at position i (1..FILTERED_MAX) marks
+# its connections to the app FILTER_MARK + i and redirects only marks below that (unmarked
+# clients, and the app-bound connections of the positions before it), at NAT priority + i: a
+# client's connection passes each session's relay in turn, then reaches the app.
+FILTER_MARK, FILTERED_MAX = 0x74650000, 16
 SO_ORIGINAL_DST = 80  # SOL_IP and SOL_IPV6 (IP6T_SO_ORIGINAL_DST): where a redirected connection was going
 CHUNK = 1 << 16
 COPY_PIPE = 1 << 20  # bytes the program's copy may lag behind before it is dropped
@@ -71,20 +76,20 @@ def listen(req: agent_wire.Listen, settings: agent_wire.Incoming) -> tuple[socke
     remote = target_port(settings, host, port)
     if remote is None:
         return None, None
-    table = nft.Table(f"tether-{remote}")
+    filtered = settings.mode == agent_wire.INCOMING_STEAL and settings.http
     try:
-        table.create()
-        if settings.mode == agent_wire.INCOMING_STEAL and not settings.http:
+        table, position = _filtered_table(remote) if filtered else (_whole_table(remote), 0)
+    except nft.NftError as e:
+        raise OpError(e.errno, f"cannot take port {remote} in the target: {e}") from None
+    try:
+        if settings.mode == agent_wire.INCOMING_STEAL and not filtered:
             sock, undo = _steal(table, family, req, remote), table
         else:  # the program's socket on loopback here; a relay between it and the target's clients
             sock = _listener(family, req.v6only, LOOPBACK[family], 0, req.backlog)
-            undo = (FilteredSteal(table, remote, family, sock.getsockname(), settings.http) if settings.http
+            undo = (FilteredSteal(table, remote, family, sock.getsockname(), settings.http, position) if filtered
                     else Mirror(table, remote, family, sock.getsockname()))
     except nft.NftError as e:
         table.close()
-        if e.errno in (errno.EEXIST, errno.EPERM):
-            raise OpError(errno.EADDRINUSE, f"port {remote} in the target is already mirrored or stolen "
-                                            "by another tether session; stop that one first") from None
         raise OpError(e.errno, f"cannot take port {remote} in the target: {e}") from None
     except OSError as e:
         table.close()
@@ -92,6 +97,44 @@ def listen(req: agent_wire.Listen, settings: agent_wire.Incoming) -> tuple[socke
     log.info("incoming: port %d of the program serves port %d of the target (%s)", port, remote,
              "steal" if undo is table else undo.what)
     return sock, undo
+
+
+def _whole_table(port: int) -> nft.Table:
+    """The table of a steal or a mirror, which has the port alone: its name is the lock."""
+    table = nft.Table(f"tether-{port}")
+    try:
+        table.create()
+    except nft.NftError as e:
+        table.close()
+        if e.errno in (errno.EEXIST, errno.EPERM):
+            raise OpError(errno.EADDRINUSE, f"port {port} in the target is already mirrored or stolen by another "
+                                            "tether session; stop that one first") from None
+        raise
+    if any(table.exists(f"tether-{port}-filter-{i}") for i in range(1, FILTERED_MAX + 1)):
+        table.close()
+        raise OpError(errno.EADDRINUSE, f"port {port} in the target has filtered steals of other tether sessions; "
+                                        "a steal or mirror of the whole port waits until they stop (or filter "
+                                        "this one too: --steal-header/--steal-path/--steal-method)")
+    return table
+
+
+def _filtered_table(port: int) -> tuple[nft.Table, int]:
+    """A filtered steal's table and its position among the port's filtered steals."""
+    for position in range(1, FILTERED_MAX + 1):
+        table = nft.Table(f"tether-{port}-filter-{position}", nft.NAT_PRIORITY + position)
+        try:
+            table.create()
+        except nft.NftError as e:
+            table.close()
+            if e.errno in (errno.EEXIST, errno.EPERM):
+                continue
+            raise
+        if table.exists(f"tether-{port}"):
+            table.close()
+            raise OpError(errno.EADDRINUSE, f"port {port} in the target is mirrored or stolen whole by another "
+                                            "tether session; stop that one first")
+        return table, position
+    raise OpError(errno.EADDRINUSE, f"port {port} in the target has {FILTERED_MAX} filtered steals already")
 
 
 def _listener(family: int, v6only: bool, host: str, port: int, backlog: int) -> socket.socket:
@@ -180,13 +223,17 @@ class Relay:
                 continue
             sock.setblocking(False)
             self.listeners.append(sock)
-            redirects.append(nft.Redirect(port, sock.getsockname()[1], NFPROTO[fam], MARK))
+            redirects.append(self.redirect_to(sock.getsockname()[1], NFPROTO[fam]))
             self.loop.add_reader(sock, self._accept, sock)
         try:
             table.redirect(*redirects)
         except nft.NftError:
             self._close_listeners()
             raise
+
+    def redirect_to(self, to: int, nfproto: int) -> nft.Redirect:
+        """The port's connections to `to`, except the relay's own (MARK) to the app."""
+        return nft.Redirect(self.port, to, nfproto, unless_mark=MARK)
 
     def make_flow(self, client: socket.socket, destination: tuple):
         raise NotImplementedError
@@ -249,12 +296,18 @@ class FilteredSteal(Relay):
 
     what = "filtered steal"
 
-    def __init__(self, table: nft.Table, port: int, family: int, program: tuple, http: agent_wire.HttpFilter):
+    def __init__(self, table: nft.Table, port: int, family: int, program: tuple, http: agent_wire.HttpFilter,
+                 position: int):
         from .http_filter import Matcher
 
         self.matcher = Matcher(http)
+        self.mark = FILTER_MARK + position  # on its connections to the app (the next session's relay, or the app)
         self.requests = self.matched = 0
         super().__init__(table, port, family, program)
+
+    def redirect_to(self, to: int, nfproto: int) -> nft.Redirect:
+        """The port's connections that no relay at a later position made (FILTER_MARK)."""
+        return nft.Redirect(self.port, to, nfproto, below_mark=self.mark)
 
     def make_flow(self, client: socket.socket, destination: tuple) -> HttpFlow:
         return HttpFlow(self, client, destination)
@@ -639,7 +692,7 @@ class HttpFlow:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if side == self.APP:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, MARK)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.relay.mark)
         self.socks[side], self.ready[side] = sock, False
         sock.connect_ex(address)
         self.loop.add_writer(sock, self._connected, side)

@@ -23,7 +23,7 @@ from typing import NamedTuple
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 16, 17
-NFT_MSG_NEWTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE = 0, 3, 6
+NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE = 0, 1, 3, 6
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 1, 4, 0x200, 0x400, 0x800
 NLMSG_ERROR = 2
 NLA_F_NESTED = 0x8000
@@ -33,7 +33,8 @@ NF_INET_PRE_ROUTING, NF_INET_LOCAL_OUT = 0, 3
 NAT_PRIORITY = -100  # dstnat: where `nft` puts a redirect
 NFT_REG_1 = 1
 NFT_META_MARK, NFT_META_NFPROTO, NFT_META_L4PROTO = 3, 15, 16
-NFT_CMP_EQ, NFT_CMP_NEQ = 0, 1
+NFT_CMP_EQ, NFT_CMP_NEQ, NFT_CMP_LT = 0, 1, 2
+NFT_BYTEORDER_HTON = 1
 NFT_PAYLOAD_TRANSPORT_HEADER = 2
 NFT_FIB_RESULT_ADDRTYPE, NFTA_FIB_F_DADDR, RTN_LOCAL = 3, 2, 2
 NF_NAT_RANGE_PROTO_SPECIFIED = 2
@@ -54,12 +55,14 @@ class NftError(Exception):
 
 class Redirect(NamedTuple):
     """TCP to a local address on port `port` goes to port `to` instead (both families unless
-    nfproto names one), except packets of sockets marked `unless_mark` (0: none)."""
+    nfproto names one), except packets of sockets marked `unless_mark` (0: none), and, with
+    below_mark, only those of sockets whose mark is less (unmarked ones included)."""
 
     port: int
     to: int
     nfproto: int = 0
     unless_mark: int = 0
+    below_mark: int = 0
 
 
 def _attr(type: int, payload: bytes) -> bytes:
@@ -116,15 +119,22 @@ def redirect_expressions(r: Redirect) -> bytes:
               _cmp(NFT_CMP_EQ, struct.pack(">H", r.port))]
     if r.unless_mark:
         exprs += [_load_meta(NFT_META_MARK), _cmp(NFT_CMP_NEQ, struct.pack("=I", r.unless_mark))]
+    if r.below_mark:  # `meta mark < MARK`: the mark in network order, compared as bytes
+        exprs += [_load_meta(NFT_META_MARK),
+                  _expr("byteorder", _attr(1, _be32(NFT_REG_1)), _attr(2, _be32(NFT_REG_1)),  # SREG, DREG
+                        _attr(3, _be32(NFT_BYTEORDER_HTON)), _attr(4, _be32(4)), _attr(5, _be32(4))),  # OP, LEN, SIZE
+                  _cmp(NFT_CMP_LT, struct.pack(">I", r.below_mark))]
     exprs += [_expr("immediate", _attr(1, _be32(NFT_REG_1)), _nested(2, _attr(1, struct.pack(">H", r.to)))),
               _expr("redir", _attr(1, _be32(NFT_REG_1)), _attr(3, _be32(NF_NAT_RANGE_PROTO_SPECIFIED)))]
     return _nested(4, *exprs)  # NFTA_RULE_EXPRESSIONS
 
 
-def encode_batch(seq: int, table: str, *, create: bool, redirects: tuple[Redirect, ...] = ()) -> tuple[bytes, int]:
+def encode_batch(seq: int, table: str, *, create: bool, redirects: tuple[Redirect, ...] = (),
+                 priority: int = NAT_PRIORITY) -> tuple[bytes, int]:
     """One batch (family inet): with create, the owner table (NLM_F_EXCL: EEXIST if anyone has
-    it); with redirects, its two NAT chains (incoming packets, and the target's own connections
-    to itself) and a rule per redirect in each. The bytes and how many acks are due."""
+    it); with redirects, its two NAT chains at priority (incoming packets, and the target's own
+    connections to itself) and a rule per redirect in each. The bytes and how many acks are
+    due."""
     msgs = [_message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, b"", NFNL_SUBSYS_NFTABLES)]
     ask = NLM_F_REQUEST | NLM_F_ACK
     if create:
@@ -133,7 +143,7 @@ def encode_batch(seq: int, table: str, *, create: bool, redirects: tuple[Redirec
     for chain, hook in (("prerouting", NF_INET_PRE_ROUTING), ("output", NF_INET_LOCAL_OUT)) if redirects else ():
         msgs.append(_message(_nft(NFT_MSG_NEWCHAIN), ask | NLM_F_CREATE, seq + len(msgs), NFPROTO_INET,
                              _attr(1, _name(table)) + _attr(3, _name(chain))
-                             + _nested(4, _attr(1, _be32(hook)), _attr(2, _be32(NAT_PRIORITY)))
+                             + _nested(4, _attr(1, _be32(hook)), _attr(2, _be32(priority)))
                              + _attr(7, _name("nat"))))
         for r in redirects:
             msgs.append(_message(_nft(NFT_MSG_NEWRULE), ask | NLM_F_CREATE | NLM_F_APPEND, seq + len(msgs),
@@ -163,12 +173,18 @@ def parse_acks(data: bytes) -> list[tuple[int, int]]:
     return acks
 
 
+def encode_get_table(seq: int, table: str) -> bytes:
+    """Ask whether a table (family inet) exists: its ack says 0 or ENOENT."""
+    return _message(_nft(NFT_MSG_GETTABLE), NLM_F_REQUEST | NLM_F_ACK, seq, NFPROTO_INET, _attr(1, _name(table)))
+
+
 class Table:
     """An owner table, alive while this object's netlink socket is open (close() or the
-    agent's death deletes it)."""
+    agent's death deletes it). Its NAT chains run at priority: where several tables redirect
+    one port, the lowest runs first, and the first redirect a connection meets is the one."""
 
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, name: str, priority: int = NAT_PRIORITY):
+        self.name, self.priority = name, priority
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
         self.sock.settimeout(ACK_TIMEOUT_S)
         self.seq = 1
@@ -178,20 +194,33 @@ class Table:
         self._send(create=True)
 
     def redirect(self, *redirects: Redirect) -> None:
-        self._send(create=False, redirects=redirects)
+        self._send(create=False, redirects=redirects, priority=self.priority)
 
-    def _send(self, **what) -> None:
-        batch, due = encode_batch(self.seq, self.name, **what)
-        first, self.seq = self.seq + 1, self.seq + due + 2
+    def exists(self, name: str) -> bool:
+        """Whether another table of that name is there now."""
+        self.seq += 1
+        err = self._exchange(encode_get_table(self.seq, name), self.seq, 1)[self.seq]
+        if err not in (0, errno.ENOENT):
+            raise NftError(err, f"nf_tables: looking for table {name}: {os.strerror(err)}")
+        return err == 0
+
+    def _exchange(self, data: bytes, first: int, due: int) -> dict[int, int]:
+        """Send data; the errno of each ack from first on, once due have come."""
         try:
-            self.sock.send(batch)
+            self.sock.send(data)
             got: dict[int, int] = {}
-            while len(got) < due:
+            while sum(first <= seq < first + due for seq in got) < due:
                 got.update(parse_acks(self.sock.recv(1 << 16)))
         except TimeoutError:
             raise NftError(errno.ETIMEDOUT, f"nf_tables did not answer within {ACK_TIMEOUT_S:g} s") from None
         except OSError as e:
             raise NftError(e.errno or errno.EIO, f"nf_tables: {e.strerror or e}") from None
+        return got
+
+    def _send(self, **what) -> None:
+        batch, due = encode_batch(self.seq, self.name, **what)
+        first, self.seq = self.seq + 1, self.seq + due + 2
+        got = self._exchange(batch, first, due)
         for seq in range(first, first + due):
             if got.get(seq):
                 raise NftError(got[seq], f"nf_tables refused table {self.name}: {os.strerror(got[seq])}")
