@@ -160,3 +160,27 @@ def test_sigkill_mid_load_gives_the_port_back(ns, token, tmp_path, victim):
         prog.stop(signal.SIGKILL)
         agent.stop(signal.SIGKILL)
     assert get(ns, APP_PORT) == "app\n"
+
+
+ECHO_CLIENT = ("import socket, sys\n"
+               "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)\n"
+               "f = s.makefile('rwb')\n"
+               "for word in ('one', 'two'):\n"
+               "    f.write(word.encode() + b'\\n'); f.flush(); print(f.readline().decode().strip())\n")
+
+
+@pytest.mark.parametrize("kind", ["netns", "tcp"])
+def test_a_c_echo_server_with_blocking_accept(ns, tcp_agent, token, kind):
+    """libc's accept() (not accept4) on a blocking listener, getpeername/getsockname after it."""
+    exe = gobuild.build_c("tcp_echo")
+    target = through(tcp_agent, token) if kind == "tcp" else ()
+    prog = Program(ns, [str(exe), str(FREE_PORT)], "--incoming", "steal", target=target)
+    try:
+        prog.line("listening")
+        for _ in range(2):
+            r = ns.run([sys.executable, "-c", ECHO_CLIENT, WEB_ADDR, str(FREE_PORT)], timeout=30)
+            assert r.stdout.split() == ["echo", "one", "echo", "two"], r
+        assert prog.line("client").startswith(f"client {WEB_ADDR}:")
+        assert prog.line("client").endswith(f" local {WEB_ADDR}:{FREE_PORT}")
+    finally:
+        prog.stop()
