@@ -49,6 +49,7 @@ DECODERS = {
     agent_wire.MSG_INCOMING: agent_wire.decode_incoming, agent_wire.MSG_LISTEN: agent_wire.decode_listen,
     agent_wire.MSG_LISTEN_REPLY: agent_wire.decode_listen_reply,
     agent_wire.MSG_ACCEPT: agent_wire.decode_accept, agent_wire.MSG_ACCEPT_REPLY: agent_wire.decode_accept_reply,
+    agent_wire.MSG_STREAMS: agent_wire.decode_streams,
     auth.MSG_AUTH_RESPONSE: lambda f: auth.decode_auth(f, auth.MSG_AUTH_RESPONSE),
     auth.MSG_AUTH_OK: lambda f: auth.decode_auth(f, auth.MSG_AUTH_OK),
 }
@@ -83,6 +84,7 @@ def seeds() -> list[bytes]:
         agent_wire.encode_listen_reply(agent_wire.LISTEN_TARGET, 13),
         agent_wire.encode_listen_reply(agent_wire.LISTEN_RELAYED, 14, lease=9),
         agent_wire.encode_accept(9, 0), agent_wire.encode_accept_reply(agent_wire.Relayed(sa, sa), 0),
+        agent_wire.encode_streams(4, 15),
         nft_ack(3, -17) + nft_ack(4, 0),
     ]
 

@@ -94,6 +94,11 @@ FACTS = {
     "TETHER_LISTEN_RELAYED": agent_wire.LISTEN_RELAYED,
     "TETHER_MSG_ACCEPT": agent_wire.MSG_ACCEPT,
     "TETHER_MSG_ACCEPT_REPLY": agent_wire.MSG_ACCEPT_REPLY,
+    "TETHER_MSG_STREAMS": agent_wire.MSG_STREAMS,
+    "TETHER_MSG_STREAMS_REPLY": agent_wire.MSG_STREAMS_REPLY,
+    "TETHER_CAP_STREAMS": agent_wire.CAP_STREAMS,
+    "TETHER_MODE_STREAMS": layer_wire.MODE_STREAMS,
+    "sizeof(struct tether_streams)": agent_wire.STREAMS.size,
     "sizeof(struct tether_listen_reply)": agent_wire.LISTEN_REPLY.size,
     "offsetof(struct tether_listen_reply, lease)": 4,
     "TETHER_MODE_DNS": layer_wire.MODE_DNS,
@@ -236,7 +241,7 @@ DECODERS = [wire.decode_error, trace_wire.decode_syscall,
             lambda f: agent_wire.EnvAssembler().feed(f), agent_wire.decode_stream, agent_wire.decode_stream_reply,
             agent_wire.decode_read_file, lambda f: agent_wire.FileAssembler().feed(f),
             agent_wire.decode_incoming, agent_wire.decode_listen, agent_wire.decode_listen_reply,
-            agent_wire.decode_accept, agent_wire.decode_accept_reply,
+            agent_wire.decode_accept, agent_wire.decode_accept_reply, agent_wire.decode_streams,
             lambda f: auth.decode_auth(f, auth.MSG_AUTH_RESPONSE), lambda f: auth.decode_auth(f, auth.MSG_AUTH_OK)]
 
 
@@ -277,6 +282,9 @@ def test_listen_round_trip(family, v6only, backlog, sockaddr):
         frame = wire.decode_frame(agent_wire.encode_listen_reply(how, 5, lease=77))
         assert agent_wire.decode_listen_reply(frame) == (how, 77)
     assert agent_wire.decode_accept(wire.decode_frame(agent_wire.encode_accept(2**32 - 1, 3))) == 2**32 - 1
+    assert agent_wire.decode_streams(wire.decode_frame(agent_wire.encode_streams(4, 3))) == 4
+    with pytest.raises(wire.ProtocolError):
+        agent_wire.decode_streams(wire.decode_frame(agent_wire.encode_streams(0, 3)))
     addresses = agent_wire.Relayed(bytes(16), bytes(range(28)))
     assert agent_wire.decode_accept_reply(wire.decode_frame(agent_wire.encode_accept_reply(addresses, 0))) == addresses
 

@@ -56,6 +56,8 @@
 #define TETHER_MSG_LISTEN_REPLY 51 /* how; in the target, the listening socket rides along */
 #define TETHER_MSG_ACCEPT 52	  /* stand-in -> network agent, on a data connection: wait for a connection to a lease */
 #define TETHER_MSG_ACCEPT_REPLY 53 /* one came: two sockaddrs as STREAM_REPLY's; its relayed bytes follow */
+#define TETHER_MSG_STREAMS 54	  /* layer -> a network agent's stand-in: data connections ahead of need */
+#define TETHER_MSG_STREAMS_REPLY 55 /* no payload; 1 to count connections, proven to the agent, ride along */
 
 /* frame flags */
 #define TETHER_FLAG_ENTRY 1	/* SYSCALL sent before the call (execve, exit): no result */
@@ -78,9 +80,12 @@
 #define TETHER_MODE_INCOMING 32	/* listen() on a TCP port asks the agent (LISTEN) */
 #define TETHER_MODE_FILES 64	/* paths the file rules say are the target's are opened
 				 * there (FILES_REQUEST at start; files/) */
+#define TETHER_MODE_STREAMS 128	/* a relaying network agent's stand-in hands out data
+				 * connections (STREAMS): a TCP connect sends STREAM on one */
 
 /* AGENT_HELLO capabilities */
 #define TETHER_CAP_SOCKETS 1	/* SOCKET replies carry descriptors made in the target */
+#define TETHER_CAP_STREAMS 2	/* STREAMS replies carry data connections to a network agent */
 
 /* data item kinds in a SYSCALL frame */
 #define TETHER_DATA_STRING 1	/* NUL-free bytes of a C string (path), maybe cut */
@@ -366,6 +371,12 @@ struct tether_listen_reply {
 	unsigned short how;
 	unsigned short reserved;
 	unsigned int lease;	/* between a network agent and its stand-in only */
+};
+
+/* STREAMS payload: how many data connections (1 to TETHER_SOCKETS_MAX). */
+struct tether_streams {
+	unsigned int count;
+	unsigned int reserved;
 };
 
 /* OPEN payload: then a u16 length and the path. */

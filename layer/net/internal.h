@@ -9,6 +9,9 @@
  * from the spares the agent handed out, or -errno; forget drops fd if it is
  * a spare (the program wants its number: core/'s evict). */
 long tether_target_socket(int family, int type, int protocol);
+/* target_sockets.c: a data connection to a relaying network agent, proven
+ * to it and not yet asked anything (MODE_STREAMS), or -errno. */
+long tether_target_stream(void);
 void tether_target_sockets_forget(long fd);
 
 /* route.c: the ordered local/remote rules for outgoing connections. */

@@ -22,6 +22,7 @@
 #define SYS_socket 41
 #define SYS_connect 42
 #define SYS_sendto 44
+#define SYS_recvfrom 45
 #define SYS_sendmsg 46
 #define SYS_bind 49
 #define SYS_getsockname 51
@@ -50,9 +51,16 @@
 #define O_CLOEXEC 02000000
 #define SOCK_CLOEXEC O_CLOEXEC
 #define SOCKADDR_MAX 128
+#define MSG_NOSIGNAL 0x4000
+#define EINTR 4
+#define EIO 5
+#define EPROTO 71
+#define ECONNRESET 104
+#define ESTALE 116
 
 static struct tether_route route;
 static int sockets; /* MODE_SOCKETS: the agent hands out sockets made in the target */
+static int streams; /* MODE_STREAMS: the stand-in hands out data connections to the agent */
 
 static long raw(long nr, long a1, long a2, long a3, long a4, long a5)
 {
@@ -315,15 +323,13 @@ static int in_target(long fd)
 	return here && cookie && cookie != here;
 }
 
-/* Through a network agent: it connects there and sends a relay stream. */
-static long connect_relayed(long fd, const unsigned char *sa, long len, const struct kind *k)
+/* CONNECT, or STREAM (the same payload), for sa in words. */
+static void connect_frame(unsigned long *words, unsigned short type, const unsigned char *sa, long len,
+                          const struct kind *k)
 {
-	unsigned long words[TETHER_SMALL_FRAME / 8];
 	struct tether_frame *f = (struct tether_frame *)words;
 	struct tether_connect *c = (struct tether_connect *)(f + 1);
 	unsigned char *p = (unsigned char *)(c + 1);
-	long newfd, n;
-	int status;
 
 	c->family = sa[0];
 	c->socktype = (unsigned short)k->type;
@@ -334,9 +340,78 @@ static long connect_relayed(long fd, const unsigned char *sa, long len, const st
 	for (long i = 0; i < len; i++)
 		p[2 + i] = sa[i];
 	f->length = (unsigned)(sizeof *f + sizeof *c + 2 + (unsigned long)len);
-	f->type = TETHER_MSG_CONNECT;
+	f->type = type;
 	f->flags = 0;
 	f->id = 1;
+}
+
+/* n bytes at buf from conn, all of them: 0, or -errno (-ECONNRESET at the
+ * end of the stream). */
+static long recv_exact(long conn, void *buf, unsigned long n)
+{
+	for (unsigned long got = 0; got < n;) {
+		long r = raw(SYS_recvfrom, conn, (long)buf + (long)got, (long)(n - got), 0, 0);
+
+		if (r == -EINTR)
+			continue;
+		if (r <= 0)
+			return r ? r : -ECONNRESET;
+		got += (unsigned long)r;
+	}
+	return 0;
+}
+
+/* A TCP connect through a network agent's data connection at hand
+ * (MODE_STREAMS): STREAM on it, and its reply read to the byte (the
+ * target's first bytes may follow at once): one round trip to the agent.
+ * -ESTALE: the connection failed before an answer (the agent restarted):
+ * the caller goes the stand-in's way instead. */
+static long connect_streamed(long fd, const unsigned char *sa, long len, const struct kind *k)
+{
+	unsigned long words[TETHER_SMALL_FRAME / 8];
+	struct tether_frame *f = (struct tether_frame *)words;
+	const unsigned char *peer;
+	unsigned peer_len;
+	long conn = tether_target_stream(), n;
+
+	if (conn < 0)
+		return conn;
+	connect_frame(words, TETHER_MSG_STREAM, sa, len, k);
+	n = raw(SYS_sendto, conn, (long)words, f->length, MSG_NOSIGNAL, 0);
+	if (n != f->length || recv_exact(conn, words, sizeof *f) < 0) {
+		raw(SYS_close, conn, 0, 0, 0, 0);
+		return -ESTALE;
+	}
+	n = f->length < sizeof *f || f->length > sizeof words ? -EPROTO
+	                                                      : recv_exact(conn, f + 1, f->length - sizeof *f);
+	if (!n && f->type == TETHER_MSG_ERROR && f->length >= sizeof *f + sizeof(struct tether_error)) {
+		int err = ((const struct tether_error *)(f + 1))->err;
+
+		n = err > 0 && err < 4096 ? -err : -EIO;
+	} else if (!n && f->type != TETHER_MSG_STREAM_REPLY) {
+		n = -EPROTO;
+	}
+	if (n < 0) {
+		raw(SYS_close, conn, 0, 0, 0, 0);
+		return n;
+	}
+	if ((n = swap_in(fd, conn, k)) < 0) /* conn is consumed either way */
+		return n;
+	tether_net_relayed(fd, (const unsigned char *)(f + 1), (const unsigned char *)f + f->length, &peer, &peer_len);
+	return 0;
+}
+
+/* Through a network agent: it connects there and sends a relay stream. */
+static long connect_relayed(long fd, const unsigned char *sa, long len, const struct kind *k)
+{
+	unsigned long words[TETHER_SMALL_FRAME / 8];
+	struct tether_frame *f = (struct tether_frame *)words;
+	long newfd, n;
+	int status;
+
+	if (streams && k->type == SOCK_STREAM && (n = connect_streamed(fd, sa, len, k)) != -ESTALE)
+		return n;
+	connect_frame(words, TETHER_MSG_CONNECT, sa, len, k);
 	newfd = tether_ask(words, sizeof words, TETHER_MSG_CONNECT_REPLY, sizeof(struct tether_connect_reply), 1);
 	if (newfd < 0)
 		return newfd;
@@ -398,15 +473,16 @@ void tether_net_name(long fd, const unsigned char *sa, unsigned len)
 	tether_relayed_add(fd, sa, len, 0, 0);
 }
 
-int tether_net_install(const char *rules, int with_sockets)
+int tether_net_install(const char *rules, unsigned mode)
 {
 	if (tether_route_parse(rules, &route) < 0)
 		return -22; /* EINVAL */
-	sockets = with_sockets;
+	sockets = !!(mode & TETHER_MODE_SOCKETS);
+	streams = !!(mode & TETHER_MODE_STREAMS);
 	tether_set_handler(SYS_sendto, net_sendto, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_sendmsg, net_sendmsg, TETHER_MAY_BLOCK);
 	tether_relayed_install();
-	if (sockets)
+	if (sockets || streams)
 		tether_fd_on_evict(tether_target_sockets_forget);
 	return tether_set_handler(SYS_connect, net_connect, TETHER_MAY_BLOCK);
 }

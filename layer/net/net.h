@@ -10,9 +10,10 @@
 #include "core/core.h"
 
 /* net.c: the detours of connect, sendto, sendmsg and, for relayed sockets,
- * getsockname and getpeername; rules is route.c's text; sockets nonzero
- * when the agent hands out sockets made in the target (MODE_SOCKETS). */
-int tether_net_install(const char *rules, int sockets);
+ * getsockname and getpeername; rules is route.c's text; mode the session's
+ * (MODE_SOCKETS: the agent hands out sockets made in the target;
+ * MODE_STREAMS: data connections to a relaying agent). */
+int tether_net_install(const char *rules, unsigned mode);
 /* net.c: for incoming/: put newfd (made in the target) in place of the
  * program's socket fd as a connect does (flags, options and epoll
  * registrations kept; newfd is consumed); whether fd already is the

@@ -1,11 +1,14 @@
-/* target_sockets.c - sockets made in the target ahead of need (tether exec).
+/* target_sockets.c - descriptors from the agent ahead of need (tether exec).
  *
  * A connect to a remote destination swaps a socket made in the target in
  * place of the program's and connects it here (net.c): a socket belongs to
  * the network namespace it was made in, so the connection starts there.
  * Asking the agent for one costs a round trip, longer than a loopback
  * connect; so it hands out BATCH at a time, and the spares wait here, per
- * kind, among the layer's own descriptors (core/fds.c).  None is handed out
+ * kind, among the layer's own descriptors (core/fds.c).  Through a relaying
+ * network agent (MODE_STREAMS) the spares are data connections to it,
+ * already proven to it by the stand-in (STREAMS): a connect sends STREAM on
+ * one itself (net.c), one round trip to the agent.  None is handed out
  * once the agent is gone, so that a lost target fails every connect alike.
  * Slots are taken and filled with atomic exchanges, no lock.  The spares
  * belong to the process that asked for them: a forked child closes its
@@ -20,7 +23,8 @@
 #define IPPROTO_UDP 17
 #define ECONNREFUSED 111
 #define BATCH 8
-#define KINDS 4 /* IPv4 and IPv6, TCP and UDP */
+#define KINDS 5 /* IPv4 and IPv6, TCP and UDP; data connections (STREAMS) */
+#define STREAMS (KINDS - 1)
 
 static int spares[KINDS][BATCH] = {[0 ... KINDS - 1] = {[0 ... BATCH - 1] = -1}};
 static int owner;
@@ -84,6 +88,38 @@ long tether_target_socket(int family, int type, int protocol)
 	f->flags = 0;
 	f->id = 1;
 	n = tether_ask_fds(words, sizeof words, TETHER_MSG_SOCKET_REPLY, 0, fds, (int)s->count, 1);
+	for (long i = 1; i < n; i++)
+		keep(slot, fds[i]);
+	return n < 0 ? n : fds[0];
+}
+
+long tether_target_stream(void)
+{
+	unsigned long words[TETHER_SMALL_FRAME / 8];
+	struct tether_frame *f = (struct tether_frame *)words;
+	struct tether_streams *s = (struct tether_streams *)(f + 1);
+	int *slot = spares[STREAMS];
+	int fds[BATCH];
+	long n;
+
+	drop_inherited();
+	if (tether_agent_gone())
+		return -ECONNREFUSED;
+	for (int i = 0; i < BATCH; i++) {
+		int fd = __atomic_exchange_n(&slot[i], -1, __ATOMIC_ACQ_REL);
+
+		if (fd >= 0) {
+			tether_fd_release(fd);
+			return fd;
+		}
+	}
+	s->count = BATCH;
+	s->reserved = 0;
+	f->length = (unsigned)(sizeof *f + sizeof *s);
+	f->type = TETHER_MSG_STREAMS;
+	f->flags = 0;
+	f->id = 1;
+	n = tether_ask_fds(words, sizeof words, TETHER_MSG_STREAMS_REPLY, 0, fds, BATCH, 1);
 	for (long i = 1; i < n; i++)
 		keep(slot, fds[i]);
 	return n < 0 ? n : fds[0];

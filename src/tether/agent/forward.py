@@ -308,7 +308,15 @@ class Remote:
 
     async def _data_connection(self) -> Peer:
         """A spare that is still open (the agent may have restarted), else a new one."""
-        while self.spares:
+        return (await self.data_connections(1))[0]
+
+    async def data_connections(self, most: int) -> list[Peer]:
+        """Up to `most` spares that are still open (the agent may have restarted), or a new
+        one; the caller refills the spares (_refill) once its own work is under way."""
+        if self.down:
+            raise self.down
+        peers: list[Peer] = []
+        while self.spares and len(peers) < most:
             peer = self.spares.pop()
             try:
                 alive = peer.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
@@ -317,9 +325,10 @@ class Remote:
             except OSError:
                 alive = False
             if alive:
-                return peer
-            peer.sock.close()
-        return await self.dial()
+                peers.append(peer)
+            else:
+                peer.sock.close()
+        return peers or [await self.dial()]
 
     async def lease(self, listen: wire.Frame) -> tuple[Peer, int, int, list[int]]:
         """A lease connection for one of the program's listeners (agent/listen.py): the
@@ -392,8 +401,9 @@ class ForwardLink(Link):
         self.remote = remote
 
     def capabilities(self) -> int:
-        # Over TCP no socket of the target can come here: connects become relayed streams.
-        return 0 if self.remote.stream else agent_wire.CAP_SOCKETS
+        # Over TCP no socket of the target can come here: connects become relayed streams,
+        # which the layer asks for on data connections it takes ahead of need (STREAMS).
+        return agent_wire.CAP_STREAMS if self.remote.stream else agent_wire.CAP_SOCKETS
 
     def _handle(self, frame: wire.Frame) -> None:
         if frame.type == agent_wire.MSG_AGENT_HELLO and not self.remote.ever_up:
@@ -410,6 +420,8 @@ class ForwardLink(Link):
                 await self._connect(agent_wire.decode_connect(frame), frame.id)
             elif self.remote.stream and frame.type == agent_wire.MSG_OPEN:
                 await self._open(agent_wire.decode_open(frame), frame.id)
+            elif self.remote.stream and frame.type == agent_wire.MSG_STREAMS:
+                await self._streams(agent_wire.decode_streams(frame), frame.id)
             elif frame.type == agent_wire.MSG_INCOMING:
                 await self._incoming(frame)
             elif frame.type == agent_wire.MSG_LISTEN:
@@ -453,6 +465,19 @@ class ForwardLink(Link):
             self._send(agent_wire.encode_connect_reply(id, 0, relayed), [sock.fileno()])
         finally:
             sock.close()
+
+    async def _streams(self, count: int, id: int) -> None:
+        """Data connections for a hooked process's next connects: the spares there are (at
+        least one, dialled if none), each proven to the agent and asked nothing yet."""
+        socks = [peer.sock for peer in await self.remote.data_connections(count)]
+        try:
+            for sock in socks:
+                sock.setblocking(True)  # as a new socket is; the layer gives it the program's flags
+            self._send(wire.encode_frame(agent_wire.MSG_STREAMS_REPLY, b"", id=id), [s.fileno() for s in socks])
+        finally:
+            for sock in socks:
+                sock.close()
+        self.remote._refill()
 
     async def _incoming(self, frame: wire.Frame) -> None:
         """The session's settings for listeners: kept for their leases, and tried on the agent

@@ -52,6 +52,25 @@ async def connect(req: agent_wire.Connect) -> socket.socket:
     return sock
 
 
+def connect_blocking(req: agent_wire.Connect) -> socket.socket:
+    """connect() as a thread of its own does it: the same socket, checks and errors, blocking
+    for at most req.timeout_ms (0: CONNECT_TIMEOUT_MS); the socket comes back blocking."""
+    sock, host, port = _socket_for(req)
+    timeout = (req.timeout_ms or CONNECT_TIMEOUT_MS) / 1000
+    sock.settimeout(timeout)
+    try:
+        sock.connect((host, port))
+    except TimeoutError:
+        sock.close()
+        raise OpError(errno.ETIMEDOUT, f"connect to {host}:{port} timed out after {timeout:g} s") from None
+    except OSError as e:
+        sock.close()
+        err = e.errno or errno.EIO
+        raise OpError(err, f"connect to {host}:{port}: {os.strerror(err)}") from None
+    sock.settimeout(None)
+    return sock
+
+
 def new_sockets(family: int, socktype: int, protocol: int, count: int) -> list[socket.socket]:
     """count TCP or UDP sockets made here, in the target's network namespace: the program
     connects them (or sends from them) itself, and they take its traffic out from here."""

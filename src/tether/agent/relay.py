@@ -18,7 +18,8 @@ import socket
 import struct
 import threading
 
-from ..protocol import agent_wire
+from ..protocol import agent_wire, wire
+from . import net
 
 log = logging.getLogger("tether.agent")
 BUF = 1 << 18  # bytes per direction and stream, where splice cannot be used
@@ -149,6 +150,40 @@ def relay_tcp(stream: socket.socket, target: socket.socket, name: str, preface: 
     if preface:
         stream.sendall(preface)
     Pair(stream, target, name).start(pump_bytes, pump_bytes)
+
+
+def connect_and_relay(stream: socket.socket, req: agent_wire.Connect, id: int, name: str) -> None:
+    """STREAM, on a relay thread: connect in the target as req asks, answer on the data
+    connection (STREAM_REPLY with the socket's addresses, or the ERROR), then relay both ways."""
+    _run_on_thread(_connect_and_relay, stream, req, id, name)
+
+
+def _connect_and_relay(stream: socket.socket, req: agent_wire.Connect, id: int, name: str) -> None:
+    stream.setblocking(True)
+    try:
+        target = net.connect_blocking(req)
+    except net.OpError as e:
+        try:
+            stream.sendall(wire.encode_error(wire.ErrorReply(e.errno, str(e)), id))
+        except OSError:
+            pass
+        stream.close()
+        return
+    try:
+        addresses = agent_wire.Relayed(net.sockaddr_bytes(target.getsockname(), target.family),
+                                       net.sockaddr_bytes(target.getpeername(), target.family))
+        reply = agent_wire.encode_stream_reply(addresses, id)
+    except OSError as e:
+        log.debug("relay %s: %s", name, e)
+        target.close()
+        stream.close()
+        return
+    if req.socktype == socket.SOCK_DGRAM:
+        stream.sendall(reply)
+        relay_datagrams(stream, target, name)
+    else:
+        target.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        relay_tcp(stream, target, name, preface=reply)
 
 
 def stream_to_datagrams(stream: socket.socket, dgram: socket.socket, pair: Pair) -> None:

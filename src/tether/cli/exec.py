@@ -393,6 +393,8 @@ def start_session(target, spec: str, dns: bool, rules: str, incoming: bool, file
     mode = layer_wire.MODE_NET
     if target.capabilities & agent_wire.CAP_SOCKETS:
         mode |= layer_wire.MODE_SOCKETS
+    if target.capabilities & agent_wire.CAP_STREAMS:
+        mode |= layer_wire.MODE_STREAMS
     if dns:
         mode |= layer_wire.MODE_DNS
     if incoming:

@@ -36,8 +36,11 @@ MSG_LISTEN = 50  # layer -> agent, on a connection kept as long as the listener 
 MSG_LISTEN_REPLY = 51  # LISTEN_LOCAL, LISTEN_TARGET or LISTEN_RELAYED
 MSG_ACCEPT = 52  # first frame of a data connection to a network agent: wait for a connection to a lease
 MSG_ACCEPT_REPLY = 53  # one came: its addresses (as STREAM_REPLY's); its relayed bytes follow
+MSG_STREAMS = 54  # layer -> a network agent's stand-in: data connections for its next connects (Streams)
+MSG_STREAMS_REPLY = 55  # no payload; 1 to count data connections, proven to the agent, beside it
 FLAG_RELAYED = 4  # CONNECT_REPLY: the descriptor is a relay stream; the target socket's addresses follow
 CAP_SOCKETS = 1  # AGENT_HELLO: SOCKET replies carry descriptors made in the target
+CAP_STREAMS = 2  # AGENT_HELLO: STREAMS replies carry data connections to a network agent
 AGENT_HELLO = struct.Struct("<HHI")  # version, reserved, capabilities
 CONNECT = struct.Struct("<HHiI")  # family, socktype, protocol, timeout_ms; then the sockaddr
 CONNECT_REPLY = struct.Struct("<i")  # status: 0, connected (a failure is an ERROR reply)
@@ -70,6 +73,7 @@ LISTEN_REPLY = struct.Struct("<HHI")  # how, reserved, lease (LISTEN_RELAYED ove
 # connection comes as an ACCEPT_REPLY with its data connection beside it.
 LISTEN_LOCAL, LISTEN_TARGET, LISTEN_RELAYED = 0, 1, 2
 ACCEPT = struct.Struct("<I")  # lease
+STREAMS = struct.Struct("<II")  # count, reserved
 
 
 class Connect(NamedTuple):
@@ -539,6 +543,19 @@ def decode_listen_reply(f: Frame) -> tuple[int, int]:
     if how not in (LISTEN_LOCAL, LISTEN_TARGET, LISTEN_RELAYED):
         raise ProtocolError(f"LISTEN_REPLY says {how}")
     return how, lease
+
+
+def encode_streams(count: int, id: int) -> bytes:
+    return encode_frame(MSG_STREAMS, STREAMS.pack(count, 0), id=id)
+
+
+def decode_streams(f: Frame) -> int:
+    if f.type != MSG_STREAMS or len(f.payload) != STREAMS.size:
+        raise ProtocolError("malformed STREAMS")
+    count, _ = STREAMS.unpack(f.payload)
+    if not 1 <= count <= SOCKETS_MAX:
+        raise ProtocolError(f"STREAMS asks for {count} connections (1 to {SOCKETS_MAX})")
+    return count
 
 
 def encode_accept(lease: int, id: int) -> bytes:

@@ -26,6 +26,7 @@ MODE_SOCKETS = 8  # the agent hands out sockets made in the target: connects tak
 MODE_INJECT = 16  # the session loads the layer into static programs hooked ones exec (EXEC_NOTICE first)
 MODE_INCOMING = 32  # listen() on a TCP port asks the agent (agent_wire.MSG_LISTEN)
 MODE_FILES = 64  # paths the file rules give the target are opened there (files_wire)
+MODE_STREAMS = 128  # a relaying network agent's stand-in hands out data connections: TCP connects send STREAM
 HELLO = struct.Struct("<HHIii")  # version, reserved, capabilities, pid, ppid
 HELLO_REPLY = struct.Struct("<HHI")  # version, reserved, mode
 RING_REQUEST = struct.Struct("<iI")  # pid, reserved
