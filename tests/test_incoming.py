@@ -224,8 +224,9 @@ def load_result(client: subprocess.Popen) -> tuple[int, int, str]:
     return int(requests), int(errors), out[1]
 
 
-def test_mirror_serves_the_app_and_copies_every_request(ns):
-    prog = go_server(ns, APP_PORT)  # mirror: the default
+def check_mirror(ns, prog: Program) -> None:
+    """prog mirrors APP_PORT: the app answers every request of a load, the program gets a copy
+    of each, and the table is gone once prog is stopped."""
     try:
         assert get(ns, APP_PORT) == "app\n"  # the app answers: the program's replies go nowhere
         client = load(ns, APP_PORT, 2)
@@ -239,6 +240,10 @@ def test_mirror_serves_the_app_and_copies_every_request(ns):
     # connection more, cut short when the load ended); the client saw only the app's answers.
     assert 0.99 * (requests + 1) <= served <= requests + 1 + 32, (served, requests, err)
     assert wait_for(lambda: "tether" not in ruleset(ns), BACK_WITHIN_S) < BACK_WITHIN_S
+
+
+def test_mirror_serves_the_app_and_copies_every_request(ns):
+    check_mirror(ns, go_server(ns, APP_PORT))  # mirror: the default
 
 
 @pytest.mark.parametrize("mode", ["steal", "mirror", "filtered"])

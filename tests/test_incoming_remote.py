@@ -10,14 +10,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 import gobuild
 import pytest
 from netns import WEB_ADDR, TargetNamespace
-from test_incoming import (APP_PORT, BACK_WITHIN_S, FREE_PORT, PY_APP_PORT, Program, get, go_server, load,
-                           load_result, ruleset, wait_for)
-from test_remote_target import TETHER, Agent
+from test_incoming import (APP_PORT, BACK_WITHIN_S, FREE_PORT, PY_APP_PORT, Program, check_mirror, get, go_server,
+                           load, ruleset, wait_for)
+# The agents and their token as test_remote_target.py makes them (in this module's namespace).
+from test_remote_target import Agent, tcp_agent, token, unix_agent  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -28,28 +28,6 @@ def ns(go_versions):
         wait_for(lambda: get(target, APP_PORT) == "app\n", 10)
         target.exe = exe
         yield target
-
-
-@pytest.fixture(scope="module")
-def token(tmp_path_factory):
-    path = tmp_path_factory.mktemp("token") / "agent.token"
-    subprocess.run([*TETHER, "agent", "--new-token", str(path)], check=True, capture_output=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tcp_agent(ns, token, tmp_path_factory):
-    agent = Agent(ns, f"tcp:{ns.veth_ns_addr}:0", token, tmp_path_factory.mktemp("agent") / "agent.log")
-    yield agent
-    agent.stop()
-
-
-@pytest.fixture(scope="module")
-def unix_agent(ns, token, tmp_path_factory):
-    path = tmp_path_factory.mktemp("unix") / "agent.sock"
-    agent = Agent(ns, f"unix:{path}", token, path.parent / "agent.log")
-    yield agent
-    agent.stop()
 
 
 def through(agent, token) -> tuple[str, ...]:
@@ -120,17 +98,7 @@ def test_closing_the_listener_ends_the_lease(ns, tcp_agent, token):
 
 
 def test_mirror_through_a_tcp_agent_copies_every_request(ns, tcp_agent, token):
-    prog = go_server(ns, APP_PORT, target=through(tcp_agent, token))  # mirror: the default
-    try:
-        assert get(ns, APP_PORT) == "app\n"
-        requests, errors, first = load_result(load(ns, APP_PORT, 2))
-        assert errors == 0 and requests > 100, first
-        time.sleep(0.5)  # the last copies on their way
-    finally:
-        out, err = prog.stop()
-    served = int(out.split("served ")[1].split()[0])
-    assert 0.99 * (requests + 1) <= served <= requests + 1 + 32, (served, requests, err)
-    assert wait_for(lambda: "tether" not in ruleset(ns), BACK_WITHIN_S) < BACK_WITHIN_S
+    check_mirror(ns, go_server(ns, APP_PORT, target=through(tcp_agent, token)))  # mirror: the default
 
 
 def test_filtered_steal_through_a_tcp_agent(ns, tcp_agent, token):

@@ -43,12 +43,9 @@ async def connect(req: agent_wire.Connect) -> socket.socket:
     try:
         await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, port)), timeout)
     except asyncio.TimeoutError:
-        sock.close()
-        raise OpError(errno.ETIMEDOUT, f"connect to {host}:{port} timed out after {timeout:g} s") from None
+        raise _failed(sock, host, port, timeout, None) from None
     except OSError as e:
-        sock.close()
-        err = e.errno or errno.EIO
-        raise OpError(err, f"connect to {host}:{port}: {os.strerror(err)}") from None
+        raise _failed(sock, host, port, timeout, e) from None
     return sock
 
 
@@ -61,14 +58,20 @@ def connect_blocking(req: agent_wire.Connect) -> socket.socket:
     try:
         sock.connect((host, port))
     except TimeoutError:
-        sock.close()
-        raise OpError(errno.ETIMEDOUT, f"connect to {host}:{port} timed out after {timeout:g} s") from None
+        raise _failed(sock, host, port, timeout, None) from None
     except OSError as e:
-        sock.close()
-        err = e.errno or errno.EIO
-        raise OpError(err, f"connect to {host}:{port}: {os.strerror(err)}") from None
+        raise _failed(sock, host, port, timeout, e) from None
     sock.settimeout(None)
     return sock
+
+
+def _failed(sock: socket.socket, host: str, port: int, timeout: float, e: OSError | None) -> OpError:
+    """What the program gets for a connect that failed with e (None: it timed out); sock is closed."""
+    sock.close()
+    if e is None:
+        return OpError(errno.ETIMEDOUT, f"connect to {host}:{port} timed out after {timeout:g} s")
+    err = e.errno or errno.EIO
+    return OpError(err, f"connect to {host}:{port}: {os.strerror(err)}")
 
 
 def new_sockets(family: int, socktype: int, protocol: int, count: int) -> list[socket.socket]:
