@@ -152,3 +152,19 @@ def test_a_c_echo_server_with_blocking_accept(ns, tcp_agent, token, kind):
         assert prog.line("client").endswith(f" local {WEB_ADDR}:{FREE_PORT}")
     finally:
         prog.stop()
+
+
+def test_a_listener_takes_the_port_again_when_the_agent_is_back(ns, token, tmp_path):
+    agent = Agent(ns, f"tcp:{ns.veth_ns_addr}:0", token, tmp_path / "agent.log")
+    port = agent.address.rsplit(":", 1)[1]
+    prog = go_server(ns, FREE_PORT, "--incoming", "steal", target=through(agent, token))
+    try:
+        assert get(ns, FREE_PORT) == "prog\n"
+        agent.stop()
+        assert wait_for(lambda: get(ns, FREE_PORT, timeout=0.2) is None, BACK_WITHIN_S) < BACK_WITHIN_S
+        agent = Agent(ns, f"tcp:{ns.veth_ns_addr}:{port}", token, tmp_path / "agent2.log")
+        wait_for(lambda: get(ns, FREE_PORT, timeout=0.5) == "prog\n", 15, step=0.2)
+    finally:
+        out, err = prog.stop()
+        agent.stop()
+    assert "gets no more connections from the target" in err and "gets the target's connections again" in err, err
