@@ -62,6 +62,10 @@ long tether_ask_fds(unsigned long *words, unsigned long size, unsigned short rep
 long tether_ask(unsigned long *words, unsigned long size, unsigned short reply_type, unsigned long payload,
                 int cloexec);
 int tether_agent_gone(void);
+/* A reply of n bytes in words (one read elsewhere, e.g. on a data
+ * connection): 0 if it is reply_type with payload bytes at least, else
+ * -errno (the agent's ERROR, else EPROTO). */
+long tether_check_reply(const unsigned long *words, long n, unsigned short reply_type, unsigned long payload);
 /* A connection to the agent of the caller's own (one of the layer's
  * descriptors), for a request whose effect lasts as long as the connection
  * (LISTEN), and a request on it: as tether_ask_fds, but a reply may come

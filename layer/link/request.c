@@ -238,6 +238,11 @@ static long check_reply(const unsigned long *words, long n, unsigned short reply
 	return -71; /* EPROTO */
 }
 
+long tether_check_reply(const unsigned long *words, long n, unsigned short reply_type, unsigned long payload)
+{
+	return check_reply(words, n, reply_type, payload, 0, 0, 0);
+}
+
 long tether_ask_fds(unsigned long *words, unsigned long size, unsigned short reply_type, unsigned long payload,
                     int *fds, int max, int cloexec)
 {

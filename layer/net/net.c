@@ -53,7 +53,6 @@
 #define SOCKADDR_MAX 128
 #define MSG_NOSIGNAL 0x4000
 #define EINTR 4
-#define EIO 5
 #define EPROTO 71
 #define ECONNRESET 104
 #define ESTALE 116
@@ -198,21 +197,26 @@ static long swap_in(long fd, long newfd, const struct kind *k)
 /* The target socket's two addresses, each a u16 length and bytes, at p
  * (before end), as a relayed CONNECT_REPLY and an ACCEPT_REPLY carry them:
  * relayed.c answers getsockname/getpeername on fd with them.  The peer's
- * are put in *peer, *peer_len.  0, or -1 if they do not fit. */
-int tether_net_relayed(long fd, const unsigned char *p, const unsigned char *end, const unsigned char **peer,
-                       unsigned *peer_len)
+ * are put in *peer, *peer_len if the caller wants them.  0, or -1 if they
+ * do not fit. */
+int tether_net_relayed(long fd, const unsigned char *p, const unsigned char *end, const unsigned char **peer_out,
+                       unsigned *peer_len_out)
 {
-	const unsigned char *local;
-	unsigned local_len;
+	const unsigned char *local, *peer;
+	unsigned local_len, peer_len;
 
 	if (end - p < 2 || (local_len = (unsigned)p[0] | (unsigned)p[1] << 8) > (unsigned long)(end - p - 2))
 		return -1;
 	local = p + 2;
 	p = local + local_len;
-	if (end - p < 2 || (*peer_len = (unsigned)p[0] | (unsigned)p[1] << 8) > (unsigned long)(end - p - 2))
+	if (end - p < 2 || (peer_len = (unsigned)p[0] | (unsigned)p[1] << 8) > (unsigned long)(end - p - 2))
 		return -1;
-	*peer = p + 2;
-	tether_relayed_add(fd, local, local_len, *peer, *peer_len);
+	peer = p + 2;
+	tether_relayed_add(fd, local, local_len, peer, peer_len);
+	if (peer_out) {
+		*peer_out = peer;
+		*peer_len_out = peer_len;
+	}
 	return 0;
 }
 
@@ -370,8 +374,6 @@ static long connect_streamed(long fd, const unsigned char *sa, long len, const s
 {
 	unsigned long words[TETHER_SMALL_FRAME / 8];
 	struct tether_frame *f = (struct tether_frame *)words;
-	const unsigned char *peer;
-	unsigned peer_len;
 	long conn = tether_target_stream(), n;
 
 	if (conn < 0)
@@ -384,20 +386,15 @@ static long connect_streamed(long fd, const unsigned char *sa, long len, const s
 	}
 	n = f->length < sizeof *f || f->length > sizeof words ? -EPROTO
 	                                                      : recv_exact(conn, f + 1, f->length - sizeof *f);
-	if (!n && f->type == TETHER_MSG_ERROR && f->length >= sizeof *f + sizeof(struct tether_error)) {
-		int err = ((const struct tether_error *)(f + 1))->err;
-
-		n = err > 0 && err < 4096 ? -err : -EIO;
-	} else if (!n && f->type != TETHER_MSG_STREAM_REPLY) {
-		n = -EPROTO;
-	}
+	if (!n)
+		n = tether_check_reply(words, f->length, TETHER_MSG_STREAM_REPLY, 0);
 	if (n < 0) {
 		raw(SYS_close, conn, 0, 0, 0, 0);
 		return n;
 	}
 	if ((n = swap_in(fd, conn, k)) < 0) /* conn is consumed either way */
 		return n;
-	tether_net_relayed(fd, (const unsigned char *)(f + 1), (const unsigned char *)f + f->length, &peer, &peer_len);
+	tether_net_relayed(fd, (const unsigned char *)(f + 1), (const unsigned char *)f + f->length, 0, 0);
 	return 0;
 }
 
@@ -418,13 +415,9 @@ static long connect_relayed(long fd, const unsigned char *sa, long len, const st
 	status = ((const struct tether_connect_reply *)(f + 1))->status;
 	if ((n = swap_in(fd, newfd, k)) < 0)
 		return n;
-	if (f->flags & TETHER_FLAG_RELAYED) {
-		const unsigned char *peer;
-		unsigned peer_len;
-
+	if (f->flags & TETHER_FLAG_RELAYED)
 		tether_net_relayed(fd, (const unsigned char *)(f + 1) + sizeof(struct tether_connect_reply),
-		                   (const unsigned char *)f + f->length, &peer, &peer_len);
-	}
+		                   (const unsigned char *)f + f->length, 0, 0);
 	return status ? -71 /* EPROTO: the agent says connected with 0 */ : 0;
 }
 

@@ -24,8 +24,8 @@ int tether_net_in_target(long fd);
 void tether_net_name(long fd, const unsigned char *sa, unsigned len);
 /* net.c: fd stands for a target socket whose two addresses (u16 length and
  * bytes each, as CONNECT_REPLY and ACCEPT_REPLY carry them) are at p, before
- * end: getsockname and getpeername give them; the peer's in *peer.  0, or
- * -1 if they do not fit. */
+ * end: getsockname and getpeername give them; the peer's in *peer (if not
+ * NULL).  0, or -1 if they do not fit. */
 int tether_net_relayed(long fd, const unsigned char *p, const unsigned char *end, const unsigned char **peer,
                        unsigned *peer_len);
 /* dns.c: answer libc's host name lookups from the target. */

@@ -312,7 +312,8 @@ class Remote:
 
     async def data_connections(self, most: int) -> list[Peer]:
         """Up to `most` spares that are still open (the agent may have restarted), or a new
-        one; the caller refills the spares (_refill) once its own work is under way."""
+        one (Unreachable while the agent is lost); the caller refills the spares (_refill) once
+        its own work is under way."""
         if self.down:
             raise self.down
         peers: list[Peer] = []
@@ -334,8 +335,6 @@ class Remote:
         """A lease connection for one of the program's listeners (agent/listen.py): the
         session's INCOMING settings, then LISTEN. The connection, how and lease as
         LISTEN_REPLY says, and the descriptor that came with it (unix: only)."""
-        if self.down:
-            raise self.down
         if self.incoming is None:
             raise OpError(errno.EPROTO, "a listener asked before the session's INCOMING")
         peer = await self._data_connection()
@@ -371,8 +370,6 @@ class Remote:
 
     async def open_stream(self, req: agent_wire.Connect) -> tuple[socket.socket, agent_wire.Relayed]:
         """A data connection relaying a socket connected in the target as req asks."""
-        if self.down:
-            raise self.down
         peer = await self._data_connection()
         try:
             await peer.send(agent_wire.encode_stream(req._replace(timeout_ms=req.timeout_ms or CONNECT_TIMEOUT_MS), 1))
@@ -484,8 +481,6 @@ class ForwardLink(Link):
         now (one lease connection that asks no LISTEN), so what it cannot serve fails tether's
         start, not the program's first listen."""
         agent_wire.decode_incoming(frame)
-        if self.remote.down:
-            raise self.remote.down
         peer = await self.remote._data_connection()
         try:
             await peer.send(wire.encode_frame(frame.type, frame.payload, frame.flags, frame.id))
