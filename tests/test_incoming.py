@@ -246,6 +246,18 @@ def test_mirror_serves_the_app_and_copies_every_request(ns):
     check_mirror(ns, go_server(ns, APP_PORT))  # mirror: the default
 
 
+def check_app_back(ns, client: subprocess.Popen) -> None:
+    """Right after tether or its agent was killed mid-load: the app serves its port again and
+    the table is gone, each within BACK_WITHIN_S; then the load stops."""
+    # Short tries: a connection redirected just before the table went is cut off with it
+    # (the kernel drops the NAT bindings of a deleted table's rules) and would only time out.
+    back = wait_for(lambda: get(ns, APP_PORT, timeout=0.2) == "app\n", BACK_WITHIN_S)
+    assert back < BACK_WITHIN_S
+    assert wait_for(lambda: "tether" not in ruleset(ns), BACK_WITHIN_S) < BACK_WITHIN_S
+    client.kill()
+    client.wait(timeout=10)
+
+
 @pytest.mark.parametrize("mode", ["steal", "mirror", "filtered"])
 @pytest.mark.parametrize("victim", ["tether", "agent"])
 def test_sigkill_mid_load_leaves_the_target_serving(ns, victim, mode):
@@ -257,13 +269,7 @@ def test_sigkill_mid_load_leaves_the_target_serving(ns, victim, mode):
         time.sleep(1)
         orphan = prog.program()
         os.kill(prog.agent() if victim == "agent" else prog.proc.pid, signal.SIGKILL)
-        # Short tries: a connection redirected just before the table went is cut off with it
-        # (the kernel drops the NAT bindings of a deleted table's rules) and would only time out.
-        back = wait_for(lambda: get(ns, APP_PORT, timeout=0.2) == "app\n", BACK_WITHIN_S)
-        assert back < BACK_WITHIN_S
-        assert wait_for(lambda: "tether" not in ruleset(ns), BACK_WITHIN_S) < BACK_WITHIN_S
-        client.kill()
-        client.wait(timeout=10)
+        check_app_back(ns, client)
     finally:
         if orphan:
             with contextlib.suppress(ProcessLookupError):

@@ -14,8 +14,8 @@ import sys
 import gobuild
 import pytest
 from netns import WEB_ADDR, TargetNamespace
-from test_incoming import (APP_PORT, BACK_WITHIN_S, FREE_PORT, PY_APP_PORT, Program, check_mirror, get, go_server,
-                           load, ruleset, wait_for)
+from test_incoming import (APP_PORT, BACK_WITHIN_S, FREE_PORT, PY_APP_PORT, Program, check_app_back, check_mirror,
+                           get, go_server, load, ruleset, wait_for)
 # The agents and their token as test_remote_target.py makes them (in this module's namespace).
 from test_remote_target import Agent, tcp_agent, token, unix_agent  # noqa: F401
 
@@ -119,11 +119,7 @@ def test_sigkill_mid_load_gives_the_port_back(ns, token, tmp_path, victim):
         client = load(ns, APP_PORT, 30)
         wait_for(lambda: get(ns, APP_PORT, timeout=0.5) == "prog\n", 5)
         (agent.proc if victim == "agent" else prog.proc).send_signal(signal.SIGKILL)
-        back = wait_for(lambda: get(ns, APP_PORT, timeout=0.2) == "app\n", BACK_WITHIN_S)
-        assert back < BACK_WITHIN_S
-        assert wait_for(lambda: "tether" not in ruleset(ns), BACK_WITHIN_S) < BACK_WITHIN_S
-        client.kill()
-        client.wait(timeout=10)
+        check_app_back(ns, client)
     finally:
         prog.stop(signal.SIGKILL)
         agent.stop(signal.SIGKILL)
