@@ -96,6 +96,8 @@ FACTS = {
     "TETHER_MSG_ACCEPT_REPLY": agent_wire.MSG_ACCEPT_REPLY,
     "TETHER_MSG_STREAMS": agent_wire.MSG_STREAMS,
     "TETHER_MSG_STREAMS_REPLY": agent_wire.MSG_STREAMS_REPLY,
+    "TETHER_MSG_TARGET_FILES": agent_wire.MSG_TARGET_FILES,
+    "TETHER_MSG_TARGET_FILES_REPLY": agent_wire.MSG_TARGET_FILES_REPLY,
     "TETHER_CAP_STREAMS": agent_wire.CAP_STREAMS,
     "TETHER_MODE_STREAMS": layer_wire.MODE_STREAMS,
     "sizeof(struct tether_streams)": agent_wire.STREAMS.size,
@@ -486,7 +488,7 @@ def test_ring_request_round_trips(pid):
 
 
 @given(st.integers(1, 2**31 - 1), st.integers(1, 2**31 - 1),
-       st.text(st.characters(blacklist_characters="\0"), min_size=1, max_size=300), st.integers(0, 4095))
+       st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), min_size=1, max_size=300), st.integers(0, 4095))
 def test_exec_notice_round_trips(pid, tid, path, status):
     notice = layer_wire.ExecNotice(pid, tid, path)
     assert layer_wire.decode_exec_notice(wire.decode_frame(layer_wire.encode_exec_notice(notice, 4))) == notice

@@ -26,6 +26,10 @@
 #define SYS_newfstatat 262
 #define SYS_readlinkat 267
 #define SYS_faccessat 269
+#define SYS_getxattr 191
+#define SYS_lgetxattr 192
+#define SYS_listxattr 194
+#define SYS_llistxattr 195
 #define SYS_statx 332
 #define SYS_openat2 437
 #define SYS_faccessat2 439
@@ -259,6 +263,41 @@ static long files_readlinkat(long nr, long dirfd, long path, long buf, long size
 	return readlink_at(nr, dirfd, path, buf, size);
 }
 
+/* "/proc/self/fd/N": an O_PATH descriptor has no fgetxattr, but its link
+ * there leads to the file itself (to a symbolic link opened O_NOFOLLOW too). */
+static void fd_link(char out[32], long fd)
+{
+	static const char prefix[] = "/proc/self/fd/";
+	char digits[20];
+	int n = 0, at = 0;
+
+	while (prefix[at]) {
+		out[at] = prefix[at];
+		at++;
+	}
+	do
+		digits[n++] = (char)('0' + fd % 10);
+	while ((fd /= 10) && n < 20);
+	while (n)
+		out[at++] = digits[--n];
+	out[at] = '\0';
+}
+
+static long files_xattr(long nr, long path, long a2, long a3, long a4, long a5, long a6)
+{
+	int get = nr == SYS_getxattr || nr == SYS_lgetxattr;
+	char at[32];
+	long fd;
+
+	(void)a5, (void)a6;
+	if (about(AT_FDCWD, path, nr == SYS_getxattr || nr == SYS_listxattr, &fd) == TETHER_FILES_LOCAL)
+		return tether_raw_syscall6(nr, path, a2, a3, a4, 0, 0);
+	if (fd < 0)
+		return fd;
+	fd_link(at, fd);
+	return done(fd, tether_raw_syscall6(get ? SYS_getxattr : SYS_listxattr, (long)at, a2, a3, a4, 0, 0));
+}
+
 int tether_files_target_install(void)
 {
 	unsigned long size;
@@ -279,5 +318,9 @@ int tether_files_target_install(void)
 	tether_set_handler(SYS_faccessat2, files_faccessat, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_readlink, files_readlink, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_readlinkat, files_readlinkat, TETHER_MAY_BLOCK);
+	tether_set_handler(SYS_getxattr, files_xattr, TETHER_MAY_BLOCK);
+	tether_set_handler(SYS_lgetxattr, files_xattr, TETHER_MAY_BLOCK);
+	tether_set_handler(SYS_listxattr, files_xattr, TETHER_MAY_BLOCK);
+	tether_set_handler(SYS_llistxattr, files_xattr, TETHER_MAY_BLOCK);
 	return 0;
 }

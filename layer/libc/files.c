@@ -332,6 +332,28 @@ TETHER_EXPORT long readlinkat(int dirfd, const char *path, char *buf, unsigned l
 	return CALL(267, dirfd, path, buf, size, 0, 0);
 }
 
+/* ls -l asks about ACLs and security labels by path: for a target's file the
+ * attributes must come from there too. */
+TETHER_EXPORT long getxattr(const char *path, const char *name, void *value, unsigned long size)
+{
+	return CALL(191, path, name, value, size, 0, 0);
+}
+
+TETHER_EXPORT long lgetxattr(const char *path, const char *name, void *value, unsigned long size)
+{
+	return CALL(192, path, name, value, size, 0, 0);
+}
+
+TETHER_EXPORT long listxattr(const char *path, char *list, unsigned long size)
+{
+	return CALL(194, path, list, size, 0, 0, 0);
+}
+
+TETHER_EXPORT long llistxattr(const char *path, char *list, unsigned long size)
+{
+	return CALL(195, path, list, size, 0, 0, 0);
+}
+
 /* With flags (AT_EACCESS, AT_SYMLINK_NOFOLLOW) faccessat needs faccessat2
  * (Linux 5.8); where the kernel lacks it, libc's own emulation answers. */
 TETHER_EXPORT int faccessat(int dirfd, const char *path, int mode, int flags)

@@ -58,6 +58,9 @@
 #define TETHER_MSG_ACCEPT_REPLY 53 /* one came: two sockaddrs as STREAM_REPLY's; its relayed bytes follow */
 #define TETHER_MSG_STREAMS 54	  /* layer -> a network agent's stand-in: data connections ahead of need */
 #define TETHER_MSG_STREAMS_REPLY 55 /* no payload; 1 to count connections, proven to the agent, ride along */
+#define TETHER_MSG_TARGET_FILES 56	  /* session -> network agent's stand-in, then stand-in -> agent on each
+				   * data connection of its file system: the target's files (Python only) */
+#define TETHER_MSG_TARGET_FILES_REPLY 57 /* no payload; on a data connection, file operations follow */
 
 /* frame flags */
 #define TETHER_FLAG_ENTRY 1	/* SYSCALL sent before the call (execve, exit): no result */

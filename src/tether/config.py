@@ -77,6 +77,9 @@ KEYS = [
     Key("fs_remote", "fs_remote", "--fs-remote", "list", "Paths matching these are read in the target "
         "(opened for writing: here).", ()),
     Key("fs_local", "fs_local", "--fs-local", "list", "Paths matching these stay on this machine.", ()),
+    Key("fs_whole_max", "fs_whole_max", "--fs-whole-max", "string", "Through a tcp:// or ssh:// agent: the "
+        "target's files up to this size (bytes, or with K or M) opened read-only come whole with their "
+        "open, one round trip; larger ones are read as the program reads.", "1M"),
     Key("dns", "dns", "--dns/--no-dns", "bool", "Resolve names in the target (default) or on this machine.", True),
     Key("verbose", "verbose", "--verbose", "bool", "Write debug logs to a file (its path is printed).", False),
     Key("log_file", "log_file", "--log-file", "string", "Where debug logs go (default: a new file in /tmp)."),

@@ -9,7 +9,9 @@ agent at the address (protocol/auth.py), keeps one control link there, and forwa
   agent (STREAM), handed to the program in place of its socket with the target socket's
   addresses (FLAG_RELAYED: the layer answers getsockname/getpeername with them); a UDP socket
   becomes one end of a SOCK_SEQPACKET pair whose datagrams this process relays; OPEN becomes
-  READ_FILE, the contents handed over in a memfd; everything else is forwarded as it is.
+  READ_FILE, the contents handed over in a memfd, unless the session asked for the target's
+  files (TARGET_FILES): then this process serves them as a FUSE file system (agent/fuse.py) and OPEN
+  of "/" hands over its root; everything else is forwarded as it is.
 
 If the link drops, requests fail at once (ENETUNREACH, with the reason logged) while it
 reconnects with backoff; it says when the agent is back. Data connections are the program's:
@@ -29,7 +31,7 @@ from collections.abc import Callable
 from ..fdpass import recv_with_fds
 from ..protocol import agent_wire, auth, wire
 from ..protocol.sockaddr import decode_inet
-from . import relay
+from . import fuse, relay
 from .listen import AUTH_TIMEOUT, Address, Peer
 from .net import CONNECT_TIMEOUT_MS, OpError
 from .server import Link
@@ -74,6 +76,7 @@ class Remote:
         self.resolved: tuple[int, tuple] | None = None  # the agent's address, looked up (family, sockaddr)
         self.incoming: bytes | None = None  # the session's INCOMING payload, for each listener's lease
         self.filling = False
+        self.files: fuse.FileSystem | None = None  # the target's files, once the session asked (TARGET_FILES)
 
     # -- reaching the agent ------------------------------------------------------------------
 
@@ -331,6 +334,22 @@ class Remote:
                 peer.sock.close()
         return peers or [await self.dial()]
 
+    async def files_connection(self, settings: agent_wire.TargetFiles) -> socket.socket:
+        """A data connection that carries file operations (agent/fuse.py's, in the target)."""
+        peer = await self._data_connection()
+        try:
+            await peer.send(agent_wire.encode_target_files(settings, 1))
+            reply = await asyncio.wait_for(peer.frame(), REQUEST_TIMEOUT)
+        except BaseException:
+            peer.sock.close()
+            raise
+        self._refill()
+        if reply.type != agent_wire.MSG_TARGET_FILES_REPLY:
+            peer.sock.close()
+            err = wire.decode_error(reply) if reply.type == wire.MSG_ERROR else None
+            raise OpError(err.errno if err else errno.EPROTO, err.message if err else f"FILES answered with {reply.type}")
+        return peer.sock
+
     async def lease(self, listen: wire.Frame) -> tuple[Peer, int, int, list[int]]:
         """A lease connection for one of the program's listeners (agent/listen.py): the
         session's INCOMING settings, then LISTEN. The connection, how and lease as
@@ -417,6 +436,8 @@ class ForwardLink(Link):
                 await self._connect(agent_wire.decode_connect(frame), frame.id)
             elif self.remote.stream and frame.type == agent_wire.MSG_OPEN:
                 await self._open(agent_wire.decode_open(frame), frame.id)
+            elif self.remote.stream and frame.type == agent_wire.MSG_TARGET_FILES:
+                await self._files(agent_wire.decode_target_files(frame), frame.id)
             elif self.remote.stream and frame.type == agent_wire.MSG_STREAMS:
                 await self._streams(agent_wire.decode_streams(frame), frame.id)
             elif frame.type == agent_wire.MSG_INCOMING:
@@ -514,7 +535,24 @@ class ForwardLink(Link):
             for fd in fds:
                 os.close(fd)
 
+    async def _files(self, req: agent_wire.TargetFiles, id: int) -> None:
+        """The session asks for the target's files: mount the file system that serves them
+        (agent/fuse.py) now, so what cannot be set up fails tether's start."""
+        if self.remote.files is None:
+            settings = req._replace(key=int.from_bytes(os.urandom(8), "little"))
+            fs = fuse.FileSystem(lambda: self.remote.files_connection(settings), self.remote.loop,
+                                 settings.writable, settings.whole_max)
+            try:
+                await asyncio.to_thread(fs.mount)
+            except fuse.FuseError as e:
+                raise OpError(errno.EPERM, str(e)) from None
+            self.remote.files = fs
+        self._send(wire.encode_frame(agent_wire.MSG_TARGET_FILES_REPLY, b"", id=id))
+
     async def _open(self, req: agent_wire.Open, id: int) -> None:
+        if self.remote.files is not None and req.path == "/" and req.flags & os.O_DIRECTORY:
+            self._send(agent_wire.encode_open_reply(id), [self.remote.files.root])  # the layer's root
+            return
         frames, fds = await self.remote.request(lambda rid: agent_wire.encode_read_file(req.path, rid))
         for fd in fds:
             os.close(fd)

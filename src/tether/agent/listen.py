@@ -29,11 +29,12 @@ import logging
 import os
 import socket
 import struct
+import threading
 from typing import NamedTuple
 
 from ..protocol import agent_wire, auth, wire
 from ..protocol.sockaddr import decode_inet
-from . import answers, incoming, net, relay
+from . import answers, files, incoming, net, relay
 from .server import Environment, Link, StreamLink
 
 log = logging.getLogger("tether.agent")
@@ -201,6 +202,8 @@ class Listener:
                 await self._lease(p, first)
             elif first.type == agent_wire.MSG_ACCEPT and stream:
                 handed_over = await self._park(p, first)
+            elif first.type == agent_wire.MSG_TARGET_FILES and stream:
+                handed_over = await self._files(p, first, who)
             else:
                 await p.send(wire.encode_error(wire.ErrorReply(errno.EPROTO, f"unexpected frame type {first.type}"),
                                                first.id))
@@ -275,6 +278,15 @@ class Listener:
                                            first.id))
             return False
         bridge.park(p.sock)
+        return True
+
+    async def _files(self, p: Peer, first: wire.Frame, who: str) -> bool:
+        """A data connection of a stand-in's file system: file operations, answered on a
+        thread of its own (agent/files.py) for as long as it is open."""
+        req = agent_wire.decode_target_files(first)
+        await p.send(wire.encode_frame(agent_wire.MSG_TARGET_FILES_REPLY, b"", id=first.id))
+        threading.Thread(target=files.serve_files, args=(p.sock, req.key, req.writable, who),
+                         daemon=True, name="files").start()
         return True
 
     async def _stream(self, p: Peer, first: wire.Frame, who: str) -> bool:

@@ -66,6 +66,9 @@ def add_to(commands) -> None:
                    help="Paths matching REGEX are read in the target, e.g. '^/etc/myapp/' (repeatable).")
     p.add_argument("--fs-local", action="append", metavar="REGEX",
                    help="Paths matching REGEX stay on this machine, e.g. '^/srv/cache/' (repeatable).")
+    p.add_argument("--fs-whole-max", metavar="SIZE",
+                   help="Through tcp:// and ssh://: the target's files up to SIZE (default 1M) opened "
+                        "read-only come whole with their open; larger ones are read as the program reads.")
     p.add_argument("--dns", action=argparse.BooleanOptionalAction,
                    help="Resolve names in the target (default) or on this machine.")
     p.add_argument("-v", "--verbose", action="store_true", default=None,
@@ -125,7 +128,7 @@ def run(args: argparse.Namespace) -> None:
     when tether or its agent is killed. A port another tether session mirrors or steals
     gives the program EADDRINUSE, and the reason is printed.
 
-    Files (netns:, pid: and container: targets): paths are opened in the target's root, with
+    Files (every kind of target): paths are opened in the target's root, with
     the kernel's own resolution inside it (no ".." or link leaves it), as the program's own
     descriptors: reads, writes, mmap and listings at native speed. The first rule that
     matches the absolute path decides (REGEX: Python's re, searched in the path):
@@ -140,9 +143,12 @@ def run(args: argparse.Namespace) -> None:
                               node_modules ...): here
       --fs read (default)     everything else read in the target (writes here)
       --fs write / local      everything else read and written there / here
-    Paths relative to a directory descriptor other than the working directory's, and
-    changes to directories (mkdir, unlink, rename), stay here for now; so do all paths
-    through a tcp:// or ssh:// agent. -v logs which rule decided each path.
+    Through tcp:// and ssh:// agents, tether serves the target's files to the program as a
+    file system of its own (FUSE, root here): reads go through with the kernel's read-ahead,
+    files up to --fs-whole-max (1M) come whole with their open, a listing comes in one round
+    trip; if the agent is lost, calls fail with EIO. Paths relative to a directory
+    descriptor other than the working directory's, and changes to directories (mkdir,
+    unlink, rename), stay here for now. -v logs which rule decided each path.
 
     Targets:
       netns:NAME   a namespace from `ip netns add` (root); /etc/netns/NAME/ files such as
@@ -167,8 +173,7 @@ def run(args: argparse.Namespace) -> None:
     ...; lists space-separated) and a key in tether.toml (target, token_file, ssh_option, local,
     remote, env, env_include, env_exclude, incoming, incoming_ports, ignore_ports, port_map,
     incoming_loopback, steal_header, steal_path, steal_method, fs, fs_not_found, fs_write,
-    fs_remote, fs_local, dns, verbose,
-    log_file); a flag beats the variable, which beats the file.
+    fs_remote, fs_local, fs_whole_max, dns, verbose, log_file); a flag beats the variable, which beats the file.
     `tether config show` prints what applies, `tether config schema` the file's JSON schema.
 
     Exit status: the program's (128+N if signal N ended it); 2 if tether could not start it or
@@ -192,7 +197,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         env, rules = ask_target(target, spec, policy, env_rules, settings["dns"], log, started)
         serve_incoming = subscribe_incoming(target, spec, incoming, log)
-        files = serve_files(target, spec, files, args.pid, log)
+        files = serve_files(target, spec, files, args.pid, settings, log)
         session = start_session(target, spec, settings["dns"], rules, serve_incoming, files, log)
         code = attach_program(args.pid, session) if args.pid is not None else run_program(args.program, session, env)
     finally:
@@ -222,6 +227,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, object]:
         config_path = config.find(args.config_file or os.environ.get("TETHER_CONFIG"))
         settings, sources = config.effective(flag_settings(args), config_path, dict(os.environ))
         settings["incoming_source"] = sources["incoming"]  # a filtered steal implies --incoming steal unless it was given
+        settings["fs_source"] = sources["fs"]  # the default read mode through a network agent may only warn
     except config.ConfigError as e:
         print(f"tether exec: {e}", file=sys.stderr)
         sys.exit(EXIT_ERROR)
@@ -360,11 +366,14 @@ def subscribe_incoming(target, spec: str, incoming, log) -> bool:
     return True
 
 
-def serve_files(target, spec: str, files, pid: int | None, log):
-    """The file rules if the program's paths may be the target's (same host: the agent's
-    descriptors reach the program), else None. Rules given for a target that cannot serve
-    them are an error; the default (--fs read) then leaves the files here, as --help says."""
+def serve_files(target, spec: str, files, pid: int | None, settings: dict[str, object], log):
+    """The file rules if the program's paths may be the target's, else None. Same host and
+    unix: the agent's descriptors reach the program; through tcp:// and ssh:// the stand-in
+    serves them as a file system, which needs FUSE here: if it cannot, the default (--fs read
+    with no rules given) warns and leaves the files here, anything asked for is an error."""
     from ..protocol import agent_wire
+    from ..protocol.files_wire import WRITE
+    from ..session.agent_link import AgentError, LinkError
 
     if not files.enabled:
         return None
@@ -373,14 +382,36 @@ def serve_files(target, spec: str, files, pid: int | None, log):
         if given:
             fail("--fs-* rules and --attach: an attached program's files stay its own")
         return None
-    if not target.capabilities & agent_wire.CAP_SOCKETS:
-        if given:
-            fail(f"--fs-* rules: the target's files through {spec} (a network agent) are not built yet; "
-                 "use a netns:, pid: or container: target, or leave the rules out")
-        if log:
-            log.info("files: %s is a network agent; the program's files stay here", spec)
+    if target.capabilities & agent_wire.CAP_SOCKETS:
+        return files
+    try:
+        whole_max = parse_size(str(settings["fs_whole_max"]))
+    except ValueError as e:
+        fail(f"--fs-whole-max: {e}")
+    writable = files.fallback == WRITE or any(r.action == WRITE for r in files.rules)
+    try:
+        target.link.files(agent_wire.TargetFiles(0, writable, whole_max))
+    except (AgentError, LinkError) as e:
+        if given or settings["fs_source"] != "default":
+            fail(f"{spec}: the target's files: {e}")
+        say(f"tether: the target's files through {spec} are out of reach ({e}); the program's "
+            "files stay here (--fs local says so without this warning)", "bold yellow")
         return None
     return files
+
+
+def parse_size(text: str) -> int:
+    """Bytes from 65536, 64K or 1M (at most 1M: what one reply carries)."""
+    from ..protocol.file_ops import DATA_MAX
+
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20}
+    number, unit = text.rstrip("KkMm"), text[len(text.rstrip("KkMm")):].upper()
+    if not number.isdigit() or unit not in units:
+        raise ValueError(f"{text!r} is not a size (bytes, or a number with K or M)")
+    size = int(number) * units[unit]
+    if size > DATA_MAX:
+        raise ValueError(f"{text} is more than the {DATA_MAX >> 20}M a file's open can carry")
+    return size
 
 
 def start_session(target, spec: str, dns: bool, rules: str, incoming: bool, files=None, log=None):

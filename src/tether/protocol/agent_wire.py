@@ -38,10 +38,15 @@ MSG_ACCEPT = 52  # first frame of a data connection to a network agent: wait for
 MSG_ACCEPT_REPLY = 53  # one came: its addresses (as STREAM_REPLY's); its relayed bytes follow
 MSG_STREAMS = 54  # layer -> a network agent's stand-in: data connections for its next connects (Streams)
 MSG_STREAMS_REPLY = 55  # no payload; 1 to count data connections, proven to the agent, beside it
+MSG_TARGET_FILES = 56  # the target's files through a network agent (TargetFiles): session -> stand-in, then
+#                 stand-in -> agent as the first frame of each data connection its file system uses
+MSG_TARGET_FILES_REPLY = 57  # no payload; on a data connection, protocol/file_ops.py's requests follow
 FLAG_RELAYED = 4  # CONNECT_REPLY: the descriptor is a relay stream; the target socket's addresses follow
 CAP_SOCKETS = 1  # AGENT_HELLO: SOCKET replies carry descriptors made in the target
 CAP_STREAMS = 2  # AGENT_HELLO: STREAMS replies carry data connections to a network agent
 AGENT_HELLO = struct.Struct("<HHI")  # version, reserved, capabilities
+TARGET_FILES = struct.Struct("<QII")  # key (the stand-in's; 0 from the session), flags, whole_max
+TARGET_FILES_WRITABLE = 1  # TARGET_FILES: the program may write the target's files (--fs write, --fs-write rules)
 CONNECT = struct.Struct("<HHiI")  # family, socktype, protocol, timeout_ms; then the sockaddr
 CONNECT_REPLY = struct.Struct("<i")  # status: 0, connected (a failure is an ERROR reply)
 OPEN = struct.Struct("<iI")  # flags, mode; then the path
@@ -576,3 +581,23 @@ def decode_accept_reply(f: Frame) -> Relayed:
     if f.type != MSG_ACCEPT_REPLY:
         raise ProtocolError("malformed ACCEPT_REPLY")
     return _unpack_addresses(f.payload, 0, "ACCEPT_REPLY")
+
+
+class TargetFiles(NamedTuple):
+    key: int  # which stand-in's files: its connections share open handles
+    writable: bool
+    whole_max: int  # files up to this size come whole with their open (read-only)
+
+
+def encode_target_files(f: TargetFiles, id: int) -> bytes:
+    flags = TARGET_FILES_WRITABLE if f.writable else 0
+    return encode_frame(MSG_TARGET_FILES, TARGET_FILES.pack(f.key, flags, f.whole_max), id=id)
+
+
+def decode_target_files(f: Frame) -> TargetFiles:
+    if f.type != MSG_TARGET_FILES or len(f.payload) != TARGET_FILES.size:
+        raise ProtocolError("malformed TARGET_FILES")
+    key, flags, whole_max = TARGET_FILES.unpack(f.payload)
+    if flags & ~TARGET_FILES_WRITABLE:
+        raise ProtocolError(f"TARGET_FILES with unknown flags {flags:#x}")
+    return TargetFiles(key, bool(flags & TARGET_FILES_WRITABLE), whole_max)

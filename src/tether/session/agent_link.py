@@ -183,6 +183,13 @@ class AgentLink:
         if frame.type != agent_wire.MSG_INCOMING_REPLY:
             raise LinkError(f"INCOMING answered with frame type {frame.type}")
 
+    def files(self, settings: agent_wire.TargetFiles, timeout: float = 20.0) -> None:
+        """Ask a network agent's stand-in for the target's files (before the program runs)."""
+        frame, fds = self._call(lambda id: agent_wire.encode_target_files(settings, id), timeout)
+        close_fds(fds)
+        if frame.type != agent_wire.MSG_TARGET_FILES_REPLY:
+            raise LinkError(f"FILES answered with frame type {frame.type}")
+
     def resolve(self, name: str, timeout: float = 10.0) -> list[str]:
         """The addresses of name as the target resolves it, IPv4 first, without duplicates
         (AgentError ENOENT if it does not resolve)."""
