@@ -16,20 +16,21 @@ from test_exec import TETHER
 
 CONFIG = '{"listen": ":8080", "from": "the target"}'
 BLOB = bytes(range(256)) * 4096  # 1 MiB
+# Shell commands, in a mount namespace of the target's own: an app's files on a tmpfs over /srv.
+APP_FILES = (
+    "mount -t tmpfs tether-files /srv && mkdir -p /srv/app/conf.d /srv/app/tree/a/b && "
+    f"printf '%s\\n' '{CONFIG}' > /srv/app/config.json && echo one > /srv/app/conf.d/1.conf && "
+    "echo two > /srv/app/conf.d/2.conf && ln -s config.json /srv/app/current && "
+    "ln -s ../../../../../../srv/app/config.json /srv/app/climb && "
+    "for i in $(seq 1 50); do echo $i > /srv/app/tree/a/b/f$i; done; "
+)
 
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory):
     """A process in a mount namespace of its own where /srv is a tmpfs with an app's files."""
-    setup = (
-        "mount -t tmpfs tether-files /srv && mkdir -p /srv/app/conf.d /srv/app/tree/a/b && "
-        f"printf '%s\\n' '{CONFIG}' > /srv/app/config.json && echo one > /srv/app/conf.d/1.conf && "
-        "echo two > /srv/app/conf.d/2.conf && ln -s config.json /srv/app/current && "
-        "ln -s ../../../../../../srv/app/config.json /srv/app/climb && "
-        "for i in $(seq 1 50); do echo $i > /srv/app/tree/a/b/f$i; done; "
-        "touch /srv/ready; exec sleep 300"
-    )
-    proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", setup])
+    proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                             APP_FILES + "touch /srv/ready; exec sleep 300"])
     root = Path(f"/proc/{proc.pid}/root")
     try:
         for _ in range(500):  # bounded: 5 s

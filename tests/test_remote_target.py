@@ -23,11 +23,12 @@ BIG_SIZE = 100 << 20
 
 
 class Agent:
-    """`tether agent --listen` inside the namespace; stderr collected in a file."""
+    """`tether agent --listen` inside the namespace (run by prefix, a command that execs its
+    arguments, if given); stderr collected in a file."""
 
-    def __init__(self, ns: TargetNamespace, listen: str, token_file: Path, log: Path):
+    def __init__(self, ns: TargetNamespace, listen: str, token_file: Path, log: Path, prefix: tuple[str, ...] = ()):
         self.log = log
-        self.proc = ns.popen([*TETHER, "agent", "--listen", listen, "--token-file", str(token_file),
+        self.proc = ns.popen([*prefix, *TETHER, "agent", "--listen", listen, "--token-file", str(token_file),
                               "--env-file", "/etc/environment"], stderr=log.open("w"))
         end = time.monotonic() + 15
         while not (m := re.search(r"listening on (\S+)", log.read_text())):
