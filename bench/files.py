@@ -8,6 +8,11 @@ start-up): a sequential read of the big file (1 MiB reads), the median of 2000 o
 and filepath.WalkDir with an Info per file. Sides alternate each round; medians of the rounds.
 
     python3 bench/files.py [--rounds 5] [--version 1.27]     # as root
+
+--tcp: the same files through a tcp:// agent over a veth pair (the agent in a test namespace and
+a mount namespace of its own). The sequential read is compared with a plain TCP stream of the
+same 256 MiB over the same veth, read by the same program the same way (time-tcp); stat and
+WalkDir are printed for scale.
 """
 from __future__ import annotations
 
@@ -66,13 +71,71 @@ def ns(argv: list[str]) -> float:
     return float(line[3:])
 
 
+# In the target namespace: the big file to each client over plain TCP, with sendfile.
+STREAM_SERVER = """
+import socket, sys, threading
+srv = socket.create_server((sys.argv[1], int(sys.argv[2])))
+def serve(c):
+    with c, open(sys.argv[3], 'rb') as f:
+        c.sendfile(f)
+while True:
+    threading.Thread(target=serve, args=(srv.accept()[0],), daemon=True).start()
+"""
+STREAM_PORT = 7412
+
+
+def over_tcp(args, exe: str, tether: list[str]) -> None:
+    from netns import TargetNamespace
+
+    with TargetNamespace(veth=True) as target_ns:
+        token = LOCAL.parent / "tether-bench-files.token"
+        subprocess.run(tether[:-1] + ["agent", "--new-token", str(token)], check=True, capture_output=True)
+        agent = target_ns.popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                                 'mount -t tmpfs tether-bench /srv && exec "$@"', "sh", *tether[:-1], "agent",
+                                 "--listen", f"tcp:{target_ns.veth_ns_addr}:7411", "--token-file", str(token)],
+                                stderr=subprocess.PIPE, text=True)
+        server = None
+        try:
+            if "listening on" not in agent.stderr.readline():
+                sys.exit("bench/files.py: the agent did not start")
+            populate(Path(f"/proc/{agent.pid}/root/srv"))
+            server = target_ns.popen(["nsenter", "-m", "-t", str(agent.pid), sys.executable, "-I", "-c",
+                                      STREAM_SERVER, target_ns.veth_ns_addr, str(STREAM_PORT), "/srv/big"])
+            time.sleep(0.5)
+            via = tether + ["-t", f"tcp://{target_ns.veth_ns_addr}:7411", "--token-file", str(token), "--", exe]
+            rows = {"read": [via + ["time-read", "/srv/big"], [exe, "time-tcp", f"{target_ns.veth_ns_addr}:{STREAM_PORT}"]],
+                    "stat": [via + ["time-stat", "/srv/config.json"]], "walk": [via + ["time-walk", "/srv/tree"]]}
+            results = {name: [[] for _ in sides] for name, sides in rows.items()}
+            for r in range(args.rounds):
+                for name, sides in rows.items():
+                    order = list(enumerate(sides))
+                    for i, argv in order[::-1] if r % 2 else order:
+                        results[name][i].append(ns(argv))
+            med = {name: [statistics.median(v) for v in sides] for name, sides in results.items()}
+            mb = BIG / (1 << 20)
+            files, stream = med["read"]
+            print(f"Go {args.version}, through tcp:// over veth, {args.rounds} rounds, medians (sides alternating):")
+            print(f"  read 256 MiB: target's file {mb / (files / 1e9):.0f} MiB/s, plain TCP stream "
+                  f"{mb / (stream / 1e9):.0f} MiB/s: ratio {stream / files:.3f} (goal >= 0.5)")
+            print(f"  stat p50 {med['stat'][0] / 1000:.1f} us; WalkDir {TREE} files {med['walk'][0] / 1e6:.1f} ms")
+        finally:
+            for proc in (server, agent):
+                if proc:
+                    proc.kill()
+                    proc.wait()
+            token.unlink(missing_ok=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--version", default=go_toolchains.selected_versions()[-1])
+    ap.add_argument("--tcp", action="store_true", help="through a tcp:// agent over veth")
     args = ap.parse_args()
     exe = str(gobuild.build(args.version, "default", "files"))
     tether = [sys.executable, "-m", "tether", "exec"]
+    if args.tcp:
+        return over_tcp(args, exe, tether)
     shutil.rmtree(LOCAL, ignore_errors=True)
     populate(LOCAL)
     target = start_target()

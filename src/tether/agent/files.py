@@ -112,6 +112,7 @@ def serve_files(sock: socket.socket, key: int, writable: bool, who: str) -> None
     """Answer file requests on sock (blocking, on a thread of its own) until it closes."""
     session = FilesSession.join(key, writable)
     sock.setblocking(True)
+    buf = memoryview(bytearray(file_ops.DATA_MAX))
     try:
         while True:
             head = _exactly(sock, file_ops.REQUEST.size)
@@ -119,17 +120,43 @@ def serve_files(sock: socket.socket, key: int, writable: bool, who: str) -> None
                 return
             h = file_ops.decode_request_head(head)
             req = file_ops.decode_request(h, _exactly(sock, h.rest, eof_ok=False) if h.rest else b"")
+            fd = session.handles.get(req.handle) if req.op == file_ops.READ else None
+            if fd is not None:
+                _send_read(sock, fd, req, buf)  # a failure to send ends the connection
+                continue
             try:
                 result, data = _perform(session, req)
             except OSError as e:
                 result, data = -(e.errno or errno.EIO), b""
                 log.debug("files: %s %s: %s", file_ops.NAMES[req.op], req.path, e)
-            sock.sendall(file_ops.encode_reply(result, data))
+            _send_all(sock, [file_ops.encode_reply_head(result, len(data)), data])
     except (OSError, ConnectionError, wire.ProtocolError) as e:
         log.warning("files link with %s: %s", who, e)
     finally:
         session.leave(key)
         sock.close()
+
+
+def _send_read(sock: socket.socket, fd: int, req: file_ops.Request, buf: memoryview) -> None:
+    """READ's reply, read into buf and sent from there (one copy each way; sendfile measured
+    half as fast from tmpfs)."""
+    try:
+        n = os.preadv(fd, [buf[:min(req.size, len(buf))]], req.offset)
+    except OSError as e:
+        sock.sendall(file_ops.encode_reply_head(-(e.errno or errno.EIO), 0))
+        return
+    _send_all(sock, [file_ops.encode_reply_head(0, n), buf[:n]])
+
+
+def _send_all(sock: socket.socket, parts: list) -> None:
+    parts = [memoryview(p).cast("B") for p in parts if len(p)]
+    while parts:
+        sent = sock.sendmsg(parts)
+        while parts and sent >= len(parts[0]):
+            sent -= len(parts[0])
+            parts.pop(0)
+        if parts:
+            parts[0] = parts[0][sent:]
 
 
 def _exactly(sock: socket.socket, n: int, eof_ok: bool = True) -> bytes:
@@ -162,7 +189,7 @@ def _perform(s: FilesSession, r: file_ops.Request) -> tuple[int, bytes]:
     if op == file_ops.STAT:
         return 0, _stat(path)
     if op == file_ops.READ:
-        return 0, os.pread(s.fd(r.handle), min(r.size, file_ops.DATA_MAX), r.offset)
+        s.fd(r.handle)  # READs of open handles go by _send_read: this one is stale
     if op == file_ops.WRITE:
         return os.pwrite(s.fd(r.handle), r.data, r.offset), b""
     if op == file_ops.LIST:

@@ -34,6 +34,7 @@ log = logging.getLogger("tether.agent")
 
 MAX_PAGES = 256  # 1 MiB per READ or WRITE request
 MAX_IO = MAX_PAGES * 4096
+READ_AHEAD = 4 << 20  # bytes the kernel reads ahead of a sequential reader
 WORKERS = 4  # requests served at once: the kernel's read-ahead keeps several READs in flight
 VALID = 1.0  # seconds the kernel may trust a name or attributes before it asks again
 REQUEST_TIMEOUT = 30.0  # an agent that neither answers nor fails the link: EIO after this
@@ -140,12 +141,24 @@ class FileSystem:
                 threading.Thread(target=self._serve, daemon=True, name=f"fuse-{n}").start()
             self.root = os.open(where, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             libc.umount2(os.fsencode(where), MNT_DETACH)
+            self._read_ahead()
         finally:
             try:
                 os.rmdir(where)
             except OSError:
                 pass
         return self.root
+
+    def _read_ahead(self) -> None:
+        """Let the kernel read ahead READ_AHEAD, not its default 128 KiB: requests of 1 MiB, a
+        few in flight, hide the round trip to the agent. Best effort: without it reads are
+        only slower."""
+        dev = os.fstat(self.root).st_dev
+        try:
+            with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb", "w") as f:
+                f.write(str(READ_AHEAD >> 10))
+        except OSError as e:
+            log.info("files: the kernel's read-ahead stays at its default: %s", e)
 
     def dial(self) -> socket.socket:
         """A new data connection to the agent's files (from a worker thread)."""

@@ -113,8 +113,9 @@ def decode_request(head: RequestHead, rest: bytes) -> Request:
                    uid, gid, rest[path_len + path2_len:])
 
 
-def encode_reply(result: int, data: bytes = b"") -> bytes:
-    return REPLY.pack(result, len(data)) + data
+def encode_reply_head(result: int, data_len: int) -> bytes:
+    """The header; data_len bytes follow it (sent apart: READ's need no copy)."""
+    return REPLY.pack(result, data_len)
 
 
 def decode_reply_head(buf: bytes, limit: int) -> tuple[int, int]:

@@ -3,15 +3,17 @@
 // walk PATH (files and bytes under it), write PATH TEXT, mkdirall PATH, remove PATH.
 // Each prints one line; a failure prints "error: " and the errno's text.
 // For bench/files.py, timed in the program (not its start-up), "ns=N" each:
-// time-read PATH (the whole file, 1 MiB reads), time-stat PATH (the median of 2000
+// time-read PATH (the whole file, 1 MiB reads), time-tcp HOST:PORT (the same reads of a TCP
+// stream to its end), time-stat PATH (the median of 2000
 // stats), time-walk PATH (filepath.WalkDir with an Info per file).
 package main
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
-	_ "net" // links libc with cgo on: the default build is dynamic, as most services are
+	"net" // also links libc with cgo on: the default build is dynamic, as most services are
 	"os"
 	"path/filepath"
 	"sort"
@@ -23,8 +25,14 @@ import (
 func timed(cmd, path string) string {
 	start := time.Now()
 	switch cmd {
-	case "time-read":
-		f, err := os.Open(path)
+	case "time-read", "time-tcp":
+		var f io.ReadCloser
+		var err error
+		if cmd == "time-read" {
+			f, err = os.Open(path)
+		} else {
+			f, err = net.Dial("tcp", path)
+		}
 		if err != nil {
 			return errText(err)
 		}
@@ -122,7 +130,7 @@ func run(cmd, path string, rest []string) string {
 			return errText(err)
 		}
 		return "written"
-	case "time-read", "time-stat", "time-walk":
+	case "time-read", "time-tcp", "time-stat", "time-walk":
 		return timed(cmd, path)
 	case "mkdirall":
 		if err := os.MkdirAll(path, 0o755); err != nil {
