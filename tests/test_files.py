@@ -24,6 +24,43 @@ APP_FILES = (
     "ln -s ../../../../../../srv/app/config.json /srv/app/climb && "
     "for i in $(seq 1 50); do echo $i > /srv/app/tree/a/b/f$i; done; "
 )
+# Changes by path in a --fs-write directory; then how they look from inside (CHANGED).
+CHANGES = """
+import errno, os
+d = '/srv/app/out/t'
+os.makedirs(d + '/sub')
+with open(d + '/a', 'w') as f:
+    f.write('12345')
+os.rename(d + '/a', d + '/sub/b')
+os.chmod(d + '/sub/b', 0o600)
+os.truncate(d + '/sub/b', 2)
+os.utime(d + '/sub/b', (1000000000, 1000000000))
+os.mkdir(d + '/gone')
+os.rmdir(d + '/gone')
+with open(d + '/c', 'w') as f:
+    f.write('c')
+os.unlink(d + '/c')
+st = os.stat(d + '/sub/b')
+print(oct(st.st_mode & 0o777), st.st_size, int(st.st_mtime), sorted(os.listdir(d)))
+try:
+    os.rename(d + '/sub/b', '/tmp/tether-not-here')
+except OSError as e:
+    print(errno.errorcode[e.errno])
+"""
+CHANGED = ["0o600 2 1000000000 ['sub']", "EXDEV"]
+# The same through Go's os package (tests/go/files): MkdirAll, WriteFile, Remove.
+GO_CHANGES = ["mkdirall", "/srv/app/out/g/h", "write", "/srv/app/out/g/h/f", "x", "write", "/srv/app/out/g/k", "y",
+              "remove", "/srv/app/out/g/h/f", "remove", "/srv/app/out/g/h"]
+GO_CHANGED = ["made", "written", "written", "removed", "removed"]
+
+
+def check_changes(root: Path) -> None:
+    """CHANGES, made in the target (root: its / as this machine sees it) and not here."""
+    b = root / "srv/app/out/t/sub/b"
+    assert (b.read_text(), oct(b.stat().st_mode & 0o777), b.stat().st_mtime) == ("12", "0o600", 1000000000)
+    assert sorted(p.name for p in (root / "srv/app/out/t").iterdir()) == ["sub"]
+    assert [p.name for p in (root / "srv/app/out/g").iterdir()] == ["k"] and (root / "srv/app/out/g/k").read_text() == "y"
+    assert not Path("/srv/app").exists() and not Path("/tmp/tether-not-here").exists()
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +152,17 @@ def test_a_read_only_path_opened_for_writing_is_written_here_and_said_once(targe
         assert r.stdout.splitlines() == ["written", "written", "error: no such file or directory"], r.stderr
         assert name.read_text() == "again"  # on this machine; reads still go to the target
         assert not Path(f"/proc/{target}/root{name}").exists()
-        assert r.stderr.count("opened for writing") == 1, r.stderr
+        assert r.stderr.count("happen on this machine") == 1, r.stderr
     finally:
         name.unlink(missing_ok=True)
+
+
+def test_changes_by_path_happen_in_the_target_where_it_is_written(target, files_exe):
+    r = run(target, [sys.executable, "-I", "-c", CHANGES], "--fs-write", "^/srv/app/out(/|$)")
+    assert (r.returncode, r.stdout.splitlines(), r.stderr) == (0, CHANGED, "")
+    r = run(target, [files_exe, *GO_CHANGES], "--fs-write", "^/srv/app/out(/|$)")
+    assert (r.returncode, r.stdout.splitlines(), r.stderr) == (0, GO_CHANGED, "")
+    check_changes(Path(f"/proc/{target}/root"))
 
 
 def test_verbose_logs_which_rule_decided_each_path(target, files_exe, tmp_path):

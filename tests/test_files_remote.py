@@ -22,7 +22,8 @@ import gobuild
 import pytest
 from netns import TargetNamespace
 from test_exec import TETHER
-from test_files import APP_FILES, BLOB, CONFIG, GO_EXPECTED, GO_STEPS
+from test_files import (APP_FILES, BLOB, CHANGED, CHANGES, CONFIG, GO_CHANGED, GO_CHANGES, GO_EXPECTED, GO_STEPS,
+                        check_changes)
 from test_remote_target import Agent
 
 from tether.agent import files
@@ -121,8 +122,16 @@ def test_write_rules_write_in_the_target_and_nowhere_else(agent, go_versions):
     # Without a write rule (--fs read): opened for writing here, so the target is unchanged.
     r = run(agent, [exe, "write", "/srv/app/out/new.txt", "here"])
     assert r.stdout.splitlines() == ["error: no such file or directory"], r.stderr
-    assert "opened for writing" in r.stderr
+    assert "happen on this machine" in r.stderr
     assert (there / "new.txt").read_text() == "there and more"
+
+
+def test_changes_by_path_happen_in_the_target_where_it_is_written(agent, go_versions):
+    r = run(agent, [sys.executable, "-I", "-c", CHANGES], "--fs-write", "^/srv/app/out(/|$)")
+    assert (r.returncode, r.stdout.splitlines(), r.stderr) == (0, CHANGED, "")
+    r = run(agent, [gobuild.build(go_versions[-1], "default", "files"), *GO_CHANGES], "--fs-write", "^/srv/app/out(/|$)")
+    assert (r.returncode, r.stdout.splitlines(), r.stderr) == (0, GO_CHANGED, "")
+    check_changes(agent.root)
 
 
 def test_the_agent_refuses_changes_to_a_read_only_session(tmp_path):

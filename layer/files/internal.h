@@ -23,6 +23,20 @@ int tether_files_rules_set(unsigned long n);
 int tether_files_decide(const unsigned char *path, unsigned long n, unsigned char *action);
 unsigned char tether_files_flags(void);
 
+/* target.c, for change.c: the decision for a call's path (p holds it unless
+ * LOCAL; the session told when -v); path opened in the target's root
+ * (RESOLVE_IN_ROOT), the descriptor or -errno; tell the session about p;
+ * r after closing fd; "/proc/self/fd/N" for fd. */
+struct tether_path;
+unsigned char tether_files_decide_path(struct tether_path *p, long dirfd, long addr);
+long tether_files_open_there(const char *path, long flags, long mode);
+void tether_files_notice(const struct tether_path *p, long n, int rule, unsigned char action, unsigned char what);
+long tether_files_closing(long fd, long r);
+void tether_files_fd_link(char out[32], long fd);
+
+/* change.c: the handlers of changes by path (mkdir, unlink, rename, ...). */
+void tether_files_change_install(void);
+
 /* paths.c: a path as the rules see it: absolute, with "." and ".." and
  * repeated slashes taken out, in one of a few buffers of PATH_MAX bytes
  * (detours run on small stacks; a caller holds one for the call).  Returns

@@ -11,9 +11,9 @@
  * with O_PATH and ask about that.
  *
  * READ paths opened for writing are opened here instead (the session says
- * so once per path); modifying calls (mkdir, unlink, rename, ...) are not
- * handled, so they run here too.  Paths relative to a descriptor other
- * than the working directory's run here. */
+ * so once per path); changes by path (mkdir, unlink, rename, ...) are
+ * change.c's.  Paths relative to a descriptor other than the working
+ * directory's run here. */
 #include "files/internal.h"
 
 #define SYS_open 2
@@ -84,7 +84,7 @@ static long target_root(void)
 	return fd;
 }
 
-static long open_there(const char *path, long flags, long mode)
+long tether_files_open_there(const char *path, long flags, long mode)
 {
 	long at = target_root();
 	struct open_how how = {(unsigned long)flags, (unsigned long)mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
@@ -96,7 +96,7 @@ static long open_there(const char *path, long flags, long mode)
 	return tether_raw_syscall6(SYS_openat2, at, (long)path, (long)&how, sizeof how, 0, 0);
 }
 
-static void notice(const struct tether_path *p, long n, int rule, unsigned char action, unsigned char what)
+void tether_files_notice(const struct tether_path *p, long n, int rule, unsigned char action, unsigned char what)
 {
 	unsigned long words[TETHER_SMALL_FRAME / 8];
 	struct tether_frame *f = (struct tether_frame *)words;
@@ -117,7 +117,7 @@ static void notice(const struct tether_path *p, long n, int rule, unsigned char 
 }
 
 /* The path's decision; p holds the path unless it is LOCAL. */
-static unsigned char decide(struct tether_path *p, long dirfd, long addr)
+unsigned char tether_files_decide_path(struct tether_path *p, long dirfd, long addr)
 {
 	long n = tether_path_get(p, dirfd, addr);
 	unsigned char action;
@@ -127,7 +127,7 @@ static unsigned char decide(struct tether_path *p, long dirfd, long addr)
 		return TETHER_FILES_LOCAL;
 	rule = tether_files_decide((const unsigned char *)p->text, (unsigned long)n, &action);
 	if (tether_files_flags() & TETHER_FILES_VERBOSE)
-		notice(p, n, rule, action, TETHER_FILES_DECIDED);
+		tether_files_notice(p, n, rule, action, TETHER_FILES_DECIDED);
 	if (action == TETHER_FILES_LOCAL)
 		tether_path_put(p);
 	return action;
@@ -136,7 +136,7 @@ static unsigned char decide(struct tether_path *p, long dirfd, long addr)
 static long files_open_at(long dirfd, long addr, long flags, long mode)
 {
 	struct tether_path p;
-	unsigned char action = decide(&p, dirfd, addr);
+	unsigned char action = tether_files_decide_path(&p, dirfd, addr);
 	int writes = (flags & O_ACCMODE) != 0 || flags & (O_CREAT | O_TRUNC | O_APPEND | O_TMPFILE);
 	long r;
 
@@ -145,10 +145,10 @@ static long files_open_at(long dirfd, long addr, long flags, long mode)
 	if (action == TETHER_FILES_NOT_FOUND)
 		r = -ENOENT;
 	else if (action == TETHER_FILES_READ && writes) {
-		notice(&p, (long)tether_strlen(p.text), -1, action, TETHER_FILES_WRITTEN_HERE);
+		tether_files_notice(&p, (long)tether_strlen(p.text), -1, action, TETHER_FILES_WRITTEN_HERE);
 		r = tether_raw_syscall6(SYS_openat, dirfd, addr, flags, mode, 0, 0);
 	} else
-		r = open_there(p.text, flags, mode);
+		r = tether_files_open_there(p.text, flags, mode);
 	tether_path_put(&p);
 	return r;
 }
@@ -170,16 +170,18 @@ static long files_open(long nr, long path, long flags, long mode, long a4, long 
 static unsigned char about(long dirfd, long addr, int follow, long *fd)
 {
 	struct tether_path p;
-	unsigned char action = decide(&p, dirfd, addr);
+	unsigned char action = tether_files_decide_path(&p, dirfd, addr);
 
 	if (action == TETHER_FILES_LOCAL)
 		return action;
-	*fd = action == TETHER_FILES_NOT_FOUND ? -ENOENT : open_there(p.text, O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW), 0);
+	*fd = action == TETHER_FILES_NOT_FOUND
+		      ? -ENOENT
+		      : tether_files_open_there(p.text, O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW), 0);
 	tether_path_put(&p);
 	return action;
 }
 
-static long done(long fd, long r)
+long tether_files_closing(long fd, long r)
 {
 	tether_raw_syscall6(SYS_close, fd, 0, 0, 0, 0, 0);
 	return r;
@@ -192,7 +194,8 @@ static long stat_at(long nr, long dirfd, long path, long buf, long flags)
 	if (flags & AT_EMPTY_PATH || about(dirfd, path, !(flags & AT_SYMLINK_NOFOLLOW), &fd) == TETHER_FILES_LOCAL)
 		return nr == SYS_newfstatat ? tether_raw_syscall6(nr, dirfd, path, buf, flags, 0, 0)
 		                            : tether_raw_syscall6(nr, path, buf, 0, 0, 0, 0);
-	return fd < 0 ? fd : done(fd, tether_raw_syscall6(SYS_newfstatat, fd, (long)"", buf, AT_EMPTY_PATH, 0, 0));
+	return fd < 0 ? fd
+	              : tether_files_closing(fd, tether_raw_syscall6(SYS_newfstatat, fd, (long)"", buf, AT_EMPTY_PATH, 0, 0));
 }
 
 static long files_newfstatat(long nr, long dirfd, long path, long buf, long flags, long a5, long a6)
@@ -214,8 +217,8 @@ static long files_statx(long nr, long dirfd, long path, long flags, long mask, l
 	(void)a6;
 	if (flags & AT_EMPTY_PATH || about(dirfd, path, !(flags & AT_SYMLINK_NOFOLLOW), &fd) == TETHER_FILES_LOCAL)
 		return tether_raw_syscall6(nr, dirfd, path, flags, mask, buf, 0);
-	return fd < 0 ? fd : done(fd, tether_raw_syscall6(SYS_statx, fd, (long)"", AT_EMPTY_PATH |
-	                                                  (flags & AT_STATX_SYNC_TYPE), mask, buf, 0));
+	return fd < 0 ? fd : tether_files_closing(fd, tether_raw_syscall6(SYS_statx, fd, (long)"", AT_EMPTY_PATH |
+	                                                             (flags & AT_STATX_SYNC_TYPE), mask, buf, 0));
 }
 
 static long access_at(long nr, long dirfd, long path, long how, long flags)
@@ -225,8 +228,8 @@ static long access_at(long nr, long dirfd, long path, long how, long flags)
 	if (flags & AT_EMPTY_PATH || about(dirfd, path, !(flags & AT_SYMLINK_NOFOLLOW), &fd) == TETHER_FILES_LOCAL)
 		return nr == SYS_access ? tether_raw_syscall6(nr, path, how, 0, 0, 0, 0)
 		                        : tether_raw_syscall6(nr, dirfd, path, how, flags, 0, 0);
-	return fd < 0 ? fd : done(fd, tether_raw_syscall6(SYS_faccessat2, fd, (long)"", how,
-	                                                  AT_EMPTY_PATH | (flags & AT_EACCESS), 0, 0));
+	return fd < 0 ? fd : tether_files_closing(fd, tether_raw_syscall6(SYS_faccessat2, fd, (long)"", how,
+	                                                             AT_EMPTY_PATH | (flags & AT_EACCESS), 0, 0));
 }
 
 static long files_access(long nr, long path, long how, long a3, long a4, long a5, long a6)
@@ -248,7 +251,8 @@ static long readlink_at(long nr, long dirfd, long path, long buf, long size)
 	if (about(dirfd, path, 0, &fd) == TETHER_FILES_LOCAL)
 		return nr == SYS_readlink ? tether_raw_syscall6(nr, path, buf, size, 0, 0, 0)
 		                          : tether_raw_syscall6(nr, dirfd, path, buf, size, 0, 0);
-	return fd < 0 ? fd : done(fd, tether_raw_syscall6(SYS_readlinkat, fd, (long)"", buf, size, 0, 0));
+	return fd < 0 ? fd
+	              : tether_files_closing(fd, tether_raw_syscall6(SYS_readlinkat, fd, (long)"", buf, size, 0, 0));
 }
 
 static long files_readlink(long nr, long path, long buf, long size, long a4, long a5, long a6)
@@ -263,9 +267,10 @@ static long files_readlinkat(long nr, long dirfd, long path, long buf, long size
 	return readlink_at(nr, dirfd, path, buf, size);
 }
 
-/* "/proc/self/fd/N": an O_PATH descriptor has no fgetxattr, but its link
- * there leads to the file itself (to a symbolic link opened O_NOFOLLOW too). */
-static void fd_link(char out[32], long fd)
+/* "/proc/self/fd/N": an O_PATH descriptor has no fgetxattr (nor fchmod), but
+ * its link there leads to the file itself (to a symbolic link opened
+ * O_NOFOLLOW too). */
+void tether_files_fd_link(char out[32], long fd)
 {
 	static const char prefix[] = "/proc/self/fd/";
 	char digits[20];
@@ -294,8 +299,8 @@ static long files_xattr(long nr, long path, long a2, long a3, long a4, long a5, 
 		return tether_raw_syscall6(nr, path, a2, a3, a4, 0, 0);
 	if (fd < 0)
 		return fd;
-	fd_link(at, fd);
-	return done(fd, tether_raw_syscall6(get ? SYS_getxattr : SYS_listxattr, (long)at, a2, a3, a4, 0, 0));
+	tether_files_fd_link(at, fd);
+	return tether_files_closing(fd, tether_raw_syscall6(get ? SYS_getxattr : SYS_listxattr, (long)at, a2, a3, a4, 0, 0));
 }
 
 int tether_files_target_install(void)
@@ -322,5 +327,6 @@ int tether_files_target_install(void)
 	tether_set_handler(SYS_lgetxattr, files_xattr, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_listxattr, files_xattr, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_llistxattr, files_xattr, TETHER_MAY_BLOCK);
+	tether_files_change_install();
 	return 0;
 }

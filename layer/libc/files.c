@@ -405,3 +405,34 @@ TETHER_EXPORT int rmdir(const char *path)
 {
 	return (int)CALL(84, path, 0, 0, 0, 0, 0);
 }
+
+TETHER_EXPORT int renameat2(int fromfd, const char *from, int tofd, const char *to, unsigned flags)
+{
+	return (int)CALL(316, fromfd, from, tofd, to, flags, 0);
+}
+
+TETHER_EXPORT int truncate(const char *path, long length)
+{
+	return (int)CALL(76, path, length, 0, 0, 0, 0);
+}
+
+TETHER_EXPORT int truncate64(const char *path, long length)
+{
+	return (int)CALL(76, path, length, 0, 0, 0, 0);
+}
+
+TETHER_EXPORT int chmod(const char *path, unsigned mode)
+{
+	return (int)CALL(90, path, mode, 0, 0, 0, 0);
+}
+
+/* With AT_SYMLINK_NOFOLLOW fchmodat needs fchmodat2 (Linux 6.6). */
+TETHER_EXPORT int fchmodat(int dirfd, const char *path, unsigned mode, int flags)
+{
+	return (int)(flags ? CALL(452, dirfd, path, mode, flags, 0, 0) : CALL(268, dirfd, path, mode, 0, 0, 0));
+}
+
+TETHER_EXPORT int utimensat(int dirfd, const char *path, const void *times, int flags)
+{
+	return (int)CALL(280, dirfd, path, times, flags, 0, 0);
+}

@@ -128,13 +128,13 @@ def run(args: argparse.Namespace) -> None:
     when tether or its agent is killed. A port another tether session mirrors or steals
     gives the program EADDRINUSE, and the reason is printed.
 
-    Files (every kind of target): paths are opened in the target's root, with
-    the kernel's own resolution inside it (no ".." or link leaves it), as the program's own
-    descriptors: reads, writes, mmap and listings at native speed. The first rule that
+    Files (every kind of target): paths are opened in the target's root, with the kernel's
+    own resolution inside it (no ".." or link leaves it), as the program's own descriptors:
+    same host, reads, writes, mmap and listings at native speed. The first rule that
     matches the absolute path decides (REGEX: Python's re, searched in the path):
       --fs-not-found REGEX    does not exist (ENOENT)
       --fs-write REGEX        read and written in the target
-      --fs-remote REGEX       read in the target; opened for writing: here (said once)
+      --fs-remote REGEX       read in the target; written and changed here (said once)
       --fs-local REGEX        here
       (built in)              ~/.kube ~/.aws ~/.config/gcloud ~/.azure: not found;
                               /etc/resolv.conf /etc/hosts /etc/hostname /etc/ssl/certs: the
@@ -143,12 +143,14 @@ def run(args: argparse.Namespace) -> None:
                               node_modules ...): here
       --fs read (default)     everything else read in the target (writes here)
       --fs write / local      everything else read and written there / here
+    Changes by path (mkdir, rmdir, unlink, rename, truncate, chmod, utimensat) happen where
+    writes do; a rename between here and the target fails with EXDEV, as across file
+    systems (mv copies). Paths relative to a directory descriptor other than the working
+    directory's stay here. -v logs which rule decided each path.
     Through tcp:// and ssh:// agents, tether serves the target's files to the program as a
-    file system of its own (FUSE, root here): reads go through with the kernel's read-ahead,
+    file system of its own (FUSE; root here): reads go through with the kernel's read-ahead,
     files up to --fs-whole-max (1M) come whole with their open, a listing comes in one round
-    trip; if the agent is lost, calls fail with EIO. Paths relative to a directory
-    descriptor other than the working directory's, and changes to directories (mkdir,
-    unlink, rename), stay here for now. -v logs which rule decided each path.
+    trip; if the agent is lost, calls fail with EIO.
 
     Targets:
       netns:NAME   a namespace from `ip netns add` (root); /etc/netns/NAME/ files such as

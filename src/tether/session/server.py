@@ -178,8 +178,8 @@ class LayerServer:
             return
         self._files_said.add((n.path, n.what))
         if n.what == files_wire.WRITTEN_HERE:
-            self.warn(f"{n.path} is the target's to read, and was opened for writing: it is written on this "
-                      "machine (--fs write or --fs-write REGEX writes it in the target)")
+            self.warn(f"{n.path} is the target's to read: the program's writes and changes to it happen on "
+                      "this machine (--fs write or --fs-write REGEX makes them in the target)")
         elif self.files_log is not None:
             self.files_log.info("files: %s: %s", n.path, self.files.explain(n.rule, n.action))
 
