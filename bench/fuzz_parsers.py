@@ -7,7 +7,8 @@ Inputs are valid frames of every type, mutated (bytes flipped, cut, lengths rewr
 garbage appended) and plain random bytes, fed to decode_frame and the decoder for the frame
 type, to FrameReader in random chunks, and to the trace ring's record decoder as a run of
 records, and to agent/nft.py's parser of the kernel's netlink acknowledgements; runs of valid
-trace records, mutated alike, to the record decoder; and random rule
+trace records, mutated alike, to the record decoder; the files link's requests and replies
+(protocol/file_ops.py) and /dev/fuse's requests (protocol/fuse_abi.py); and random rule
 strings to layer/net/route.c through libtether.so. Any exception other than ProtocolError (NftError
 for the acknowledgements), or a C verdict outside -2..1, is a failure (exit 1, the input printed). Prints inputs per second; the hypothesis tests in
 tests/test_protocol.py are the small version that runs in CI.
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from tether.agent import nft  # noqa: E402
 from tether.layer import layer_path  # noqa: E402
-from tether.protocol import agent_wire, auth, files_wire, layer_wire, trace_wire, wire  # noqa: E402
+from tether.protocol import agent_wire, auth, file_ops, files_wire, fuse_abi, layer_wire, trace_wire, wire  # noqa: E402
 from tether.protocol.sockaddr import encode_inet  # noqa: E402
 
 DECODERS = {
@@ -49,7 +50,7 @@ DECODERS = {
     agent_wire.MSG_INCOMING: agent_wire.decode_incoming, agent_wire.MSG_LISTEN: agent_wire.decode_listen,
     agent_wire.MSG_LISTEN_REPLY: agent_wire.decode_listen_reply,
     agent_wire.MSG_ACCEPT: agent_wire.decode_accept, agent_wire.MSG_ACCEPT_REPLY: agent_wire.decode_accept_reply,
-    agent_wire.MSG_STREAMS: agent_wire.decode_streams,
+    agent_wire.MSG_STREAMS: agent_wire.decode_streams, agent_wire.MSG_TARGET_FILES: agent_wire.decode_target_files,
     auth.MSG_AUTH_RESPONSE: lambda f: auth.decode_auth(f, auth.MSG_AUTH_RESPONSE),
     auth.MSG_AUTH_OK: lambda f: auth.decode_auth(f, auth.MSG_AUTH_OK),
 }
@@ -84,9 +85,32 @@ def seeds() -> list[bytes]:
         agent_wire.encode_listen_reply(agent_wire.LISTEN_TARGET, 13),
         agent_wire.encode_listen_reply(agent_wire.LISTEN_RELAYED, 14, lease=9),
         agent_wire.encode_accept(9, 0), agent_wire.encode_accept_reply(agent_wire.Relayed(sa, sa), 0),
-        agent_wire.encode_streams(4, 15),
+        agent_wire.encode_streams(4, 15), agent_wire.encode_target_files(agent_wire.TargetFiles(7, True, 1 << 20), 16),
         nft_ack(3, -17) + nft_ack(4, 0),
+        *file_ops_seeds(), *fuse_seeds(),
     ]
+
+
+STAT = file_ops.Stat(5, 100, 8, 1, 2, 3, 0o100644, 1, 0, 0, 0, 4096)
+
+
+def file_ops_seeds() -> list[bytes]:
+    """Requests and replies of the files link (protocol/file_ops.py)."""
+    return [file_ops.encode_request(file_ops.Request(file_ops.RENAME, "/srv/a", "/srv/b")),
+            file_ops.encode_request(file_ops.Request(file_ops.WRITE, handle=3, offset=9, data=b"xyz")),
+            file_ops.encode_reply_head(0, 70) + file_ops.encode_list([(b"a", STAT), (b"bb", STAT)]),
+            file_ops.encode_reply_head(-2, 0) + file_ops.encode_stat(STAT)]
+
+
+def fuse_seeds() -> list[bytes]:
+    """Requests as /dev/fuse gives them (protocol/fuse_abi.py)."""
+    def request(opcode: int, body: bytes) -> bytes:
+        return fuse_abi.IN_HEADER.pack(fuse_abi.IN_HEADER.size + len(body), opcode, 9, 1, 0, 0, 1, 0, 0) + body
+    return [request(fuse_abi.LOOKUP, b"name\0"), request(fuse_abi.READ, fuse_abi.READ_IN.pack(1, 0, 4096, 0, 0, 0, 0)),
+            request(fuse_abi.RENAME, fuse_abi.RENAME_IN.pack(1) + b"a\0b\0"),
+            request(fuse_abi.SETATTR, bytes(fuse_abi.SETATTR_IN.size)),
+            request(fuse_abi.BATCH_FORGET, fuse_abi.BATCH_FORGET_IN.pack(1, 0) + fuse_abi.FORGET_ONE.pack(2, 1)),
+            request(fuse_abi.INIT, fuse_abi.INIT_IN.pack(7, 41, 1 << 17, 0xFFFFFFFF))]
 
 
 def nft_ack(seq: int, err: int) -> bytes:
@@ -144,6 +168,35 @@ def _stream(blob: bytes) -> None:
                 decoder(frame)
 
 
+def _file_ops(blob: bytes) -> None:
+    head = file_ops.decode_request_head(blob[:file_ops.REQUEST.size])
+    file_ops.decode_request(head, blob[file_ops.REQUEST.size:])
+
+
+def _file_replies(blob: bytes) -> None:
+    _, n = file_ops.decode_reply_head(blob[:file_ops.REPLY.size], file_ops.LIST_MAX)
+    data = blob[file_ops.REPLY.size:]
+    file_ops.decode_list(data)
+    file_ops.decode_stat(data)
+
+
+FUSE_BODIES = {fuse_abi.READ: fuse_abi.READ_IN, fuse_abi.WRITE: fuse_abi.WRITE_IN, fuse_abi.SETATTR: fuse_abi.SETATTR_IN,
+               fuse_abi.OPEN: fuse_abi.OPEN_IN, fuse_abi.RELEASE: fuse_abi.RELEASE_IN, fuse_abi.INIT: fuse_abi.INIT_IN,
+               fuse_abi.BATCH_FORGET: fuse_abi.BATCH_FORGET_IN, fuse_abi.CREATE: fuse_abi.CREATE_IN}
+
+
+def _fuse(blob: bytes) -> None:
+    req = fuse_abi.decode_request(memoryview(blob))
+    if req.opcode in FUSE_BODIES:
+        fuse_abi.fixed(req, FUSE_BODIES[req.opcode])
+    if req.opcode == fuse_abi.INIT:
+        fuse_abi.init_reply(req.unique, req, 1 << 20, 256, 1 << 20)
+    elif req.opcode in (fuse_abi.LOOKUP, fuse_abi.UNLINK):
+        fuse_abi.names(req)
+    elif req.opcode == fuse_abi.RENAME:
+        fuse_abi.names(req, fuse_abi.RENAME_IN.size, 2)
+
+
 def _acks(blob: bytes) -> None:
     for seq, err in nft.parse_acks(blob):
         assert 0 <= seq < 2**32 and -(2**31) <= -err < 2**31
@@ -172,7 +225,7 @@ def main() -> int:
     start = time.perf_counter()
     for n in range(args.inputs):
         pick = n % 10
-        parsers = (_decode, _stream, _records, _acks)
+        parsers = (_decode, _stream, _records, _acks, _file_ops, _file_replies, _fuse)
         if pick < 5:
             blob = mutate(rng, rng.choice(base))
         elif pick < 7:

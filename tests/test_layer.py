@@ -39,7 +39,8 @@ LIBC_FILES = {"open", "open64", "openat", "openat64", "__open_2", "__open64_2", 
               "lstat64", "fstat", "fstat64", "fstatat", "fstatat64", "__xstat", "__xstat64", "__lxstat",
               "__lxstat64", "__fxstat", "__fxstat64", "__fxstatat", "__fxstatat64", "statx", "access",
               "faccessat", "readlink", "readlinkat", "unlink", "unlinkat", "rename", "renameat", "mkdir", "mkdirat",
-              "rmdir"}
+              "rmdir", "renameat2", "truncate", "truncate64", "chmod", "fchmodat", "utimensat", "statfs", "statfs64", "getxattr",
+              "lgetxattr", "listxattr", "llistxattr"}
 LIBC_PROC = {"fork", "vfork", "execve", "execv", "fexecve", "execvpe", "execvp", "execl", "execlp", "execle", "posix_spawn",
              "posix_spawnp"}
 LIBC_DNS = {"getaddrinfo", "gethostbyname", "gethostbyname2", "gethostbyname_r", "gethostbyname2_r", "getnameinfo",

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.protocol import agent_wire, auth, files_wire, layer_wire, trace_wire, wire
+from tether.protocol import agent_wire, auth, file_ops, files_wire, fuse_abi, layer_wire, trace_wire, wire
 
 HEADER = Path(__file__).resolve().parents[1] / "layer" / "link" / "protocol.h"
 
@@ -494,3 +494,31 @@ def test_exec_notice_round_trips(pid, tid, path, status):
     assert layer_wire.decode_exec_notice(wire.decode_frame(layer_wire.encode_exec_notice(notice, 4))) == notice
     reply = wire.decode_frame(layer_wire.encode_exec_notice_reply(status, 4))
     assert layer_wire.decode_exec_notice_reply(reply) == status
+
+
+PATHS = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=100)
+
+
+@given(st.sampled_from(sorted(file_ops.NAMES)), PATHS, PATHS, st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1),
+       st.binary(max_size=200))
+def test_file_ops_requests_round_trip(op, path, path2, handle, offset, data):
+    req = file_ops.Request(op, path, path2, handle, offset=offset, data=data)
+    blob = file_ops.encode_request(req)
+    head = file_ops.decode_request_head(blob[:file_ops.REQUEST.size])
+    assert file_ops.decode_request(head, blob[file_ops.REQUEST.size:]) == req
+
+
+@given(st.lists(st.tuples(st.binary(min_size=1, max_size=40).filter(lambda b: b"/" not in b and b"\0" not in b),
+                          st.tuples(*[st.integers(0, 2**32 - 1)] * 12)), max_size=20))
+def test_file_ops_listings_round_trip(entries):
+    listing = [(name, file_ops.Stat(*fields)) for name, fields in entries]
+    assert file_ops.decode_list(file_ops.encode_list(listing)) == listing
+
+
+def test_the_fuse_abi_structs_have_the_kernels_sizes():
+    # include/uapi/linux/fuse.h, 7.31
+    sizes = {fuse_abi.IN_HEADER: 40, fuse_abi.OUT_HEADER: 16, fuse_abi.INIT_OUT: 64, fuse_abi.ATTR: 88,
+             fuse_abi.ENTRY_OUT: 40, fuse_abi.ATTR_OUT: 16, fuse_abi.SETATTR_IN: 88, fuse_abi.READ_IN: 40,
+             fuse_abi.WRITE_IN: 40, fuse_abi.OPEN_OUT: 16, fuse_abi.RELEASE_IN: 24, fuse_abi.STATFS_OUT: 80,
+             fuse_abi.DIRENT: 24, fuse_abi.CREATE_IN: 16}
+    assert {s.format: s.size for s in sizes} == {s.format: n for s, n in sizes.items()}

@@ -120,6 +120,14 @@ def test_a_static_go_program_and_python_too(go_versions, sshd):
     assert (r.returncode, r.stdout.strip()) == (0, sshd.ns.http_body.strip()), r.stderr
 
 
+def test_the_hosts_files_are_the_programs(sshd):
+    """The host's /etc/hosts (its namespace's, from /etc/netns) comes through the stand-in's
+    FUSE file system; /proc stays this machine's (a built-in rule)."""
+    r = tether_exec(sshd, "sh", "-c", "grep -c '{0}$' /etc/hosts; stat -f -c %T /etc/hosts; cat /proc/sys/kernel/ostype"
+                    .format(sshd.ns.hosts_name))
+    assert (r.returncode, r.stdout.split(), r.stderr) == (0, ["1", "fuseblk", "Linux"], "")
+
+
 @pytest.mark.parametrize("what, options, message", [
     ("host key", dict(known_hosts="wrong_known_hosts"), "is not the one known_hosts has"),
     ("user key", dict(key="other"), "authentication failed"),

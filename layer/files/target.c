@@ -2,13 +2,14 @@
  *
  * The agent hands over one descriptor: the target's root directory as it
  * sees it (a pid target's mount namespace, a netns target's host files
- * with /etc/netns/NAME over /etc).  Every path the rules give to the
+ * with /etc/netns/NAME over /etc; through a network agent, the root of the
+ * stand-in's FUSE file system, agent/fuse.py).  Every path the rules give to the
  * target is then opened here with openat2(root, path, RESOLVE_IN_ROOT):
  * the kernel resolves it inside the target's tree (no ".." or symbolic
  * link leaves it) and the descriptor is the program's own, so reads,
  * writes, mmap and directory listings run at native speed with no round
- * trip.  Calls without a descriptor (stat, access, readlink) open the path
- * with O_PATH and ask about that.
+ * trip.  Calls without a descriptor (stat, access, readlink, statfs,
+ * getxattr) open the path with O_PATH and ask about that.
  *
  * READ paths opened for writing are opened here instead (the session says
  * so once per path); changes by path (mkdir, unlink, rename, ...) are
@@ -26,6 +27,8 @@
 #define SYS_newfstatat 262
 #define SYS_readlinkat 267
 #define SYS_faccessat 269
+#define SYS_statfs 137
+#define SYS_fstatfs 138
 #define SYS_getxattr 191
 #define SYS_lgetxattr 192
 #define SYS_listxattr 194
@@ -267,6 +270,16 @@ static long files_readlinkat(long nr, long dirfd, long path, long buf, long size
 	return readlink_at(nr, dirfd, path, buf, size);
 }
 
+static long files_statfs(long nr, long path, long buf, long a3, long a4, long a5, long a6)
+{
+	long fd;
+
+	(void)a3, (void)a4, (void)a5, (void)a6;
+	if (about(AT_FDCWD, path, 1, &fd) == TETHER_FILES_LOCAL)
+		return tether_raw_syscall6(nr, path, buf, 0, 0, 0, 0);
+	return fd < 0 ? fd : tether_files_closing(fd, tether_raw_syscall6(SYS_fstatfs, fd, buf, 0, 0, 0, 0));
+}
+
 /* "/proc/self/fd/N": an O_PATH descriptor has no fgetxattr (nor fchmod), but
  * its link there leads to the file itself (to a symbolic link opened
  * O_NOFOLLOW too). */
@@ -323,6 +336,7 @@ int tether_files_target_install(void)
 	tether_set_handler(SYS_faccessat2, files_faccessat, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_readlink, files_readlink, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_readlinkat, files_readlinkat, TETHER_MAY_BLOCK);
+	tether_set_handler(SYS_statfs, files_statfs, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_getxattr, files_xattr, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_lgetxattr, files_xattr, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_listxattr, files_xattr, TETHER_MAY_BLOCK);

@@ -332,6 +332,16 @@ TETHER_EXPORT long readlinkat(int dirfd, const char *path, char *buf, unsigned l
 	return CALL(267, dirfd, path, buf, size, 0, 0);
 }
 
+TETHER_EXPORT int statfs(const char *path, void *buf)
+{
+	return (int)CALL(137, path, buf, 0, 0, 0, 0);
+}
+
+TETHER_EXPORT int statfs64(const char *path, void *buf)
+{
+	return (int)CALL(137, path, buf, 0, 0, 0, 0);
+}
+
 /* ls -l asks about ACLs and security labels by path: for a target's file the
  * attributes must come from there too. */
 TETHER_EXPORT long getxattr(const char *path, const char *name, void *value, unsigned long size)

@@ -51,11 +51,6 @@ class Handle(NamedTuple):
     data: bytes | None
 
 
-def _attr(s: file_ops.Stat) -> F.Attr:
-    return F.Attr(s.ino, s.size, s.blocks, s.atime_ns, s.mtime_ns, s.ctime_ns, s.mode, s.nlink, s.uid, s.gid,
-                  s.rdev, s.blksize)
-
-
 class AgentFiles:
     """One worker's connection to the agent's files (blocking; dialled when first needed)."""
 
@@ -264,7 +259,7 @@ class FileSystem:
             return fh
 
     def _entry(self, req: F.Request, path: str, record: memoryview) -> list[bytes]:
-        return F.reply(req.unique, F.encode_entry(self._node(path), _attr(file_ops.decode_stat(record)), VALID))
+        return F.reply(req.unique, F.encode_entry(self._node(path), file_ops.decode_stat(record), VALID))
 
     def _answer(self, req: F.Request, agent: AgentFiles) -> list[bytes] | None:
         op, Q = req.opcode, file_ops.Request
@@ -274,7 +269,7 @@ class FileSystem:
             return self._entry(req, path, data)
         if op == F.GETATTR:
             _, data = agent.ok(Q(file_ops.STAT, self._path(req.nodeid)))
-            return F.reply(req.unique, F.encode_attr_out(_attr(file_ops.decode_stat(data)), VALID))
+            return F.reply(req.unique, F.encode_attr_out(file_ops.decode_stat(data), VALID))
         if op == F.READ:
             fh, offset, size = F.fixed(req, F.READ_IN)[:3]
             h = self.handles.get(fh)
@@ -357,7 +352,7 @@ class FileSystem:
         dirents = []
         for name, s in entries[offset:offset + max(1, size // 32)]:  # no more than could fit
             named = plus and name not in (b".", b"..")  # the kernel keeps no node for those
-            dirents.append(F.Dirent(name, _attr(s), self._node(base + "/" + os.fsdecode(name), 0) if named else 0))
+            dirents.append(F.Dirent(name, s, self._node(base + "/" + os.fsdecode(name), 0) if named else 0))
         data, taken = F.encode_dirents(dirents, offset, size, plus, VALID)
         for d in dirents[:taken]:
             if d.nodeid:
@@ -378,7 +373,7 @@ class FileSystem:
             flags, mode = F.fixed(req, F.CREATE_IN)[:2]
             path = self._child(req, F.names(req, F.CREATE_IN.size)[0])
             handle, data = agent.ok(Q(file_ops.CREATE, path, flags=flags, mode=mode))
-            entry = F.encode_entry(self._node(path), _attr(file_ops.decode_stat(data)), VALID)
+            entry = F.encode_entry(self._node(path), file_ops.decode_stat(data), VALID)
             return F.reply(req.unique, entry, F.encode_open(self._keep(Handle(handle, None)), False))
         if op == F.MKDIR:
             mode = F.fixed(req, F.MKDIR_IN)[0]
@@ -442,5 +437,5 @@ class FileSystem:
             file_ops.SETATTR, self._path(req.nodeid), handle=h.agent if h else 0, flags=what, mode=mode,
             size=size, atime_ns=a_ns, mtime_ns=m_ns, uid=uid if valid & F.FATTR_UID else -1 & 0xFFFFFFFF,
             gid=gid if valid & F.FATTR_GID else -1 & 0xFFFFFFFF))
-        return F.reply(req.unique, F.encode_attr_out(_attr(file_ops.decode_stat(data)), VALID))
+        return F.reply(req.unique, F.encode_attr_out(file_ops.decode_stat(data), VALID))
 

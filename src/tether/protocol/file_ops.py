@@ -95,6 +95,8 @@ class RequestHead(NamedTuple):
 
 
 def decode_request_head(buf: bytes) -> RequestHead:
+    if len(buf) != REQUEST.size:
+        raise ProtocolError(f"a file request header of {len(buf)} bytes")
     fields = REQUEST.unpack(buf)
     op, path_len, path2_len, _, *_, data_len = fields[:8]
     if op not in NAMES or max(path_len, path2_len) > PATH_MAX or data_len > DATA_MAX:
@@ -120,6 +122,8 @@ def encode_reply_head(result: int, data_len: int) -> bytes:
 
 def decode_reply_head(buf: bytes, limit: int) -> tuple[int, int]:
     """(result, data_len) of a reply header; data_len checked against limit."""
+    if len(buf) != REPLY.size:
+        raise ProtocolError(f"a file reply header of {len(buf)} bytes")
     result, data_len = REPLY.unpack(buf)
     if data_len > limit:
         raise ProtocolError(f"a file reply of {data_len} bytes (at most {limit})")

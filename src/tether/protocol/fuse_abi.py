@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from .file_ops import Stat as Attr  # a file's attributes, as the target's lstat gave them
 from .wire import ProtocolError
 
 MAJOR, MINOR = 7, 31  # 7.28 brought max_pages, 7.31 is what every kernel since 5.4 has
@@ -81,22 +82,6 @@ class Request(NamedTuple):
     gid: int
     pid: int
     body: memoryview  # what follows the header
-
-
-class Attr(NamedTuple):
-    """A file's attributes as the target's stat gave them."""
-    ino: int
-    size: int
-    blocks: int
-    atime_ns: int
-    mtime_ns: int
-    ctime_ns: int
-    mode: int
-    nlink: int
-    uid: int
-    gid: int
-    rdev: int
-    blksize: int
 
 
 class Dirent(NamedTuple):
