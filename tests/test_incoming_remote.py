@@ -79,7 +79,8 @@ def test_closing_the_listener_ends_the_lease(ns, tcp_agent, token):
     code = ("import socket, sys\n"
             f"s = socket.create_server(('', {APP_PORT}))\n"
             "print('listening', flush=True)\n"
-            "c, peer = s.accept(); c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\nfirst\\n'); c.close()\n"
+            # read the request first: closing with it unread would reset the connection, data and all
+            "c, peer = s.accept(); c.recv(4096); c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\nfirst\\n'); c.close()\n"
             "print('accepted', peer[0], flush=True)\n"
             "sys.stdin.readline(); s.close(); print('closed', flush=True)\n"
             "sys.stdin.readline()\n")
