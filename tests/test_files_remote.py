@@ -10,12 +10,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import gobuild
@@ -30,11 +32,13 @@ from tether.agent import files
 from tether.protocol import file_ops
 
 BIG = 32 << 20
+SERVER_PORT = 18431
+SERVER_CONFIG = f'{{"listen": "127.0.0.1:{SERVER_PORT}", "from": "the target"}}'
 # More of the target's files: one only its owner may read, a directory anyone may write, a file
 # larger than --fs-whole-max; then the agent, without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH.
 TARGET = ("unshare", "-m", "--propagation", "private", "sh", "-c",
           APP_FILES + "printf secret > /srv/app/secret && chmod 000 /srv/app/secret && mkdir -m 777 /srv/app/out && "
-          f"head -c {BIG} /dev/zero > /srv/app/big && "
+          f"head -c {BIG} /dev/zero > /srv/app/big && printf '%s' '{SERVER_CONFIG}' > /srv/app/server.json && "
           'exec setpriv --bounding-set -dac_override,-dac_read_search "$@"', "sh")
 
 
@@ -95,6 +99,23 @@ def test_python_and_coreutils_read_list_and_mmap_the_targets_files(agent):
         0, "total 8", [["-rw-r--r--", "4", "1.conf"], ["-rw-r--r--", "4", "2.conf"]], ""), r.stdout
     r = run(agent, ["find", "/srv/app/tree", "-type", "f"])
     assert (r.returncode, len(r.stdout.split()), r.stderr) == (0, 50, "")
+
+
+def test_a_static_go_server_takes_its_config_from_the_target(agent, go_versions):
+    """The service's config exists only in the target: it listens and answers as it says."""
+    exe = gobuild.build(go_versions[-1], "static", "files")
+    proc = subprocess.Popen([*TETHER, "exec", "--target", agent.target, "--token-file", str(agent.token), "--",
+                             exe, "serve-config", "/srv/app/server.json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert select.select([proc.stdout], [], [], 30)[0], "the server did not start"
+        assert proc.stdout.readline() == f"serving 127.0.0.1:{SERVER_PORT}\n"
+        with urllib.request.urlopen(f"http://127.0.0.1:{SERVER_PORT}/", timeout=5) as reply:
+            assert reply.read() == b"the target\n"
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "Traceback" not in err, err
 
 
 def test_the_targets_errors_reach_the_program_unchanged(agent, go_versions):

@@ -1,6 +1,7 @@
 // files: file calls as a service makes them, one per command line argument group, for tests
 // of the target's files: cat PATH, stat PATH, lstat PATH, readlink PATH, readdir PATH,
-// walk PATH (files and bytes under it), write PATH TEXT, mkdirall PATH, remove PATH.
+// walk PATH (files and bytes under it), write PATH TEXT, mkdirall PATH, remove PATH,
+// serve-config PATH (an HTTP server as the JSON file at PATH says: listen, from).
 // Each prints one line; a failure prints "error: " and the errno's text.
 // For bench/files.py, timed in the program (not its start-up), "ns=N" each:
 // time-read PATH (the whole file, 1 MiB reads), time-tcp HOST:PORT (the same reads of a TCP
@@ -9,11 +10,13 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net" // also links libc with cgo on: the default build is dynamic, as most services are
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -137,6 +140,8 @@ func run(cmd, path string, rest []string) string {
 			return errText(err)
 		}
 		return "made"
+	case "serve-config":
+		return serveConfig(path)
 	case "remove":
 		if err := os.Remove(path); err != nil {
 			return errText(err)
@@ -144,6 +149,27 @@ func run(cmd, path string, rest []string) string {
 		return "removed"
 	}
 	return "unknown command " + cmd
+}
+
+// serveConfig serves HTTP as a service configured by the file at path would: it listens where
+// the file's "listen" says and answers every request with its "from". Returns only on failure.
+func serveConfig(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return errText(err)
+	}
+	var cfg struct{ Listen, From string }
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return "error: " + err.Error()
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return errText(err)
+	}
+	fmt.Println("serving", ln.Addr())
+	return errText(http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, cfg.From)
+	})))
 }
 
 func main() {

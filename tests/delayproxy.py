@@ -1,0 +1,110 @@
+"""A TCP proxy that delays and paces what it forwards: a real-latency link for tests and bench/
+(this kernel has no netem).
+
+Every chunk read from one side is written to the other `delay` seconds after it arrived, and
+each direction moves at most `rate` bytes a second (None: as fast as it can). What is in
+flight is bounded by flight_max bytes per direction: beyond that the proxy stops reading, so
+TCP's flow control holds the sender back as a slow link would. An end of stream is passed on
+after the same delay (half-close); a reset or error closes both sides.
+
+    with DelayProxy(("127.0.0.1", 0), ("198.18.0.1", 7411), delay=0.010) as proxy:
+        ... connect to proxy.address: 20 ms round trips ...
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+CHUNK = 1 << 16
+
+
+class DelayProxy:
+    def __init__(self, listen: tuple[str, int], upstream: tuple[str, int], delay: float,
+                 rate: float | None = None, flight_max: int = 64 << 20):
+        self.upstream, self.delay, self.rate, self.flight_max = upstream, delay, rate, flight_max
+        self.sock = socket.create_server(listen)
+        self.sock.setblocking(False)
+        self.address = self.sock.getsockname()[:2]
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="delayproxy")
+        self.server: asyncio.AbstractServer | None = None
+
+    def __enter__(self) -> "DelayProxy":
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._serve, sock=self.sock, limit=CHUNK), self.loop).result(5)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        async def stop():
+            if self.server:
+                self.server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+        if self.thread.is_alive():
+            asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
+        self.sock.close()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection(*self.upstream, limit=CHUNK)
+        except OSError:
+            client_w.transport.abort()
+            return
+        for w in (client_w, up_w):
+            w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        directions = [asyncio.ensure_future(self._pipe(client_r, up_w)),
+                      asyncio.ensure_future(self._pipe(up_r, client_w))]
+        try:
+            await asyncio.gather(*directions)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            for task in directions:
+                task.cancel()
+            for w in (client_w, up_w):
+                w.transport.abort()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One direction: chunks stamped as they arrive, written delay later, paced by rate."""
+        queue: asyncio.Queue = asyncio.Queue()
+        room = asyncio.Semaphore(max(1, self.flight_max // CHUNK))
+
+        async def read() -> None:
+            while True:
+                await room.acquire()
+                data = await reader.read(CHUNK)
+                queue.put_nowait((time.monotonic(), data))
+                if not data:
+                    return
+
+        reading = asyncio.ensure_future(read())
+        sent_until = time.monotonic()  # when the paced link is free again
+        try:
+            while True:
+                arrived, data = await queue.get()
+                wait = arrived + self.delay - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not data:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    return
+                if self.rate:
+                    sent_until = max(sent_until, time.monotonic()) + len(data) / self.rate
+                    pause = sent_until - time.monotonic()
+                    if pause > 0:
+                        await asyncio.sleep(pause)
+                writer.write(data)
+                await writer.drain()
+                room.release()
+        finally:
+            reading.cancel()
