@@ -41,12 +41,14 @@ class DelayProxy:
         self.close()
 
     def close(self) -> None:
-        async def stop():
+        async def stop() -> None:
             if self.server:
                 self.server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
         if self.thread.is_alive():
             asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
             self.loop.call_soon_threadsafe(self.loop.stop)
