@@ -334,20 +334,28 @@ class Remote:
                 peer.sock.close()
         return peers or [await self.dial()]
 
-    async def files_connection(self, settings: agent_wire.TargetFiles) -> socket.socket:
-        """A data connection that carries file operations (agent/fuse.py's, in the target)."""
+    async def ask_first(self, frame: bytes) -> tuple[Peer, wire.Frame]:
+        """A data connection whose first frame is `frame`, and the agent's answer; an ERROR
+        answer is raised as OpError (the connection closed)."""
         peer = await self._data_connection()
         try:
-            await peer.send(agent_wire.encode_target_files(settings, 1))
+            await peer.send(frame)
             reply = await asyncio.wait_for(peer.frame(), REQUEST_TIMEOUT)
+            if reply.type == wire.MSG_ERROR:
+                err = wire.decode_error(reply)
+                raise OpError(err.errno, err.message)
         except BaseException:
             peer.sock.close()
             raise
+        return peer, reply
+
+    async def files_connection(self, settings: agent_wire.TargetFiles) -> socket.socket:
+        """A data connection that carries file operations (agent/fuse.py's, in the target)."""
+        peer, reply = await self.ask_first(agent_wire.encode_target_files(settings, 1))
         self._refill()
         if reply.type != agent_wire.MSG_TARGET_FILES_REPLY:
             peer.sock.close()
-            err = wire.decode_error(reply) if reply.type == wire.MSG_ERROR else None
-            raise OpError(err.errno if err else errno.EPROTO, err.message if err else f"FILES answered with {reply.type}")
+            raise OpError(errno.EPROTO, f"TARGET_FILES answered with frame type {reply.type}")
         return peer.sock
 
     async def lease(self, listen: wire.Frame) -> tuple[Peer, int, int, list[int]]:
@@ -502,15 +510,8 @@ class ForwardLink(Link):
         now (one lease connection that asks no LISTEN), so what it cannot serve fails tether's
         start, not the program's first listen."""
         agent_wire.decode_incoming(frame)
-        peer = await self.remote._data_connection()
-        try:
-            await peer.send(wire.encode_frame(frame.type, frame.payload, frame.flags, frame.id))
-            reply = await asyncio.wait_for(peer.frame(), REQUEST_TIMEOUT)
-        finally:
-            peer.sock.close()
-        if reply.type == wire.MSG_ERROR:
-            err = wire.decode_error(reply)
-            raise OpError(err.errno, err.message)
+        peer, _ = await self.remote.ask_first(wire.encode_frame(frame.type, frame.payload, frame.flags, frame.id))
+        peer.sock.close()
         self.remote.incoming = frame.payload
         self._send(wire.encode_frame(agent_wire.MSG_INCOMING_REPLY, b"", id=frame.id))
 

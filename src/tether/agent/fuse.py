@@ -57,8 +57,7 @@ class AgentFiles:
     def __init__(self, fs: "FileSystem"):
         self.fs = fs
         self.sock: socket.socket | None = None
-        self.buf = bytearray(max(file_ops.DATA_MAX, 1 << 16))
-        self.view = memoryview(self.buf)
+        self.view = memoryview(bytearray(file_ops.STAT_RECORD.size + file_ops.DATA_MAX))
 
     def call(self, req: file_ops.Request, limit: int = file_ops.DATA_MAX) -> tuple[int, memoryview]:
         """(result, reply data; valid until the next call); OSError(EIO) if the agent is out of reach."""
@@ -66,13 +65,11 @@ class AgentFiles:
             if self.sock is None:
                 self.sock = self.fs.dial()
             self.sock.sendall(file_ops.encode_request(req))
-            self._exactly(file_ops.REPLY.size)
+            self._exactly(self.view, file_ops.REPLY.size)
             result, n = file_ops.decode_reply_head(bytes(self.view[:file_ops.REPLY.size]), limit)
-            if n > len(self.buf):
-                self.buf = bytearray(n)
-                self.view = memoryview(self.buf)
-            self._exactly(n)
-            return result, self.view[:n]
+            view = self.view if n <= len(self.view) else memoryview(bytearray(n))  # a long listing: once
+            self._exactly(view, n)
+            return result, view[:n]
         except (OSError, wire.ProtocolError, asyncio.TimeoutError) as e:
             if self.sock is not None:
                 self.sock.close()
@@ -80,10 +77,10 @@ class AgentFiles:
             log.warning("files: %s %s: %s", file_ops.NAMES.get(req.op, req.op), req.path, e)
             raise OSError(errno.EIO, str(e)) from None
 
-    def _exactly(self, n: int) -> None:
+    def _exactly(self, view: memoryview, n: int) -> None:
         got = 0
         while got < n:
-            k = self.sock.recv_into(self.view[got:n])
+            k = self.sock.recv_into(view[got:n])
             if not k:
                 raise ConnectionError("the agent closed the files link")
             got += k
