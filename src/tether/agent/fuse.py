@@ -51,6 +51,10 @@ class Handle(NamedTuple):
     data: bytes | None
 
 
+def _join(parent: str, name: bytes) -> str:
+    return ("" if parent == "/" else parent) + "/" + os.fsdecode(name)
+
+
 class AgentFiles:
     """One worker's connection to the agent's files (blocking; dialled when first needed)."""
 
@@ -207,8 +211,7 @@ class FileSystem:
         return path
 
     def _child(self, req: F.Request, name: bytes) -> str:
-        parent = self._path(req.nodeid)
-        return (parent.rstrip("/") + "/" + os.fsdecode(name)) if parent != "/" else "/" + os.fsdecode(name)
+        return _join(self._path(req.nodeid), name)
 
     def _node(self, path: str, count: int = 1) -> int:
         """path's nodeid, its lookup count raised by count (a reply that hands it to the kernel)."""
@@ -345,15 +348,14 @@ class FileSystem:
             return F.error(req.unique, errno.EBADF)
         plus = req.opcode == F.READDIRPLUS
         parent = self._path(req.nodeid)
-        base = parent if parent != "/" else ""
         dirents = []
         for name, s in entries[offset:offset + max(1, size // 32)]:  # no more than could fit
             named = plus and name not in (b".", b"..")  # the kernel keeps no node for those
-            dirents.append(F.Dirent(name, s, self._node(base + "/" + os.fsdecode(name), 0) if named else 0))
+            dirents.append(F.Dirent(name, s, self._node(_join(parent, name), 0) if named else 0))
         data, taken = F.encode_dirents(dirents, offset, size, plus, VALID)
         for d in dirents[:taken]:
             if d.nodeid:
-                self._node(base + "/" + os.fsdecode(d.name))
+                self._node(_join(parent, d.name))
         return F.reply(req.unique, data)
 
     def _modify(self, req: F.Request, agent: AgentFiles) -> list[bytes]:
