@@ -26,12 +26,14 @@ def add_to(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run inside a target and perform there what sessions ask (connect, resolve, open, env).
+    """Run inside a target and perform there what sessions ask (connect, resolve, files, env).
 
     A network-reachable agent, for `tether exec --target tcp://HOST:PORT` (or unix:PATH):
       tether agent --new-token agent.token          # once; copy the file to the users' side
       tether agent --listen tcp:0.0.0.0:7070 --token-file agent.token
     It serves many sessions at once and refuses (and logs) peers that cannot prove the token.
+    It reads (and for --fs write or --fs-write, writes) files as the user it runs as, with that user's
+    permissions: run it as the service's user to give the program the service's view.
     The token never crosses the wire (challenge-response), but the relayed data is not
     encrypted: across networks you do not trust, reach the port through SSH or a VPN.
     It prints `tether agent: listening on ADDRESS` once ready; SIGTERM or ^C stops it.
