@@ -159,16 +159,24 @@ def _send_all(sock: socket.socket, parts: list) -> None:
             parts[0] = parts[0][sent:]
 
 
-def _exactly(sock: socket.socket, n: int, eof_ok: bool = True) -> bytes:
-    buf = bytearray(n)
-    view, got = memoryview(buf), 0
-    while got < n:
+def recv_exactly(sock: socket.socket, view: memoryview) -> int:
+    """Fill view from sock (blocking); what came: len(view), less only if the peer closed."""
+    got = 0
+    while got < len(view):
         k = sock.recv_into(view[got:])
         if not k:
-            if got == 0 and eof_ok:
-                return b""
-            raise ConnectionError("the stand-in closed mid-request")
+            break
         got += k
+    return got
+
+
+def _exactly(sock: socket.socket, n: int, eof_ok: bool = True) -> bytes:
+    buf = bytearray(n)
+    got = recv_exactly(sock, memoryview(buf))
+    if got == 0 and eof_ok:
+        return b""
+    if got < n:
+        raise ConnectionError("the stand-in closed mid-request")
     return bytes(buf)
 
 

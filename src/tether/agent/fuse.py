@@ -28,7 +28,8 @@ import tempfile
 import threading
 from typing import NamedTuple
 
-from ..protocol import agent_wire, file_ops, fuse_abi as F, wire
+from ..protocol import file_ops, fuse_abi as F, wire
+from . import files
 
 log = logging.getLogger("tether.agent")
 
@@ -69,10 +70,10 @@ class AgentFiles:
             if self.sock is None:
                 self.sock = self.fs.dial()
             self.sock.sendall(file_ops.encode_request(req))
-            self._exactly(self.view, file_ops.REPLY.size)
+            self._exactly(self.view[:file_ops.REPLY.size])
             result, n = file_ops.decode_reply_head(bytes(self.view[:file_ops.REPLY.size]), limit)
             view = self.view if n <= len(self.view) else memoryview(bytearray(n))  # a long listing: once
-            self._exactly(view, n)
+            self._exactly(view[:n])
             return result, view[:n]
         except (OSError, wire.ProtocolError, asyncio.TimeoutError) as e:
             if self.sock is not None:
@@ -81,13 +82,9 @@ class AgentFiles:
             log.warning("files: %s %s: %s", file_ops.NAMES.get(req.op, req.op), req.path, e)
             raise OSError(errno.EIO, str(e)) from None
 
-    def _exactly(self, view: memoryview, n: int) -> None:
-        got = 0
-        while got < n:
-            k = self.sock.recv_into(view[got:n])
-            if not k:
-                raise ConnectionError("the agent closed the files link")
-            got += k
+    def _exactly(self, view: memoryview) -> None:
+        if files.recv_exactly(self.sock, view) != len(view):
+            raise ConnectionError("the agent closed the files link")
 
     def ok(self, req: file_ops.Request, limit: int = file_ops.DATA_MAX) -> tuple[int, memoryview]:
         """As call, with a failure in the target raised as OSError(its errno)."""
@@ -251,11 +248,12 @@ class FileSystem:
                 self.nodes[moved] = nodeid
                 self.paths[nodeid] = moved
 
-    def _keep(self, handle: Handle) -> int:
+    def _keep(self, table: dict, value) -> int:
+        """A new fh for value, kept in table (handles: open files; dirs: listings)."""
         with self.lock:
             fh = self.next_fh
             self.next_fh += 1
-            self.handles[fh] = handle
+            table[fh] = value
             return fh
 
     def _entry(self, req: F.Request, path: str, record: memoryview) -> list[bytes]:
@@ -330,16 +328,14 @@ class FileSystem:
         if req.opcode == F.OPENDIR:
             _, data = agent.ok(file_ops.Request(file_ops.LIST, path), file_ops.LIST_MAX)
             entries = file_ops.decode_list(bytes(data))
-            fh = self._keep(Handle(0, None))
-            with self.lock:
-                self.dirs[fh] = entries
+            fh = self._keep(self.dirs, entries)
             return F.reply(req.unique, F.encode_open(fh, False))
         read_only = not flags & (os.O_ACCMODE | os.O_TRUNC)
         handle, data = agent.ok(file_ops.Request(file_ops.OPEN, path, flags=flags,
                                                  size=self.whole_max if read_only else 0),
                                 file_ops.STAT_RECORD.size + file_ops.DATA_MAX)
         whole = bytes(data[file_ops.STAT_RECORD.size:]) if handle == 0 else None
-        return F.reply(req.unique, F.encode_open(self._keep(Handle(handle, whole)), read_only))
+        return F.reply(req.unique, F.encode_open(self._keep(self.handles, Handle(handle, whole)), read_only))
 
     def _readdir(self, req: F.Request) -> list[bytes]:
         fh, offset, size = F.fixed(req, F.READ_IN)[:3]
@@ -373,7 +369,7 @@ class FileSystem:
             path = self._child(req, F.names(req, F.CREATE_IN.size)[0])
             handle, data = agent.ok(Q(file_ops.CREATE, path, flags=flags, mode=mode))
             entry = F.encode_entry(self._node(path), file_ops.decode_stat(data), VALID)
-            return F.reply(req.unique, entry, F.encode_open(self._keep(Handle(handle, None)), False))
+            return F.reply(req.unique, entry, F.encode_open(self._keep(self.handles, Handle(handle, None)), False))
         if op == F.MKDIR:
             mode = F.fixed(req, F.MKDIR_IN)[0]
             path = self._child(req, F.names(req, F.MKDIR_IN.size)[0])
