@@ -121,6 +121,48 @@ def test_every_go_version_through_a_tcp_agent(go_versions, ns, tcp_agent, token)
         assert (version, r.returncode, r.stdout.splitlines(), r.stderr) == (version, 0, expected, "")
 
 
+# A listener whose accept queue one connection fills (backlog 0): the kernel drops every later
+# SYN, so a connect to it neither succeeds nor fails until its timeout.
+UNANSWERED = """
+import socket, sys, time
+srv = socket.socket()
+srv.bind((sys.argv[1], int(sys.argv[2])))
+srv.listen(0)
+filler = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+time.sleep(120)
+"""
+UNANSWERED_PORT = 8094
+
+
+def test_go_dial_deadlines_and_cancellation_act_on_a_relayed_connect(go_versions, ns, tcp_agent, token):
+    """A relayed connect is non-blocking for Go: EINPROGRESS, finished through its poller, so a
+    dial's deadline and its context's cancellation end it on time; the agent gives the connect
+    up too (no SYN_SENT left in the target)."""
+    web = f"{WEB_ADDR}:{HTTP_PORT}"
+    server = ns.popen([sys.executable, "-I", "-c", UNANSWERED, WEB_ADDR, str(UNANSWERED_PORT)],
+                      stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline() == "ready\n"
+        for version in (go_versions[0], go_versions[-1]):
+            start = time.monotonic()
+            r = run(tcp_agent.target, token, gobuild.build(version, "default", "netclient"),
+                    "within", f"{WEB_ADDR}:{UNANSWERED_PORT}", "300", "within", web, "300", "dial", web,
+                    "dial", f"{WEB_ADDR}:{HTTP_PORT + 1}")
+            assert (version, r.returncode, r.stdout.splitlines(), r.stderr) == (
+                version, 0, ["within timeout canceled", "within ok ok", f"dial ok peer={web}", "dial error: refused"],
+                "")
+            assert time.monotonic() - start < 10
+        end = time.monotonic() + 5
+        while f":{UNANSWERED_PORT}" in (sent := ns.run(["ss", "-tnH", "state", "syn-sent"]).stdout):
+            assert time.monotonic() < end, sent
+            time.sleep(0.1)
+        assert str(UNANSWERED_PORT) not in sent
+    finally:
+        server.kill()
+        server.wait()
+
+
 def test_go_through_a_unix_agent_gets_sockets_handed_over(go_versions, ns, unix_agent, token):
     steps, expected = full_tour(ns)  # with unconnected UDP: descriptors cross a unix socket
     r = run(unix_agent.target, token, gobuild.build(go_versions[-1], "default", "netclient"), *steps)
@@ -295,6 +337,35 @@ def test_a_session_gets_its_agent_back_when_it_restarts(ns, token, tmp_path):
         out, err = proc.communicate(timeout=10)  # closes its input: it ends
         assert proc.returncode == 0
         assert "lost the agent at" in err and "is back" in err, err
+    finally:
+        proc.kill()
+        agent.stop()
+
+
+def test_a_go_program_gets_its_agent_back_when_it_restarts(go_versions, ns, token, tmp_path):
+    """Go's connects are pending (EINPROGRESS) while the agent answers; the data connections the
+    layer holds die with the agent, and a connect on one is made again through the stand-in."""
+    agent = Agent(ns, f"tcp:{ns.veth_ns_addr}:0", token, tmp_path / "agent.log")
+    port = agent.address.rsplit(":", 1)[1]
+    web, stopped, back, log = f"{WEB_ADDR}:{HTTP_PORT}", tmp_path / "stopped", tmp_path / "back", tmp_path / "log"
+    proc = subprocess.Popen([*TETHER, "exec", "--target", agent.target, "--token-file", str(token), "--",
+                             gobuild.build(go_versions[-1], "default", "netclient"), "dial", web, "wait", str(stopped),
+                             "dial", web, "wait", str(back), "dial", web],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+    try:
+        while "dial" not in (proc.stdout.readline() or "dial"):
+            pass
+        agent.stop(signal.SIGKILL)
+        stopped.touch()
+        agent = Agent(ns, f"tcp:{ns.veth_ns_addr}:{port}", token, tmp_path / "agent2.log")
+        end = time.monotonic() + 15
+        while "is back" not in log.read_text():
+            assert time.monotonic() < end, log.read_text()
+            time.sleep(0.1)
+        back.touch()
+        out, _ = proc.communicate(timeout=20)
+        assert (proc.returncode, out.splitlines()) == (
+            0, ["wait ok", "dial error: unreachable", "wait ok", f"dial ok peer={web}"]), log.read_text()
     finally:
         proc.kill()
         agent.stop()

@@ -39,6 +39,21 @@ struct tether_epoll_reg {
 unsigned tether_epoll_find(int fd, struct tether_epoll_reg *regs, unsigned max);
 void tether_epoll_restore(int fd, const struct tether_epoll_reg *regs, unsigned n);
 
+/* net.c: what a socket swap keeps of the program's socket. */
+#define TETHER_SOCKADDR_MAX 128
+struct tether_net_kind {
+	int family, type, protocol, fd_flags, fl;
+};
+/* net.c: connect fd through the stand-in (CONNECT), its registrations with
+ * epoll kept: for a pending connect whose data connection ended unanswered.
+ * 0 or -errno. */
+long tether_net_connect_again(long fd, const unsigned char *sa, long len, const struct tether_net_kind *k);
+
+/* pending.c: fd is a data connection whose STREAM is not answered yet
+ * (non-blocking connect); SO_ERROR takes the answer when it has come. */
+void tether_pending_add(long fd, const unsigned char *sa, long len, const struct tether_net_kind *k);
+void tether_pending_install(void);
+
 /* relayed.c: sockets that stand for a socket in the target (through a
  * network agent's relay), and the addresses getsockname/getpeername give. */
 void tether_relayed_add(long fd, const unsigned char *local, unsigned local_len, const unsigned char *peer,

@@ -50,16 +50,18 @@
 #define FD_CLOEXEC 1
 #define O_CLOEXEC 02000000
 #define SOCK_CLOEXEC O_CLOEXEC
-#define SOCKADDR_MAX 128
 #define MSG_NOSIGNAL 0x4000
 #define EINTR 4
 #define EPROTO 71
 #define ECONNRESET 104
 #define ESTALE 116
+#define EINPROGRESS 115
+#define O_NONBLOCK 04000
 
 static struct tether_route route;
 static int sockets; /* MODE_SOCKETS: the agent hands out sockets made in the target */
 static int streams; /* MODE_STREAMS: the stand-in hands out data connections to the agent */
+static int poller_waits; /* the program finishes a non-blocking connect in its poller (Go) */
 
 static long raw(long nr, long a1, long a2, long a3, long a4, long a5)
 {
@@ -164,12 +166,7 @@ static int sockopt_int(long fd, int name)
 	return v;
 }
 
-/* What the swap keeps of the program's socket. */
-struct kind {
-	int family, type, protocol, fd_flags, fl;
-};
-
-static int kind_of(long fd, int family, struct kind *k)
+static int kind_of(long fd, int family, struct tether_net_kind *k)
 {
 	k->family = family;
 	k->type = sockopt_int(fd, SO_TYPE);
@@ -181,7 +178,7 @@ static int kind_of(long fd, int family, struct kind *k)
 }
 
 /* Put the target's socket newfd in place of fd, as the program made it. */
-static long swap_in(long fd, long newfd, const struct kind *k)
+static long swap_in(long fd, long newfd, const struct tether_net_kind *k)
 {
 	long n;
 
@@ -248,7 +245,7 @@ static unsigned long here_cookie(void)
 
 /* swap_in for a socket the program may have registered with epoll already
  * (Go does a UDP socket's when it makes it). */
-static long swap_registered(long fd, long newfd, const struct kind *k)
+static long swap_registered(long fd, long newfd, const struct tether_net_kind *k)
 {
 	struct tether_epoll_reg regs[8];
 	unsigned nregs = tether_epoll_find((int)fd, regs, sizeof regs / sizeof regs[0]);
@@ -271,7 +268,7 @@ static long move_udp(long fd, const unsigned char *sa)
 	struct { unsigned short family, port; unsigned char rest[24]; } bound = {0, 0, {0}};
 	unsigned bound_len = sizeof bound;
 	unsigned long here = here_cookie(), cookie = netns_cookie(fd);
-	struct kind k;
+	struct tether_net_kind k;
 	long newfd;
 
 	if (kind_of(fd, sa[0], &k) < 0 || k.type != SOCK_DGRAM)
@@ -296,10 +293,10 @@ static long move_udp(long fd, const unsigned char *sa)
 
 static long net_sendto(long nr, long fd, long buf, long len, long flags, long addr, long addrlen)
 {
-	unsigned char sa[SOCKADDR_MAX];
+	unsigned char sa[TETHER_SOCKADDR_MAX];
 	long err;
 
-	if (addr && addrlen >= 2 && addrlen <= SOCKADDR_MAX && tether_peek(sa, addr, (unsigned long)addrlen) == addrlen &&
+	if (addr && addrlen >= 2 && addrlen <= TETHER_SOCKADDR_MAX && tether_peek(sa, addr, (unsigned long)addrlen) == addrlen &&
 	    tether_route_remote(&route, sa, addrlen) == 1 && (err = move_udp(fd, sa)) < 0)
 		return err;
 	return tether_raw_syscall6(nr, fd, buf, len, flags, addr, addrlen);
@@ -308,11 +305,11 @@ static long net_sendto(long nr, long fd, long buf, long len, long flags, long ad
 static long net_sendmsg(long nr, long fd, long msg, long flags, long a4, long a5, long a6)
 {
 	struct { long name; unsigned namelen; } head; /* the start of struct msghdr */
-	unsigned char sa[SOCKADDR_MAX];
+	unsigned char sa[TETHER_SOCKADDR_MAX];
 	long err;
 
 	if (tether_peek(&head, msg, sizeof head) == sizeof head && head.name && head.namelen >= 2 &&
-	    head.namelen <= SOCKADDR_MAX && tether_peek(sa, head.name, head.namelen) == head.namelen &&
+	    head.namelen <= TETHER_SOCKADDR_MAX && tether_peek(sa, head.name, head.namelen) == head.namelen &&
 	    tether_route_remote(&route, sa, head.namelen) == 1 && (err = move_udp(fd, sa)) < 0)
 		return err;
 	return tether_raw_syscall6(nr, fd, msg, flags, a4, a5, a6);
@@ -329,7 +326,7 @@ static int in_target(long fd)
 
 /* CONNECT, or STREAM (the same payload), for sa in words. */
 static void connect_frame(unsigned long *words, unsigned short type, const unsigned char *sa, long len,
-                          const struct kind *k)
+                          const struct tether_net_kind *k)
 {
 	struct tether_frame *f = (struct tether_frame *)words;
 	struct tether_connect *c = (struct tether_connect *)(f + 1);
@@ -368,9 +365,12 @@ static long recv_exact(long conn, void *buf, unsigned long n)
 /* A TCP connect through a network agent's data connection at hand
  * (MODE_STREAMS): STREAM on it, and its reply read to the byte (the
  * target's first bytes may follow at once): one round trip to the agent.
- * -ESTALE: the connection failed before an answer (the agent restarted):
- * the caller goes the stand-in's way instead. */
-static long connect_streamed(long fd, const unsigned char *sa, long len, const struct kind *k)
+ * A Go program's non-blocking socket does not wait for the reply: the
+ * connection takes its place at once and the connect is pending.c's to
+ * finish, through Go's poller (-EINPROGRESS).  -ESTALE: the connection
+ * failed before an answer (the agent restarted): the caller goes the
+ * stand-in's way instead. */
+static long connect_streamed(long fd, const unsigned char *sa, long len, const struct tether_net_kind *k)
 {
 	unsigned long words[TETHER_SMALL_FRAME / 8];
 	struct tether_frame *f = (struct tether_frame *)words;
@@ -380,7 +380,17 @@ static long connect_streamed(long fd, const unsigned char *sa, long len, const s
 		return conn;
 	connect_frame(words, TETHER_MSG_STREAM, sa, len, k);
 	n = raw(SYS_sendto, conn, (long)words, f->length, MSG_NOSIGNAL, 0);
-	if (n != f->length || recv_exact(conn, words, sizeof *f) < 0) {
+	if (n != f->length) {
+		raw(SYS_close, conn, 0, 0, 0, 0);
+		return -ESTALE;
+	}
+	if (poller_waits && k->fl & O_NONBLOCK) {
+		if ((n = swap_in(fd, conn, k)) < 0)
+			return n;
+		tether_pending_add(fd, sa, len, k);
+		return -EINPROGRESS;
+	}
+	if (recv_exact(conn, words, sizeof *f) < 0) {
 		raw(SYS_close, conn, 0, 0, 0, 0);
 		return -ESTALE;
 	}
@@ -398,36 +408,52 @@ static long connect_streamed(long fd, const unsigned char *sa, long len, const s
 	return 0;
 }
 
-/* Through a network agent: it connects there and sends a relay stream. */
-static long connect_relayed(long fd, const unsigned char *sa, long len, const struct kind *k)
+/* Through the stand-in: the agent connects there, and the stand-in sends a
+ * relay stream (TCP) or a datagram socket it relays (UDP).  swap is
+ * swap_in, or swap_registered for a socket the program's poller knows. */
+static long connect_standin(long fd, const unsigned char *sa, long len, const struct tether_net_kind *k,
+                            long (*swap)(long, long, const struct tether_net_kind *))
 {
 	unsigned long words[TETHER_SMALL_FRAME / 8];
 	struct tether_frame *f = (struct tether_frame *)words;
 	long newfd, n;
 	int status;
 
-	if (streams && k->type == SOCK_STREAM && (n = connect_streamed(fd, sa, len, k)) != -ESTALE)
-		return n;
 	connect_frame(words, TETHER_MSG_CONNECT, sa, len, k);
 	newfd = tether_ask(words, sizeof words, TETHER_MSG_CONNECT_REPLY, sizeof(struct tether_connect_reply), 1);
 	if (newfd < 0)
 		return newfd;
 	status = ((const struct tether_connect_reply *)(f + 1))->status;
-	if ((n = swap_in(fd, newfd, k)) < 0)
+	if ((n = swap(fd, newfd, k)) < 0)
 		return n;
 	if (f->flags & TETHER_FLAG_RELAYED)
 		tether_net_relayed(fd, (const unsigned char *)(f + 1) + sizeof(struct tether_connect_reply),
 		                   (const unsigned char *)f + f->length, 0, 0);
-	return status ? -71 /* EPROTO: the agent says connected with 0 */ : 0;
+	return status ? -EPROTO /* the agent says connected with 0 */ : 0;
+}
+
+/* Through a network agent: it connects there and sends a relay stream. */
+static long connect_relayed(long fd, const unsigned char *sa, long len, const struct tether_net_kind *k)
+{
+	long n;
+
+	if (streams && k->type == SOCK_STREAM && (n = connect_streamed(fd, sa, len, k)) != -ESTALE)
+		return n;
+	return connect_standin(fd, sa, len, k, swap_in);
+}
+
+long tether_net_connect_again(long fd, const unsigned char *sa, long len, const struct tether_net_kind *k)
+{
+	return connect_standin(fd, sa, len, k, swap_registered);
 }
 
 static long net_connect(long nr, long fd, long addr, long len, long a4, long a5, long a6)
 {
-	unsigned char sa[SOCKADDR_MAX];
-	struct kind k;
+	unsigned char sa[TETHER_SOCKADDR_MAX];
+	struct tether_net_kind k;
 	long newfd, n;
 
-	if (len < 2 || len > SOCKADDR_MAX || tether_peek(sa, addr, (unsigned long)len) != len ||
+	if (len < 2 || len > TETHER_SOCKADDR_MAX || tether_peek(sa, addr, (unsigned long)len) != len ||
 	    tether_route_remote(&route, sa, len) != 1 || kind_of(fd, sa[0], &k) < 0)
 		return tether_raw_syscall6(nr, fd, addr, len, a4, a5, a6);
 	if (!sockets)
@@ -446,7 +472,7 @@ long tether_net_swap(long fd, long newfd)
 {
 	struct { unsigned short family; } sa = {0};
 	unsigned len = sizeof sa;
-	struct kind k;
+	struct tether_net_kind k;
 
 	/* getsockname fills what fits: the family is enough here. */
 	if (raw(SYS_getsockname, fd, (long)&sa, (long)&len, 0, 0) < 0 || kind_of(fd, sa.family, &k) < 0) {
@@ -466,12 +492,15 @@ void tether_net_name(long fd, const unsigned char *sa, unsigned len)
 	tether_relayed_add(fd, sa, len, 0, 0);
 }
 
-int tether_net_install(const char *rules, unsigned mode)
+int tether_net_install(const char *rules, unsigned mode, int go)
 {
 	if (tether_route_parse(rules, &route) < 0)
 		return -22; /* EINVAL */
 	sockets = !!(mode & TETHER_MODE_SOCKETS);
 	streams = !!(mode & TETHER_MODE_STREAMS);
+	poller_waits = go;
+	if (streams && go)
+		tether_pending_install();
 	tether_set_handler(SYS_sendto, net_sendto, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_sendmsg, net_sendmsg, TETHER_MAY_BLOCK);
 	tether_relayed_install();

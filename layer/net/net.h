@@ -12,8 +12,9 @@
 /* net.c: the detours of connect, sendto, sendmsg and, for relayed sockets,
  * getsockname and getpeername; rules is route.c's text; mode the session's
  * (MODE_SOCKETS: the agent hands out sockets made in the target;
- * MODE_STREAMS: data connections to a relaying agent). */
-int tether_net_install(const char *rules, unsigned mode);
+ * MODE_STREAMS: data connections to a relaying agent); go: the program is
+ * Go, whose poller finishes a non-blocking connect (pending.c). */
+int tether_net_install(const char *rules, unsigned mode, int go);
 /* net.c: for incoming/: put newfd (made in the target) in place of the
  * program's socket fd as a connect does (flags, options and epoll
  * registrations kept; newfd is consumed); whether fd already is the

@@ -93,7 +93,7 @@ unsigned tether_start(char **envp)
 		tether_exec_install(envp, !!(mode & TETHER_MODE_INJECT));
 		if (mode & (TETHER_MODE_NET | TETHER_MODE_DNS | TETHER_MODE_FILES) && tether_request_init(reply.agent) < 0)
 			refuse("the session named no usable agent socket");
-		if (mode & TETHER_MODE_NET && tether_net_install(reply.rules, mode) < 0)
+		if (mode & TETHER_MODE_NET && tether_net_install(reply.rules, mode, build_id != 0) < 0)
 			refuse("the session sent outgoing rules the layer cannot read");
 		if (mode & (TETHER_MODE_DNS | TETHER_MODE_FILES) && tether_files_install(mode) < 0)
 			refuse("the session sent file rules the layer cannot read");

@@ -4,7 +4,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import socket
+import time
 
 from ..protocol import agent_wire
 from ..protocol.sockaddr import SockaddrError, decode_inet, encode_inet
@@ -49,19 +51,33 @@ async def connect(req: agent_wire.Connect) -> socket.socket:
     return sock
 
 
-def connect_blocking(req: agent_wire.Connect) -> socket.socket:
-    """connect() as a thread of its own does it: the same socket, checks and errors, blocking
-    for at most req.timeout_ms (0: CONNECT_TIMEOUT_MS); the socket comes back blocking."""
+def connect_blocking(req: agent_wire.Connect, asker: socket.socket) -> socket.socket:
+    """connect() as a thread of its own does it: the same socket, checks and errors, for at most
+    req.timeout_ms (0: CONNECT_TIMEOUT_MS), given up as soon as asker (the data connection that
+    asked) closes: a program whose dial timed out or was cancelled stops waiting, and so does
+    this. The socket comes back blocking."""
     sock, host, port = _socket_for(req)
     timeout = (req.timeout_ms or CONNECT_TIMEOUT_MS) / 1000
-    sock.settimeout(timeout)
-    try:
-        sock.connect((host, port))
-    except TimeoutError:
-        raise _failed(sock, host, port, timeout, None) from None
-    except OSError as e:
-        raise _failed(sock, host, port, timeout, e) from None
-    sock.settimeout(None)
+    deadline = time.monotonic() + timeout
+    err = sock.connect_ex((host, port))
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    poller.register(asker, select.POLLIN)
+    while err == errno.EINPROGRESS:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _failed(sock, host, port, timeout, None)
+        for fd, _ in poller.poll(left * 1000):
+            if fd == sock.fileno():
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            elif not asker.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                sock.close()
+                raise OpError(errno.ECANCELED, f"connect to {host}:{port}: the program stopped waiting")
+            else:
+                poller.unregister(asker)  # bytes the program sent early: relayed once connected
+    if err:
+        raise _failed(sock, host, port, timeout, OSError(err, os.strerror(err)))
+    sock.setblocking(True)
     return sock
 
 

@@ -161,7 +161,7 @@ def connect_and_relay(stream: socket.socket, req: agent_wire.Connect, id: int, n
 def _connect_and_relay(stream: socket.socket, req: agent_wire.Connect, id: int, name: str) -> None:
     stream.setblocking(True)
     try:
-        target = net.connect_blocking(req)
+        target = net.connect_blocking(req, stream)
     except net.OpError as e:
         try:
             stream.sendall(wire.encode_error(wire.ErrorReply(e.errno, str(e)), id))

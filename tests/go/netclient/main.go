@@ -19,6 +19,9 @@
 //	paced ADDR N MS       the same with MS milliseconds between connects (a program that
 //	                      connects now and then, not in a tight loop)
 //	lookups NAME N        N lookups one after the other: "lookups p50_us P50"
+//	within ADDR MS        a dial whose deadline is MS ms away, and one cancelled after MS ms:
+//	                      "within CLASS CLASS" (ok, timeout, canceled, ...), or "late" with the
+//	                      milliseconds a dial took past its MS (500 ms of slack)
 package main
 
 import (
@@ -61,6 +64,7 @@ var steps = map[string]struct {
 		return doConnects(a[0], a[1], time.Duration(gap)*time.Millisecond)
 	}},
 	"lookups": {2, func(a []string) string { return doLookups(a[0], a[1]) }},
+	"within":  {2, func(a []string) string { return doWithin(a[0], a[1]) }},
 	"exit": {1, func(a []string) string {
 		code, _ := strconv.Atoi(a[0])
 		os.Exit(code)
@@ -153,6 +157,35 @@ func doDial(addr string) string {
 	}
 	defer conn.Close()
 	return "dial ok peer=" + conn.RemoteAddr().String()
+}
+
+func doWithin(addr, ms string) string {
+	n, _ := strconv.Atoi(ms)
+	limit := time.Duration(n) * time.Millisecond
+	var classes []string
+	for _, cancel := range []bool{false, true} {
+		ctx, stop := context.WithTimeout(context.Background(), limit)
+		if cancel {
+			ctx, stop = context.WithCancel(context.Background())
+			time.AfterFunc(limit, stop)
+		}
+		start := time.Now()
+		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		took := time.Since(start)
+		stop()
+		switch {
+		case took > limit+500*time.Millisecond:
+			classes = append(classes, fmt.Sprintf("late %d", (took-limit).Milliseconds()))
+		case err == nil:
+			conn.Close()
+			classes = append(classes, "ok")
+		case errors.Is(err, context.Canceled):
+			classes = append(classes, "canceled")
+		default:
+			classes = append(classes, errClass(err))
+		}
+	}
+	return "within " + strings.Join(classes, " ")
 }
 
 func doWait(path string) string {
