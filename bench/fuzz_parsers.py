@@ -85,6 +85,7 @@ def seeds() -> list[bytes]:
         agent_wire.encode_listen_reply(agent_wire.LISTEN_TARGET, 13),
         agent_wire.encode_listen_reply(agent_wire.LISTEN_RELAYED, 14, lease=9),
         agent_wire.encode_accept(9, 0), agent_wire.encode_accept_reply(agent_wire.Relayed(sa, sa), 0),
+        agent_wire.encode_record(agent_wire.encode_datagram(sa, b"query")),
         agent_wire.encode_streams(4, 15), agent_wire.encode_target_files(agent_wire.TargetFiles(7, True, 1 << 20), 16),
         nft_ack(3, -17) + nft_ack(4, 0),
         *file_ops_seeds(), *fuse_seeds(),
@@ -202,6 +203,14 @@ def _acks(blob: bytes) -> None:
         assert 0 <= seq < 2**32 and -(2**31) <= -err < 2**31
 
 
+def _datagrams(blob: bytes) -> None:
+    reader = agent_wire.RecordReader()
+    for i in range(0, len(blob), 5):
+        for record in reader.feed(blob[i:i + 5]):
+            agent_wire.decode_datagram(record)
+    agent_wire.decode_datagram(blob)
+
+
 def _records(blob: bytes) -> None:
     pos = 0
     while pos < len(blob):
@@ -225,7 +234,7 @@ def main() -> int:
     start = time.perf_counter()
     for n in range(args.inputs):
         pick = n % 10
-        parsers = (_decode, _stream, _records, _acks, _file_ops, _file_replies, _fuse)
+        parsers = (_decode, _stream, _records, _acks, _file_ops, _file_replies, _fuse, _datagrams)
         if pick < 5:
             blob = mutate(rng, rng.choice(base))
         elif pick < 7:

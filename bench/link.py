@@ -1,14 +1,23 @@
 #!/usr/bin/env python3
-"""The link to a network agent (issue 20): what a relayed connect costs.
+"""The link to a network agent (issue 20): what a relayed connect, stream and datagram cost.
 
 A `tether agent --listen` in a throwaway namespace, reached over veth; the Go netclient under
-`tether exec --target tcp://...` connects N times to the namespace's HTTP port, MS apart
-(paced, as a program connects now and then) and back to back. Against one round trip: a TCP
-connect from here to the agent's address. Goal: the connect adds <= 1 RTT + 300 us. Rounds
-alternate the two ways; medians of the rounds' p50s. --delay-ms D puts tests/delayproxy.py
-between tether and the agent (D ms each way; the round trip is then the bare one + 2 D).
+`tether exec --target tcp://...`:
 
-    python3 bench/link.py [--rounds 3] [--n 200] [--ms 5] [--delay-ms 10]
+- connects N times to the namespace's HTTP port, MS apart (paced, as a program connects now
+  and then) and back to back. Against one round trip: a TCP connect from here to the agent's
+  address. Goal: the connect adds <= 1 RTT + 300 us. Medians of the rounds' p50s.
+- sends --bytes to a sink in the namespace through the relay, against the same client sending
+  the same bytes to a sink there without tether over the same link (veth, or the same delay
+  proxy): relay / plain >= 0.9. Both sides sha256-check every byte.
+- --pairs request/response pairs on one unconnected UDP socket to the namespace's echo server
+  (goal: none lost on a bare link), with their p50.
+
+Rounds alternate the ways. --delay-ms D puts tests/delayproxy.py between this host and the
+namespace (D ms each way; the round trip is then the bare one + 2 D), for tether's link to the
+agent and for the plain stream alike.
+
+    python3 bench/link.py [--rounds 3] [--n 200] [--ms 5] [--bytes N] [--pairs 10000] [--delay-ms 10]
 """
 from __future__ import annotations
 
@@ -27,7 +36,7 @@ import go_toolchains  # noqa: E402
 import gobuild  # noqa: E402
 import netns  # noqa: E402
 from delayproxy import DelayProxy  # noqa: E402
-from relay_throughput import network_agent  # noqa: E402
+from relay_throughput import network_agent, sinks  # noqa: E402
 from ssh_target import rtt_us  # noqa: E402
 
 TETHER = [sys.executable, "-m", "tether"]
@@ -40,6 +49,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--ms", type=int, default=5)
     ap.add_argument("--delay-ms", type=float, default=0.0)
+    ap.add_argument("--bytes", type=int, default=256 << 20)
+    ap.add_argument("--pairs", type=int, default=10_000)
     args = ap.parse_args()
     exe = gobuild.build(args.version, "default", "netclient")
     with netns.TargetNamespace(veth=True) as ns, tempfile.TemporaryDirectory() as tmp, \
@@ -69,6 +80,57 @@ def main() -> None:
             m = statistics.median(values)
             print(f"  connect p50 {way:13} {m:6.0f} us: added {m - one:5.0f} us "
                   f"({'met' if m - one <= one + 300 else 'not met'}; rounds: {', '.join(f'{v:.0f}' for v in values)})")
+        throughput(args, ns, stack, exe, prefix)
+        datagrams(args, prefix)
+
+
+def send_seconds(argv: list[str], sink: subprocess.Popen, size: int) -> float:
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    if r.returncode != 0 or not r.stdout.startswith("send ok"):
+        raise SystemExit(f"send failed ({r.returncode}): {r.stdout} {r.stderr}")
+    if sink.stdout.readline().split() != ["sink", str(size)]:
+        raise SystemExit("the sink saw another byte count")
+    sink.wait(timeout=10)
+    return float(r.stdout.split()[3])
+
+
+def throughput(args, ns: netns.TargetNamespace, stack: contextlib.ExitStack, exe: Path, prefix: list[str]) -> None:
+    """One stream through the relay against the same stream over the same link, no tether."""
+    times: dict[str, list[float]] = {"plain": [], "relay": []}
+    for r in range(args.rounds):
+        for way in ("plain", "relay") if r % 2 == 0 else ("relay", "plain"):
+            host = ns.veth_ns_addr if way == "plain" else netns.WEB_ADDR
+            [(sink, addr)] = sinks(ns.popen, host, exe, 1)
+            if way == "plain":
+                to = addr
+                if args.delay_ms:
+                    sink_host, sink_port = addr.rsplit(":", 1)
+                    proxy = stack.enter_context(DelayProxy(("127.0.0.1", 0), (sink_host, int(sink_port)),
+                                                           args.delay_ms / 1000))
+                    to = f"{proxy.address[0]}:{proxy.address[1]}"
+                argv = [str(exe), "send", to, str(args.bytes)]
+            else:
+                argv = [*prefix, "send", addr, str(args.bytes)]
+            times[way].append(send_seconds(argv, sink, args.bytes))
+    mib = args.bytes / (1 << 20)
+    t = {way: statistics.median(v) for way, v in times.items()}
+    print(f"  stream {mib:.0f} MiB: plain {mib / t['plain']:.0f} MiB/s, relay {mib / t['relay']:.0f} MiB/s, "
+          f"relay/plain = {t['plain'] / t['relay']:.3f} (goal >= 0.9), sha256-checked; rounds (s): "
+          + "; ".join(f"{way} {', '.join(f'{v:.2f}' for v in vs)}" for way, vs in times.items()))
+
+
+def datagrams(args, prefix: list[str]) -> None:
+    lost, p50s = [], []
+    for _ in range(args.rounds):
+        out = subprocess.run([*prefix, "pairs", f"{netns.WEB_ADDR}:{netns.UDP_PORT}", str(args.pairs)],
+                             capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+        fields = out.stdout.split()
+        if out.returncode != 0 or fields[:2] != ["pairs", "lost"]:
+            raise SystemExit(f"pairs: {out.stdout} {out.stderr}")
+        lost.append(int(fields[2]))
+        p50s.append(float(fields[4]))
+    print(f"  unconnected UDP: {args.rounds} x {args.pairs} request/response pairs, lost {sum(lost)} "
+          f"(goal on a bare link: 0); p50 {statistics.median(p50s):.0f} us")
 
 
 if __name__ == "__main__":

@@ -182,6 +182,10 @@ FACTS = {
     "offsetof(struct tether_ring, space)": trace_wire.RING_SPACE,
     "offsetof(struct tether_ring, sleeping)": trace_wire.RING_SLEEPING,
     "offsetof(struct tether_ring, closed)": trace_wire.RING_CLOSED,
+    "TETHER_FLAG_BIND": agent_wire.FLAG_BIND,
+    "sizeof(struct tether_datagram)": agent_wire.DATAGRAM.size,
+    "offsetof(struct tether_datagram, addr)": 4,
+    "TETHER_DATAGRAM_ADDR_MAX": agent_wire.DATAGRAM_ADDR_MAX,
     "sizeof(struct tether_record)": trace_wire.RECORD.size,
     "offsetof(struct tether_record, type)": 4,
     "offsetof(struct tether_record, flags)": 6,
@@ -423,14 +427,24 @@ def test_read_file_round_trips_over_several_frames(data, path):
     assert assembler.complete and assembler.data == data
 
 
-@given(st.lists(st.binary(max_size=2000), max_size=8), st.lists(st.integers(1, 700), min_size=1, max_size=30))
+@given(st.lists(st.tuples(st.binary(max_size=28), st.binary(max_size=2000)), max_size=8),
+       st.lists(st.integers(1, 700), min_size=1, max_size=30))
 def test_datagrams_survive_any_split(datagrams, cuts):
-    stream = b"".join(agent_wire.encode_datagram(d) for d in datagrams)
-    reader, got, pos = agent_wire.DatagramReader(), [], 0
+    stream = b"".join(agent_wire.encode_record(agent_wire.encode_datagram(*d)) for d in datagrams)
+    reader, got, pos = agent_wire.RecordReader(), [], 0
     for n in cuts * (len(stream) // sum(cuts) + 1):
         got += reader.feed(stream[pos:pos + n])
         pos += n
-    assert got == datagrams
+    assert [agent_wire.decode_datagram(r) for r in got] == datagrams
+
+
+def test_bad_datagram_records_are_protocol_errors():
+    with pytest.raises(wire.ProtocolError):
+        agent_wire.RecordReader().feed(agent_wire.RECORD.pack(agent_wire.RECORD_MAX + 1))
+    with pytest.raises(wire.ProtocolError):
+        agent_wire.decode_datagram(b"short")
+    with pytest.raises(wire.ProtocolError):
+        agent_wire.decode_datagram(agent_wire.DATAGRAM.pack(29, 0, b""))
 
 
 def test_the_token_proves_itself_both_ways_and_never_travels():

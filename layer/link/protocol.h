@@ -67,6 +67,8 @@
 #define TETHER_FLAG_MORE 2	/* ENV_REPLY, FILES_REPLY: more frames of the same reply follow */
 #define TETHER_FLAG_RELAYED 4	/* CONNECT_REPLY: the descriptor is a stream to a relay; the
 				 * target socket's own and peer addresses follow the status */
+#define TETHER_FLAG_BIND 8	/* CONNECT, STREAM of a UDP socket: bind it to the sockaddr's
+				 * port (any address) and connect it nowhere */
 
 /* HELLO capabilities */
 #define TETHER_CAP_TRACE_RING 1	/* takes a trace ring (struct tether_ring) with HELLO_REPLY */
@@ -295,6 +297,18 @@ struct tether_connect {
  * the descriptor (they would otherwise name the relay's connection). */
 struct tether_connect_reply {
 	int status;		/* 0: connected (a failure is an ERROR reply) */
+};
+
+/* A relayed UDP socket (through a network agent) is one end of a unix
+ * SOCK_SEQPACKET pair here, each of whose records is this head and one
+ * datagram's bytes: the peer it came from, or is for (addr_len 0: the
+ * target socket's connected peer).  Between the stand-in and the agent,
+ * each record follows a u32 length. */
+#define TETHER_DATAGRAM_ADDR_MAX 28 /* sockaddr_in6 */
+struct tether_datagram {
+	unsigned short addr_len;
+	unsigned short reserved;
+	unsigned char addr[TETHER_DATAGRAM_ADDR_MAX];
 };
 
 /* SOCKET payload: the kind of socket to make in the target, and how many

@@ -54,10 +54,22 @@ long tether_net_connect_again(long fd, const unsigned char *sa, long len, const 
 void tether_pending_add(long fd, const unsigned char *sa, long len, const struct tether_net_kind *k);
 void tether_pending_install(void);
 
+/* datagrams.c: UDP sockets relayed through a network agent, each one end
+ * of a SOCK_SEQPACKET pair carrying struct tether_datagram records.  add:
+ * fd is one now (peer: the target socket's connected peer, or none).  The
+ * others: 1 if fd is one, with the call's result in *result; 0 if not (the
+ * caller goes on as for any socket). */
+void tether_datagrams_add(long fd, const unsigned char *peer, unsigned peer_len);
+int tether_datagrams_sendto(long fd, long buf, long len, long flags, long addr, long addrlen, long *result);
+int tether_datagrams_sendmsg(long fd, long msg, long flags, long *result);
+int tether_datagrams_connect(long fd, const unsigned char *sa, long len, long *result);
+
 /* relayed.c: sockets that stand for a socket in the target (through a
  * network agent's relay), and the addresses getsockname/getpeername give. */
 void tether_relayed_add(long fd, const unsigned char *local, unsigned local_len, const unsigned char *peer,
                         unsigned peer_len);
 void tether_relayed_install(void);
+/* relayed.c: the peer getpeername gives for fd from now on (len 0: none). */
+void tether_relayed_peer(long fd, const unsigned char *peer, unsigned len);
 
 #endif

@@ -257,6 +257,9 @@ static long swap_registered(long fd, long newfd, const struct tether_net_kind *k
 	return 0;
 }
 
+static long connect_standin(long fd, const unsigned char *sa, long len, const struct tether_net_kind *k,
+                            unsigned short flags, long (*swap)(long, long, const struct tether_net_kind *));
+
 /* Before an unconnected UDP socket first sends to a remote address, it is
  * replaced by one made in the target (bound to the same port if the
  * program had bound it), so that datagram and all that follow leave from
@@ -279,6 +282,14 @@ static long move_udp(long fd, const unsigned char *sa)
 		return 0;
 	if (raw(SYS_getsockname, fd, (long)&bound, (long)&bound_len, 0, 0) < 0)
 		bound.port = 0;
+	if (!sockets) {
+		/* A network agent's relay, bound to the same port (or any). */
+		bound.family = (unsigned short)k.family;
+		for (unsigned i = 0; i < sizeof bound.rest; i++)
+			bound.rest[i] = 0;
+		return connect_standin(fd, (const unsigned char *)&bound, k.family == AF_INET6 ? 28 : 16, &k,
+		                       TETHER_FLAG_BIND, swap_registered);
+	}
 	newfd = tether_target_socket(k.family, SOCK_DGRAM, k.protocol);
 	if (newfd < 0)
 		return newfd;
@@ -299,6 +310,9 @@ static long net_sendto(long nr, long fd, long buf, long len, long flags, long ad
 	if (addr && addrlen >= 2 && addrlen <= TETHER_SOCKADDR_MAX && tether_peek(sa, addr, (unsigned long)addrlen) == addrlen &&
 	    tether_route_remote(&route, sa, addrlen) == 1 && (err = move_udp(fd, sa)) < 0)
 		return err;
+	/* A relayed one (moved just now, or before) sends through its relay. */
+	if (streams && tether_datagrams_sendto(fd, buf, len, flags, addr, addrlen, &err))
+		return err;
 	return tether_raw_syscall6(nr, fd, buf, len, flags, addr, addrlen);
 }
 
@@ -311,6 +325,8 @@ static long net_sendmsg(long nr, long fd, long msg, long flags, long a4, long a5
 	if (tether_peek(&head, msg, sizeof head) == sizeof head && head.name && head.namelen >= 2 &&
 	    head.namelen <= TETHER_SOCKADDR_MAX && tether_peek(sa, head.name, head.namelen) == head.namelen &&
 	    tether_route_remote(&route, sa, head.namelen) == 1 && (err = move_udp(fd, sa)) < 0)
+		return err;
+	if (streams && tether_datagrams_sendmsg(fd, msg, flags, &err))
 		return err;
 	return tether_raw_syscall6(nr, fd, msg, flags, a4, a5, a6);
 }
@@ -325,8 +341,8 @@ static int in_target(long fd)
 }
 
 /* CONNECT, or STREAM (the same payload), for sa in words. */
-static void connect_frame(unsigned long *words, unsigned short type, const unsigned char *sa, long len,
-                          const struct tether_net_kind *k)
+static void connect_frame(unsigned long *words, unsigned short type, unsigned short flags, const unsigned char *sa,
+                          long len, const struct tether_net_kind *k)
 {
 	struct tether_frame *f = (struct tether_frame *)words;
 	struct tether_connect *c = (struct tether_connect *)(f + 1);
@@ -342,7 +358,7 @@ static void connect_frame(unsigned long *words, unsigned short type, const unsig
 		p[2 + i] = sa[i];
 	f->length = (unsigned)(sizeof *f + sizeof *c + 2 + (unsigned long)len);
 	f->type = type;
-	f->flags = 0;
+	f->flags = flags;
 	f->id = 1;
 }
 
@@ -378,7 +394,7 @@ static long connect_streamed(long fd, const unsigned char *sa, long len, const s
 
 	if (conn < 0)
 		return conn;
-	connect_frame(words, TETHER_MSG_STREAM, sa, len, k);
+	connect_frame(words, TETHER_MSG_STREAM, 0, sa, len, k);
 	n = raw(SYS_sendto, conn, (long)words, f->length, MSG_NOSIGNAL, 0);
 	if (n != f->length) {
 		raw(SYS_close, conn, 0, 0, 0, 0);
@@ -408,18 +424,21 @@ static long connect_streamed(long fd, const unsigned char *sa, long len, const s
 	return 0;
 }
 
-/* Through the stand-in: the agent connects there, and the stand-in sends a
- * relay stream (TCP) or a datagram socket it relays (UDP).  swap is
- * swap_in, or swap_registered for a socket the program's poller knows. */
+/* Through the stand-in: the agent connects there (or, with FLAG_BIND, binds
+ * a UDP socket to sa's port), and the stand-in sends a relay stream (TCP)
+ * or one end of a datagram relay (UDP: datagrams.c).  swap is swap_in, or
+ * swap_registered for a socket the program's poller knows. */
 static long connect_standin(long fd, const unsigned char *sa, long len, const struct tether_net_kind *k,
-                            long (*swap)(long, long, const struct tether_net_kind *))
+                            unsigned short flags, long (*swap)(long, long, const struct tether_net_kind *))
 {
 	unsigned long words[TETHER_SMALL_FRAME / 8];
 	struct tether_frame *f = (struct tether_frame *)words;
+	const unsigned char *peer = 0;
+	unsigned peer_len = 0;
 	long newfd, n;
 	int status;
 
-	connect_frame(words, TETHER_MSG_CONNECT, sa, len, k);
+	connect_frame(words, TETHER_MSG_CONNECT, flags, sa, len, k);
 	newfd = tether_ask(words, sizeof words, TETHER_MSG_CONNECT_REPLY, sizeof(struct tether_connect_reply), 1);
 	if (newfd < 0)
 		return newfd;
@@ -428,7 +447,12 @@ static long connect_standin(long fd, const unsigned char *sa, long len, const st
 		return n;
 	if (f->flags & TETHER_FLAG_RELAYED)
 		tether_net_relayed(fd, (const unsigned char *)(f + 1) + sizeof(struct tether_connect_reply),
-		                   (const unsigned char *)f + f->length, 0, 0);
+		                   (const unsigned char *)f + f->length, &peer, &peer_len);
+	if (k->type == SOCK_DGRAM) {
+		tether_datagrams_add(fd, peer, peer_len);
+		if (!peer_len)
+			tether_relayed_peer(fd, 0, 0);
+	}
 	return status ? -EPROTO /* the agent says connected with 0 */ : 0;
 }
 
@@ -439,12 +463,12 @@ static long connect_relayed(long fd, const unsigned char *sa, long len, const st
 
 	if (streams && k->type == SOCK_STREAM && (n = connect_streamed(fd, sa, len, k)) != -ESTALE)
 		return n;
-	return connect_standin(fd, sa, len, k, swap_in);
+	return connect_standin(fd, sa, len, k, 0, swap_in);
 }
 
 long tether_net_connect_again(long fd, const unsigned char *sa, long len, const struct tether_net_kind *k)
 {
-	return connect_standin(fd, sa, len, k, swap_registered);
+	return connect_standin(fd, sa, len, k, 0, swap_registered);
 }
 
 static long net_connect(long nr, long fd, long addr, long len, long a4, long a5, long a6)
@@ -453,8 +477,11 @@ static long net_connect(long nr, long fd, long addr, long len, long a4, long a5,
 	struct tether_net_kind k;
 	long newfd, n;
 
-	if (len < 2 || len > TETHER_SOCKADDR_MAX || tether_peek(sa, addr, (unsigned long)len) != len ||
-	    tether_route_remote(&route, sa, len) != 1 || kind_of(fd, sa[0], &k) < 0)
+	if (len < 2 || len > TETHER_SOCKADDR_MAX || tether_peek(sa, addr, (unsigned long)len) != len)
+		return tether_raw_syscall6(nr, fd, addr, len, a4, a5, a6);
+	if (streams && tether_datagrams_connect(fd, sa, len, &n))
+		return n;
+	if (tether_route_remote(&route, sa, len) != 1 || kind_of(fd, sa[0], &k) < 0)
 		return tether_raw_syscall6(nr, fd, addr, len, a4, a5, a6);
 	if (!sockets)
 		return connect_relayed(fd, sa, len, &k);

@@ -23,6 +23,7 @@
 struct slot {
 	unsigned long ino;	/* 0: free */
 	unsigned char local_len, peer_len;
+	unsigned char unconnected; /* getpeername: ENOTCONN (a relayed UDP socket without a peer) */
 	unsigned char local[SOCKADDR_MAX], peer[SOCKADDR_MAX];
 };
 
@@ -59,8 +60,14 @@ void tether_relayed_add(long fd, const unsigned char *local, unsigned local_len,
 	if (!ino || local_len > SOCKADDR_MAX || peer_len > SOCKADDR_MAX)
 		return;
 	take();
-	s = &slots[next_slot++ % SLOTS];
+	s = 0;
+	for (unsigned i = 0; i < SLOTS && !s; i++)
+		if (slots[i].ino == ino)
+			s = &slots[i]; /* the same socket, named again */
+	if (!s)
+		s = &slots[next_slot++ % SLOTS];
 	s->ino = ino;
+	s->unconnected = 0;
 	s->local_len = (unsigned char)local_len;
 	s->peer_len = (unsigned char)peer_len;
 	for (unsigned i = 0; i < local_len; i++)
@@ -71,6 +78,23 @@ void tether_relayed_add(long fd, const unsigned char *local, unsigned local_len,
 	give();
 }
 
+void tether_relayed_peer(long fd, const unsigned char *peer, unsigned len)
+{
+	unsigned long ino = inode_of(fd);
+
+	if (!ino || len > SOCKADDR_MAX)
+		return;
+	take();
+	for (unsigned i = 0; i < SLOTS; i++)
+		if (slots[i].ino == ino) {
+			slots[i].peer_len = (unsigned char)len;
+			slots[i].unconnected = !len;
+			for (unsigned j = 0; j < len; j++)
+				slots[i].peer[j] = peer[j];
+		}
+	give();
+}
+
 /* As the kernel answers: the address cut to the caller's buffer, and its
  * full length in *lenp. */
 static long relayed_name(long nr, long fd, long addr, long lenp, long a4, long a5, long a6)
@@ -78,7 +102,7 @@ static long relayed_name(long nr, long fd, long addr, long lenp, long a4, long a
 	unsigned char sa[SOCKADDR_MAX];
 	unsigned long ino;
 	unsigned n = 0, room;
-	int found = 0;
+	int found = 0, unconnected = 0;
 
 	if (!__atomic_load_n(&used, __ATOMIC_ACQUIRE) || !(ino = inode_of(fd)))
 		return tether_raw_syscall6(nr, fd, addr, lenp, a4, a5, a6);
@@ -89,11 +113,14 @@ static long relayed_name(long nr, long fd, long addr, long lenp, long a4, long a
 		if (s->ino != ino)
 			continue;
 		found = 1;
+		unconnected = nr == SYS_getpeername && s->unconnected;
 		n = nr == SYS_getsockname ? s->local_len : s->peer_len;
 		for (unsigned j = 0; j < n; j++)
 			sa[j] = nr == SYS_getsockname ? s->local[j] : s->peer[j];
 	}
 	give();
+	if (unconnected)
+		return -107; /* ENOTCONN */
 	if (!found || !n)
 		return tether_raw_syscall6(nr, fd, addr, lenp, a4, a5, a6);
 	if (tether_peek(&room, lenp, sizeof room) != sizeof room)

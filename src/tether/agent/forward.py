@@ -8,7 +8,8 @@ agent at the address (protocol/auth.py), keeps one control link there, and forwa
 - over TCP, where descriptors cannot: CONNECT becomes a data connection of its own to the
   agent (STREAM), handed to the program in place of its socket with the target socket's
   addresses (FLAG_RELAYED: the layer answers getsockname/getpeername with them); a UDP socket
-  becomes one end of a SOCK_SEQPACKET pair whose datagrams this process relays; OPEN becomes
+  (connected, or with FLAG_BIND bound only) becomes one end of a SOCK_SEQPACKET pair whose
+  datagram records, each naming its peer, this process relays (layer/net/datagrams.c); OPEN becomes
   READ_FILE, the contents handed over in a memfd, unless the session asked for the target's
   files (TARGET_FILES): then this process serves them as a FUSE file system (agent/fuse.py) and OPEN
   of "/" hands over its root; everything else is forwarded as it is.
@@ -453,8 +454,8 @@ class ForwardLink(Link):
             elif frame.type == agent_wire.MSG_LISTEN:
                 await self._listen(frame)
             elif self.remote.stream and frame.type == agent_wire.MSG_SOCKET:
-                raise OpError(errno.EOPNOTSUPP, "UDP to addresses the socket is not connected to is not relayed "
-                                                "through tcp:// agents (connect the socket first)")
+                raise OpError(errno.EOPNOTSUPP, "sockets of the target cannot cross a TCP link (the layer "
+                                                "asks for relays instead: is it from the same tether?)")
             else:
                 await self._pass(frame)
         except OpError as e:
@@ -484,7 +485,7 @@ class ForwardLink(Link):
         try:
             if req.socktype == socket.SOCK_DGRAM:
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-                relay.relay_datagrams(sock, ours, f"udp {self.remote.address}")
+                relay.relay_messages(sock, ours, f"udp {self.remote.address}")
                 sock = theirs
             else:
                 sock.setblocking(True)  # as a new socket is; the layer gives it the program's flags

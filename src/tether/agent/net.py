@@ -6,6 +6,7 @@ import logging
 import os
 import select
 import socket
+import struct
 import time
 
 from ..protocol import agent_wire
@@ -81,6 +82,23 @@ def connect_blocking(req: agent_wire.Connect, asker: socket.socket) -> socket.so
     return sock
 
 
+def bind_udp(req: agent_wire.Connect) -> socket.socket:
+    """An unconnected UDP socket made here, bound to req.sockaddr's port (0: any) on every
+    address, blocking: one the program sends from to many peers (FLAG_BIND)."""
+    sock, _, port = _socket_for(req)
+    if req.socktype != socket.SOCK_DGRAM:
+        sock.close()
+        raise OpError(errno.EINVAL, "only a UDP socket is bound without a peer")
+    try:
+        sock.bind(("::" if sock.family == socket.AF_INET6 else "0.0.0.0", port))
+    except OSError as e:
+        sock.close()
+        err = e.errno or errno.EIO
+        raise OpError(err, f"bind UDP port {port}: {os.strerror(err)}") from None
+    sock.setblocking(True)
+    return sock
+
+
 def _failed(sock: socket.socket, host: str, port: int, timeout: float, e: OSError | None) -> OpError:
     """What the program gets for a connect that failed with e (None: it timed out); sock is closed."""
     sock.close()
@@ -105,6 +123,18 @@ def new_sockets(family: int, socktype: int, protocol: int, count: int) -> list[s
             sock.close()
         raise OpError(e.errno or errno.EIO, f"socket: {e.strerror}") from None
     return socks
+
+
+def sockaddr_tuple(raw: bytes) -> tuple:
+    """struct sockaddr bytes as Python's address tuple (sendto's)."""
+    try:
+        family, host, port = decode_inet(raw)
+    except SockaddrError as e:
+        raise OpError(errno.EAFNOSUPPORT, str(e)) from None
+    if family == socket.AF_INET6:
+        flowinfo, scope_id = struct.unpack_from("<II", raw, 4)[0], struct.unpack_from("<I", raw, 24)[0]
+        return host, port, socket.ntohl(flowinfo), scope_id
+    return host, port
 
 
 def sockaddr_bytes(address: tuple, family: int) -> bytes:

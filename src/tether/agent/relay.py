@@ -1,7 +1,7 @@
 """Relays: the bytes of a data connection to and from the socket it stands for.
 
 A network agent relays between each data connection and its socket in the target; for UDP the
-stream carries datagrams framed by agent_wire.encode_datagram. Each direction is one thread doing
+stream carries datagram records (agent_wire.encode_datagram, each after its length). Each direction is one thread doing
 blocking splices through one pipe (or reads and writes with one fixed buffer): memory per
 stream is bounded, a slow reader holds back only its own sender (TCP's flow control does the
 rest), and the GIL is released while the kernel moves the bytes. An end of stream is passed on as one (FIN); a failure on either side
@@ -161,7 +161,10 @@ def connect_and_relay(stream: socket.socket, req: agent_wire.Connect, id: int, n
 def _connect_and_relay(stream: socket.socket, req: agent_wire.Connect, id: int, name: str) -> None:
     stream.setblocking(True)
     try:
-        target = net.connect_blocking(req, stream)
+        if req.flags & agent_wire.FLAG_BIND:
+            target = net.bind_udp(req)
+        else:
+            target = net.connect_blocking(req, stream)
     except net.OpError as e:
         try:
             stream.sendall(wire.encode_error(wire.ErrorReply(e.errno, str(e)), id))
@@ -170,9 +173,9 @@ def _connect_and_relay(stream: socket.socket, req: agent_wire.Connect, id: int, 
         stream.close()
         return
     try:
-        addresses = agent_wire.Relayed(net.sockaddr_bytes(target.getsockname(), target.family),
-                                       net.sockaddr_bytes(target.getpeername(), target.family))
-        reply = agent_wire.encode_stream_reply(addresses, id)
+        local = net.sockaddr_bytes(target.getsockname(), target.family)
+        peer = b"" if req.flags & agent_wire.FLAG_BIND else net.sockaddr_bytes(target.getpeername(), target.family)
+        reply = agent_wire.encode_stream_reply(agent_wire.Relayed(local, peer), id)
     except OSError as e:
         log.debug("relay %s: %s", name, e)
         target.close()
@@ -180,37 +183,76 @@ def _connect_and_relay(stream: socket.socket, req: agent_wire.Connect, id: int, 
         return
     if req.socktype == socket.SOCK_DGRAM:
         stream.sendall(reply)
-        relay_datagrams(stream, target, name)
+        relay_udp(stream, target, name)
     else:
         target.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         relay_tcp(stream, target, name, preface=reply)
 
 
-def stream_to_datagrams(stream: socket.socket, dgram: socket.socket, pair: Pair) -> None:
-    reader = agent_wire.DatagramReader()
+# Relayed UDP: the data connection carries datagram records (agent_wire.encode_datagram: the
+# peer's address, then the bytes), each after a u32 length (encode_record). Here, in the
+# target, a record becomes a sendto() to its peer and each datagram received one record; on
+# the stand-in's side each record is one SOCK_SEQPACKET message to and from the program's
+# socket, which the layer reads and writes (layer/net/datagrams.c).
+
+def records_to_udp(stream: socket.socket, udp: socket.socket, pair: Pair) -> None:
+    reader = agent_wire.RecordReader()
+    last, address = b"", None  # the last peer, decoded once: most sockets talk to one or a few
     while data := stream.recv(BUF):
-        for datagram in reader.feed(data):
-            dgram.send(datagram)
+        for record in reader.feed(data):
+            peer, datagram = agent_wire.decode_datagram(record)
+            try:
+                if not peer:
+                    udp.send(datagram)
+                    continue
+                if peer != last:
+                    last, address = peer, net.sockaddr_tuple(peer)
+                udp.sendto(datagram, address)
+            except (OSError, net.OpError) as e:  # lost, as a datagram the kernel could not send is
+                last = b""
+                log.debug("relay: a datagram for %s: %s", peer.hex(), e)
 
 
-def datagrams_to_stream(dgram: socket.socket, stream: socket.socket, pair: Pair) -> None:
+def udp_to_records(udp: socket.socket, stream: socket.socket, pair: Pair) -> None:
     while not pair.ended.is_set():
         try:
-            datagram = dgram.recv(0x10000)
+            datagram, peer = udp.recvfrom(0x10000)
         except TimeoutError:
             continue
         except ConnectionRefusedError:  # an ICMP error for an earlier datagram: UDP goes on
             continue
-        if not datagram and dgram.type != socket.SOCK_DGRAM:
-            break  # the program closed its end of a SOCK_SEQPACKET pair
-        stream.sendall(agent_wire.encode_datagram(datagram))
+        record = agent_wire.encode_datagram(net.sockaddr_bytes(peer, udp.family), datagram)
+        stream.sendall(agent_wire.encode_record(record))
     if not pair.failed:
         stream.shutdown(socket.SHUT_WR)
 
 
-def relay_datagrams(stream: socket.socket, dgram: socket.socket, name: str) -> None:
-    """Relay a data connection carrying framed datagrams and a datagram socket (a UDP socket
-    in the target, or the program's SOCK_SEQPACKET end on the session's side)."""
+def records_to_messages(stream: socket.socket, seqpacket: socket.socket, pair: Pair) -> None:
+    reader = agent_wire.RecordReader()
+    while data := stream.recv(BUF):
+        for record in reader.feed(data):
+            seqpacket.send(record)
+    if not pair.failed:
+        seqpacket.shutdown(socket.SHUT_WR)
+
+
+def messages_to_records(seqpacket: socket.socket, stream: socket.socket, pair: Pair) -> None:
+    while record := seqpacket.recv(agent_wire.RECORD_MAX):  # b"": the program closed its socket
+        stream.sendall(agent_wire.encode_record(record))
+    if not pair.failed:
+        stream.shutdown(socket.SHUT_WR)
+
+
+def relay_udp(stream: socket.socket, udp: socket.socket, name: str) -> None:
+    """In the target: a data connection's datagram records and its UDP socket."""
     stream.setblocking(True)
-    dgram.settimeout(UDP_POLL)
-    Pair(stream, dgram, name).start(stream_to_datagrams, datagrams_to_stream)
+    udp.settimeout(UDP_POLL)
+    Pair(stream, udp, name).start(records_to_udp, udp_to_records)
+
+
+def relay_messages(stream: socket.socket, seqpacket: socket.socket, name: str) -> None:
+    """On the stand-in's side: a data connection's datagram records and the program's socket
+    (the other end of seqpacket)."""
+    stream.setblocking(True)
+    seqpacket.setblocking(True)
+    Pair(stream, seqpacket, name).start(records_to_messages, messages_to_records)

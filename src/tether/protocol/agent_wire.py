@@ -42,6 +42,7 @@ MSG_TARGET_FILES = 56  # the target's files through a network agent (TargetFiles
 #                 stand-in -> agent as the first frame of each data connection its file system uses
 MSG_TARGET_FILES_REPLY = 57  # no payload; on a data connection, protocol/file_ops.py's requests follow
 FLAG_RELAYED = 4  # CONNECT_REPLY: the descriptor is a relay stream; the target socket's addresses follow
+FLAG_BIND = 8  # CONNECT, STREAM of a UDP socket: bind it to the sockaddr's port (any address), connect nowhere
 CAP_SOCKETS = 1  # AGENT_HELLO: SOCKET replies carry descriptors made in the target
 CAP_STREAMS = 2  # AGENT_HELLO: STREAMS replies carry data connections to a network agent
 AGENT_HELLO = struct.Struct("<HHI")  # version, reserved, capabilities
@@ -59,7 +60,10 @@ EAI_SYSTEM = -11  # glibc's number: the failure is in errno
 NAMEINFO = struct.Struct("<i")  # NI_* flags; then the sockaddr. Reply: RESOLVE_REPLY, host, service
 ENV_MAX = 1 << 20  # bytes of environment a session accepts from an agent
 READ_FILE_MAX = 1 << 20  # bytes of a file READ_FILE carries (the resolver's files are small)
-DATAGRAM = struct.Struct("<H")  # a relayed datagram's length, before its bytes
+DATAGRAM = struct.Struct("<HH28s")  # a relayed datagram's head: its peer's address (length, reserved, bytes)
+DATAGRAM_ADDR_MAX = 28  # sockaddr_in6
+RECORD = struct.Struct("<I")  # a relayed datagram record's length, before it, between the stand-in and the agent
+RECORD_MAX = DATAGRAM.size + 0xFFFF
 INCOMING = struct.Struct("<HHHH")  # mode, flags, ports, maps; then u16 ports, then u16 pairs
 INCOMING_OFF, INCOMING_MIRROR, INCOMING_STEAL = 0, 1, 2
 INCOMING_MODES = {"off": INCOMING_OFF, "mirror": INCOMING_MIRROR, "steal": INCOMING_STEAL}
@@ -89,13 +93,14 @@ class Connect(NamedTuple):
     protocol: int
     timeout_ms: int
     sockaddr: bytes
+    flags: int = 0  # FLAG_BIND
 
 
 class Relayed(NamedTuple):
     """The addresses of a socket in the target that a relay stream stands for."""
 
     local: bytes  # its getsockname
-    peer: bytes  # its getpeername
+    peer: bytes  # its getpeername (empty: none, an unconnected UDP socket)
 
 
 class Open(NamedTuple):
@@ -199,7 +204,7 @@ def encode_connect(c: Connect, id: int) -> bytes:
     if len(c.sockaddr) > 128:
         raise ProtocolError("socket address longer than 128 bytes")
     return encode_frame(MSG_CONNECT, CONNECT.pack(c.family, c.socktype, c.protocol, c.timeout_ms)
-                        + pack_bytes(c.sockaddr), id=id)
+                        + pack_bytes(c.sockaddr), flags=c.flags & FLAG_BIND, id=id)
 
 
 def decode_connect(f: Frame) -> Connect:
@@ -210,7 +215,7 @@ def decode_connect(f: Frame) -> Connect:
     start = CONNECT.size + U16.size
     if n > 128 or start + n != len(f.payload):
         raise ProtocolError(f"CONNECT socket address of {n} bytes does not fit")
-    return Connect(family, socktype, protocol, timeout_ms, f.payload[start:])
+    return Connect(family, socktype, protocol, timeout_ms, f.payload[start:], f.flags & FLAG_BIND)
 
 
 def encode_connect_reply(id: int, status: int = 0, relayed: Relayed | None = None) -> bytes:
@@ -245,7 +250,7 @@ def _unpack_addresses(payload: bytes, pos: int, what: str) -> Relayed:
     peer, pos = unpack_bytes(payload, pos, f"{what} peer address")
     if pos != len(payload):
         raise ProtocolError(f"{len(payload) - pos} stray bytes after {what}")
-    for sa in (local, peer):
+    for sa in (local, peer) if peer else (local,):  # no peer: an unconnected UDP socket (FLAG_BIND)
         if len(sa) < 2 or len(sa) > 128:
             raise ProtocolError(f"{what} address of {len(sa)} bytes")
     return Relayed(local, peer)
@@ -253,7 +258,7 @@ def _unpack_addresses(payload: bytes, pos: int, what: str) -> Relayed:
 
 def encode_stream(c: Connect, id: int) -> bytes:
     """A data connection's first frame: connect like c in the target, then relay."""
-    return encode_frame(MSG_STREAM, encode_connect(c, id)[FRAME.size:], id=id)
+    return encode_frame(MSG_STREAM, encode_connect(c, id)[FRAME.size:], flags=c.flags & FLAG_BIND, id=id)
 
 
 def decode_stream(f: Frame) -> Connect:
@@ -272,28 +277,47 @@ def decode_stream_reply(f: Frame) -> Relayed:
     return _unpack_addresses(f.payload, 0, "STREAM_REPLY")
 
 
-def encode_datagram(datagram: bytes) -> bytes:
-    """One datagram on a relayed UDP stream: its u16 length, then its bytes."""
-    if len(datagram) > 0xFFFF:
-        raise ProtocolError(f"datagram of {len(datagram)} bytes")
-    return DATAGRAM.pack(len(datagram)) + datagram
+def encode_datagram(peer: bytes, data: bytes) -> bytes:
+    """A relayed datagram record: its head (the peer's sockaddr; empty: the connected peer),
+    then its bytes."""
+    if len(peer) > DATAGRAM_ADDR_MAX or len(data) > 0xFFFF:
+        raise ProtocolError(f"datagram of {len(data)} bytes for a {len(peer)}-byte address")
+    return DATAGRAM.pack(len(peer), 0, peer) + data
 
 
-class DatagramReader:
-    """Splits a relayed UDP stream back into datagrams."""
+def decode_datagram(record: bytes | memoryview) -> tuple[bytes, bytes]:
+    """(peer, data) of a relayed datagram record."""
+    if len(record) < DATAGRAM.size:
+        raise ProtocolError(f"datagram record of {len(record)} bytes, shorter than its head")
+    n, _, addr = DATAGRAM.unpack_from(record)
+    if n > DATAGRAM_ADDR_MAX:
+        raise ProtocolError(f"datagram record with a {n}-byte address")
+    return addr[:n], bytes(record[DATAGRAM.size:])
+
+
+def encode_record(record: bytes) -> bytes:
+    """A record on the data connection between the stand-in and the agent: u32 length, bytes."""
+    return RECORD.pack(len(record)) + record
+
+
+class RecordReader:
+    """Splits the data connection's bytes back into records."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buf += data
-        out = []
-        while len(self._buf) >= DATAGRAM.size:
-            (n,) = DATAGRAM.unpack_from(self._buf)
-            if len(self._buf) < DATAGRAM.size + n:
+        out, pos = [], 0
+        while len(self._buf) - pos >= RECORD.size:
+            (n,) = RECORD.unpack_from(self._buf, pos)
+            if n > RECORD_MAX:
+                raise ProtocolError(f"datagram record of {n} bytes (at most {RECORD_MAX})")
+            if len(self._buf) - pos < RECORD.size + n:
                 break
-            out.append(bytes(self._buf[DATAGRAM.size:DATAGRAM.size + n]))
-            del self._buf[:DATAGRAM.size + n]
+            out.append(bytes(self._buf[pos + RECORD.size:pos + RECORD.size + n]))
+            pos += RECORD.size + n
+        del self._buf[:pos]
         return out
 
 

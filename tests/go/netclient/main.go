@@ -19,6 +19,8 @@
 //	paced ADDR N MS       the same with MS milliseconds between connects (a program that
 //	                      connects now and then, not in a tight loop)
 //	lookups NAME N        N lookups one after the other: "lookups p50_us P50"
+//	pairs ADDR N          N request/response pairs on one unconnected UDP socket (WriteTo,
+//	                      ReadFrom; a reply not back within 1 s is lost): "pairs lost L p50_us P50"
 //	within ADDR MS        a dial whose deadline is MS ms away, and one cancelled after MS ms:
 //	                      "within CLASS CLASS" (ok, timeout, canceled, ...), or "late" with the
 //	                      milliseconds a dial took past its MS (500 ms of slack)
@@ -65,6 +67,7 @@ var steps = map[string]struct {
 	}},
 	"lookups": {2, func(a []string) string { return doLookups(a[0], a[1]) }},
 	"within":  {2, func(a []string) string { return doWithin(a[0], a[1]) }},
+	"pairs":   {2, func(a []string) string { return doPairs(a[0], a[1]) }},
 	"exit": {1, func(a []string) string {
 		code, _ := strconv.Atoi(a[0])
 		os.Exit(code)
@@ -326,6 +329,9 @@ func doSend(addr, size string) string {
 }
 
 func p50(samples []time.Duration) string {
+	if len(samples) == 0 {
+		return "-"
+	}
 	sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
 	return fmt.Sprintf("%.1f", float64(samples[len(samples)/2].Nanoseconds())/1000)
 }
@@ -357,6 +363,42 @@ func doLookups(name, count string) string {
 		samples = append(samples, time.Since(start))
 	}
 	return "lookups p50_us " + p50(samples)
+}
+
+func doPairs(addr, count string) string {
+	n, _ := strconv.Atoi(count)
+	to, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return "pairs error: " + err.Error()
+	}
+	conn, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		return "pairs error: " + err.Error()
+	}
+	defer conn.Close()
+	samples := make([]time.Duration, 0, n)
+	buf := make([]byte, 2048)
+	lost := 0
+	for i := 0; i < n; i++ {
+		msg := fmt.Sprintf("q%d", i)
+		start := time.Now()
+		if _, err := conn.WriteTo([]byte(msg), to); err != nil {
+			return "pairs error: " + err.Error()
+		}
+		conn.SetReadDeadline(start.Add(time.Second))
+		for {
+			got, _, err := conn.ReadFrom(buf)
+			if err != nil {
+				lost++
+				break
+			}
+			if strings.HasSuffix(string(buf[:got]), msg) { // not a late reply to an earlier one
+				samples = append(samples, time.Since(start))
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("pairs lost %d p50_us %s", lost, p50(samples))
 }
 
 func doUDPTo(addr, msg string) string {

@@ -1,0 +1,429 @@
+/* datagrams.c - UDP sockets relayed through a network agent (MODE_STREAMS).
+ *
+ * Such a socket is, here, one end of a unix SOCK_SEQPACKET pair whose
+ * records the stand-in relays to a UDP socket in the target (agent/relay.py):
+ * each record is a struct tether_datagram head naming the peer, then the
+ * datagram's bytes.  net.c makes one on connect() (CONNECT), and on the
+ * first sendto() of an unconnected socket to a remote address (CONNECT with
+ * FLAG_BIND: bound to the program's port, connected nowhere).  The calls
+ * that move datagrams on such a descriptor put the head on and take it off
+ * here, with the peer's address where the caller wants it: read, readv,
+ * recvfrom, recvmsg, recvmmsg; write, writev, sendto, sendmsg (net.c's
+ * handlers call in), sendmmsg.  Their handlers are installed with the first
+ * such socket, so a program that has none pays nothing for them.  connect()
+ * on one sets, here, the peer its sends go to and its receives come from
+ * (others are dropped, as the kernel drops them for a connected socket).
+ * Descriptors are known by number, checked against the socket's inode (a
+ * number closed and reused names another socket); a dup of one is not
+ * translated.  recvmmsg's timeout is not applied (the first datagram is
+ * waited for as the socket's blocking mode says). */
+#include "net/internal.h"
+
+#define SYS_read 0
+#define SYS_write 1
+#define SYS_fstat 5
+#define SYS_readv 19
+#define SYS_writev 20
+#define SYS_recvfrom 45
+#define SYS_sendmsg 46
+#define SYS_recvmsg 47
+#define SYS_recvmmsg 299
+#define SYS_sendmmsg 307
+#define AF_INET 2
+#define AF_INET6 10
+#define MSG_PEEK 2
+#define MSG_TRUNC 0x20
+#define MSG_DONTWAIT 0x40
+#define MSG_NOSIGNAL 0x4000
+#define MSG_WAITFORONE 0x10000
+#define EAGAIN 11
+#define EFAULT 14
+#define EINVAL 22
+#define EPIPE 32
+#define EMSGSIZE 90
+#define EAFNOSUPPORT 97
+#define ENETDOWN 100
+#define ECONNRESET 104
+#define EDESTADDRREQ 89
+#define EPROTO 71
+#define SLOTS 64
+#define FDS 65536     /* descriptors above are not relayed (their datagrams go raw) */
+#define IOV_MAX 1024  /* the kernel's */
+#define IOVS 64       /* a call's buffers, at most (more: EMSGSIZE) */
+#define UDP_MAX 65535 /* what one datagram may carry here, at most */
+
+struct iovec {
+	long base;
+	unsigned long len;
+};
+
+struct msghdr {
+	long name;
+	unsigned namelen;
+	long iov;
+	unsigned long iovlen;
+	long control;
+	unsigned long controllen;
+	int flags;
+};
+
+struct mmsghdr {
+	struct msghdr hdr;
+	unsigned len;
+};
+
+struct slot {
+	unsigned long ino; /* 0: free */
+	int fd;
+	unsigned char peer_len; /* 0: unconnected */
+	unsigned char peer[TETHER_DATAGRAM_ADDR_MAX];
+};
+
+static struct slot slots[SLOTS];
+static unsigned char hint[FDS / 8]; /* a bit per descriptor number that may be one */
+static unsigned next_slot;
+static int lock, installed;
+
+static void take(void)
+{
+	while (__atomic_exchange_n(&lock, 1, __ATOMIC_ACQUIRE))
+		__builtin_ia32_pause();
+}
+
+static void give(void)
+{
+	__atomic_store_n(&lock, 0, __ATOMIC_RELEASE);
+}
+
+static unsigned long inode_of(long fd)
+{
+	unsigned long st[18]; /* struct stat on x86-64: 144 bytes, st_ino at offset 8 */
+
+	if (tether_raw_syscall6(SYS_fstat, fd, (long)st, 0, 0, 0, 0) < 0)
+		return 0;
+	return st[1];
+}
+
+static int hinted(long fd)
+{
+	return fd >= 0 && fd < FDS && __atomic_load_n(&hint[fd / 8], __ATOMIC_RELAXED) & 1 << (fd % 8);
+}
+
+/* fd's slot, copied into *s: 1, or 0 if fd is not a relayed UDP socket. */
+static int find(long fd, struct slot *s)
+{
+	unsigned long ino;
+	int found = 0;
+
+	if (!hinted(fd))
+		return 0;
+	ino = inode_of(fd);
+	take();
+	for (unsigned i = 0; i < SLOTS && !found; i++)
+		if (slots[i].fd == fd && slots[i].ino) {
+			found = slots[i].ino == ino;
+			if (found)
+				*s = slots[i];
+			else /* fd was closed; its number now names another descriptor */
+				slots[i].ino = 0;
+		}
+	if (!found)
+		__atomic_and_fetch(&hint[fd / 8], (unsigned char)~(1 << (fd % 8)), __ATOMIC_RELAXED);
+	give();
+	return found;
+}
+
+/* Gather the program's buffers (n of them at iov) after our head in v;
+ * their total length in *total.  The count in v, or -errno. */
+static long gather(struct iovec *v, struct tether_datagram *head, long iov, unsigned long n, unsigned long *total)
+{
+	if (n > IOVS)
+		return n > IOV_MAX ? -EINVAL : -EMSGSIZE;
+	v[0].base = (long)head;
+	v[0].len = sizeof *head;
+	if (n && tether_peek(v + 1, iov, n * sizeof *v) != (long)(n * sizeof *v))
+		return -EFAULT;
+	*total = 0;
+	for (unsigned long i = 1; i <= n; i++)
+		*total += v[i].len;
+	return (long)n + 1;
+}
+
+static long send_on(long fd, const struct slot *s, long iov, unsigned long iovlen, int flags, long to,
+                    unsigned to_len)
+{
+	struct tether_datagram head = {0, 0, {0}};
+	struct iovec v[IOVS + 1];
+	struct msghdr m = {0, 0, (long)v, 0, 0, 0, 0};
+	unsigned long total;
+	long n = gather(v, &head, iov, iovlen, &total);
+
+	if (n < 0)
+		return n;
+	m.iovlen = (unsigned long)n;
+	if (to) {
+		if (to_len < 2 || to_len > sizeof head.addr || tether_peek(head.addr, to, to_len) != to_len)
+			return to_len < 2 || to_len > sizeof head.addr ? -EINVAL : -EFAULT;
+		if (head.addr[0] != AF_INET && head.addr[0] != AF_INET6)
+			return -EAFNOSUPPORT;
+		head.addr_len = (unsigned short)to_len;
+	} else if (s->peer_len) {
+		head.addr_len = s->peer_len;
+		for (unsigned i = 0; i < s->peer_len; i++)
+			head.addr[i] = s->peer[i];
+	} else {
+		return -EDESTADDRREQ;
+	}
+	if (total > UDP_MAX)
+		return -EMSGSIZE;
+	n = tether_raw_syscall6(SYS_sendmsg, fd, (long)&m, flags | MSG_NOSIGNAL, 0, 0, 0);
+	if (n == -EPIPE || n == -ECONNRESET)
+		return -ENETDOWN; /* the relay is gone: the agent or its link */
+	return n < 0 ? n : n - (long)sizeof head;
+}
+
+/* One datagram into the program's buffers; its peer's address in *from
+ * (room for TETHER_DATAGRAM_ADDR_MAX bytes) and its length in *from_len;
+ * the kernel's msg_flags in *mflags.  Its length, or -errno. */
+static long recv_on(long fd, const struct slot *s, long iov, unsigned long iovlen, int flags, unsigned char *from,
+                    unsigned *from_len, int *mflags)
+{
+	struct tether_datagram head;
+	struct iovec v[IOVS + 1];
+	struct msghdr m = {0, 0, (long)v, 0, 0, 0, 0};
+	unsigned long total;
+	long n = gather(v, &head, iov, iovlen, &total);
+
+	if (n < 0)
+		return n;
+	m.iovlen = (unsigned long)n;
+	for (;;) {
+		m.flags = 0;
+		n = tether_raw_syscall6(SYS_recvmsg, fd, (long)&m, flags, 0, 0, 0);
+		if (n < 0)
+			return n == -ECONNRESET ? -ENETDOWN : n;
+		if (n == 0)
+			return -ENETDOWN; /* the stand-in ended the relay */
+		if ((unsigned long)n < sizeof head || head.addr_len > sizeof head.addr)
+			return -EPROTO;
+		/* A connected socket takes only its peer's datagrams. */
+		if (!s->peer_len || flags & MSG_PEEK ||
+		    (head.addr_len == s->peer_len && !tether_memcmp(head.addr, s->peer, s->peer_len)))
+			break;
+	}
+	for (unsigned i = 0; i < head.addr_len; i++)
+		from[i] = head.addr[i];
+	*from_len = head.addr_len;
+	*mflags = m.flags;
+	return n - (long)sizeof head;
+}
+
+/* The address where the caller asked for it (addr, *lenp in and out), as
+ * the kernel gives it: cut to the room, its full length in *lenp. */
+static long give_address(long addr, long lenp, const unsigned char *from, unsigned from_len)
+{
+	unsigned room;
+
+	if (!addr || !lenp)
+		return 0;
+	if (tether_peek(&room, lenp, sizeof room) != sizeof room)
+		return -EFAULT;
+	if (tether_poke(addr, from, room < from_len ? room : from_len) < 0 ||
+	    tether_poke(lenp, &from_len, sizeof from_len) < 0)
+		return -EFAULT;
+	return 0;
+}
+
+int tether_datagrams_sendto(long fd, long buf, long len, long flags, long addr, long addrlen, long *result)
+{
+	struct iovec one = {buf, (unsigned long)len};
+	struct slot s;
+
+	if (!find(fd, &s))
+		return 0;
+	*result = send_on(fd, &s, (long)&one, 1, (int)flags, addr, (unsigned)addrlen);
+	return 1;
+}
+
+static long msg_send(long fd, const struct slot *s, long msg, int flags)
+{
+	struct msghdr h;
+
+	if (tether_peek(&h, msg, sizeof h) != sizeof h)
+		return -EFAULT;
+	return send_on(fd, s, h.iov, h.iovlen, flags, h.name, h.name ? h.namelen : 0);
+}
+
+int tether_datagrams_sendmsg(long fd, long msg, long flags, long *result)
+{
+	struct slot s;
+
+	if (!find(fd, &s))
+		return 0;
+	*result = msg_send(fd, &s, msg, (int)flags);
+	return 1;
+}
+
+static long msg_recv(long fd, const struct slot *s, long msg, int flags)
+{
+	unsigned char from[TETHER_DATAGRAM_ADDR_MAX];
+	unsigned from_len = 0;
+	struct msghdr h;
+	unsigned long none = 0;
+	int mflags = 0;
+	long n;
+
+	if (tether_peek(&h, msg, sizeof h) != sizeof h)
+		return -EFAULT;
+	n = recv_on(fd, s, h.iov, h.iovlen, flags, from, &from_len, &mflags);
+	if (n < 0)
+		return n;
+	if (h.name) {
+		unsigned room = h.namelen;
+
+		if (tether_poke(h.name, from, room < from_len ? room : from_len) < 0)
+			return -EFAULT;
+	}
+	/* msg_namelen (where there is a name), msg_controllen (no control
+	 * messages come) and msg_flags. */
+	if ((h.name && tether_poke(msg + 8, &from_len, sizeof from_len) < 0) ||
+	    tether_poke(msg + 40, &none, sizeof none) < 0 ||
+	    tether_poke(msg + 48, &mflags, sizeof mflags) < 0)
+		return -EFAULT;
+	return n;
+}
+
+static long dg_read(long nr, long fd, long buf, long len, long a4, long a5, long a6)
+{
+	unsigned char from[TETHER_DATAGRAM_ADDR_MAX];
+	struct iovec one = {buf, (unsigned long)len};
+	unsigned from_len;
+	struct slot s;
+	int mflags;
+
+	if (!find(fd, &s))
+		return tether_raw_syscall6(nr, fd, buf, len, a4, a5, a6);
+	if (nr == SYS_read)
+		return recv_on(fd, &s, (long)&one, 1, 0, from, &from_len, &mflags);
+	if (nr == SYS_write)
+		return send_on(fd, &s, (long)&one, 1, 0, 0, 0);
+	if (nr == SYS_readv)
+		return recv_on(fd, &s, buf, (unsigned long)len, 0, from, &from_len, &mflags);
+	return send_on(fd, &s, buf, (unsigned long)len, 0, 0, 0); /* writev */
+}
+
+static long dg_recvfrom(long nr, long fd, long buf, long len, long flags, long addr, long lenp)
+{
+	unsigned char from[TETHER_DATAGRAM_ADDR_MAX];
+	struct iovec one = {buf, (unsigned long)len};
+	unsigned from_len;
+	struct slot s;
+	int mflags;
+	long n, err;
+
+	if (!find(fd, &s))
+		return tether_raw_syscall6(nr, fd, buf, len, flags, addr, lenp);
+	n = recv_on(fd, &s, (long)&one, 1, (int)flags, from, &from_len, &mflags);
+	if (n >= 0 && (err = give_address(addr, lenp, from, from_len)) < 0)
+		return err;
+	return n;
+}
+
+static long dg_recvmsg(long nr, long fd, long msg, long flags, long a4, long a5, long a6)
+{
+	struct slot s;
+
+	if (!find(fd, &s))
+		return tether_raw_syscall6(nr, fd, msg, flags, a4, a5, a6);
+	return msg_recv(fd, &s, msg, (int)flags);
+}
+
+/* recvmmsg and sendmmsg: one datagram at a time; after the first, only
+ * those already there (MSG_DONTWAIT), as MSG_WAITFORONE asks. */
+static long dg_mmsg(long nr, long fd, long vec, long vlen, long flags, long a5, long a6)
+{
+	struct slot s;
+	long done = 0, n = 0;
+
+	if (!find(fd, &s))
+		return tether_raw_syscall6(nr, fd, vec, vlen, flags, a5, a6);
+	for (; done < vlen && done < IOV_MAX; done++) {
+		long msg = vec + done * (long)sizeof(struct mmsghdr);
+		int f = (int)(flags & ~MSG_WAITFORONE) | (done ? MSG_DONTWAIT : 0);
+		unsigned len;
+
+		n = nr == SYS_recvmmsg ? msg_recv(fd, &s, msg, f) : msg_send(fd, &s, msg, f);
+		if (n < 0)
+			break;
+		len = (unsigned)n;
+		if (tether_poke(msg + (long)sizeof(struct msghdr), &len, sizeof len) < 0) {
+			n = -EFAULT;
+			break;
+		}
+	}
+	return done ? done : n;
+}
+
+static void install(void)
+{
+	if (__atomic_exchange_n(&installed, 1, __ATOMIC_ACQ_REL))
+		return;
+	tether_set_handler(SYS_read, dg_read, TETHER_MAY_BLOCK);
+	tether_set_handler(SYS_write, dg_read, TETHER_MAY_BLOCK);
+	tether_set_handler(SYS_readv, dg_read, TETHER_MAY_BLOCK);
+	tether_set_handler(SYS_writev, dg_read, TETHER_MAY_BLOCK);
+	tether_set_handler(SYS_recvfrom, dg_recvfrom, TETHER_MAY_BLOCK);
+	tether_set_handler(SYS_recvmsg, dg_recvmsg, TETHER_MAY_BLOCK);
+	tether_set_handler(SYS_recvmmsg, dg_mmsg, TETHER_MAY_BLOCK);
+	tether_set_handler(SYS_sendmmsg, dg_mmsg, TETHER_MAY_BLOCK);
+}
+
+static void set_peer(long fd, const unsigned char *peer, unsigned peer_len)
+{
+	take();
+	for (unsigned i = 0; i < SLOTS; i++)
+		if (slots[i].fd == fd && slots[i].ino) {
+			slots[i].peer_len = (unsigned char)peer_len;
+			for (unsigned j = 0; j < peer_len; j++)
+				slots[i].peer[j] = peer[j];
+		}
+	give();
+}
+
+void tether_datagrams_add(long fd, const unsigned char *peer, unsigned peer_len)
+{
+	unsigned long ino = inode_of(fd);
+	struct slot *s;
+
+	if (!ino || fd >= FDS || peer_len > TETHER_DATAGRAM_ADDR_MAX)
+		return;
+	install();
+	take();
+	s = &slots[next_slot++ % SLOTS];
+	s->ino = ino;
+	s->fd = (int)fd;
+	s->peer_len = 0;
+	give();
+	set_peer(fd, peer, peer_len);
+	__atomic_or_fetch(&hint[fd / 8], (unsigned char)(1 << (fd % 8)), __ATOMIC_RELEASE);
+}
+
+int tether_datagrams_connect(long fd, const unsigned char *sa, long len, long *result)
+{
+	struct slot s;
+
+	if (!find(fd, &s))
+		return 0;
+	*result = 0;
+	if (len >= 2 && sa[0] == 0 && sa[1] == 0) /* AF_UNSPEC: connected no more */
+		len = 0;
+	else if (len < 2 || len > TETHER_DATAGRAM_ADDR_MAX)
+		*result = -EINVAL;
+	else if (sa[0] != AF_INET && sa[0] != AF_INET6)
+		*result = -EAFNOSUPPORT;
+	if (!*result) {
+		set_peer(fd, sa, (unsigned)len);
+		tether_relayed_peer(fd, sa, (unsigned)len);
+	}
+	return 1;
+}
