@@ -23,8 +23,10 @@ int tether_set_handler(long nr, tether_syscall_fn *fn, unsigned flags)
 {
 	if ((unsigned long)nr >= TETHER_NR_MAX || flags & ~TETHER_MAY_BLOCK)
 		return -22; /* EINVAL */
-	tether_handlers[nr] = fn;
-	tether_may_block[nr] = (unsigned char)(flags & TETHER_MAY_BLOCK);
+	/* The flag first: a handler set while the program runs (net/datagrams.c)
+	 * is never seen without it. */
+	__atomic_store_n(&tether_may_block[nr], (unsigned char)(flags & TETHER_MAY_BLOCK), __ATOMIC_RELEASE);
+	__atomic_store_n(&tether_handlers[nr], fn, __ATOMIC_RELEASE);
 	return 0;
 }
 

@@ -1,8 +1,9 @@
 /* net/ - the program's network, taken from the target (tether exec):
  * outgoing connects and unconnected UDP through sockets made there
- * (net.c, target_sockets.c: spares the agent hands out), the local/remote
- * rules (route.c), epoll registrations kept across a socket swap
- * (epoll.c), the addresses of relayed sockets (relayed.c), and libc's
+ * (net.c, target_sockets.c: spares the agent hands out) or relayed by a
+ * network agent (pending.c: connects in flight; datagrams.c: UDP), the
+ * local/remote rules (route.c), epoll registrations kept across a socket
+ * swap (epoll.c), the addresses of relayed sockets (relayed.c), and libc's
  * name lookups answered there (dns.c).  Uses core/ and link/. */
 #ifndef TETHER_NET_H
 #define TETHER_NET_H
