@@ -21,7 +21,6 @@
 
 #define SYS_read 0
 #define SYS_write 1
-#define SYS_fstat 5
 #define SYS_readv 19
 #define SYS_writev 20
 #define SYS_recvfrom 45
@@ -84,26 +83,6 @@ static unsigned char hint[FDS / 8]; /* a bit per descriptor number that may be o
 static unsigned next_slot;
 static int lock, installed;
 
-static void take(void)
-{
-	while (__atomic_exchange_n(&lock, 1, __ATOMIC_ACQUIRE))
-		__builtin_ia32_pause();
-}
-
-static void give(void)
-{
-	__atomic_store_n(&lock, 0, __ATOMIC_RELEASE);
-}
-
-static unsigned long inode_of(long fd)
-{
-	unsigned long st[18]; /* struct stat on x86-64: 144 bytes, st_ino at offset 8 */
-
-	if (tether_raw_syscall6(SYS_fstat, fd, (long)st, 0, 0, 0, 0) < 0)
-		return 0;
-	return st[1];
-}
-
 static int hinted(long fd)
 {
 	return fd >= 0 && fd < FDS && __atomic_load_n(&hint[fd / 8], __ATOMIC_RELAXED) & 1 << (fd % 8);
@@ -117,8 +96,8 @@ static int find(long fd, struct slot *s)
 
 	if (!hinted(fd))
 		return 0;
-	ino = inode_of(fd);
-	take();
+	ino = tether_net_inode(fd);
+	tether_net_lock(&lock);
 	for (unsigned i = 0; i < SLOTS && !found; i++)
 		if (slots[i].fd == fd && slots[i].ino) {
 			found = slots[i].ino == ino;
@@ -129,7 +108,7 @@ static int find(long fd, struct slot *s)
 		}
 	if (!found)
 		__atomic_and_fetch(&hint[fd / 8], (unsigned char)~(1 << (fd % 8)), __ATOMIC_RELAXED);
-	give();
+	tether_net_unlock(&lock);
 	return found;
 }
 
@@ -380,30 +359,30 @@ static void install(void)
 
 static void set_peer(long fd, const unsigned char *peer, unsigned peer_len)
 {
-	take();
+	tether_net_lock(&lock);
 	for (unsigned i = 0; i < SLOTS; i++)
 		if (slots[i].fd == fd && slots[i].ino) {
 			slots[i].peer_len = (unsigned char)peer_len;
 			for (unsigned j = 0; j < peer_len; j++)
 				slots[i].peer[j] = peer[j];
 		}
-	give();
+	tether_net_unlock(&lock);
 }
 
 void tether_datagrams_add(long fd, const unsigned char *peer, unsigned peer_len)
 {
-	unsigned long ino = inode_of(fd);
+	unsigned long ino = tether_net_inode(fd);
 	struct slot *s;
 
 	if (!ino || fd >= FDS || peer_len > TETHER_DATAGRAM_ADDR_MAX)
 		return;
 	install();
-	take();
+	tether_net_lock(&lock);
 	s = &slots[next_slot++ % SLOTS];
 	s->ino = ino;
 	s->fd = (int)fd;
 	s->peer_len = 0;
-	give();
+	tether_net_unlock(&lock);
 	set_peer(fd, peer, peer_len);
 	__atomic_or_fetch(&hint[fd / 8], (unsigned char)(1 << (fd % 8)), __ATOMIC_RELEASE);
 }

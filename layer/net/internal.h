@@ -5,6 +5,30 @@
 #include "net/net.h"
 #include "link/link.h"
 
+/* The small tables of relayed.c, pending.c and datagrams.c: a spin lock
+ * each, held for a few loads and stores (never across a syscall), and the
+ * socket's inode as their key (a dup shares it; a descriptor number reused
+ * after close names another inode). */
+static inline void tether_net_lock(int *lock)
+{
+	while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE))
+		__builtin_ia32_pause();
+}
+
+static inline void tether_net_unlock(int *lock)
+{
+	__atomic_store_n(lock, 0, __ATOMIC_RELEASE);
+}
+
+static inline unsigned long tether_net_inode(long fd)
+{
+	unsigned long st[18]; /* struct stat on x86-64: 144 bytes, st_ino at offset 8 */
+
+	if (tether_raw_syscall6(5 /* SYS_fstat */, fd, (long)st, 0, 0, 0, 0) < 0)
+		return 0;
+	return st[1];
+}
+
 /* target_sockets.c: a socket of this kind made in the target (MODE_SOCKETS),
  * from the spares the agent handed out, or -errno; forget drops fd if it is
  * a spare (the program wants its number: core/'s evict). */

@@ -20,7 +20,6 @@
 
 #define SYS_recvfrom 45
 #define SYS_getsockopt 55
-#define SYS_fstat 5
 #define SOL_SOCKET 1
 #define SO_ERROR 4
 #define MSG_PEEK 2
@@ -45,34 +44,14 @@ static struct pending slots[SLOTS];
 static unsigned next_slot, count;
 static int lock;
 
-static void take(void)
-{
-	while (__atomic_exchange_n(&lock, 1, __ATOMIC_ACQUIRE))
-		__builtin_ia32_pause();
-}
-
-static void give(void)
-{
-	__atomic_store_n(&lock, 0, __ATOMIC_RELEASE);
-}
-
-static unsigned long inode_of(long fd)
-{
-	unsigned long st[18]; /* struct stat on x86-64: 144 bytes, st_ino at offset 8 */
-
-	if (tether_raw_syscall6(SYS_fstat, fd, (long)st, 0, 0, 0, 0) < 0)
-		return 0;
-	return st[1];
-}
-
 void tether_pending_add(long fd, const unsigned char *sa, long len, const struct tether_net_kind *k)
 {
-	unsigned long ino = inode_of(fd);
+	unsigned long ino = tether_net_inode(fd);
 	struct pending *p;
 
 	if (!ino)
 		return;
-	take();
+	tether_net_lock(&lock);
 	p = &slots[next_slot++ % SLOTS];
 	if (!p->ino)
 		count++;
@@ -81,7 +60,7 @@ void tether_pending_add(long fd, const unsigned char *sa, long len, const struct
 	p->len = len;
 	for (long i = 0; i < len; i++)
 		p->sa[i] = sa[i];
-	give();
+	tether_net_unlock(&lock);
 }
 
 /* The entry for fd, moved out of the table into *out: 1, or 0 if none. */
@@ -90,9 +69,9 @@ static int take_entry(long fd, struct pending *out)
 	unsigned long ino;
 	int found = 0;
 
-	if (!__atomic_load_n(&count, __ATOMIC_ACQUIRE) || !(ino = inode_of(fd)))
+	if (!__atomic_load_n(&count, __ATOMIC_ACQUIRE) || !(ino = tether_net_inode(fd)))
 		return 0;
-	take();
+	tether_net_lock(&lock);
 	for (unsigned i = 0; i < SLOTS && !found; i++)
 		if (slots[i].ino == ino) {
 			*out = slots[i];
@@ -100,20 +79,20 @@ static int take_entry(long fd, struct pending *out)
 			count--;
 			found = 1;
 		}
-	give();
+	tether_net_unlock(&lock);
 	return found;
 }
 
 static void put_back(const struct pending *p)
 {
-	take();
+	tether_net_lock(&lock);
 	for (unsigned i = 0; i < SLOTS; i++)
 		if (!slots[i].ino) {
 			slots[i] = *p;
 			count++;
 			break;
 		}
-	give();
+	tether_net_unlock(&lock);
 }
 
 static long peek(long fd, void *buf, unsigned long n)

@@ -14,7 +14,6 @@
  * own address here: an empty one is the kernel's to give. */
 #include "net/internal.h"
 
-#define SYS_fstat 5
 #define SYS_getsockname 51
 #define SYS_getpeername 52
 #define SLOTS 256
@@ -31,35 +30,15 @@ static struct slot slots[SLOTS];
 static unsigned next_slot, used;
 static int lock;
 
-static void take(void)
-{
-	while (__atomic_exchange_n(&lock, 1, __ATOMIC_ACQUIRE))
-		__builtin_ia32_pause();
-}
-
-static void give(void)
-{
-	__atomic_store_n(&lock, 0, __ATOMIC_RELEASE);
-}
-
-static unsigned long inode_of(long fd)
-{
-	unsigned long st[18];	/* struct stat on x86-64: 144 bytes, st_ino at offset 8 */
-
-	if (tether_raw_syscall6(SYS_fstat, fd, (long)st, 0, 0, 0, 0) < 0)
-		return 0;
-	return st[1];
-}
-
 void tether_relayed_add(long fd, const unsigned char *local, unsigned local_len, const unsigned char *peer,
                         unsigned peer_len)
 {
-	unsigned long ino = inode_of(fd);
+	unsigned long ino = tether_net_inode(fd);
 	struct slot *s;
 
 	if (!ino || local_len > SOCKADDR_MAX || peer_len > SOCKADDR_MAX)
 		return;
-	take();
+	tether_net_lock(&lock);
 	s = 0;
 	for (unsigned i = 0; i < SLOTS && !s; i++)
 		if (slots[i].ino == ino)
@@ -75,16 +54,16 @@ void tether_relayed_add(long fd, const unsigned char *local, unsigned local_len,
 	for (unsigned i = 0; i < peer_len; i++)
 		s->peer[i] = peer[i];
 	__atomic_store_n(&used, 1, __ATOMIC_RELEASE);
-	give();
+	tether_net_unlock(&lock);
 }
 
 void tether_relayed_peer(long fd, const unsigned char *peer, unsigned len)
 {
-	unsigned long ino = inode_of(fd);
+	unsigned long ino = tether_net_inode(fd);
 
 	if (!ino || len > SOCKADDR_MAX)
 		return;
-	take();
+	tether_net_lock(&lock);
 	for (unsigned i = 0; i < SLOTS; i++)
 		if (slots[i].ino == ino) {
 			slots[i].peer_len = (unsigned char)len;
@@ -92,7 +71,7 @@ void tether_relayed_peer(long fd, const unsigned char *peer, unsigned len)
 			for (unsigned j = 0; j < len; j++)
 				slots[i].peer[j] = peer[j];
 		}
-	give();
+	tether_net_unlock(&lock);
 }
 
 /* As the kernel answers: the address cut to the caller's buffer, and its
@@ -104,9 +83,9 @@ static long relayed_name(long nr, long fd, long addr, long lenp, long a4, long a
 	unsigned n = 0, room;
 	int found = 0, unconnected = 0;
 
-	if (!__atomic_load_n(&used, __ATOMIC_ACQUIRE) || !(ino = inode_of(fd)))
+	if (!__atomic_load_n(&used, __ATOMIC_ACQUIRE) || !(ino = tether_net_inode(fd)))
 		return tether_raw_syscall6(nr, fd, addr, lenp, a4, a5, a6);
-	take();
+	tether_net_lock(&lock);
 	for (unsigned i = 0; i < SLOTS && !found; i++) {
 		const struct slot *s = &slots[i];
 
@@ -118,7 +97,7 @@ static long relayed_name(long nr, long fd, long addr, long lenp, long a4, long a
 		for (unsigned j = 0; j < n; j++)
 			sa[j] = nr == SYS_getsockname ? s->local[j] : s->peer[j];
 	}
-	give();
+	tether_net_unlock(&lock);
 	if (unconnected)
 		return -107; /* ENOTCONN */
 	if (!found || !n)
