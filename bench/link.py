@@ -36,7 +36,7 @@ import go_toolchains  # noqa: E402
 import gobuild  # noqa: E402
 import netns  # noqa: E402
 from delayproxy import DelayProxy  # noqa: E402
-from relay_throughput import network_agent, sinks  # noqa: E402
+from relay_throughput import BASE_PORT, network_agent, sinks  # noqa: E402
 from ssh_target import rtt_us  # noqa: E402
 
 TETHER = [sys.executable, "-m", "tether"]
@@ -97,20 +97,15 @@ def send_seconds(argv: list[str], sink: subprocess.Popen, size: int) -> float:
 def throughput(args, ns: netns.TargetNamespace, stack: contextlib.ExitStack, exe: Path, prefix: list[str]) -> None:
     """One stream through the relay against the same stream over the same link, no tether."""
     times: dict[str, list[float]] = {"plain": [], "relay": []}
+    plain_to = f"{ns.veth_ns_addr}:{BASE_PORT}"  # where sinks() puts the first sink
+    if args.delay_ms:
+        proxy = stack.enter_context(DelayProxy(("127.0.0.1", 0), (ns.veth_ns_addr, BASE_PORT), args.delay_ms / 1000))
+        plain_to = f"{proxy.address[0]}:{proxy.address[1]}"
     for r in range(args.rounds):
         for way in ("plain", "relay") if r % 2 == 0 else ("relay", "plain"):
-            host = ns.veth_ns_addr if way == "plain" else netns.WEB_ADDR
-            [(sink, addr)] = sinks(ns.popen, host, exe, 1)
-            if way == "plain":
-                to = addr
-                if args.delay_ms:
-                    sink_host, sink_port = addr.rsplit(":", 1)
-                    proxy = stack.enter_context(DelayProxy(("127.0.0.1", 0), (sink_host, int(sink_port)),
-                                                           args.delay_ms / 1000))
-                    to = f"{proxy.address[0]}:{proxy.address[1]}"
-                argv = [str(exe), "send", to, str(args.bytes)]
-            else:
-                argv = [*prefix, "send", addr, str(args.bytes)]
+            [(sink, addr)] = sinks(ns.popen, ns.veth_ns_addr if way == "plain" else netns.WEB_ADDR, exe, 1)
+            argv = [str(exe), "send", plain_to, str(args.bytes)] if way == "plain" else \
+                [*prefix, "send", addr, str(args.bytes)]
             times[way].append(send_seconds(argv, sink, args.bytes))
     mib = args.bytes / (1 << 20)
     t = {way: statistics.median(v) for way, v in times.items()}
