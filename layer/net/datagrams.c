@@ -112,53 +112,58 @@ static int find(long fd, struct slot *s)
 	return found;
 }
 
-/* Gather the program's buffers (n of them at iov) after our head in v;
- * their total length in *total.  The count in v, or -errno. */
-static long gather(struct iovec *v, struct tether_datagram *head, long iov, unsigned long n, unsigned long *total)
+/* A call's message: our head, then the program's buffers (iovlen of them
+ * at iov). */
+struct message {
+	struct tether_datagram head;
+	struct iovec v[IOVS + 1];
+	struct msghdr m;
+	unsigned long total; /* the program's bytes */
+};
+
+static long gather(struct message *b, long iov, unsigned long n)
 {
 	if (n > IOVS)
 		return n > IOV_MAX ? -EINVAL : -EMSGSIZE;
-	v[0].base = (long)head;
-	v[0].len = sizeof *head;
-	if (n && tether_peek(v + 1, iov, n * sizeof *v) != (long)(n * sizeof *v))
+	b->v[0].base = (long)&b->head;
+	b->v[0].len = sizeof b->head;
+	if (n && tether_peek(b->v + 1, iov, n * sizeof *b->v) != (long)(n * sizeof *b->v))
 		return -EFAULT;
-	*total = 0;
+	b->total = 0;
 	for (unsigned long i = 1; i <= n; i++)
-		*total += v[i].len;
-	return (long)n + 1;
+		b->total += b->v[i].len;
+	b->m = (struct msghdr){0, 0, (long)b->v, n + 1, 0, 0, 0};
+	return 0;
 }
 
 static long send_on(long fd, const struct slot *s, long iov, unsigned long iovlen, int flags, long to,
                     unsigned to_len)
 {
-	struct tether_datagram head = {0, 0, {0}};
-	struct iovec v[IOVS + 1];
-	struct msghdr m = {0, 0, (long)v, 0, 0, 0, 0};
-	unsigned long total;
-	long n = gather(v, &head, iov, iovlen, &total);
+	struct message b = {.head = {0, 0, {0}}};
+	struct tether_datagram *head = &b.head;
+	long n = gather(&b, iov, iovlen);
 
 	if (n < 0)
 		return n;
-	m.iovlen = (unsigned long)n;
 	if (to) {
-		if (to_len < 2 || to_len > sizeof head.addr || tether_peek(head.addr, to, to_len) != to_len)
-			return to_len < 2 || to_len > sizeof head.addr ? -EINVAL : -EFAULT;
-		if (head.addr[0] != AF_INET && head.addr[0] != AF_INET6)
+		if (to_len < 2 || to_len > sizeof head->addr || tether_peek(head->addr, to, to_len) != to_len)
+			return to_len < 2 || to_len > sizeof head->addr ? -EINVAL : -EFAULT;
+		if (head->addr[0] != AF_INET && head->addr[0] != AF_INET6)
 			return -EAFNOSUPPORT;
-		head.addr_len = (unsigned short)to_len;
+		head->addr_len = (unsigned short)to_len;
 	} else if (s->peer_len) {
-		head.addr_len = s->peer_len;
+		head->addr_len = s->peer_len;
 		for (unsigned i = 0; i < s->peer_len; i++)
-			head.addr[i] = s->peer[i];
+			head->addr[i] = s->peer[i];
 	} else {
 		return -EDESTADDRREQ;
 	}
-	if (total > UDP_MAX)
+	if (b.total > UDP_MAX)
 		return -EMSGSIZE;
-	n = tether_raw_syscall6(SYS_sendmsg, fd, (long)&m, flags | MSG_NOSIGNAL, 0, 0, 0);
+	n = tether_raw_syscall6(SYS_sendmsg, fd, (long)&b.m, flags | MSG_NOSIGNAL, 0, 0, 0);
 	if (n == -EPIPE || n == -ECONNRESET)
 		return -ENETDOWN; /* the relay is gone: the agent or its link */
-	return n < 0 ? n : n - (long)sizeof head;
+	return n < 0 ? n : n - (long)sizeof *head;
 }
 
 /* One datagram into the program's buffers; its peer's address in *from
@@ -167,34 +172,31 @@ static long send_on(long fd, const struct slot *s, long iov, unsigned long iovle
 static long recv_on(long fd, const struct slot *s, long iov, unsigned long iovlen, int flags, unsigned char *from,
                     unsigned *from_len, int *mflags)
 {
-	struct tether_datagram head;
-	struct iovec v[IOVS + 1];
-	struct msghdr m = {0, 0, (long)v, 0, 0, 0, 0};
-	unsigned long total;
-	long n = gather(v, &head, iov, iovlen, &total);
+	struct message b;
+	struct tether_datagram *head = &b.head;
+	long n = gather(&b, iov, iovlen);
 
 	if (n < 0)
 		return n;
-	m.iovlen = (unsigned long)n;
 	for (;;) {
-		m.flags = 0;
-		n = tether_raw_syscall6(SYS_recvmsg, fd, (long)&m, flags, 0, 0, 0);
+		b.m.flags = 0;
+		n = tether_raw_syscall6(SYS_recvmsg, fd, (long)&b.m, flags, 0, 0, 0);
 		if (n < 0)
 			return n == -ECONNRESET ? -ENETDOWN : n;
 		if (n == 0)
 			return -ENETDOWN; /* the stand-in ended the relay */
-		if ((unsigned long)n < sizeof head || head.addr_len > sizeof head.addr)
+		if ((unsigned long)n < sizeof *head || head->addr_len > sizeof head->addr)
 			return -EPROTO;
 		/* A connected socket takes only its peer's datagrams. */
 		if (!s->peer_len || flags & MSG_PEEK ||
-		    (head.addr_len == s->peer_len && !tether_memcmp(head.addr, s->peer, s->peer_len)))
+		    (head->addr_len == s->peer_len && !tether_memcmp(head->addr, s->peer, s->peer_len)))
 			break;
 	}
-	for (unsigned i = 0; i < head.addr_len; i++)
-		from[i] = head.addr[i];
-	*from_len = head.addr_len;
-	*mflags = m.flags;
-	return n - (long)sizeof head;
+	for (unsigned i = 0; i < head->addr_len; i++)
+		from[i] = head->addr[i];
+	*from_len = head->addr_len;
+	*mflags = b.m.flags;
+	return n - (long)sizeof *head;
 }
 
 /* The address where the caller asked for it (addr, *lenp in and out), as
