@@ -131,9 +131,8 @@ def sockaddr_tuple(raw: bytes) -> tuple:
         family, host, port = decode_inet(raw)
     except SockaddrError as e:
         raise OpError(errno.EAFNOSUPPORT, str(e)) from None
-    if family == socket.AF_INET6:
-        flowinfo, scope_id = struct.unpack_from("<II", raw, 4)[0], struct.unpack_from("<I", raw, 24)[0]
-        return host, port, socket.ntohl(flowinfo), scope_id
+    if family == socket.AF_INET6:  # sin6_flowinfo is in network order, sin6_scope_id in host order
+        return host, port, struct.unpack_from(">I", raw, 4)[0], struct.unpack_from("<I", raw, 24)[0]
     return host, port
 
 
