@@ -10,6 +10,8 @@ A `tether agent --listen` in a throwaway namespace, reached over veth; the Go ne
 - sends --bytes to a sink in the namespace through the relay, against the same client sending
   the same bytes to a sink there without tether over the same link (veth, or the same delay
   proxy): relay / plain >= 0.9. Both sides sha256-check every byte.
+- with --tls, the same stream through a second agent started with --tls (every connection
+  encrypted, the stand-in pinning its certificate): tls relay / plain relay >= 0.5.
 - --pairs request/response pairs on one unconnected UDP socket to the namespace's echo server
   (goal: none lost on a bare link), with their p50.
 
@@ -17,7 +19,7 @@ Rounds alternate the ways. --delay-ms D puts tests/delayproxy.py between this ho
 namespace (D ms each way; the round trip is then the bare one + 2 D), for tether's link to the
 agent and for the plain stream alike.
 
-    python3 bench/link.py [--rounds 3] [--n 200] [--ms 5] [--bytes N] [--pairs 10000] [--delay-ms 10]
+    python3 bench/link.py [--rounds 3] [--n 200] [--ms 5] [--bytes N] [--pairs 10000] [--delay-ms 10] [--tls]
 """
 from __future__ import annotations
 
@@ -51,15 +53,13 @@ def main() -> None:
     ap.add_argument("--delay-ms", type=float, default=0.0)
     ap.add_argument("--bytes", type=int, default=256 << 20)
     ap.add_argument("--pairs", type=int, default=10_000)
+    ap.add_argument("--tls", action="store_true", help="also stream through an agent with --tls")
     args = ap.parse_args()
     exe = gobuild.build(args.version, "default", "netclient")
     with netns.TargetNamespace(veth=True) as ns, tempfile.TemporaryDirectory() as tmp, \
             network_agent(ns, tmp) as (_, address, token), contextlib.ExitStack() as stack:
         host, port = address.rsplit(":", 1)
-        if args.delay_ms:
-            proxy = stack.enter_context(DelayProxy(("127.0.0.1", 0), (host, int(port)), args.delay_ms / 1000))
-            address = f"{proxy.address[0]}:{proxy.address[1]}"
-        prefix = [*TETHER, "exec", "--target", f"tcp://{address}", "--token-file", str(token), "--", str(exe)]
+        prefix = exec_prefix(stack, args, address, token, exe)
         dest = f"{netns.WEB_ADDR}:{netns.HTTP_PORT}"
         steps = {"paced": ["paced", dest, str(args.n), str(args.ms)], "back to back": ["connects", dest, str(args.n)]}
         p50: dict[str, list[float]] = {way: [] for way in steps}
@@ -80,8 +80,21 @@ def main() -> None:
             m = statistics.median(values)
             print(f"  connect p50 {way:13} {m:6.0f} us: added {m - one:5.0f} us "
                   f"({'met' if m - one <= one + 300 else 'not met'}; rounds: {', '.join(f'{v:.0f}' for v in values)})")
-        throughput(args, ns, stack, exe, prefix)
+        relays = {"relay": prefix}
+        if args.tls:
+            _, tls_address, tls_token = stack.enter_context(network_agent(ns, tmp, tls=True))
+            relays["tls relay"] = exec_prefix(stack, args, tls_address, tls_token, exe)
+        throughput(args, ns, stack, exe, relays)
         datagrams(args, prefix)
+
+
+def exec_prefix(stack: contextlib.ExitStack, args, address: str, token: Path, exe: Path) -> list[str]:
+    """`tether exec` of exe through the agent at address (behind a delay proxy with --delay-ms)."""
+    if args.delay_ms:
+        host, port = address.rsplit(":", 1)
+        proxy = stack.enter_context(DelayProxy(("127.0.0.1", 0), (host, int(port)), args.delay_ms / 1000))
+        address = f"{proxy.address[0]}:{proxy.address[1]}"
+    return [*TETHER, "exec", "--target", f"tcp://{address}", "--token-file", str(token), "--", str(exe)]
 
 
 def send_seconds(argv: list[str], sink: subprocess.Popen, size: int) -> float:
@@ -94,24 +107,28 @@ def send_seconds(argv: list[str], sink: subprocess.Popen, size: int) -> float:
     return float(r.stdout.split()[3])
 
 
-def throughput(args, ns: netns.TargetNamespace, stack: contextlib.ExitStack, exe: Path, prefix: list[str]) -> None:
-    """One stream through the relay against the same stream over the same link, no tether."""
-    times: dict[str, list[float]] = {"plain": [], "relay": []}
+def throughput(args, ns: netns.TargetNamespace, stack: contextlib.ExitStack, exe: Path,
+               relays: dict[str, list[str]]) -> None:
+    """One stream through each relay (tether exec prefixes) against the same stream over the
+    same link, no tether."""
+    times: dict[str, list[float]] = {"plain": [], **{way: [] for way in relays}}
     plain_to = f"{ns.veth_ns_addr}:{BASE_PORT}"  # where sinks() puts the first sink
     if args.delay_ms:
         proxy = stack.enter_context(DelayProxy(("127.0.0.1", 0), (ns.veth_ns_addr, BASE_PORT), args.delay_ms / 1000))
         plain_to = f"{proxy.address[0]}:{proxy.address[1]}"
     for r in range(args.rounds):
-        for way in ("plain", "relay") if r % 2 == 0 else ("relay", "plain"):
+        for way in list(times) if r % 2 == 0 else reversed(times):
             [(sink, addr)] = sinks(ns.popen, ns.veth_ns_addr if way == "plain" else netns.WEB_ADDR, exe, 1)
             argv = [str(exe), "send", plain_to, str(args.bytes)] if way == "plain" else \
-                [*prefix, "send", addr, str(args.bytes)]
+                [*relays[way], "send", addr, str(args.bytes)]
             times[way].append(send_seconds(argv, sink, args.bytes))
     mib = args.bytes / (1 << 20)
     t = {way: statistics.median(v) for way, v in times.items()}
-    print(f"  stream {mib:.0f} MiB: plain {mib / t['plain']:.0f} MiB/s, relay {mib / t['relay']:.0f} MiB/s, "
-          f"relay/plain = {t['plain'] / t['relay']:.3f} (goal >= 0.9), sha256-checked; rounds (s): "
-          + "; ".join(f"{way} {', '.join(f'{v:.2f}' for v in vs)}" for way, vs in times.items()))
+    print(f"  stream {mib:.0f} MiB, sha256-checked: "
+          + ", ".join(f"{way} {mib / t[way]:.0f} MiB/s" for way in t)
+          + f"; relay/plain = {t['plain'] / t['relay']:.3f} (goal >= 0.9)"
+          + (f"; tls relay/relay = {t['relay'] / t['tls relay']:.3f} (goal >= 0.5)" if "tls relay" in t else "")
+          + "; rounds (s): " + "; ".join(f"{way} {', '.join(f'{v:.2f}' for v in vs)}" for way, vs in times.items()))
 
 
 def datagrams(args, prefix: list[str]) -> None:

@@ -73,14 +73,17 @@ def transfer(how: str, popen, host: str, prefix: list[str], exe: Path, size: int
 
 
 @contextlib.contextmanager
-def network_agent(ns: netns.TargetNamespace, tmp: str):
-    """`tether agent --listen` in ns on its veth address, with a new token: (its process, the
-    address it listens on, the token file); stopped at the end."""
-    token = Path(tmp) / "agent.token"
-    subprocess.run([*TETHER, "agent", "--new-token", str(token)], check=True, capture_output=True)
-    log = Path(tmp) / "agent.log"
-    agent = ns.popen([*TETHER, "agent", "--listen", f"tcp:{ns.veth_ns_addr}:0", "--token-file", str(token)],
-                     stderr=log.open("w"))
+def network_agent(ns: netns.TargetNamespace, tmp: str, tls: bool = False):
+    """`tether agent --listen` in ns on its veth address, with a new token (and with tls, a new
+    key, every connection encrypted): (its process, the address it listens on, the token file);
+    stopped at the end."""
+    name = "tls" if tls else "plain"
+    token = Path(tmp) / f"{name}.token"
+    tls_flag = ["--tls"] if tls else []
+    subprocess.run([*TETHER, "agent", "--new-token", str(token), *tls_flag], check=True, capture_output=True)
+    log = Path(tmp) / f"{name}.log"
+    agent = ns.popen([*TETHER, "agent", "--listen", f"tcp:{ns.veth_ns_addr}:0", "--token-file", str(token),
+                      *tls_flag], stderr=log.open("w"))
     try:
         for _ in range(500):
             if m := re.search(r"listening on tcp:(\S+)", log.read_text()):

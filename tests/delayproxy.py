@@ -5,7 +5,9 @@ Every chunk read from one side is written to the other `delay` seconds after it 
 each direction moves at most `rate` bytes a second (None: as fast as it can). What is in
 flight is bounded by flight_max bytes per direction: beyond that the proxy stops reading, so
 TCP's flow control holds the sender back as a slow link would. An end of stream is passed on
-after the same delay (half-close); a reset or error closes both sides.
+after the same delay (half-close); a reset or error closes both sides. cut() resets every
+connection open now (RST both ways: a link that broke); the proxy goes on accepting. With record=True,
+`seen` keeps the first SEEN_MAX bytes that crossed (both directions), to look for plaintext.
 
     with DelayProxy(("127.0.0.1", 0), ("198.18.0.1", 7411), delay=0.010) as proxy:
         ... connect to proxy.address: 20 ms round trips ...
@@ -14,16 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import threading
 import time
 
 CHUNK = 1 << 16
+SEEN_MAX = 64 << 20
+LINGER_RESET = struct.pack("ii", 1, 0)  # close sends RST
 
 
 class DelayProxy:
     def __init__(self, listen: tuple[str, int], upstream: tuple[str, int], delay: float,
-                 rate: float | None = None, flight_max: int = 64 << 20):
+                 rate: float | None = None, flight_max: int = 64 << 20, record: bool = False):
         self.upstream, self.delay, self.rate, self.flight_max = upstream, delay, rate, flight_max
+        self.seen = bytearray() if record else None
+        self.open: set[asyncio.StreamWriter] = set()  # both sides of every connection, for cut()
         self.sock = socket.create_server(listen)
         self.sock.setblocking(False)
         self.address = self.sock.getsockname()[:2]
@@ -39,6 +46,13 @@ class DelayProxy:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def cut(self) -> None:
+        def abort() -> None:
+            for writer in self.open:
+                _reset_on_close(writer)
+                writer.transport.abort()
+        self.loop.call_soon_threadsafe(abort)
 
     def close(self) -> None:
         async def stop() -> None:
@@ -63,17 +77,20 @@ class DelayProxy:
             return
         for w in (client_w, up_w):
             w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.open.add(w)
         directions = [asyncio.ensure_future(self._pipe(client_r, up_w)),
                       asyncio.ensure_future(self._pipe(up_r, client_w))]
         try:
             await asyncio.gather(*directions)
-        except (OSError, asyncio.IncompleteReadError):
-            pass
+        except (OSError, asyncio.IncompleteReadError):  # a reset on one side is one on both
+            for w in (client_w, up_w):
+                _reset_on_close(w)
         finally:
             for task in directions:
                 task.cancel()
             for w in (client_w, up_w):
                 w.transport.abort()
+                self.open.discard(w)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One direction: chunks stamped as they arrive, written delay later, paced by rate."""
@@ -83,7 +100,13 @@ class DelayProxy:
         async def read() -> None:
             while True:
                 await room.acquire()
-                data = await reader.read(CHUNK)
+                try:
+                    data = await reader.read(CHUNK)
+                except OSError as e:  # a reset: it crosses the link too, after the delay
+                    queue.put_nowait((time.monotonic(), e))
+                    return
+                if self.seen is not None and len(self.seen) < SEEN_MAX:
+                    self.seen += data
                 queue.put_nowait((time.monotonic(), data))
                 if not data:
                     return
@@ -96,6 +119,8 @@ class DelayProxy:
                 wait = arrived + self.delay - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
+                if isinstance(data, OSError):
+                    raise data
                 if not data:
                     if writer.can_write_eof():
                         writer.write_eof()
@@ -110,3 +135,10 @@ class DelayProxy:
                 room.release()
         finally:
             reading.cancel()
+
+
+def _reset_on_close(writer: asyncio.StreamWriter) -> None:
+    try:
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+    except OSError:
+        pass

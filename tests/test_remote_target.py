@@ -1,7 +1,8 @@
 """`tether exec --target tcp://HOST:PORT|unix:PATH`: a `tether agent --listen` already running in
 the test namespace, reached over a veth pair (TCP) or a unix socket, with a token file. Over
 TCP sockets cannot cross, so the agent relays; over unix: they are handed over as for netns:.
-Also: the agent refuses wrong tokens, a dead or unreachable agent is a clear error within 5 s,
+With --tls the link is encrypted (nothing readable crosses) and the session pins the agent's
+certificate. Also: the agent refuses wrong tokens, a dead or unreachable agent is a clear error within 5 s,
 killing the agent mid-transfer ends the program's transfer with an error and leaves nothing
 running, and a session gets its agent back when it restarts."""
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import gobuild
 import pytest
+from delayproxy import DelayProxy
 from netns import HTTP_PORT, UDP_PORT, WEB_ADDR, TargetNamespace
 from test_exec import TETHER, full_tour
 
@@ -26,10 +28,11 @@ class Agent:
     """`tether agent --listen` inside the namespace (run by prefix, a command that execs its
     arguments, if given); stderr collected in a file."""
 
-    def __init__(self, ns: TargetNamespace, listen: str, token_file: Path, log: Path, prefix: tuple[str, ...] = ()):
+    def __init__(self, ns: TargetNamespace, listen: str, token_file: Path, log: Path, prefix: tuple[str, ...] = (),
+                 flags: tuple[str, ...] = ()):
         self.log = log
         self.proc = ns.popen([*prefix, *TETHER, "agent", "--listen", listen, "--token-file", str(token_file),
-                              "--env-file", "/etc/environment"], stderr=log.open("w"))
+                              "--env-file", "/etc/environment", *flags], stderr=log.open("w"))
         end = time.monotonic() + 15
         while not (m := re.search(r"listening on (\S+)", log.read_text())):
             if self.proc.poll() is not None or time.monotonic() > end:
@@ -75,6 +78,21 @@ def tcp_agent(ns, token, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def tls_token(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tls") / "agent.token"
+    subprocess.run([*TETHER, "agent", "--new-token", str(path), "--tls"], check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tls_agent(ns, tls_token, tmp_path_factory):
+    agent = Agent(ns, f"tcp:{ns.veth_ns_addr}:0", tls_token, tmp_path_factory.mktemp("agent") / "tls.log",
+                  flags=("--tls",))
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture(scope="module")
 def unix_agent(ns, token, tmp_path_factory):
     path = tmp_path_factory.mktemp("unix") / "agent.sock"
     agent = Agent(ns, f"unix:{path}", token, path.parent / "agent.log")
@@ -108,10 +126,12 @@ def run(target: str, token: Path | None, program, *args: str, timeout: float = 6
                           **kw)
 
 
-def test_every_go_version_through_a_tcp_agent(go_versions, ns, tcp_agent, token):
+@pytest.mark.parametrize("link", ["plain", "tls"])
+def test_every_go_version_through_a_tcp_agent(go_versions, ns, tcp_agent, token, tls_agent, tls_token, link):
+    agent, token = (tcp_agent, token) if link == "plain" else (tls_agent, tls_token)
     steps, expected = full_tour(ns)  # unconnected UDP too: datagram records name their peers
     for version in go_versions:
-        r = run(tcp_agent.target, token, gobuild.build(version, "default", "netclient"), *steps)
+        r = run(agent.target, token, gobuild.build(version, "default", "netclient"), *steps)
         assert (version, r.returncode, r.stdout.splitlines(), r.stderr) == (version, 0, expected, "")
 
 
@@ -201,11 +221,11 @@ print(os.environ.get("TARGET_ONLY_VAR"))
 """ % (HTTP_PORT, UDP_PORT, UDP_PORT, UDP_PORT, UDP_PORT)
 
 
-@pytest.mark.parametrize("kind", ["tcp", "unix"])
-def test_python_client_through_an_agent(ns, tcp_agent, unix_agent, token, kind):
-    agent = tcp_agent if kind == "tcp" else unix_agent
+@pytest.mark.parametrize("kind", ["tcp", "unix", "tls"])
+def test_python_client_through_an_agent(ns, tcp_agent, unix_agent, tls_agent, token, tls_token, kind):
+    agent = {"tcp": tcp_agent, "unix": unix_agent, "tls": tls_agent}[kind]
     url = f"http://{ns.dns_name}:{HTTP_PORT}/"
-    argv = [*TETHER, "exec", "--target", agent.target, "--token-file", str(token), "--",
+    argv = [*TETHER, "exec", "--target", agent.target, "--token-file", str(tls_token if kind == "tls" else token), "--",
             sys.executable, "-I", "-c", PY_CLIENT, ns.hosts_name, url, WEB_ADDR]
     sessions = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  stdin=subprocess.DEVNULL) for _ in range(3)]  # served at once
@@ -313,7 +333,7 @@ def test_killing_the_agent_mid_transfer_fails_the_transfer_and_leaves_nothing(ns
     finally:
         agent.stop()
     got = int(re.search(r"got (\d+)", out).group(1))
-    assert proc.returncode == 3 and 0 < got < BIG_SIZE, (proc.returncode, out, err)
+    assert proc.returncode == 3 and "error 104" in out and 0 < got < BIG_SIZE, (proc.returncode, out, err)  # reset
     alive = {p for p in helpers if Path(f"/proc/{p}").exists() and "zombie" not in Path(f"/proc/{p}/status").read_text()}
     assert not alive, f"left running: {alive}"
 
@@ -409,3 +429,109 @@ def test_a_cut_link_ends_the_transfer_within_seconds(ns, token, tmp_path):
         agent.stop()
     assert proc.returncode == 3 and "error 110" in out, (proc.returncode, out, err)  # ETIMEDOUT
     assert took < 10, took
+
+
+def test_a_tls_link_carries_nothing_readable(go_versions, ns, tcp_agent, token, tls_agent, tls_token):
+    """The bytes between session and agent, recorded by a proxy: through --tls neither the page,
+    the target's environment nor the token appear; without --tls the first two do (so the check
+    can fail; the token never crosses either way)."""
+    exe = gobuild.build(go_versions[-1], "default", "netclient")
+    for agent, tok, readable in ((tcp_agent, token, True), (tls_agent, tls_token, False)):
+        host, port = agent.address[4:].rsplit(":", 1)
+        with DelayProxy(("127.0.0.1", 0), (host, int(port)), 0, record=True) as proxy:
+            r = run(f"tcp://127.0.0.1:{proxy.address[1]}", tok, exe, "http", ns.http_url, "env", "TARGET_ONLY_VAR")
+            seen = bytes(proxy.seen)
+        assert (r.returncode, r.stdout.splitlines(), r.stderr) == (
+            0, [f"http 200 {ns.http_body.strip()}", "env TARGET_ONLY_VAR=from-netns"], "")
+        for secret in (ns.http_body.strip().encode(), b"TARGET_ONLY_VAR=from-netns"):
+            assert (secret in seen) == readable, (agent.target, secret)
+        assert tok.read_text().split()[0].encode() not in seen
+
+
+def test_tls_mismatches_are_clear_errors_at_once(ns, tcp_agent, token, tls_agent, tls_token, tmp_path):
+    token_line, pin_line = tls_token.read_text().splitlines()
+
+    def token_file(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        path.chmod(0o600)
+        return path
+
+    cases = [(tls_agent, token_file("other-key", f"{token_line}\ntls-sha256 {'0' * 64}\n"),
+              "certificate is not the one its token file names"),
+             (tls_agent, token_file("no-pin", token_line + "\n"), "this agent encrypts its link (tether agent --tls)"),
+             (tcp_agent, token_file("pin-for-plain", f"{token.read_text().strip()}\n{pin_line}\n"),
+              "the agent does not encrypt its link, but the token file names a certificate")]
+    for agent, path, reason in cases:
+        start = time.monotonic()
+        r = run(agent.target, path, "true", timeout=20)
+        assert r.returncode == 2 and reason in r.stderr, (path.name, r.stderr)
+        assert time.monotonic() - start < 5, path.name
+    r = subprocess.run([*TETHER, "agent", "--listen", "tcp:127.0.0.1:0", "--token-file", str(token), "--tls"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 2 and f"make it with `tether agent --new-token {token} --tls`" in r.stderr, r.stderr
+    assert "is not encrypted" in tcp_agent.log.read_text()  # a tcp: listener off loopback without --tls
+    assert "not encrypted" not in tls_agent.log.read_text()
+
+
+@pytest.mark.parametrize("link", ["plain", "tls"])
+@pytest.mark.parametrize("failure", ["kill", "reset"])
+def test_at_20_ms_a_lost_agent_fails_the_transfer_within_5_s(ns, token, tls_token, tmp_path, link, failure):
+    """Through a 20 ms round-trip link: the agent killed, or the link reset (RST both ways), mid-
+    transfer: the program gets an error in time and nothing is left running."""
+    tok, flags = (tls_token, ("--tls",)) if link == "tls" else (token, ())
+    agent = Agent(ns, f"tcp:{ns.veth_ns_addr}:0", tok, tmp_path / "agent.log", flags=flags)
+    host, port = agent.address[4:].rsplit(":", 1)
+    try:
+        with DelayProxy(("127.0.0.1", 0), (host, int(port)), 0.010) as proxy:
+            proc = subprocess.Popen([*TETHER, "exec", "--target", f"tcp://127.0.0.1:{proxy.address[1]}",
+                                     "--token-file", str(tok), "--", sys.executable, "-I", "-c", DOWNLOAD, WEB_ADDR,
+                                     str(BIG_PORT), str(BIG_SIZE)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            assert proc.stdout.readline() == "started\n"
+            time.sleep(0.5)
+            helpers = _children(proc.pid)
+            agent.stop(signal.SIGKILL) if failure == "kill" else proxy.cut()
+            lost = time.monotonic()
+            out, err = proc.communicate(timeout=15)
+            took = time.monotonic() - lost
+    finally:
+        proc.kill()
+        agent.stop()
+    got = int(re.search(r"got (\d+)", out).group(1))
+    assert proc.returncode == 3 and "error 104" in out and 0 < got < BIG_SIZE, (proc.returncode, out, err)
+    assert took < 5, took
+    alive = {p for p in helpers if Path(f"/proc/{p}").exists() and "zombie" not in Path(f"/proc/{p}/status").read_text()}
+    assert not alive, f"left running: {alive}"
+
+
+@pytest.mark.parametrize("link", ["plain", "tls"])
+def test_at_20_ms_a_session_reconnects_after_its_link_is_reset(ns, token, tls_token, tmp_path, link):
+    tok, flags = (tls_token, ("--tls",)) if link == "tls" else (token, ())
+    agent = Agent(ns, f"tcp:{ns.veth_ns_addr}:0", tok, tmp_path / "agent.log", flags=flags)
+    host, port = agent.address[4:].rsplit(":", 1)
+    with DelayProxy(("127.0.0.1", 0), (host, int(port)), 0.010) as proxy:
+        proc = subprocess.Popen([*TETHER, "exec", "--target", f"tcp://127.0.0.1:{proxy.address[1]}", "--token-file",
+                                 str(tok), "--", sys.executable, "-I", "-c", RECONNECT, WEB_ADDR, str(HTTP_PORT)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            def ask() -> str:
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                return proc.stdout.readline().strip()
+
+            assert ask() == "ok"
+            proxy.cut()  # the control link and the spare data connections
+            answers = []
+            for _ in range(50):  # the session reconnects within seconds (bounded: 10 s)
+                if (answer := ask()) == "ok":
+                    break
+                answers.append(answer)
+                time.sleep(0.2)
+            assert answer == "ok", answers
+            out, err = proc.communicate(timeout=10)
+            assert proc.returncode == 0, err
+            assert "lost the agent at" in err and "is back" in err, err
+        finally:
+            proc.kill()
+            agent.stop()

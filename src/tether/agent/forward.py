@@ -58,9 +58,10 @@ class Unreachable(OpError):
 class Remote:
     """The connection to the network agent: one control link, and data connections on demand."""
 
-    def __init__(self, address: Address, token: bytes, token_file: str, spec: str,
+    def __init__(self, address: Address, token: bytes, token_file: str, spec: str, pin: str | None = None,
                  prepare: Callable[[], str | None] | None = None):
         self.address, self.token, self.token_file, self.spec = address, token, token_file, spec
+        self.pin = pin  # the agent's TLS certificate (agent/tls.py); None: plaintext
         # Run before each (re)connection, in a thread (ssh: start the agent there and forward
         # address to it); a string it returns is why the agent cannot be reached.
         self.prepare = prepare
@@ -112,6 +113,8 @@ class Remote:
             if self.stream:  # a vanished machine or a cut link is noticed within seconds
                 for level, name, value in LINK_SOCKOPTS:
                     sock.setsockopt(level, name, value)
+            if self.pin and self.stream:
+                sock = await self._tls(sock, where)
             peer = Peer(sock, self.stream)
             try:
                 await asyncio.wait_for(self._prove(peer), AUTH_TIMEOUT)
@@ -127,6 +130,23 @@ class Remote:
         except BaseException:
             sock.close()
             raise
+
+    async def _tls(self, sock: socket.socket, where: str) -> socket.socket:
+        """sock's plaintext end once TLS with the pinned agent is up (agent/tls.py)."""
+        import ssl  # here: a stand-in without TLS never loads it (targets/early.py)
+
+        from . import tls
+
+        sock.setblocking(True)
+        try:
+            tunnel = tls.tunnel(await asyncio.to_thread(tls.handshake, sock, tls.client_context(), self.pin), where)
+        except tls.TlsError as e:
+            raise Unreachable(errno.EACCES, f"{where}: {e} (pinned by {self.token_file})") from None
+        except (OSError, ssl.SSLError) as e:
+            raise Unreachable(errno.EPROTO, f"{where}: TLS handshake failed ({e}); {self.token_file} names a "
+                                            "certificate: is the agent started with --tls?") from None
+        tunnel.setblocking(False)
+        return tunnel
 
     async def _prove(self, peer: Peer) -> None:
         try:
@@ -683,7 +703,7 @@ class Acceptor:
         self.ours.close()
 
 
-def serving(remote_args: tuple[Address, bytes, str, str], prepare: Callable[[], str | None] | None = None):
+def serving(remote_args: tuple[Address, bytes, str, str, str | None], prepare: Callable[[], str | None] | None = None):
     """What the forked child runs: connect to the agent, then serve the session and layers.
     prepare: as Remote's."""
     from .server import serve_fd

@@ -143,8 +143,9 @@ class Peer:
 
 
 class Listener:
-    def __init__(self, address: Address, token: bytes, environment: Environment):
+    def __init__(self, address: Address, token: bytes, environment: Environment, tls_context=None):
         self.address, self.token, self.environment = address, token, environment
+        self.tls_context = tls_context  # ssl.SSLContext: every connection is a TLS tunnel (agent/tls.py)
         self.handshakes = asyncio.Semaphore(HANDSHAKES_MAX)
         self.leases = itertools.count(1)
         self.bridges: dict[int, incoming.Bridge] = {}  # by lease: the listeners served for programs elsewhere
@@ -166,11 +167,22 @@ class Listener:
     async def _serve_conn(self, conn: socket.socket, peer) -> None:
         stream = conn.type == socket.SOCK_STREAM
         who = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        conn.setblocking(False)
         if stream:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for level, name, value in KEEPALIVE:  # a session whose machine vanished is noticed
                 conn.setsockopt(level, name, value)
+        if self.tls_context is not None and stream:
+            import ssl
+
+            from . import tls
+
+            try:
+                conn = tls.tunnel(await asyncio.to_thread(tls.handshake, conn, self.tls_context), who)
+            except (OSError, ssl.SSLError) as e:
+                log.warning("refused %s: TLS handshake failed: %s", who, e)
+                self.handshakes.release()
+                return
+        conn.setblocking(False)
         p = Peer(conn, stream)
         handed_over = False
         try:
@@ -302,13 +314,13 @@ class Listener:
         return True
 
 
-async def serve_listen(address: Address, token: bytes, environment: Environment,
+async def serve_listen(address: Address, token: bytes, environment: Environment, tls_context=None,
                        on_ready=lambda address: None) -> None:
     """Listen at address and serve every session that proves the token, until cancelled."""
     sock = listen_socket(address)
     try:
         on_ready(bound_address(sock, address))
-        await Listener(address, token, environment).serve(sock)
+        await Listener(address, token, environment, tls_context).serve(sock)
     finally:
         sock.close()
         if address.kind == "unix":

@@ -5,7 +5,9 @@ stream carries datagram records (agent_wire.encode_datagram, each after its leng
 blocking splices through one pipe (or reads and writes with one fixed buffer): memory per
 stream is bounded, a slow reader holds back only its own sender (TCP's flow control does the
 rest), and the GIL is released while the kernel moves the bytes. An end of stream is passed on as one (FIN); a failure on either side
-resets both (RST), so the program sees ECONNRESET where the target's peer reset.
+resets both (RST), so the program sees ECONNRESET where the target's peer reset, and so do
+both when the agent itself dies mid-relay (SO_LINGER 0 until the relay ends), rather than a
+clean end of a stream that was cut short.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ BUF = 1 << 18  # bytes per direction and stream, where splice cannot be used
 PIPE_SIZE = 1 << 20  # the splice pipe per direction and stream: what one call moves at most
 F_SETPIPE_SZ = 1031
 LINGER_RESET = struct.pack("ii", 1, 0)  # close sends RST
+LINGER_OFF = struct.pack("ii", 0, 0)
 UDP_POLL = 1.0  # seconds a UDP reader waits before it looks whether its stream ended
 
 
@@ -73,6 +76,8 @@ class Pair:
         self.ended = threading.Event()  # a direction is done: a UDP reader stops too
 
     def start(self, forward, backward) -> None:
+        for sock in (self.a, self.b):  # until both directions have ended: if this process dies, the
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)  # kernel resets, no clean end
         for target, src, dst in ((forward, self.a, self.b), (backward, self.b, self.a)):
             _run_on_thread(self._run, target, src, dst)
 
@@ -87,8 +92,13 @@ class Pair:
                 self.running -= 1
                 last = self.running == 0
             if last:
-                self.a.close()
-                self.b.close()
+                for sock in (self.a, self.b):
+                    if not self.failed:  # both ends done: what is still queued goes out, then FIN
+                        try:
+                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_OFF)
+                        except OSError:
+                            pass
+                    sock.close()
 
     def fail(self, where: socket.socket, e: OSError) -> None:
         """One side failed: reset the other, and wake the thread still reading."""

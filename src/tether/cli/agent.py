@@ -16,6 +16,10 @@ def add_to(commands) -> None:
                    help="With --listen: only peers that prove this token are served (required).")
     p.add_argument("--new-token", type=file_argument, metavar="FILE",
                    help="Write a new random token to FILE (mode 0600) and exit.")
+    p.add_argument("--tls", action="store_true",
+                   help="With --new-token: also make a key and self-signed certificate (FILE.tls.pem) and "
+                        "write its fingerprint into FILE, which sessions then pin. With --listen: encrypt "
+                        "every connection with that key (TLS 1.3). Without it a tcp: link is not encrypted.")
     p.add_argument("--fd", type=int, metavar="N",
                    help="Serve one session on this inherited unix SOCK_SEQPACKET socket.")
     p.add_argument("--env-file", type=file_argument, metavar="FILE",
@@ -34,8 +38,12 @@ def run(args: argparse.Namespace) -> None:
     It serves many sessions at once and refuses (and logs) peers that cannot prove the token.
     It reads (and for --fs write or --fs-write, writes) files as the user it runs as, with that user's
     permissions: run it as the service's user to give the program the service's view.
-    The token never crosses the wire (challenge-response), but the relayed data is not
-    encrypted: across networks you do not trust, reach the port through SSH or a VPN.
+    The token never crosses the wire (challenge-response). The link is encrypted only with --tls:
+      tether agent --new-token agent.token --tls    # also agent.token.tls.pem, the agent's key
+      tether agent --listen tcp:0.0.0.0:7070 --token-file agent.token --tls
+    Sessions read the certificate's fingerprint from their copy of agent.token and refuse any
+    other. Without --tls anyone on the path can read the relayed data (not the token): keep
+    plaintext to loopback, unix: sockets, or networks you trust (or use ssh:// targets).
     It prints `tether agent: listening on ADDRESS` once ready; SIGTERM or ^C stops it.
 
     `tether exec --target netns:NAME` (or pid:PID) runs the agent itself in a forked child; the
@@ -56,11 +64,20 @@ def run(args: argparse.Namespace) -> None:
     if args.new_token:
         from ..protocol.auth import TokenError, new_token_file
 
+        from ..agent.tls import TlsError, new_credentials, pem_path
+
         try:
-            new_token_file(args.new_token)
-        except TokenError as e:
+            pin = new_credentials(args.new_token) if args.tls else None
+            try:
+                new_token_file(args.new_token, pin)
+            except TokenError:
+                if pin:  # nothing half made is left
+                    os.unlink(pem_path(args.new_token))
+                raise
+        except (TokenError, TlsError) as e:
             fail(str(e))
-        print(f"tether agent: new token in {args.new_token}", file=sys.stderr)
+        print(f"tether agent: new token in {args.new_token}" +
+              (f", TLS key in {pem_path(args.new_token)}" if args.tls else ""), file=sys.stderr)
         return
     if (args.fd is None) == (args.listen_address is None):
         args.parser.error("give --listen ADDRESS (with --token-file) or --fd N")
@@ -81,18 +98,24 @@ def run(args: argparse.Namespace) -> None:
 
     if not args.token_file:
         args.parser.error("--listen needs --token-file FILE (make one with `tether agent --new-token FILE`)")
+    from ..agent.tls import TlsError, server_context
+
     try:
         address = parse_address(args.listen_address)
         token = load_token(args.token_file)
-    except (AddressError, TokenError) as e:
+        tls = server_context(args.token_file) if args.tls else None
+    except (AddressError, TokenError, TlsError) as e:
         fail(str(e))
+    if address.kind == "tcp" and not tls and not _loopback(address.host):
+        print(f"tether agent: warning: {address} is not encrypted: the relayed data can be read on the way "
+              f"(add --tls; see tether agent --help)", file=sys.stderr)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         serving = asyncio.current_task()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, serving.cancel)
-        await serve_listen(address, token, environment, on_ready=lambda bound: print(
+        await serve_listen(address, token, environment, tls, on_ready=lambda bound: print(
             f"tether agent: listening on {bound}", file=sys.stderr))
 
     try:
@@ -101,3 +124,12 @@ def run(args: argparse.Namespace) -> None:
         pass
     except OSError as e:
         fail(f"cannot listen on {args.listen_address}: {e.strerror or e}")
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

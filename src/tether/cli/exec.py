@@ -169,9 +169,10 @@ def run(args: argparse.Namespace) -> None:
                    a `tether agent --listen ... --token-file FILE` running there; give the
                    same token file with --token-file. Over TCP the agent relays each
                    connection's bytes and each UDP datagram (sockets cannot cross
-                   machines); the link is NOT encrypted (the token is never sent, but the
-                   data is readable on the way): across networks you do not trust, use
-                   ssh:// or a VPN. Over unix: sockets are handed over as for netns:
+                   machines). The link is encrypted only if the agent was started with
+                   --tls (its token file then names its certificate, which is pinned);
+                   otherwise the token is never sent but the data is readable on the
+                   way. Over unix: sockets are handed over as for netns:
 
     Settings: each flag also has a TETHER_* variable (TETHER_TARGET, TETHER_LOCAL, TETHER_DNS=0,
     ...; lists space-separated) and a key in tether.toml (target, token_file, ssh_option, local,

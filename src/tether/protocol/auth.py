@@ -26,6 +26,7 @@ import stat
 from . import wire
 
 TOKEN_MIN = 16  # bytes: shorter tokens are refused
+PIN_KEY = "tls-sha256"  # a token file's line naming the agent's TLS certificate (agent/tls.py)
 SESSION_LABEL = b"tether session\0"
 AGENT_LABEL = b"tether agent\0"
 MSG_AUTH_CHALLENGE = 7  # network agents only: the agent's nonce
@@ -47,7 +48,13 @@ class AuthRefused(Exception):
 
 
 def load_token(path: str) -> bytes:
-    """The token in path (surrounding whitespace removed)."""
+    """The token in path: its first line (surrounding whitespace removed)."""
+    return load_token_file(path)[0]
+
+
+def load_token_file(path: str) -> tuple[bytes, str | None]:
+    """The token in path and, if the agent uses TLS (a `tls-sha256 HEX` line), the SHA-256
+    fingerprint of its certificate."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
@@ -60,21 +67,30 @@ def load_token(path: str) -> bytes:
         if mode & 0o077:
             raise TokenError(f"token file {path} is readable by others (mode {stat.S_IMODE(mode):04o}): "
                              f"chmod 600 {path}")
-        token = f.read(4096).strip()
+        token, _, rest = f.read(4096).strip().partition(b"\n")
+        token = token.strip()
     if len(token) < TOKEN_MIN:
         raise TokenError(f"token in {path} is {len(token)} bytes; at least {TOKEN_MIN} are needed "
                          f"(make one with `tether agent --new-token {path}`)")
-    return token
+    pin = None
+    for line in rest.decode(errors="replace").splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key == PIN_KEY:
+            pin = value.strip().lower()
+            if len(pin) != 64 or not all(c in "0123456789abcdef" for c in pin):
+                raise TokenError(f"{path}: {PIN_KEY} is not a SHA-256 in hex")
+    return token, pin
 
 
-def new_token_file(path: str) -> None:
-    """Write a fresh random token to path (mode 0600); refuses to overwrite."""
+def new_token_file(path: str, pin: str | None = None) -> None:
+    """Write a fresh random token to path (mode 0600), and the agent's certificate fingerprint
+    if it uses TLS; refuses to overwrite."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except OSError as e:
         raise TokenError(f"cannot create token file {path}: {e.strerror}") from None
     with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
+        f.write(secrets.token_hex(32) + "\n" + (f"{PIN_KEY} {pin}\n" if pin else ""))
 
 
 def encode_auth_challenge(nonce: bytes) -> bytes:

@@ -135,7 +135,7 @@ def _enter(dest: str, port: str, options: tuple, token: bytes, spec: str):
     with socket.socket() as probe:  # a free port for ssh's -L (ExitOnForwardFailure if taken meanwhile)
         probe.bind(("127.0.0.1", 0))
         local_port = probe.getsockname()[1]
-    return None, serving((Address("tcp", "127.0.0.1", local_port), token, "", spec),
+    return None, serving((Address("tcp", "127.0.0.1", local_port), token, "", spec, None),
                          prepare=Ssh(dest, port, options, token, local_port))
 
 
