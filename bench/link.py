@@ -17,9 +17,10 @@ A `tether agent --listen` in a throwaway namespace, reached over veth; the Go ne
 
 Rounds alternate the ways. --delay-ms D puts tests/delayproxy.py between this host and the
 namespace (D ms each way; the round trip is then the bare one + 2 D), for tether's link to the
-agent and for the plain stream alike.
+agent and for the plain stream alike; --rate-mbit R paces it to R Mbit/s each way, as a WAN
+link would be (unpaced, both streams are bounded by the proxy's own Python loop).
 
-    python3 bench/link.py [--rounds 3] [--n 200] [--ms 5] [--bytes N] [--pairs 10000] [--delay-ms 10] [--tls]
+    python3 bench/link.py [--rounds 3] [--n 200] [--ms 5] [--bytes N] [--pairs 10000] [--delay-ms 10 [--rate-mbit 1000]] [--tls]
 """
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--ms", type=int, default=5)
     ap.add_argument("--delay-ms", type=float, default=0.0)
+    ap.add_argument("--rate-mbit", type=float, default=0.0,
+                    help="with --delay-ms: the proxy's bandwidth each way (0: as fast as it can)")
     ap.add_argument("--bytes", type=int, default=256 << 20)
     ap.add_argument("--pairs", type=int, default=10_000)
     ap.add_argument("--tls", action="store_true", help="also stream through an agent with --tls")
@@ -74,6 +77,7 @@ def main() -> None:
             rtt.append(rtt_us(host, int(port)) + 2000 * args.delay_ms)
         one = statistics.median(rtt)
         link = f"veth + {args.delay_ms:g} ms each way" if args.delay_ms else "veth"
+        link += f" at {args.rate_mbit:g} Mbit/s" if args.delay_ms and args.rate_mbit else ""
         print(f"tcp:// agent over {link}, Go {args.version}, {args.rounds} rounds of {args.n} connects; "
               f"one round trip {one:.0f} us (goal: added <= {one + 300:.0f} us)")
         for way, values in p50.items():
@@ -88,11 +92,16 @@ def main() -> None:
         datagrams(args, prefix)
 
 
+def rate(args) -> float | None:
+    """The delay proxy's bytes per second each way, or None (unpaced)."""
+    return args.rate_mbit * 1e6 / 8 if args.rate_mbit else None
+
+
 def exec_prefix(stack: contextlib.ExitStack, args, address: str, token: Path, exe: Path) -> list[str]:
     """`tether exec` of exe through the agent at address (behind a delay proxy with --delay-ms)."""
     if args.delay_ms:
         host, port = address.rsplit(":", 1)
-        proxy = stack.enter_context(DelayProxy(("127.0.0.1", 0), (host, int(port)), args.delay_ms / 1000))
+        proxy = stack.enter_context(DelayProxy(("127.0.0.1", 0), (host, int(port)), args.delay_ms / 1000, rate(args)))
         address = f"{proxy.address[0]}:{proxy.address[1]}"
     return [*TETHER, "exec", "--target", f"tcp://{address}", "--token-file", str(token), "--", str(exe)]
 
@@ -114,7 +123,8 @@ def throughput(args, ns: netns.TargetNamespace, stack: contextlib.ExitStack, exe
     times: dict[str, list[float]] = {"plain": [], **{way: [] for way in relays}}
     plain_to = f"{ns.veth_ns_addr}:{BASE_PORT}"  # where sinks() puts the first sink
     if args.delay_ms:
-        proxy = stack.enter_context(DelayProxy(("127.0.0.1", 0), (ns.veth_ns_addr, BASE_PORT), args.delay_ms / 1000))
+        proxy = stack.enter_context(DelayProxy(("127.0.0.1", 0), (ns.veth_ns_addr, BASE_PORT), args.delay_ms / 1000,
+                                               rate(args)))
         plain_to = f"{proxy.address[0]}:{proxy.address[1]}"
     for r in range(args.rounds):
         for way in list(times) if r % 2 == 0 else reversed(times):

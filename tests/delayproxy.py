@@ -58,10 +58,13 @@ class DelayProxy:
         async def stop() -> None:
             if self.server:
                 self.server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for _ in range(5):  # a cancelled pipe cancels its reader in turn: until none is left
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                if not tasks:
+                    break
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
         if self.thread.is_alive():
             asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
