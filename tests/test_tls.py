@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from tether.agent import tls
+from tether.agent import relay, tls
 from tether.protocol.auth import load_token_file
 
 TETHER = [sys.executable, "-m", "tether"]
@@ -27,7 +27,7 @@ def credentials(tmp_path_factory):
     return path, tls.server_context(str(path)), load_token_file(str(path))[1]
 
 
-def tunnels(server_ctx, pin):
+def tunnels(server_ctx, pin, direct=False):
     """Both plaintext ends of one TLS connection over loopback: (client's, server's)."""
     with socket.create_server(("127.0.0.1", 0)) as ls:
         accepted = {}
@@ -35,7 +35,7 @@ def tunnels(server_ctx, pin):
         def serve():
             conn, _ = ls.accept()
             try:
-                accepted["end"] = tls.tunnel(tls.handshake(conn, server_ctx), "server")
+                accepted["end"] = tls.tunnel(tls.handshake(conn, server_ctx), "server", direct)
             except Exception as e:  # noqa: BLE001 - the test reads it
                 accepted["error"] = e
         t = threading.Thread(target=serve)
@@ -125,3 +125,52 @@ def test_a_certificate_other_than_the_pinned_one_is_refused(credentials):
     other = ("0" if pin[0] != "0" else "1") + pin[1:]
     with pytest.raises(tls.TlsError, match="not the one its token file names"):
         tunnels(ctx, other)
+
+
+def test_a_relayed_stream_is_carried_straight_to_its_target_in_order(credentials):
+    """The agent's side: relay_tcp hands the tunnel's thread the target socket. Bytes the client
+    sent before that (still in the pair), the reply, and all after arrive whole and in order;
+    an end of stream still crosses each way."""
+    _, ctx, pin = credentials
+    client, server = tunnels(ctx, pin, direct=True)
+    early, up, down = os.urandom(300_000), os.urandom(4 << 20), os.urandom(6 << 20)
+    client.sendall(early)  # in the pair's buffers when the switch comes
+    target, app = tls.loopback_pair()  # app: the target's peer
+    got = {}
+
+    def drain(sock, key):
+        parts = []
+        while chunk := sock.recv(1 << 16):
+            parts.append(chunk)
+        got[key] = b"".join(parts)
+    readers = [threading.Thread(target=drain, args=(app, "up")), threading.Thread(target=drain, args=(client, "down"))]
+    relay.relay_tcp(server, target, "test", preface=b"reply:")
+    assert server not in relay.DIRECT
+    for r in readers:
+        r.start()
+    client.sendall(up)
+    client.shutdown(socket.SHUT_WR)
+    app.sendall(down)
+    app.shutdown(socket.SHUT_WR)
+    for r in readers:
+        r.join(30)
+    assert hashlib.sha256(got["up"]).digest() == hashlib.sha256(early + up).digest()
+    assert hashlib.sha256(got["down"]).digest() == hashlib.sha256(b"reply:" + down).digest()
+    client.close()
+    app.close()
+
+
+def test_a_reset_by_the_target_reaches_the_client_as_one(credentials):
+    _, ctx, pin = credentials
+    client, server = tunnels(ctx, pin, direct=True)
+    target, app = tls.loopback_pair()
+    relay.relay_tcp(server, target, "test")
+    client.sendall(b"hello")
+    app.settimeout(10)
+    assert app.recv(5) == b"hello"
+    app.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, relay.LINGER_RESET)
+    app.close()
+    client.settimeout(10)
+    with pytest.raises(ConnectionResetError):
+        client.recv(100)
+    client.close()

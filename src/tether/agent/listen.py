@@ -177,7 +177,7 @@ class Listener:
             from . import tls
 
             try:
-                conn = tls.tunnel(await asyncio.to_thread(tls.handshake, conn, self.tls_context), who)
+                conn = tls.tunnel(await asyncio.to_thread(tls.handshake, conn, self.tls_context), who, direct=True)
             except (OSError, ssl.SSLError) as e:
                 log.warning("refused %s: TLS handshake failed: %s", who, e)
                 self.handshakes.release()

@@ -19,6 +19,7 @@ import queue
 import socket
 import struct
 import threading
+import weakref
 
 from ..protocol import agent_wire, wire
 from . import net
@@ -152,6 +153,11 @@ def _copy_bytes(src: socket.socket, dst: socket.socket, pair: Pair) -> None:
         dst.shutdown(socket.SHUT_WR)
 
 
+# Data connections whose bytes another thread carries (a TLS tunnel's plaintext end, agent/tls.py):
+# that thread can take the target socket itself, fn(stream, target), and the relay is not needed.
+DIRECT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def relay_tcp(stream: socket.socket, target: socket.socket, name: str, preface: bytes = b"") -> None:
     """Relay a data connection and its TCP socket in the target until both ends are done;
     preface goes out on the data connection first (a reply frame that is not yet sent)."""
@@ -159,6 +165,9 @@ def relay_tcp(stream: socket.socket, target: socket.socket, name: str, preface: 
         sock.setblocking(True)
     if preface:
         stream.sendall(preface)
+    if carry := DIRECT.pop(stream, None):
+        carry(stream, target)
+        return
     Pair(stream, target, name).start(pump_bytes, pump_bytes)
 
 

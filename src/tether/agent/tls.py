@@ -14,6 +14,7 @@ TLS close_notify (a half-close: the other direction goes on); a failure resets t
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -153,15 +154,54 @@ def handshake(sock: socket.socket, ctx: ssl.SSLContext, pin: str | None = None) 
     return Tls(sock, obj, incoming, outgoing)
 
 
-def tunnel(tls: Tls, name: str) -> socket.socket:
-    """The plaintext end of tls: a loopback TCP socket whose bytes a thread carries over tls."""
+def tunnel(tls: Tls, name: str, direct: bool = False) -> socket.socket:
+    """The plaintext end of tls: a loopback TCP socket whose bytes a thread carries over tls.
+    direct (the agent's side): a relay may hand the thread its target socket instead
+    (relay.DIRECT), so a relayed stream's bytes skip the pair and the relay's own threads."""
     try:
         ours, theirs = loopback_pair()
     except BaseException:
         tls.sock.close()
         raise
-    threading.Thread(target=_carry, args=(tls, ours, name), daemon=True, name="tls").start()
+    switch = Switch()
+    if direct:
+        relay.DIRECT[theirs] = switch.to
+    threading.Thread(target=_carry, args=(tls, ours, name, switch), daemon=True, name="tls").start()
     return theirs
+
+
+class Switch:
+    """A target socket the carrying thread takes in place of the pair, with the pair's other
+    end: set, then that end shut for writing, so the thread's read of an end of stream on its
+    own end is the sign (everything written before it has been read)."""
+
+    def __init__(self) -> None:
+        self.target: socket.socket | None = None
+        self.theirs: socket.socket | None = None
+
+    def to(self, theirs: socket.socket, target: socket.socket) -> None:
+        self.target, self.theirs = target, theirs
+        theirs.shutdown(socket.SHUT_WR)
+
+
+def _switched(sel: selectors.BaseSelector, ours: socket.socket, switch: Switch, pending: memoryview) -> bytes:
+    """Leave the pair for switch.target: what is still on its way to the pair's other end (read
+    there until its end, which shutting ours sends), then pending, are the target's first bytes."""
+    ours.shutdown(socket.SHUT_WR)
+    theirs = switch.theirs
+    theirs.setblocking(True)
+    theirs.settimeout(HANDSHAKE_TIMEOUT)
+    parts = []
+    while chunk := theirs.recv(CHUNK):
+        parts.append(chunk)
+    parts.append(bytes(pending))
+    with contextlib.suppress(KeyError):
+        sel.unregister(ours)
+    theirs.close()
+    ours.close()
+    switch.target.setblocking(False)
+    switch.target.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, relay.LINGER_RESET)  # as relay.Pair does
+    return b"".join(parts)
 
 
 def loopback_pair() -> tuple[socket.socket, socket.socket]:
@@ -192,7 +232,7 @@ def loopback_pair() -> tuple[socket.socket, socket.socket]:
     return ours, theirs
 
 
-def _carry(tls: Tls, plain: socket.socket, name: str) -> None:
+def _carry(tls: Tls, plain: socket.socket, name: str, switch: Switch) -> None:
     """Both directions on one thread (an SSL object is not for concurrent use), each holding at
     most about CHUNK bytes at a time. Bytes are copied as little as the ssl module allows: read
     into one buffer, decrypted into another, records sent as the BIO hands them out."""
@@ -203,11 +243,12 @@ def _carry(tls: Tls, plain: socket.socket, name: str) -> None:
     down = memoryview(bytearray(CHUNK + RECORD))  # plaintext for plain: [sent:filled] not yet written
     sent = filled = 0
     up = memoryview(b"")  # records for sock not yet written (more wait in outgoing)
+    backlog = memoryview(b"")  # for plain before down: what was on its way when plain was switched
     tls_open = plain_open = True  # still read from
     plain_shut = tls_shut = False
     sel = selectors.DefaultSelector()
     try:
-        while tls_open or plain_open or up or outgoing.pending or filled:
+        while tls_open or plain_open or up or outgoing.pending or filled or backlog:
             moved = False
             if tls_open and not incoming.eof and incoming.pending < CHUNK:
                 try:
@@ -226,7 +267,13 @@ def _carry(tls: Tls, plain: socket.socket, name: str) -> None:
                 filled += n
                 tls_open = n > 0
                 moved = True
-            if sent < filled:
+            if backlog:
+                try:
+                    backlog = backlog[plain.send(backlog):]
+                    moved = True
+                except BlockingIOError:
+                    pass
+            elif sent < filled:
                 try:
                     sent += plain.send(down[sent:filled])
                     moved = True
@@ -242,6 +289,9 @@ def _carry(tls: Tls, plain: socket.socket, name: str) -> None:
                     n = plain.recv_into(received)
                     if n:
                         obj.write(received[:n])
+                    elif switch.target:
+                        backlog = memoryview(_switched(sel, plain, switch, down[sent:filled]))
+                        plain, switch.target, sent, filled, plain_shut = switch.target, None, 0, 0, False
                     else:
                         plain_open = False
                     moved = True
@@ -263,8 +313,9 @@ def _carry(tls: Tls, plain: socket.socket, name: str) -> None:
                     pass
             if not moved:
                 _wait(sel, sock, plain, tls_open and not incoming.eof and incoming.pending < CHUNK, bool(up),
-                      plain_open and len(up) + outgoing.pending < CHUNK, sent < filled)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, relay.LINGER_OFF)  # both ends done: a clean close
+                      plain_open and len(up) + outgoing.pending < CHUNK, bool(backlog) or sent < filled)
+        for s in (sock, plain):  # both ends done: a clean close
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, relay.LINGER_OFF)
     except (OSError, ssl.SSLError) as e:
         log.debug("tls %s: %s", name, e)
         try:
