@@ -350,6 +350,13 @@ for line in sys.stdin:
 """
 
 
+def ask(proc: subprocess.Popen) -> str:
+    """One line to RECONNECT: its answer."""
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    return proc.stdout.readline().strip()
+
+
 def test_a_session_gets_its_agent_back_when_it_restarts(ns, token, tmp_path):
     agent = Agent(ns, f"tcp:{ns.veth_ns_addr}:0", token, tmp_path / "agent.log")
     port = agent.address.rsplit(":", 1)[1]
@@ -357,19 +364,14 @@ def test_a_session_gets_its_agent_back_when_it_restarts(ns, token, tmp_path):
                              sys.executable, "-I", "-c", RECONNECT, WEB_ADDR, str(HTTP_PORT)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        def ask() -> str:
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-            return proc.stdout.readline().strip()
-
-        assert ask() == "ok"
+        assert ask(proc) == "ok"
         agent.stop()
         start = time.monotonic()
-        assert ask() == "error Network is unreachable"  # fails at once, not after a timeout
+        assert ask(proc) == "error Network is unreachable"  # fails at once, not after a timeout
         assert time.monotonic() - start < 5
         agent = Agent(ns, f"tcp:{ns.veth_ns_addr}:{port}", token, tmp_path / "agent2.log")
         for _ in range(50):  # the session retries every 2 s at most (bounded: 10 s)
-            if (answer := ask()) == "ok":
+            if (answer := ask(proc)) == "ok":
                 break
             time.sleep(0.2)
         assert answer == "ok"
@@ -515,16 +517,11 @@ def test_at_20_ms_a_session_reconnects_after_its_link_is_reset(ns, token, tls_to
                                  str(tok), "--", sys.executable, "-I", "-c", RECONNECT, WEB_ADDR, str(HTTP_PORT)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            def ask() -> str:
-                proc.stdin.write("go\n")
-                proc.stdin.flush()
-                return proc.stdout.readline().strip()
-
-            assert ask() == "ok"
+            assert ask(proc) == "ok"
             proxy.cut()  # the control link and the spare data connections
             answers = []
             for _ in range(50):  # the session reconnects within seconds (bounded: 10 s)
-                if (answer := ask()) == "ok":
+                if (answer := ask(proc)) == "ok":
                     break
                 answers.append(answer)
                 time.sleep(0.2)

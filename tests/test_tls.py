@@ -50,6 +50,14 @@ def tunnels(server_ctx, pin, direct=False):
     return client, accepted["end"]
 
 
+def drain(sock: socket.socket, got: dict, key: str) -> None:
+    """got[key]: all sock gives until its end."""
+    parts = []
+    while chunk := sock.recv(1 << 16):
+        parts.append(chunk)
+    got[key] = b"".join(parts)
+
+
 def test_new_token_tls_writes_the_pin_of_a_private_key(credentials):
     path, _, pin = credentials
     assert path.read_text().splitlines()[1] == f"tls-sha256 {pin}"
@@ -73,13 +81,8 @@ def test_bytes_cross_unchanged_both_ways_and_a_half_close_is_one(credentials):
     client, server = tunnels(ctx, pin)
     up, down = os.urandom(3 << 20), os.urandom(5 << 20)
     got = {}
-
-    def drain(sock, key):
-        parts = []
-        while chunk := sock.recv(1 << 16):
-            parts.append(chunk)
-        got[key] = b"".join(parts)
-    readers = [threading.Thread(target=drain, args=(server, "up")), threading.Thread(target=drain, args=(client, "down"))]
+    readers = [threading.Thread(target=drain, args=(server, got, "up")),
+               threading.Thread(target=drain, args=(client, got, "down"))]
     for r in readers:
         r.start()
     client.sendall(up)
@@ -137,13 +140,8 @@ def test_a_relayed_stream_is_carried_straight_to_its_target_in_order(credentials
     client.sendall(early)  # in the pair's buffers when the switch comes
     target, app = tls.loopback_pair()  # app: the target's peer
     got = {}
-
-    def drain(sock, key):
-        parts = []
-        while chunk := sock.recv(1 << 16):
-            parts.append(chunk)
-        got[key] = b"".join(parts)
-    readers = [threading.Thread(target=drain, args=(app, "up")), threading.Thread(target=drain, args=(client, "down"))]
+    readers = [threading.Thread(target=drain, args=(app, got, "up")),
+               threading.Thread(target=drain, args=(client, got, "down"))]
     relay.relay_tcp(server, target, "test", preface=b"reply:")
     assert server not in relay.DIRECT
     for r in readers:

@@ -268,17 +268,11 @@ def _carry(tls: Tls, plain: socket.socket, name: str, switch: Switch) -> None:
                 tls_open = n > 0
                 moved = True
             if backlog:
-                try:
-                    backlog = backlog[plain.send(backlog):]
-                    moved = True
-                except BlockingIOError:
-                    pass
+                n = _send(plain, backlog)
+                backlog, moved = backlog[n:], moved or n > 0
             elif sent < filled:
-                try:
-                    sent += plain.send(down[sent:filled])
-                    moved = True
-                except BlockingIOError:
-                    pass
+                n = _send(plain, down[sent:filled])
+                sent, moved = sent + n, moved or n > 0
                 if sent == filled:
                     sent = filled = 0
             elif not tls_open and not plain_shut:
@@ -306,11 +300,8 @@ def _carry(tls: Tls, plain: socket.socket, name: str, switch: Switch) -> None:
             if not up and outgoing.pending:
                 up = memoryview(outgoing.read())
             if up:
-                try:
-                    up = up[sock.send(up):]
-                    moved = True
-                except BlockingIOError:
-                    pass
+                n = _send(sock, up)
+                up, moved = up[n:], moved or n > 0
             if not moved:
                 _wait(sel, sock, plain, tls_open and not incoming.eof and incoming.pending < CHUNK, bool(up),
                       plain_open and len(up) + outgoing.pending < CHUNK, bool(backlog) or sent < filled)
@@ -326,6 +317,14 @@ def _carry(tls: Tls, plain: socket.socket, name: str, switch: Switch) -> None:
         sel.close()
         plain.close()
         sock.close()
+
+
+def _send(sock: socket.socket, data: memoryview) -> int:
+    """Bytes of data sock took now (0: its buffer is full)."""
+    try:
+        return sock.send(data)
+    except BlockingIOError:
+        return 0
 
 
 def _wait(sel: selectors.BaseSelector, sock: socket.socket, plain: socket.socket, sock_read: bool, sock_write: bool,
