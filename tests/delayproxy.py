@@ -22,6 +22,7 @@ import time
 
 CHUNK = 1 << 16
 SEEN_MAX = 64 << 20
+PACE_SLACK = 0.002  # seconds: pacing sleeps only when this far ahead, and forgives this much behind
 LINGER_RESET = struct.pack("ii", 1, 0)  # close sends RST
 
 
@@ -58,13 +59,16 @@ class DelayProxy:
         async def stop() -> None:
             if self.server:
                 self.server.close()
-            for _ in range(5):  # a cancelled pipe cancels its reader in turn: until none is left
+            for writer in self.open:  # each connection's tasks then end on their own (cancelling
+                writer.transport.abort()  # a connection's task makes asyncio log it)
+            for _ in range(100):
                 tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
                 if not tasks:
-                    break
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                    return
+                await asyncio.sleep(self.delay + 0.01)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         if self.thread.is_alive():
             asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
@@ -128,10 +132,10 @@ class DelayProxy:
                     if writer.can_write_eof():
                         writer.write_eof()
                     return
-                if self.rate:
-                    sent_until = max(sent_until, time.monotonic()) + len(data) / self.rate
+                if self.rate:  # sleeps overshoot: credit up to PACE_SLACK of lateness to later chunks
+                    sent_until = max(sent_until, time.monotonic() - PACE_SLACK) + len(data) / self.rate
                     pause = sent_until - time.monotonic()
-                    if pause > 0:
+                    if pause > PACE_SLACK:
                         await asyncio.sleep(pause)
                 writer.write(data)
                 await writer.drain()
