@@ -143,8 +143,7 @@ class Remote:
         except tls.TlsError as e:
             raise Unreachable(errno.EACCES, f"{where}: {e} (pinned by {self.token_file})") from None
         except (OSError, ssl.SSLError) as e:
-            raise Unreachable(errno.EPROTO, f"{where}: TLS handshake failed ({e}); {self.token_file} names a "
-                                            "certificate: is the agent started with --tls?") from None
+            raise Unreachable(errno.EPROTO, f"{where}: the TLS handshake failed ({e})") from None
         tunnel.setblocking(False)
         return tunnel
 

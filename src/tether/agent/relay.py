@@ -77,8 +77,10 @@ class Pair:
         self.ended = threading.Event()  # a direction is done: a UDP reader stops too
 
     def start(self, forward, backward) -> None:
-        for sock in (self.a, self.b):  # until both directions have ended: if this process dies, the
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)  # kernel resets, no clean end
+        # Until both directions have ended: if this process dies, the kernel resets both
+        # connections rather than ending them cleanly short.
+        for sock in (self.a, self.b):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
         for target, src, dst in ((forward, self.a, self.b), (backward, self.b, self.a)):
             _run_on_thread(self._run, target, src, dst)
 
