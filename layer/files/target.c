@@ -36,6 +36,7 @@
 #define SYS_statx 332
 #define SYS_openat2 437
 #define SYS_faccessat2 439
+#define EAGAIN 11
 #define AT_FDCWD (-100)
 #define AT_SYMLINK_NOFOLLOW 0x100
 #define AT_EACCESS 0x200
@@ -51,6 +52,7 @@
 #define O_TMPFILE 020000000
 #define RESOLVE_NO_MAGICLINKS 0x02
 #define RESOLVE_IN_ROOT 0x10
+#define OPEN_RETRIES 16
 #define ENOENT 2
 #define EIO 5
 
@@ -96,7 +98,13 @@ long tether_files_open_there(const char *path, long flags, long mode)
 		return at;
 	if (!(flags & (O_CREAT | O_TMPFILE)))
 		how.mode = 0; /* openat2 refuses a mode it would not use */
-	return tether_raw_syscall6(SYS_openat2, at, (long)path, (long)&how, sizeof how, 0, 0);
+	/* EAGAIN: a rename or mount anywhere in the system raced a ".." in path, and the kernel
+	 * asks the caller to retry (openat2(2), RESOLVE_IN_ROOT). */
+	for (int tries = 0;; tries++) {
+		long fd = tether_raw_syscall6(SYS_openat2, at, (long)path, (long)&how, sizeof how, 0, 0);
+		if (fd != -EAGAIN || tries == OPEN_RETRIES)
+			return fd;
+	}
 }
 
 void tether_files_notice(const struct tether_path *p, long n, int rule, unsigned char action, unsigned char what)
