@@ -164,6 +164,11 @@ class Listener:
             for task in list(self.tasks):
                 task.cancel()
 
+    def _spawn(self, work) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     async def _serve_conn(self, conn: socket.socket, peer) -> None:
         stream = conn.type == socket.SOCK_STREAM
         who = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
@@ -183,49 +188,68 @@ class Listener:
                 self.handshakes.release()
                 return
         conn.setblocking(False)
-        p = Peer(conn, stream)
+        if not await self._proved(Peer(conn, stream), who):
+            conn.close()
+            return
+        # No time limit from here: a stand-in keeps proven data connections ready for its next
+        # connects (agent/forward.py's spares); keepalive notices a vanished one.
+        if stream:
+            # Most are spares whose first frame is a STREAM: a relay thread waits for it and
+            # serves it, so a connect wakes that one thread, not this loop and then a thread.
+            loop = asyncio.get_running_loop()
+            relay.first_frame(conn, who, lambda first: loop.call_soon_threadsafe(self._serve_later, conn, who, first))
+            return
+        await self._serve_first(Peer(conn, stream), who)
+
+    def _serve_later(self, conn: socket.socket, who: str, first: wire.Frame) -> None:
+        """On the loop: a TCP connection whose first frame a relay thread read, not a STREAM."""
+        self._spawn(self._serve_first(Peer(conn, True), who, first))
+
+    async def _proved(self, p: Peer, who: str) -> bool:
+        """Whether the peer proved the token in time (a refusal is logged and told)."""
+        try:
+            return await asyncio.wait_for(self._authenticate(p, who), AUTH_TIMEOUT)
+        except asyncio.TimeoutError:
+            log.warning("refused %s: no proof of the token within %g s", who, AUTH_TIMEOUT)
+        except ConnectionError:
+            # A session that ends closes the spares it was still dialling (agent/forward.py).
+            log.debug("%s hung up during the token handshake", who)
+        except (OSError, wire.ProtocolError) as e:
+            log.warning("dropped %s: %s", who, e)
+        finally:
+            self.handshakes.release()
+        return False
+
+    async def _serve_first(self, p: Peer, who: str, first: wire.Frame | None = None) -> None:
+        """Serve a proven connection by what its first frame (read here if None) asks for."""
+        p.sock.setblocking(False)
         handed_over = False
         try:
-            try:
-                proved = await asyncio.wait_for(self._authenticate(p, who), AUTH_TIMEOUT)
-            except ConnectionError:
-                # A session that ends closes the spares it was still dialling (agent/forward.py).
-                log.debug("%s hung up during the token handshake", who)
-                return
-            finally:
-                self.handshakes.release()
-            if not proved:
-                return
-            # No time limit from here: a stand-in keeps proven data connections ready for
-            # its next connects (agent/forward.py's spares); keepalive notices a vanished one.
-            try:
-                first = await p.frame()
-            except ConnectionError:
-                log.debug("%s closed a connection it never used (a spare)", who)
-                return
+            if first is None:
+                try:
+                    first = await p.frame()
+                except ConnectionError:
+                    log.debug("%s closed a connection it never used", who)
+                    return
             if first.type == agent_wire.MSG_AGENT_HELLO:
                 handed_over = True
-                link = StreamLink(conn, self.environment) if stream else Link(conn, self.environment)
+                link = StreamLink(p.sock, self.environment) if p.stream else Link(p.sock, self.environment)
                 link.pending([first])
                 await link.serve()
-            elif first.type == agent_wire.MSG_STREAM and stream:
-                handed_over = await self._stream(p, first, who)
             elif first.type == agent_wire.MSG_INCOMING:
                 await self._lease(p, first)
-            elif first.type == agent_wire.MSG_ACCEPT and stream:
+            elif first.type == agent_wire.MSG_ACCEPT and p.stream:
                 handed_over = await self._park(p, first)
-            elif first.type == agent_wire.MSG_TARGET_FILES and stream:
+            elif first.type == agent_wire.MSG_TARGET_FILES and p.stream:
                 handed_over = await self._files(p, first, who)
             else:
                 await p.send(wire.encode_error(wire.ErrorReply(errno.EPROTO, f"unexpected frame type {first.type}"),
                                                first.id))
-        except asyncio.TimeoutError:
-            log.warning("refused %s: no proof of the token within %g s", who, AUTH_TIMEOUT)
         except (OSError, ConnectionError, wire.ProtocolError) as e:
             log.warning("dropped %s: %s", who, e)
         finally:
             if not handed_over:
-                conn.close()
+                p.sock.close()
 
     async def _authenticate(self, p: Peer, who: str) -> bool:
         """Whether the peer proved the token (a refusal is logged and told)."""
@@ -299,18 +323,6 @@ class Listener:
         await p.send(wire.encode_frame(agent_wire.MSG_TARGET_FILES_REPLY, b"", id=first.id))
         threading.Thread(target=files.serve_files, args=(p.sock, req.key, req.writable, who),
                          daemon=True, name="files").start()
-        return True
-
-    async def _stream(self, p: Peer, first: wire.Frame, who: str) -> bool:
-        """Connect in the target and relay, on a relay thread (relay.connect_and_relay): a
-        blocking connect there costs less than the event loop's; True once the thread owns
-        the connection."""
-        try:
-            req = agent_wire.decode_stream(first)
-        except wire.ProtocolError as e:
-            await p.send(wire.encode_error(wire.ErrorReply(errno.EINVAL, str(e)), first.id))
-            return False
-        relay.connect_and_relay(p.sock, req, first.id, f"{who} -> {req.sockaddr.hex()}")
         return True
 
 

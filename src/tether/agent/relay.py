@@ -173,25 +173,68 @@ def relay_tcp(stream: socket.socket, target: socket.socket, name: str, preface: 
     Pair(stream, target, name).start(pump_bytes, pump_bytes)
 
 
-def connect_and_relay(stream: socket.socket, req: agent_wire.Connect, id: int, name: str) -> None:
-    """STREAM, on a relay thread: connect in the target as req asks, answer on the data
-    connection (STREAM_REPLY with the socket's addresses, or the ERROR), then relay both ways."""
-    _run_on_thread(_connect_and_relay, stream, req, id, name)
+def first_frame(stream: socket.socket, who: str, otherwise) -> None:
+    """A proven data connection: a relay thread waits for its first frame and serves a STREAM
+    itself (connect in the target, answer, relay); any other frame goes to otherwise(frame)."""
+    _run_on_thread(_first_frame, stream, who, otherwise)
+
+
+def _first_frame(stream: socket.socket, who: str, otherwise) -> None:
+    stream.setblocking(True)
+    try:
+        first = _read_frame(stream)
+        if first is None:
+            log.debug("%s closed a connection it never used (a spare)", who)
+            stream.close()
+            return
+    except (OSError, wire.ProtocolError) as e:
+        log.warning("dropped %s: %s", who, e)
+        stream.close()
+        return
+    if first.type != agent_wire.MSG_STREAM:
+        otherwise(first)
+        return
+    try:
+        req = agent_wire.decode_stream(first)
+    except wire.ProtocolError as e:
+        _answer_and_close(stream, wire.encode_error(wire.ErrorReply(errno.EINVAL, str(e)), first.id))
+        return
+    _connect_and_relay(stream, req, first.id, f"{who} -> {req.sockaddr.hex()}")
+
+
+def _answer_and_close(stream: socket.socket, frame: bytes) -> None:
+    try:
+        stream.sendall(frame)
+    except OSError:
+        pass
+    stream.close()
+
+
+def _read_frame(sock: socket.socket) -> wire.Frame | None:
+    """The next frame on a blocking stream, exactly its bytes (what follows is relayed data);
+    None if the peer closed before sending one."""
+    head = sock.recv(wire.FRAME.size, socket.MSG_WAITALL)
+    if not head:
+        return None
+    if len(head) < wire.FRAME.size:
+        raise ConnectionError("the peer hung up inside a frame")
+    (length,) = struct.unpack_from("<I", head)
+    if not wire.FRAME.size <= length <= wire.FRAME_MAX:
+        raise wire.ProtocolError(f"frame length {length} outside {wire.FRAME.size}..{wire.FRAME_MAX}")
+    body = sock.recv(length - wire.FRAME.size, socket.MSG_WAITALL) if length > wire.FRAME.size else b""
+    if len(body) < length - wire.FRAME.size:
+        raise ConnectionError("the peer hung up inside a frame")
+    return wire.decode_frame(head + body)
 
 
 def _connect_and_relay(stream: socket.socket, req: agent_wire.Connect, id: int, name: str) -> None:
-    stream.setblocking(True)
     try:
         if req.flags & agent_wire.FLAG_BIND:
             target = net.bind_udp(req)
         else:
             target = net.connect_blocking(req, stream)
     except net.OpError as e:
-        try:
-            stream.sendall(wire.encode_error(wire.ErrorReply(e.errno, str(e)), id))
-        except OSError:
-            pass
-        stream.close()
+        _answer_and_close(stream, wire.encode_error(wire.ErrorReply(e.errno, str(e)), id))
         return
     try:
         local = net.sockaddr_bytes(target.getsockname(), target.family)

@@ -14,6 +14,8 @@
 //	                      answer read with ReadFrom: "udpto REPLY REPLY from ADDR"
 //	exit N                exit with status N
 //	sink ADDR             accept one connection, read it to the end, answer with the sha256 (hex)
+//	acceptor ADDR         accept connections and close them, until killed (the far end for
+//	                      connects measured without tether)
 //	send ADDR BYTES       send BYTES of data, check the sink's sha256: "send ok BYTES SECONDS"
 //	connects ADDR N       N connects one after the other: "connects p50_us P50"
 //	paced ADDR N MS       the same with MS milliseconds between connects (a program that
@@ -60,6 +62,7 @@ var steps = map[string]struct {
 	"udpto":    {2, func(a []string) string { return doUDPTo(a[0], a[1]) }},
 	"sink":     {1, func(a []string) string { return doSink(a[0]) }},
 	"send":     {2, func(a []string) string { return doSend(a[0], a[1]) }},
+	"acceptor": {1, func(a []string) string { return doAcceptor(a[0]) }},
 	"connects": {2, func(a []string) string { return doConnects(a[0], a[1], 0) }},
 	"paced": {3, func(a []string) string {
 		gap, _ := strconv.Atoi(a[2])
@@ -293,6 +296,21 @@ func doSink(addr string) string {
 	}
 	conn.Write([]byte(hex.EncodeToString(h.Sum(nil))))
 	return fmt.Sprintf("sink %d", n)
+}
+
+func doAcceptor(addr string) string {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "acceptor error: " + err.Error()
+	}
+	fmt.Println("acceptor listening") // the caller waits for this line
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return "acceptor error: " + err.Error()
+		}
+		conn.Close()
+	}
 }
 
 func doSend(addr, size string) string {
