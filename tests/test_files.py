@@ -120,6 +120,41 @@ def test_python_and_coreutils_read_the_targets_files(target):
     assert (r.returncode, r.stdout.split(), r.stderr) == (0, ["1.conf", "2.conf"], "")
 
 
+# Renames elsewhere on this machine, as fast as one process makes them, for at most 60 s.
+RENAMES = """
+import os, sys, time
+a, b = sys.argv[1] + '/a', sys.argv[1] + '/b'
+open(a, 'w').close()
+end = time.monotonic() + 60
+while time.monotonic() < end:
+    os.rename(a, b)
+    os.rename(b, a)
+"""
+CLIMBS = """
+import collections
+failed = collections.Counter()
+for _ in range(20000):
+    try:
+        open('/srv/app/climb').close()
+    except OSError as e:
+        failed[e.strerror] += 1
+print(dict(failed))
+"""
+
+
+def test_a_symlink_that_climbs_opens_while_renames_race_its_walk(target, tmp_path):
+    """The kernel fails a RESOLVE_IN_ROOT walk through ".." with EAGAIN when any rename in the
+    system races it and asks the caller to retry (openat2(2)); the layer retries, so the
+    program never sees it (without the retry, 3,240 of these 20,000 opens failed here)."""
+    renamer = subprocess.Popen([sys.executable, "-c", RENAMES, str(tmp_path)])
+    try:
+        r = run(target, [sys.executable, "-I", "-c", CLIMBS])
+    finally:
+        renamer.kill()
+        renamer.wait()
+    assert (r.returncode, r.stdout, r.stderr) == (0, "{}\n", "")
+
+
 @pytest.fixture(scope="module")
 def files_exe(go_versions):
     return gobuild.build(go_versions[-1], "default", "files")
