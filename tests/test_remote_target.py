@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -474,6 +475,24 @@ def test_tls_mismatches_are_clear_errors_at_once(ns, tcp_agent, token, tls_agent
     assert r.returncode == 2 and f"make it with `tether agent --new-token {token} --tls`" in r.stderr, r.stderr
     assert "is not encrypted" in tcp_agent.log.read_text()  # a tcp: listener off loopback without --tls
     assert "not encrypted" not in tls_agent.log.read_text()
+
+
+def test_silent_peers_do_not_hold_up_a_tls_agents_sessions(go_versions, ns, tls_agent, tls_token):
+    """Peers that connect and say nothing wait out the TLS handshake's 5 s each; more of them
+    than the default executor has threads must not delay a session's start or its lookups."""
+    host, port = tls_agent.address[4:].rsplit(":", 1)
+    silent = [socket.create_connection((host, int(port)), timeout=5) for _ in range(12)]
+    try:
+        start = time.monotonic()
+        r = run(tls_agent.target, tls_token, gobuild.build(go_versions[-1], "default", "netclient"),
+                "lookup", ns.dns_name, "http", ns.http_url, timeout=20)
+        took = time.monotonic() - start
+    finally:
+        for sock in silent:
+            sock.close()
+    assert (r.returncode, r.stdout.splitlines()[1:], r.stderr) == (0, [f"http 200 {ns.http_body.strip()}"], "")
+    assert r.stdout.startswith(f"lookup {ns.dns_name} 198.18."), r.stdout
+    assert took < 3, took
 
 
 @pytest.mark.parametrize("link", ["plain", "tls"])

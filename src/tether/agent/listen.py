@@ -30,6 +30,7 @@ import os
 import socket
 import struct
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from ..protocol import agent_wire, auth, wire
@@ -146,6 +147,10 @@ class Listener:
     def __init__(self, address: Address, token: bytes, environment: Environment, tls_context=None):
         self.address, self.token, self.environment = address, token, environment
         self.tls_context = tls_context  # ssl.SSLContext: every connection is a TLS tunnel (agent/tls.py)
+        # Handshakes on threads of their own, as many as may run (HANDSHAKES_MAX): peers that
+        # have proved nothing yet must not hold the default executor's few threads, which the
+        # sessions' name lookups wait for (agent/dns.py).
+        self.tls_threads = ThreadPoolExecutor(HANDSHAKES_MAX, "tls") if tls_context is not None else None
         self.handshakes = asyncio.Semaphore(HANDSHAKES_MAX)
         self.leases = itertools.count(1)
         self.bridges: dict[int, incoming.Bridge] = {}  # by lease: the listeners served for programs elsewhere
@@ -182,7 +187,9 @@ class Listener:
             from . import tls
 
             try:
-                conn = tls.tunnel(await asyncio.to_thread(tls.handshake, conn, self.tls_context), who, direct=True)
+                tunnel = await asyncio.get_running_loop().run_in_executor(self.tls_threads, tls.handshake, conn,
+                                                                          self.tls_context)
+                conn = tls.tunnel(tunnel, who, direct=True)
             except (OSError, ssl.SSLError) as e:
                 log.warning("refused %s: TLS handshake failed: %s", who, e)
                 self.handshakes.release()
