@@ -31,7 +31,9 @@ SYS_getppid = 110
 # runtime, layer/start/pthread.c), and the libc functions it stands in for (layer/libc/, layer/net/dns.c).
 EXPORTS = {"tether_dispatch", "tether_layer_loaded", "tether_set_handler", "tether_route_verdict", "pthread_create"}
 LIBC_NET = {"socket", "connect", "accept", "accept4", "send", "sendto", "sendmsg", "recv", "recvfrom", "recvmsg",
-            "shutdown", "bind", "listen", "getsockname", "getpeername", "__recv_chk", "__recvfrom_chk"}
+            "shutdown", "bind", "listen", "getsockname", "getpeername", "getsockopt", "__recv_chk", "__recvfrom_chk"}
+LIBC_POLL = {"epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "__poll_chk", "ppoll", "__ppoll_chk",
+             "select", "pselect"}
 LIBC_IO = {"read", "write", "close", "close_range", "closefrom", "pread", "pread64", "pwrite", "pwrite64", "readv", "writev", "dup", "dup2",
            "dup3", "fcntl", "fcntl64", "__read_chk", "__pread_chk", "__pread64_chk"}
 LIBC_FILES = {"open", "open64", "openat", "openat64", "__open_2", "__open64_2", "__openat_2", "__openat64_2",
@@ -97,7 +99,7 @@ def test_layer_is_an_elf_shared_object() -> None:
 
 def test_exports_only_the_public_entry_points() -> None:
     defined = dynamic_symbols(layer_path(), "--defined-only")
-    assert defined.keys() == EXPORTS | LIBC_NET | LIBC_IO | LIBC_FILES | LIBC_PROC | LIBC_DNS
+    assert defined.keys() == EXPORTS | LIBC_NET | LIBC_POLL | LIBC_IO | LIBC_FILES | LIBC_PROC | LIBC_DNS
     assert all(kind == "T" for kind in defined.values())
 
 

@@ -477,6 +477,79 @@ def test_tls_mismatches_are_clear_errors_at_once(ns, tcp_agent, token, tls_agent
     assert "not encrypted" not in tls_agent.log.read_text()
 
 
+# Non-blocking connects of a libc program through an agent: asyncio (epoll), a socket with a
+# timeout (poll), select, and the kernel's answers to a send or a second connect in flight.
+NONBLOCKING = """
+import asyncio, errno, select, socket, sys, time
+host, port, unanswered, refused = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+GET = b"GET / HTTP/1.0\\r\\n\\r\\n"
+
+async def main():
+    ticks = 0
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.05)
+            ticks += 1
+    task = asyncio.create_task(ticker())
+    start = time.monotonic()
+    try:
+        await asyncio.wait_for(asyncio.open_connection(host, unanswered), 0.5)
+        print("epoll connected to the unanswered port")
+    except asyncio.TimeoutError:
+        print(f"epoll timeout {time.monotonic() - start < 1.5} loop ran {ticks >= 5}")
+    r, w = await asyncio.open_connection(host, port)
+    w.write(GET)
+    print("epoll", (await r.read()).split(b"\\r\\n")[0].decode())
+    w.close()
+    try:
+        await asyncio.open_connection(host, refused)
+    except ConnectionRefusedError:
+        print("epoll refused")
+    task.cancel()
+
+asyncio.run(main())
+start = time.monotonic()
+try:
+    socket.create_connection((host, unanswered), timeout=0.5)
+except TimeoutError:
+    print(f"poll timeout {time.monotonic() - start < 1.5}")
+with socket.create_connection((host, port), timeout=5) as s:
+    s.sendall(GET)
+    print("poll", s.recv(100).split(b"\\r\\n")[0].decode())
+with socket.socket() as s:
+    s.setblocking(False)
+    print("select", s.connect_ex((host, port)) == errno.EINPROGRESS, end=" ")
+    _, ready, _ = select.select([], [s], [], 5)
+    print(ready == [s], s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+with socket.socket() as s:
+    s.setblocking(False)
+    s.connect_ex((host, unanswered))
+    try:
+        s.send(b"early")
+    except BlockingIOError:
+        print("send in flight EAGAIN", end=" ")
+    print("connect again", errno.errorcode.get(s.connect_ex((host, unanswered))))
+"""
+
+
+def test_libc_programs_connect_without_blocking_through_an_agent(ns, tcp_agent, token):
+    """asyncio's wait_for ends a relayed connect on time while its loop goes on; poll, select,
+    send and a second connect see a connect in flight as the kernel shows one."""
+    server = ns.popen([sys.executable, "-I", "-c", UNANSWERED, WEB_ADDR, str(UNANSWERED_PORT)],
+                      stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline() == "ready\n"
+        r = run(tcp_agent.target, token, sys.executable, "-I", "-c", NONBLOCKING, WEB_ADDR, str(HTTP_PORT),
+                str(UNANSWERED_PORT), str(HTTP_PORT + 1), timeout=30)
+    finally:
+        server.kill()
+        server.wait()
+    assert (r.returncode, r.stdout.splitlines(), r.stderr) == (0, [
+        "epoll timeout True loop ran True", "epoll HTTP/1.0 200 OK", "epoll refused", "poll timeout True",
+        "poll HTTP/1.0 200 OK", "select True True 0", "send in flight EAGAIN connect again EALREADY"], "")
+
+
 def test_silent_peers_do_not_hold_up_a_tls_agents_sessions(go_versions, ns, tls_agent, tls_token):
     """Peers that connect and say nothing wait out the TLS handshake's 5 s each; more of them
     than the default executor has threads must not delay a session's start or its lookups."""

@@ -101,6 +101,12 @@ TETHER_EXPORT int getpeername(int fd, void *addr, unsigned *len)
 	return (int)CALL(52, fd, addr, len, 0, 0, 0);
 }
 
+/* SO_ERROR of a relayed connect in flight is the agent's answer (net/pending.c). */
+TETHER_EXPORT int getsockopt(int fd, int level, int name, void *value, unsigned *len)
+{
+	return (int)CALL(55, fd, level, name, value, len, 0);
+}
+
 /* _FORTIFY_SOURCE builds call these when the buffer's size is known. */
 void __chk_fail(void) __attribute__((noreturn));
 

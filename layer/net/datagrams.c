@@ -274,6 +274,15 @@ static long msg_recv(long fd, const struct slot *s, long msg, int flags)
 	return n;
 }
 
+/* A call on a socket that is not a relayed UDP one: the kernel's, once a
+ * pending connect's answer is taken (pending.c). */
+static long pass(long nr, long fd, long a2, long a3, long a4, long a5, long a6)
+{
+	long r = tether_pending_settle(fd);
+
+	return r < 0 ? r : tether_raw_syscall6(nr, fd, a2, a3, a4, a5, a6);
+}
+
 static long dg_read(long nr, long fd, long buf, long len, long a4, long a5, long a6)
 {
 	unsigned char from[TETHER_DATAGRAM_ADDR_MAX];
@@ -283,7 +292,7 @@ static long dg_read(long nr, long fd, long buf, long len, long a4, long a5, long
 	int mflags;
 
 	if (!find(fd, &s))
-		return tether_raw_syscall6(nr, fd, buf, len, a4, a5, a6);
+		return pass(nr, fd, buf, len, a4, a5, a6);
 	if (nr == SYS_read)
 		return recv_on(fd, &s, (long)&one, 1, 0, from, &from_len, &mflags);
 	if (nr == SYS_write)
@@ -303,7 +312,7 @@ static long dg_recvfrom(long nr, long fd, long buf, long len, long flags, long a
 	long n, err;
 
 	if (!find(fd, &s))
-		return tether_raw_syscall6(nr, fd, buf, len, flags, addr, lenp);
+		return pass(nr, fd, buf, len, flags, addr, lenp);
 	n = recv_on(fd, &s, (long)&one, 1, (int)flags, from, &from_len, &mflags);
 	if (n >= 0 && (err = give_address(addr, lenp, from, from_len)) < 0)
 		return err;
@@ -315,7 +324,7 @@ static long dg_recvmsg(long nr, long fd, long msg, long flags, long a4, long a5,
 	struct slot s;
 
 	if (!find(fd, &s))
-		return tether_raw_syscall6(nr, fd, msg, flags, a4, a5, a6);
+		return pass(nr, fd, msg, flags, a4, a5, a6);
 	return msg_recv(fd, &s, msg, (int)flags);
 }
 
@@ -327,7 +336,7 @@ static long dg_mmsg(long nr, long fd, long vec, long vlen, long flags, long a5, 
 	long done = 0, n = 0;
 
 	if (!find(fd, &s))
-		return tether_raw_syscall6(nr, fd, vec, vlen, flags, a5, a6);
+		return pass(nr, fd, vec, vlen, flags, a5, a6);
 	for (; done < vlen && done < IOV_MAX; done++) {
 		long msg = vec + done * (long)sizeof(struct mmsghdr);
 		int f = (int)(flags & ~MSG_WAITFORONE) | (done ? MSG_DONTWAIT : 0);
@@ -345,7 +354,7 @@ static long dg_mmsg(long nr, long fd, long vec, long vlen, long flags, long a5, 
 	return done ? done : n;
 }
 
-static void install(void)
+void tether_datagrams_install(void)
 {
 	if (__atomic_exchange_n(&installed, 1, __ATOMIC_ACQ_REL))
 		return;
@@ -378,7 +387,7 @@ void tether_datagrams_add(long fd, const unsigned char *peer, unsigned peer_len)
 
 	if (!ino || fd >= FDS || peer_len > TETHER_DATAGRAM_ADDR_MAX)
 		return;
-	install();
+	tether_datagrams_install();
 	tether_net_lock(&lock);
 	s = &slots[next_slot++ % SLOTS];
 	s->ino = ino;

@@ -76,7 +76,27 @@ long tether_net_connect_again(long fd, const unsigned char *sa, long len, const 
 /* pending.c: fd is a data connection whose STREAM is not answered yet
  * (non-blocking connect); SO_ERROR takes the answer when it has come. */
 void tether_pending_add(long fd, const unsigned char *sa, long len, const struct tether_net_kind *k);
-void tether_pending_install(void);
+void tether_pending_install(int go);
+/* pending.c: whether any connect is pending; fd's answer so far, not taken
+ * (0 if fd is not pending, else as SO_ERROR would give it: -EINPROGRESS,
+ * 0, -errno; -ESTALE: the connection ended unanswered). */
+int tether_pending_any(void);
+long tether_pending_state(long fd);
+/* pending.c: before a read, write or connect on fd: its answer taken if it
+ * has come (0: go on), else -EAGAIN (a blocking socket waits), or the
+ * connect's -errno.  connect: 1 if fd is pending, with *result what a
+ * second connect gives (-EALREADY, -EISCONN, -errno). */
+long tether_pending_settle(long fd);
+int tether_pending_connect(long fd, long *result);
+/* pending.c: the program's epoll registration of a pending fd, kept while
+ * pollers.c waits on it for readable instead; watched finds it by the epoll
+ * set and the event's data: the fd, or -1. */
+int tether_pending_watch(long fd, int epfd, unsigned events, unsigned long data);
+long tether_pending_watched(int epfd, unsigned long data, unsigned *events);
+void tether_pending_unwatch(long fd, int epfd);
+/* pollers.c: epoll, poll and select see a pending socket writable once it
+ * is answered (libc programs). */
+void tether_pollers_install(void);
 
 /* datagrams.c: UDP sockets relayed through a network agent, each one end
  * of a SOCK_SEQPACKET pair carrying struct tether_datagram records.  add:
@@ -84,6 +104,9 @@ void tether_pending_install(void);
  * others: 1 if fd is one, with the call's result in *result; 0 if not (the
  * caller goes on as for any socket). */
 void tether_datagrams_add(long fd, const unsigned char *peer, unsigned peer_len);
+/* datagrams.c: its read and write handlers in place (once; pending.c's
+ * answers are taken there too). */
+void tether_datagrams_install(void);
 int tether_datagrams_sendto(long fd, long buf, long len, long flags, long addr, long addrlen, long *result);
 int tether_datagrams_sendmsg(long fd, long msg, long flags, long *result);
 int tether_datagrams_connect(long fd, const unsigned char *sa, long len, long *result);

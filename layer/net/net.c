@@ -61,7 +61,6 @@
 static struct tether_route route;
 static int sockets; /* MODE_SOCKETS: the agent hands out sockets made in the target */
 static int streams; /* MODE_STREAMS: the stand-in hands out data connections to the agent */
-static int poller_waits; /* the program finishes a non-blocking connect in its poller (Go) */
 
 static long raw(long nr, long a1, long a2, long a3, long a4, long a5)
 {
@@ -307,6 +306,8 @@ static long net_sendto(long nr, long fd, long buf, long len, long flags, long ad
 	unsigned char sa[TETHER_SOCKADDR_MAX];
 	long err;
 
+	if (streams && (err = tether_pending_settle(fd)) < 0)
+		return err;
 	if (addr && addrlen >= 2 && addrlen <= TETHER_SOCKADDR_MAX && tether_peek(sa, addr, (unsigned long)addrlen) == addrlen &&
 	    tether_route_remote(&route, sa, addrlen) == 1 && (err = move_udp(fd, sa)) < 0)
 		return err;
@@ -322,6 +323,8 @@ static long net_sendmsg(long nr, long fd, long msg, long flags, long a4, long a5
 	unsigned char sa[TETHER_SOCKADDR_MAX];
 	long err;
 
+	if (streams && (err = tether_pending_settle(fd)) < 0)
+		return err;
 	if (tether_peek(&head, msg, sizeof head) == sizeof head && head.name && head.namelen >= 2 &&
 	    head.namelen <= TETHER_SOCKADDR_MAX && tether_peek(sa, head.name, head.namelen) == head.namelen &&
 	    tether_route_remote(&route, sa, head.namelen) == 1 && (err = move_udp(fd, sa)) < 0)
@@ -381,9 +384,9 @@ static long recv_exact(long conn, void *buf, unsigned long n)
 /* A TCP connect through a network agent's data connection at hand
  * (MODE_STREAMS): STREAM on it, and its reply read to the byte (the
  * target's first bytes may follow at once): one round trip to the agent.
- * A Go program's non-blocking socket does not wait for the reply: the
- * connection takes its place at once and the connect is pending.c's to
- * finish, through Go's poller (-EINPROGRESS).  -ESTALE: the connection
+ * A non-blocking socket does not wait for the reply: the connection takes
+ * its place at once and the connect is pending.c's to finish, through the
+ * program's poller (-EINPROGRESS).  -ESTALE: the connection
  * failed before an answer (the agent restarted): the caller goes the
  * stand-in's way instead. */
 static long connect_streamed(long fd, const unsigned char *sa, long len, const struct tether_net_kind *k)
@@ -400,7 +403,7 @@ static long connect_streamed(long fd, const unsigned char *sa, long len, const s
 		raw(SYS_close, conn, 0, 0, 0, 0);
 		return -ESTALE;
 	}
-	if (poller_waits && k->fl & O_NONBLOCK) {
+	if (k->fl & O_NONBLOCK) {
 		if ((n = swap_in(fd, conn, k)) < 0)
 			return n;
 		tether_pending_add(fd, sa, len, k);
@@ -479,7 +482,7 @@ static long net_connect(long nr, long fd, long addr, long len, long a4, long a5,
 
 	if (len < 2 || len > TETHER_SOCKADDR_MAX || tether_peek(sa, addr, (unsigned long)len) != len)
 		return tether_raw_syscall6(nr, fd, addr, len, a4, a5, a6);
-	if (streams && tether_datagrams_connect(fd, sa, len, &n))
+	if (streams && (tether_datagrams_connect(fd, sa, len, &n) || tether_pending_connect(fd, &n)))
 		return n;
 	if (tether_route_remote(&route, sa, len) != 1 || kind_of(fd, sa[0], &k) < 0)
 		return tether_raw_syscall6(nr, fd, addr, len, a4, a5, a6);
@@ -525,9 +528,8 @@ int tether_net_install(const char *rules, unsigned mode, int go)
 		return -22; /* EINVAL */
 	sockets = !!(mode & TETHER_MODE_SOCKETS);
 	streams = !!(mode & TETHER_MODE_STREAMS);
-	poller_waits = go;
-	if (streams && go)
-		tether_pending_install();
+	if (streams)
+		tether_pending_install(go);
 	tether_set_handler(SYS_sendto, net_sendto, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_sendmsg, net_sendmsg, TETHER_MAY_BLOCK);
 	tether_relayed_install();
