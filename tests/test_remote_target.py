@@ -522,6 +522,12 @@ with socket.socket() as s:
     print("select", s.connect_ex((host, port)) == errno.EINPROGRESS, end=" ")
     _, ready, _ = select.select([], [s], [], 5)
     print(ready == [s], s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+with socket.socket() as s, select.epoll() as ep:
+    s.setblocking(False)
+    s.connect_ex((host, port))
+    ep.register(s, select.EPOLLOUT | select.EPOLLET)
+    events = ep.poll(5)
+    print("epoll edge", events == [(s.fileno(), select.EPOLLOUT)], s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
 with socket.socket() as s:
     s.setblocking(False)
     s.connect_ex((host, unanswered))
@@ -547,7 +553,8 @@ def test_libc_programs_connect_without_blocking_through_an_agent(ns, tcp_agent, 
         server.wait()
     assert (r.returncode, r.stdout.splitlines(), r.stderr) == (0, [
         "epoll timeout True loop ran True", "epoll HTTP/1.0 200 OK", "epoll refused", "poll timeout True",
-        "poll HTTP/1.0 200 OK", "select True True 0", "send in flight EAGAIN connect again EALREADY"], "")
+        "poll HTTP/1.0 200 OK", "select True True 0", "epoll edge True 0", "send in flight EAGAIN connect again EALREADY"],
+        "")
 
 
 def test_silent_peers_do_not_hold_up_a_tls_agents_sessions(go_versions, ns, tls_agent, tls_token):
