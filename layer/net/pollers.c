@@ -94,6 +94,25 @@ static long left_ns(const struct limit *l)
 	return left > 0 ? left : 0;
 }
 
+/* The timeout argument for what is left of l (in *ts for the timespec
+ * forms, else in ms); 0 once it is over. */
+static int time_left(const struct limit *l, int timespec, long *timeout, struct timespec *ts)
+{
+	long left;
+
+	if (l->forever)
+		return 1;
+	if (!(left = left_ns(l)))
+		return 0;
+	if (timespec) {
+		*ts = (struct timespec){left / 1000000000, left % 1000000000};
+		*timeout = (long)ts;
+	} else {
+		*timeout = (left + 999999) / 1000000;
+	}
+	return 1;
+}
+
 /* An answered pending socket, as the kernel reports a finished connect. */
 static unsigned finished(long state)
 {
@@ -153,29 +172,16 @@ static long pass_ready(long epfd, long events, long n)
 /* epoll_wait, epoll_pwait (a timeout in ms) and epoll_pwait2 (a timespec). */
 static long pollers_epoll_wait(long nr, long epfd, long events, long max, long timeout, long a5, long a6)
 {
-	struct limit l = {1, 0};
+	struct limit l = nr == SYS_epoll_pwait2 ? limit_ts(timeout) : limit_ms(timeout);
 	struct timespec ts;
-	int timed = 0;
 	long n;
 
 	for (;;) {
 		n = raw(nr, epfd, events, max, timeout, a5, a6);
 		if (n <= 0 || !tether_pending_any() || (n = pass_ready(epfd, events, n)))
 			return n;
-		if (!timed) {
-			l = nr == SYS_epoll_pwait2 ? limit_ts(timeout) : limit_ms(timeout);
-			timed = 1;
-		}
-		if (l.forever)
-			continue;
-		if (!(n = left_ns(&l)))
+		if (!time_left(&l, nr == SYS_epoll_pwait2, &timeout, &ts))
 			return 0;
-		if (nr == SYS_epoll_pwait2) {
-			ts = (struct timespec){n / 1000000000, n % 1000000000};
-			timeout = (long)&ts;
-		} else {
-			timeout = (n + 999999) / 1000000;
-		}
 	}
 }
 
@@ -188,7 +194,7 @@ static long pollers_poll(long nr, long fds, long nfds, long timeout, long a4, lo
 		short events;
 	} mine[WAITING_MAX];
 	unsigned m = 0;
-	struct limit l = {1, 0};
+	struct limit l;
 	struct timespec ts;
 	long n;
 
@@ -230,16 +236,8 @@ static long pollers_poll(long nr, long fds, long nfds, long timeout, long a4, lo
 		}
 		if (n || got <= 0)
 			return n;
-		if (l.forever)
-			continue;
-		if (!(n = left_ns(&l)))
+		if (!time_left(&l, nr == SYS_ppoll, &timeout, &ts))
 			return 0;
-		if (nr == SYS_ppoll) {
-			ts = (struct timespec){n / 1000000000, n % 1000000000};
-			timeout = (long)&ts;
-		} else {
-			timeout = (n + 999999) / 1000000;
-		}
 	}
 }
 
