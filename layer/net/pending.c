@@ -223,16 +223,30 @@ int tether_pending_watch(long fd, int epfd, unsigned events, unsigned long data)
 
 long tether_pending_watched(int epfd, unsigned long data, unsigned *events)
 {
-	long fd = -1;
+	for (unsigned i = 0; i < SLOTS; i++) {
+		struct pending p;
+		int match;
 
-	tether_net_lock(&lock);
-	for (unsigned i = 0; i < SLOTS && fd < 0; i++)
-		if (slots[i].ino && slots[i].epfd == epfd && slots[i].data == data) {
-			fd = slots[i].fd;
-			*events = slots[i].events;
+		tether_net_lock(&lock);
+		if ((match = slots[i].ino && slots[i].epfd == epfd && slots[i].data == data))
+			p = slots[i];
+		tether_net_unlock(&lock);
+		if (!match)
+			continue;
+		if (tether_net_inode(p.fd) == p.ino) {
+			*events = p.events;
+			return p.fd;
 		}
-	tether_net_unlock(&lock);
-	return fd;
+		/* Closed without EPOLL_CTL_DEL (the kernel drops the registration with it):
+		 * the entry is gone too, lest a later socket's event be taken for it. */
+		tether_net_lock(&lock);
+		if (slots[i].ino == p.ino && slots[i].fd == p.fd) {
+			slots[i].ino = 0;
+			count--;
+		}
+		tether_net_unlock(&lock);
+	}
+	return -1;
 }
 
 void tether_pending_unwatch(long fd, int epfd)
