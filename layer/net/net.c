@@ -26,6 +26,7 @@
 #define SYS_sendmsg 46
 #define SYS_bind 49
 #define SYS_getsockname 51
+#define SYS_getpeername 52
 #define SYS_getsockopt 55
 #define SYS_setsockopt 54
 #define SYS_fcntl 72
@@ -55,6 +56,7 @@
 #define EPROTO 71
 #define ECONNRESET 104
 #define ESTALE 116
+#define EISCONN 106
 #define EINPROGRESS 115
 #define O_NONBLOCK 04000
 
@@ -462,7 +464,13 @@ static long connect_standin(long fd, const unsigned char *sa, long len, const st
 /* Through a network agent: it connects there and sends a relay stream. */
 static long connect_relayed(long fd, const unsigned char *sa, long len, const struct tether_net_kind *k)
 {
+	unsigned char peer[TETHER_SOCKADDR_MAX];
+	unsigned peer_len = sizeof peer;
 	long n;
+
+	/* Connected already (a relayed socket is a stream to the agent): as the kernel says it. */
+	if (k->type == SOCK_STREAM && !raw(SYS_getpeername, fd, (long)peer, (long)&peer_len, 0, 0))
+		return -EISCONN;
 
 	if (streams && k->type == SOCK_STREAM && (n = connect_streamed(fd, sa, len, k)) != -ESTALE)
 		return n;
