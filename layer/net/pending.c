@@ -181,19 +181,28 @@ static struct pending *by_number(long fd, unsigned long ino)
 	return 0;
 }
 
+/* Whether an entry was connected on fd's number: a scan, no syscall, so
+ * the calls that ask on every read and write pay no fstat for entries of
+ * sockets closed before their answer was taken. */
+static int number_pending(long fd)
+{
+	int found = 0;
+
+	if (!tether_pending_any())
+		return 0;
+	tether_net_lock(&lock);
+	for (unsigned i = 0; i < SLOTS && !found; i++)
+		found = slots[i].ino && slots[i].fd == fd;
+	tether_net_unlock(&lock);
+	return found;
+}
+
 static int is_pending(long fd)
 {
 	unsigned long ino;
 	int found;
 
-	if (!tether_pending_any())
-		return 0;
-	tether_net_lock(&lock);
-	found = 0;
-	for (unsigned i = 0; i < SLOTS && !found; i++)
-		found = slots[i].ino && slots[i].fd == fd;
-	tether_net_unlock(&lock);
-	if (!found || !(ino = tether_net_inode(fd)))
+	if (!number_pending(fd) || !(ino = tether_net_inode(fd)))
 		return 0;
 	tether_net_lock(&lock);
 	found = by_number(fd, ino) != 0;
@@ -225,14 +234,15 @@ long tether_pending_watched(int epfd, unsigned long data, unsigned *events)
 {
 	for (unsigned i = 0; i < SLOTS; i++) {
 		struct pending p;
-		int match;
 
 		tether_net_lock(&lock);
-		if ((match = slots[i].ino && slots[i].epfd == epfd && slots[i].data == data))
+		while (i < SLOTS && !(slots[i].ino && slots[i].epfd == epfd && slots[i].data == data))
+			i++;
+		if (i < SLOTS)
 			p = slots[i];
 		tether_net_unlock(&lock);
-		if (!match)
-			continue;
+		if (i == SLOTS)
+			break;
 		if (tether_net_inode(p.fd) == p.ino) {
 			*events = p.events;
 			return p.fd;
@@ -264,7 +274,7 @@ long tether_pending_settle(long fd)
 	long r;
 	struct { int fd; short events, revents; } one = {(int)fd, POLLIN, 0};
 
-	if (!take_entry(fd, &p))
+	if (!number_pending(fd) || !take_entry(fd, &p))
 		return 0;
 	while ((r = settle(fd, &p)) == -EINPROGRESS) {
 		/* A socket made blocking since its connect waits, as the kernel's would. */

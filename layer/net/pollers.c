@@ -172,14 +172,21 @@ static long pass_ready(long epfd, long events, long n)
 /* epoll_wait, epoll_pwait (a timeout in ms) and epoll_pwait2 (a timespec). */
 static long pollers_epoll_wait(long nr, long epfd, long events, long max, long timeout, long a5, long a6)
 {
-	struct limit l = nr == SYS_epoll_pwait2 ? limit_ts(timeout) : limit_ms(timeout);
+	struct limit l;
 	struct timespec ts;
+	int timed = tether_pending_any(); /* else no clock read: most waits have nothing pending */
 	long n;
 
+	if (timed)
+		l = nr == SYS_epoll_pwait2 ? limit_ts(timeout) : limit_ms(timeout);
 	for (;;) {
 		n = raw(nr, epfd, events, max, timeout, a5, a6);
 		if (n <= 0 || !tether_pending_any() || (n = pass_ready(epfd, events, n)))
 			return n;
+		if (!timed) { /* a connect made pending during the wait: its limit from now */
+			l = nr == SYS_epoll_pwait2 ? limit_ts(timeout) : limit_ms(timeout);
+			timed = 1;
+		}
 		if (!time_left(&l, nr == SYS_epoll_pwait2, &timeout, &ts))
 			return 0;
 	}
