@@ -28,7 +28,6 @@ import itertools
 import logging
 import os
 import socket
-import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -125,10 +124,7 @@ class Peer:
                 raise ConnectionError("the peer hung up")
             return wire.decode_frame(data)
         head = await self._exactly(wire.FRAME.size)
-        (length,) = struct.unpack_from("<I", head)
-        if not wire.FRAME.size <= length <= wire.FRAME_MAX:
-            raise wire.ProtocolError(f"frame length {length} outside {wire.FRAME.size}..{wire.FRAME_MAX}")
-        return wire.decode_frame(head + await self._exactly(length - wire.FRAME.size))
+        return wire.decode_frame(head + await self._exactly(wire.frame_length(head) - wire.FRAME.size))
 
     async def _exactly(self, n: int) -> bytes:
         data = b""

@@ -218,9 +218,7 @@ def _read_frame(sock: socket.socket) -> wire.Frame | None:
         return None
     if len(head) < wire.FRAME.size:
         raise ConnectionError("the peer hung up inside a frame")
-    (length,) = struct.unpack_from("<I", head)
-    if not wire.FRAME.size <= length <= wire.FRAME_MAX:
-        raise wire.ProtocolError(f"frame length {length} outside {wire.FRAME.size}..{wire.FRAME_MAX}")
+    length = wire.frame_length(head)
     body = sock.recv(length - wire.FRAME.size, socket.MSG_WAITALL) if length > wire.FRAME.size else b""
     if len(body) < length - wire.FRAME.size:
         raise ConnectionError("the peer hung up inside a frame")

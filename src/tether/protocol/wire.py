@@ -60,6 +60,14 @@ def decode_frame(buf: bytes) -> Frame:
     return Frame(type, flags, id, bytes(buf[FRAME.size:]))
 
 
+def frame_length(head) -> int:
+    """The length a frame's head gives (its first bytes), checked against FRAME.size..FRAME_MAX."""
+    (length,) = struct.unpack_from("<I", head)
+    if not FRAME.size <= length <= FRAME_MAX:
+        raise ProtocolError(f"frame length {length} outside {FRAME.size}..{FRAME_MAX}")
+    return length
+
+
 class FrameReader:
     """Splits a byte stream into frames (for stream transports; SEQPACKET needs no splitting)."""
 
@@ -70,9 +78,7 @@ class FrameReader:
         self._buf += data
         frames = []
         while len(self._buf) >= FRAME.size:
-            (length,) = struct.unpack_from("<I", self._buf)
-            if not FRAME.size <= length <= FRAME_MAX:
-                raise ProtocolError(f"frame length {length} outside {FRAME.size}..{FRAME_MAX}")
+            length = frame_length(self._buf)
             if len(self._buf) < length:
                 break
             frames.append(decode_frame(bytes(self._buf[:length])))
