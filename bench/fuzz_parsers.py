@@ -6,7 +6,8 @@
 Inputs are valid frames of every type, mutated (bytes flipped, cut, lengths rewritten,
 garbage appended) and plain random bytes, fed to decode_frame and the decoder for the frame
 type, to FrameReader in random chunks, and to the trace ring's record decoder as a run of
-records, and to agent/nft.py's parser of the kernel's netlink acknowledgements; runs of valid
+records, to agent/nft.py's parser of the kernel's netlink acknowledgements, and to a mirror's
+reassembly (agent/mirror.py) as captured packets, TCP over IPv4 and IPv6 among the seeds; runs of valid
 trace records, mutated alike, to the record decoder; the files link's requests and replies
 (protocol/file_ops.py) and /dev/fuse's requests (protocol/fuse_abi.py); and random rule
 strings to layer/net/route.c through libtether.so. Any exception other than ProtocolError (NftError
@@ -18,13 +19,14 @@ from __future__ import annotations
 import argparse
 import ctypes
 import random
+import struct
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from tether.agent import nft  # noqa: E402
+from tether.agent import mirror, nft  # noqa: E402
 from tether.layer import layer_path  # noqa: E402
 from tether.protocol import agent_wire, auth, file_ops, files_wire, fuse_abi, layer_wire, trace_wire, wire  # noqa: E402
 from tether.protocol.sockaddr import encode_inet  # noqa: E402
@@ -211,6 +213,29 @@ def _datagrams(blob: bytes) -> None:
     agent_wire.decode_datagram(blob)
 
 
+def packet_seeds() -> list[bytes]:
+    """TCP segments to port 8090 as a capture gives them: a SYN, bytes, a FIN, over IPv4 and IPv6."""
+    out = []
+    for flags, seq, payload in ((mirror.TCP_SYN, 7, b""), (mirror.TCP_ACK, 8, b"GET / HTTP/1.1\r\n\r\n"),
+                                (mirror.TCP_FIN | mirror.TCP_ACK, 26, b"")):
+        tcp = struct.pack(">HHIIBBHHH", 40000, 8090, seq, 1, 5 << 4, flags, 65535, 0, 0) + payload
+        out.append(struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, b"\n\0\0\2",
+                               b"\n\0\0\1") + tcp)
+        out.append(struct.pack(">IHBB16s16s", 6 << 28, len(tcp), 6, 64, b"\xfd" + b"\0" * 14 + b"\2",
+                               b"\xfd" + b"\0" * 14 + b"\1") + tcp)
+    return out
+
+
+_REASSEMBLY = mirror.Reassembly(8090)
+
+
+def _packets(blob: bytes) -> None:
+    for event in _REASSEMBLY.feed(blob, 0.0):
+        assert type(event) in (mirror.Open, mirror.Data, mirror.End), event
+    if len(_REASSEMBLY.streams) > 1000:
+        _REASSEMBLY.expire(1e9, 0.0)
+
+
 def _records(blob: bytes) -> None:
     pos = 0
     while pos < len(blob):
@@ -226,7 +251,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     rng = random.Random(args.seed)
-    base, records = seeds(), record_seeds()
+    base, records = seeds() + packet_seeds(), record_seeds()
     layer = ctypes.CDLL(str(layer_path()))
     layer.tether_route_verdict.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_long]
     sa = encode_inet("10.1.2.3", 53)
@@ -234,7 +259,7 @@ def main() -> int:
     start = time.perf_counter()
     for n in range(args.inputs):
         pick = n % 10
-        parsers = (_decode, _stream, _records, _acks, _file_ops, _file_replies, _fuse, _datagrams)
+        parsers = (_decode, _stream, _records, _acks, _file_ops, _file_replies, _fuse, _datagrams, _packets)
         if pick < 5:
             blob = mutate(rng, rng.choice(base))
         elif pick < 7:

@@ -54,6 +54,7 @@ import netns  # noqa: E402
 from relay_throughput import network_agent  # noqa: E402
 
 APP_PORT, DIRECT_PORT = 8090, 8093
+QUIET_S = 1.0  # the program used no CPU for this long: its copies are done
 HEADER = "X-Route: me"
 FLAGS = {"steal": ["--incoming", "steal"], "on": ["--incoming", "mirror"], "filtered": ["--steal-header", f"^{HEADER}$"]}
 
@@ -69,6 +70,29 @@ class Tether:
                 not self.proc.stdout.readline().startswith("listening"):
             self.proc.kill()
             raise SystemExit(f"the program under tether {' '.join(flags)} did not listen")
+
+    def program_cpu(self) -> int:
+        """The program's CPU time so far, in clock ticks (it is tether's child that is not its agent)."""
+        kids = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+        for pid in kids:
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                if "(tether-agent)" not in stat:
+                    return sum(int(v) for v in stat.rsplit(")", 1)[1].split()[11:13])  # utime, stime
+        return 0
+
+    def caught_up(self, limit: float = 60) -> float:
+        """Seconds until the program is done with its copies: its CPU time still for QUIET_S."""
+        start = time.monotonic()
+        last, still = self.program_cpu(), time.monotonic()
+        while time.monotonic() - start < limit:
+            time.sleep(0.05)
+            now = self.program_cpu()
+            if now != last:
+                last, still = now, time.monotonic()
+            elif time.monotonic() - still >= QUIET_S:
+                return still - start
+        raise SystemExit(f"the program was still busy {limit:g} s after the load")
 
     def stop(self) -> int:
         """Stop it; the requests it served."""
@@ -123,7 +147,8 @@ def main() -> None:
                                            args.rate if kind == "paced" else 0,
                                            HEADER if kind == "matched" else "")
             if prog:
-                time.sleep(0.3)  # a mirror's last copies on their way
+                if how == "on":  # copies wait while the machine is busy: they come once the load is over
+                    figures.setdefault(f"{kind} catch-up", []).append(prog.caught_up())
                 served = prog.stop()
                 if how == "on":
                     figures.setdefault(f"{kind} share", []).append(served / requests)
@@ -139,7 +164,7 @@ def main() -> None:
         for n in range(args.rounds):
             for side in sides if n % 2 == 0 else sides[::-1]:
                 run(side)
-            print(f"round {n + 1}: " + ", ".join(f"{k} {v[-1]:.2%}" if "share" in k else f"{k} {v[-1]:.0f}"
+            print(f"round {n + 1}: " + ", ".join(f"{k} {v[-1]:.2%}" if "share" in k else f"{k} {v[-1]:.2f} s" if "catch-up" in k else f"{k} {v[-1]:.0f}"
                                                  for k, v in figures.items() if " p" not in k), flush=True)
     med = {k: statistics.median(v) for k, v in figures.items()}
     print(f"\nGo {args.version}, {args.conns} connections, {args.seconds:g} s a run, {args.rounds} rounds, medians:")
@@ -157,7 +182,8 @@ def main() -> None:
     for kind, what in (("mirror", "saturated"), ("paced", f"at {args.rate:g} req/s")) if "mirror" in groups else ():
         print(f"  mirror {what:15} {med[f'{kind} on']:8.0f} req/s, unmirrored {med[f'{kind} off']:8.0f}: "
               f"ratio {med[f'{kind} on'] / med[f'{kind} off']:.2f} (goal >= 0.9); the program got "
-              f"{med[f'{kind} share']:.2%} of the requests (goal >= 99%); latency p50/p99 "
+              f"{med[f'{kind} share']:.2%} of the requests (goal >= 99%), the last {med[f'{kind} catch-up']:.2f} s "
+              f"after the load; latency p50/p99 "
               f"{med[f'{kind} on p50']:.0f}/{med[f'{kind} on p99']:.0f} us, unmirrored "
               f"{med[f'{kind} off p50']:.0f}/{med[f'{kind} off p99']:.0f} us")
 

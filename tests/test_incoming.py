@@ -102,6 +102,19 @@ class Program:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
         return next(int(p) for p in out if int(p) != self.agent())
 
+    def served(self, seconds: float = 10) -> int:
+        """The requests the program (tests/go/incoming serve) has served so far: SIGUSR1, and the
+        "served N" line it prints for it."""
+        before = sum(line.startswith("served ") for line in self.lines)
+        os.kill(self.program(), signal.SIGUSR1)
+        end = time.monotonic() + seconds
+        while sum(line.startswith("served ") for line in self.lines) == before:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                raise AssertionError(f"no answer to SIGUSR1 in {seconds} s; so far {self.lines}")
+            self.lines.append(self.proc.stdout.readline().rstrip("\n"))
+        return int(self.lines[-1].split()[1])
+
     def stop(self, sig: int = signal.SIGTERM) -> tuple[str, str]:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -226,24 +239,50 @@ def load_result(client: subprocess.Popen) -> tuple[int, int, str]:
 
 def check_mirror(ns, prog: Program) -> None:
     """prog mirrors APP_PORT: the app answers every request of a load, the program gets a copy
-    of each, and the table is gone once prog is stopped."""
+    of each (held while the load keeps the CPUs busy, then all of them), and the table is gone
+    once prog is stopped."""
     try:
         assert get(ns, APP_PORT) == "app\n"  # the app answers: the program's replies go nowhere
         client = load(ns, APP_PORT, 2)
         requests, errors, first = load_result(client)
         assert errors == 0 and requests > 100, first
-        time.sleep(0.5)  # the last copies on their way
+        # The program got a copy of (nearly) every request (+1: the GET above; up to one per
+        # connection more, cut short when the load ended); the client saw only the app's answers.
+        wait_for(lambda: prog.served() >= 0.99 * (requests + 1), 30, step=0.2)
     finally:
         out, err = prog.stop()
-    served = int(out.split("served ")[1].split()[0])
-    # The program got a copy of (nearly) every request (+1: the GET above; up to one per
-    # connection more, cut short when the load ended); the client saw only the app's answers.
+    served = int(out.split("served ")[-1].split()[0])
     assert 0.99 * (requests + 1) <= served <= requests + 1 + 32, (served, requests, err)
     assert wait_for(lambda: "tether" not in ruleset(ns), BACK_WITHIN_S) < BACK_WITHIN_S
 
 
 def test_mirror_serves_the_app_and_copies_every_request(ns):
     check_mirror(ns, go_server(ns, APP_PORT))  # mirror: the default
+
+
+# A client in the target from a port of its own: GET /addr, prints the body.
+ADDR_CLIENT = r"""
+import socket, sys
+host, port, source = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.create_connection((host, port), timeout=5, source_address=(host, source))
+s.sendall(b"GET /addr HTTP/1.0\r\n\r\n")
+print(b"".join(iter(lambda: s.recv(4096), b"")).split(b"\r\n\r\n", 1)[1].decode().strip())
+"""
+
+
+def test_a_mirrored_app_sees_its_clients_as_without_tether(ns):
+    """A mirror touches nothing on the clients' way to the app: the app sees each client's own
+    address and port, over IPv4 and IPv6, the port's table (its lock) holds no rule, and the
+    program gets a copy of each request."""
+    prog = go_server(ns, APP_PORT)
+    try:
+        for host, source, shown in ((WEB_ADDR, 40321, f"{WEB_ADDR}:"), ("::1", 40322, "[::1]:")):
+            r = ns.run([sys.executable, "-c", ADDR_CLIENT, host, str(APP_PORT), str(source)], timeout=20)
+            assert r.stdout.strip() == f"app local={shown}{APP_PORT} remote={shown}{source}", r.stderr
+        assert f"table inet tether-{APP_PORT}" in ruleset(ns) and "redirect" not in ruleset(ns)
+        wait_for(lambda: prog.served() == 2, 5, step=0.2)
+    finally:
+        prog.stop()
 
 
 def check_app_back(ns, client: subprocess.Popen) -> None:

@@ -12,12 +12,12 @@ fails its listen with EADDRINUSE and says why.
   target's port if that is free; if the target's app holds the port, to a free one, and the
   table redirects the port's new connections to it (the layer still answers getsockname with
   the port the program asked for).
-- mirror: the target's app keeps its connections. The table redirects them to a relay here
-  (Mirror), which connects each to the app (with a mark the redirect lets through) and to the
-  program's socket, made here on loopback, and passes the client's bytes to both (splice and
-  tee: no copy through Python), the app's back to the client, and drops the program's.
-
-- filtered steal (HTTP): a Mirror-like relay whose flows pick a side per request (HttpFlow).
+- mirror: the target's app keeps its connections, untouched: a capture of the packets its
+  clients send to the port gives the program a copy of each connection (agent/mirror.py),
+  written to the program's socket, made here on loopback; the program's replies go nowhere.
+  The table stays empty (the port's lock).
+- filtered steal (HTTP): the table redirects the port to a relay here (FilteredSteal) whose
+  flows pick a side per request (HttpFlow).
 
 A network agent (tcp://, ssh://) cannot hand the program its socket: the same socket is made,
 and a Bridge accepts on it, sending each connection out on a data connection the program's side
@@ -38,7 +38,6 @@ from . import nft, relay
 from .net import OpError, sockaddr_bytes
 
 log = logging.getLogger("tether.agent")
-MARK = 0x74657468  # "teth": the relay's connections to the target's app, which the redirect lets through
 # Filtered steals of one port by several sessions: the one at position i (1..FILTERED_MAX) marks
 # its connections to the app FILTER_MARK + i and redirects only marks below that (unmarked
 # clients, and the app-bound connections of the positions before it), at NAT priority + i: a
@@ -46,9 +45,6 @@ MARK = 0x74657468  # "teth": the relay's connections to the target's app, which 
 FILTER_MARK, FILTERED_MAX = 0x74650000, 16
 SO_ORIGINAL_DST = 80  # SOL_IP and SOL_IPV6 (IP6T_SO_ORIGINAL_DST): where a redirected connection was going
 CHUNK = 1 << 16
-COPY_PIPE = 1 << 20  # bytes the program's copy may lag behind before it is dropped
-PROGRAM_GRACE_S = 10.0  # a copy's connection is left open this long after the client's ended, for the program to finish
-F_SETPIPE_SZ = 1031
 ACCEPT_BATCH = 64
 WILDCARD = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
 LOOPBACK = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
@@ -84,10 +80,17 @@ def listen(req: agent_wire.Listen, settings: agent_wire.Incoming) -> tuple[socke
     try:
         if settings.mode == agent_wire.INCOMING_STEAL and not filtered:
             sock, undo = _steal(table, family, req, remote), table
-        else:  # the program's socket on loopback here; a relay between it and the target's clients
+        else:  # the program's socket on loopback here, fed by a relay or a mirror's copies
             sock = _listener(family, req.v6only, LOOPBACK[family], 0, req.backlog)
-            undo = (FilteredSteal(table, remote, family, sock.getsockname(), settings.http, position) if filtered
-                    else Mirror(table, remote, family, sock.getsockname()))
+            try:
+                undo = (FilteredSteal(table, remote, family, sock.getsockname(), settings.http, position) if filtered
+                        else Mirror(table, remote, family, sock.getsockname()))
+            except BaseException:
+                sock.close()
+                raise
+    except OpError:
+        table.close()
+        raise
     except nft.NftError as e:
         table.close()
         raise OpError(e.errno, f"cannot take port {remote} in the target: {e}") from None
@@ -181,39 +184,50 @@ def original_destination(sock: socket.socket) -> tuple:
     return socket.inet_ntop(socket.AF_INET6, raw[8:24]), struct.unpack_from(">H", raw, 2)[0]
 
 
-def _tee():
-    import ctypes
+class Mirror:
+    """A mirrored port: the app serves its clients untouched; a capture of their packets gives
+    the program a copy of each connection (agent/mirror.py). The table stays empty: it is the
+    port's lock."""
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.tee.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint)
-    libc.tee.restype = ctypes.c_ssize_t
-
-    def tee(src: int, dst: int, n: int) -> int:
-        """tee(2), which os lacks: up to n bytes of pipe src copied into pipe dst, not consumed."""
-        got = libc.tee(src, dst, n, os.SPLICE_F_NONBLOCK)
-        if got < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-        return got
-
-    return tee
-
-
-class Relay:
-    """Where a port's redirect sends the target's connections: a listener here per family (the
-    relay's own connections to the app carry MARK, which the redirect lets through), and a
-    flow (make_flow) for each connection accepted."""
-
-    what = "relay"
+    what = "mirror"
 
     def __init__(self, table: nft.Table, port: int, family: int, program: tuple):
+        from .mirror import Copies
+
+        self.table, self.port = table, port
+        try:
+            self.copies = Copies(port, family, program)
+        except PermissionError:
+            raise OpError(errno.EPERM, f"mirroring port {port} needs CAP_NET_RAW in the target (its packets are "
+                                       "captured): run the agent as root, or steal the port instead") from None
+
+    def close(self) -> None:
+        """New connections are no longer copied; copies under way end (the program sees them close)."""
+        self.table.close()
+        log.info("incoming: mirror of port %d over: %s", self.port, self.copies.stop())
+
+
+class FilteredSteal:
+    """A filtered steal: the port's redirect sends the target's connections to a listener here
+    per family, and on each connection (HttpFlow, http_filter.Router) the requests the filter
+    matches go to the program and the rest to the app."""
+
+    what = "filtered steal"
+
+    def __init__(self, table: nft.Table, port: int, family: int, program: tuple, http: agent_wire.HttpFilter,
+                 position: int):
         import asyncio
 
+        from .http_filter import Matcher
+
+        self.matcher = Matcher(http)
+        self.mark = FILTER_MARK + position  # on its connections to the app (the next session's relay, or the app)
+        self.requests = self.matched = 0
         self.loop = asyncio.get_running_loop()
         self.table, self.port = table, port
         self.program_family, self.program = family, program
         self.listeners: list[socket.socket] = []
-        self.flows: set = set()
+        self.flows: set[HttpFlow] = set()
         redirects = []
         for fam in (socket.AF_INET, socket.AF_INET6):
             try:
@@ -223,20 +237,14 @@ class Relay:
                 continue
             sock.setblocking(False)
             self.listeners.append(sock)
-            redirects.append(self.redirect_to(sock.getsockname()[1], NFPROTO[fam]))
+            # The port's connections that no relay at a later position made (FILTER_MARK).
+            redirects.append(nft.Redirect(port, sock.getsockname()[1], NFPROTO[fam], below_mark=self.mark))
             self.loop.add_reader(sock, self._accept, sock)
         try:
             table.redirect(*redirects)
         except nft.NftError:
             self._close_listeners()
             raise
-
-    def redirect_to(self, to: int, nfproto: int) -> nft.Redirect:
-        """The port's connections to `to`, except the relay's own (MARK) to the app."""
-        return nft.Redirect(self.port, to, nfproto, unless_mark=MARK)
-
-    def make_flow(self, client: socket.socket, destination: tuple):
-        raise NotImplementedError
 
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):
@@ -248,7 +256,7 @@ class Relay:
                 log.warning("incoming: accepting on the relay of port %d: %s", self.port, e)
                 return
             try:
-                self.flows.add(self.make_flow(client, original_destination(client)))
+                self.flows.add(HttpFlow(self, client, original_destination(client)))
             except OSError as e:
                 log.warning("incoming: a connection to port %d: %s", self.port, e)
                 _reset(client)
@@ -260,61 +268,13 @@ class Relay:
         self.listeners = []
 
     def close(self) -> None:
-        """The program's listener is gone: new connections go to the app again; those already
-        in the relay's backlog are taken first."""
+        """The program's listener is gone: new connections go to the app again (those already
+        in the relay's backlog are taken first); connections relayed carry on, their matched
+        requests to the app from now."""
         self.table.close()
         for sock in self.listeners:
             self._accept(sock)
         self._close_listeners()
-
-
-class Mirror(Relay):
-    """A mirrored port: the app serves each connection, the program gets a copy (Flow)."""
-
-    what = "mirror"
-
-    def __init__(self, table: nft.Table, port: int, family: int, program: tuple):
-        self.tee = _tee()
-        self.dropped = 0  # copies the program fell too far behind for
-        super().__init__(table, port, family, program)
-
-    def make_flow(self, client: socket.socket, destination: tuple) -> Flow:
-        return Flow(self, client, destination)
-
-    def close(self) -> None:
-        """Connections relayed carry on without a copy."""
-        super().close()
-        for flow in list(self.flows):
-            flow.drop_copy()
-        log.info("incoming: mirror of port %d over (%d copies dropped as the program fell behind)",
-                 self.port, self.dropped)
-
-
-class FilteredSteal(Relay):
-    """A filtered steal: on each connection, the requests the filter matches go to the
-    program and the rest to the app (HttpFlow, http_filter.Router)."""
-
-    what = "filtered steal"
-
-    def __init__(self, table: nft.Table, port: int, family: int, program: tuple, http: agent_wire.HttpFilter,
-                 position: int):
-        from .http_filter import Matcher
-
-        self.matcher = Matcher(http)
-        self.mark = FILTER_MARK + position  # on its connections to the app (the next session's relay, or the app)
-        self.requests = self.matched = 0
-        super().__init__(table, port, family, program)
-
-    def redirect_to(self, to: int, nfproto: int) -> nft.Redirect:
-        """The port's connections that no relay at a later position made (FILTER_MARK)."""
-        return nft.Redirect(self.port, to, nfproto, below_mark=self.mark)
-
-    def make_flow(self, client: socket.socket, destination: tuple) -> HttpFlow:
-        return HttpFlow(self, client, destination)
-
-    def close(self) -> None:
-        """Connections relayed carry on; their matched requests go to the app from now."""
-        super().close()
         for flow in list(self.flows):
             flow.program_gone()
         log.info("incoming: filtered steal of port %d over: %d requests, %d to the program",
@@ -400,257 +360,6 @@ def _reset(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
-
-
-def _pipe(size: int = 0) -> tuple[int, int]:
-    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    if size:
-        import fcntl
-
-        fcntl.fcntl(w, F_SETPIPE_SZ, size)
-    return r, w
-
-
-class Flow:
-    """One client connection: its bytes to the app and to the program, the app's back.
-
-    Each direction goes socket -> pipe -> socket with splice; the client's bytes are also
-    tee'd into a second pipe for the program. A direction whose destination cannot take more
-    stops reading its source until it can (the client feels the app's pace, as without tether);
-    the program's copy never holds anything up: when its pipe is full, that copy is dropped."""
-
-    def __init__(self, mirror: Mirror, client: socket.socket, destination: tuple):
-        self.mirror, self.loop = mirror, mirror.loop
-        self.client = client
-        self.app = socket.socket(client.family, socket.SOCK_STREAM)
-        self.prog: socket.socket | None = socket.socket(mirror.program_family, socket.SOCK_STREAM)
-        self.pipes: list[int] = []
-        try:
-            for sock in (client, self.app, self.prog):
-                sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.app.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, MARK)
-            for size in (0, COPY_PIPE, 0):
-                self.pipes += _pipe(size)
-        except OSError:
-            self._close()
-            raise
-        self.up, self.copy, self.down = self.pipes[0:2], self.pipes[2:4], self.pipes[4:6]
-        self.up_left = self.copy_left = self.down_left = 0
-        self.up_paused = self.copy_paused = self.down_paused = False  # waiting for the destination to drain
-        self.up_done = self.down_done = self.over = False  # the client's side, the app's side ended
-        self.prog_ready = False
-        self.app.connect_ex(destination)
-        self.prog.connect_ex(mirror.program)
-        self.loop.add_writer(self.app, self._app_connected)
-        self.loop.add_writer(self.prog, self._prog_connected)
-
-    def _close(self) -> None:
-        """Undo a half-made flow."""
-        for sock in (self.client, self.app, self.prog):
-            sock.close()
-        for fd in self.pipes:
-            os.close(fd)
-
-    def _app_connected(self) -> None:
-        self.loop.remove_writer(self.app)
-        err = self.app.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            # Nothing serves the port (or it refused): the client sees what it would have.
-            log.debug("incoming: the app on port %d: %s", self.mirror.port, os.strerror(err))
-            self._end(reset=True)
-            return
-        self.loop.add_reader(self.client, self._from_client)
-        self.loop.add_reader(self.app, self._from_app)
-
-    def _prog_connected(self) -> None:
-        self.loop.remove_writer(self.prog)
-        if self.prog.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-            self.drop_copy()
-            return
-        self.prog_ready = True
-        self.loop.add_reader(self.prog, self._from_prog)
-        self._to_prog()
-
-    # client -> app (and the copy)
-
-    def _from_client(self) -> None:
-        try:
-            n = os.splice(self.client.fileno(), self.up[1], CHUNK, flags=os.SPLICE_F_NONBLOCK)
-        except BlockingIOError:
-            return
-        except OSError:
-            self._end(reset=True)
-            return
-        if n == 0:
-            self.loop.remove_reader(self.client)
-            self.up_done = True
-            self._shut(self.app)
-            self._copy_done()
-            self._maybe_over()
-            return
-        copied = False
-        if self.prog is not None:
-            try:
-                copied = self.mirror.tee(self.up[0], self.copy[1], n) == n
-            except OSError:
-                pass
-            if not copied:
-                self.mirror.dropped += 1
-                self.drop_copy()
-        self.up_left = n
-        self._to_app()  # first: the app's client is waiting, the program's copy is not
-        if copied:
-            self.copy_left += n
-            self._to_prog()
-
-    def _to_app(self) -> None:
-        while self.up_left:
-            try:
-                self.up_left -= os.splice(self.up[0], self.app.fileno(), self.up_left,
-                                          flags=os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE)
-            except BlockingIOError:
-                if not self.up_paused:  # the client waits until the app takes more
-                    self.up_paused = True
-                    self.loop.remove_reader(self.client)
-                    self.loop.add_writer(self.app, self._to_app)
-                return
-            except OSError:
-                self._end(reset=True)
-                return
-        if self.up_paused:
-            self.up_paused = False
-            self.loop.remove_writer(self.app)
-            if not self.up_done:
-                self.loop.add_reader(self.client, self._from_client)
-
-    def _to_prog(self) -> None:
-        if not self.prog_ready:
-            return
-        while self.copy_left:
-            try:
-                self.copy_left -= os.splice(self.copy[0], self.prog.fileno(), self.copy_left,
-                                            flags=os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE)
-            except BlockingIOError:
-                if not self.copy_paused:
-                    self.copy_paused = True
-                    self.loop.add_writer(self.prog, self._to_prog)
-                return
-            except OSError:
-                self.drop_copy()
-                return
-        if self.copy_paused:
-            self.copy_paused = False
-            self.loop.remove_writer(self.prog)
-        self._copy_done()
-        self._maybe_over()
-
-    def _copy_done(self) -> None:
-        if self.up_done and not self.copy_left and self.prog_ready:
-            self._shut(self.prog)
-
-    def _from_prog(self) -> None:
-        """The program's replies go nowhere: MSG_TRUNC discards them in the kernel. Its end of
-        the copy is the copy's end."""
-        try:
-            n = self.prog.recv_into(_DISCARD, CHUNK, socket.MSG_TRUNC)
-        except BlockingIOError:
-            return
-        except OSError:
-            n = 0
-        if n == 0:
-            self.drop_copy()
-
-    def drop_copy(self) -> None:
-        self._drop_prog()
-        self._maybe_over()
-
-    def _drop_prog(self) -> None:
-        if self.prog is not None:
-            self.loop.remove_reader(self.prog)
-            self.loop.remove_writer(self.prog)
-            self.prog.close()
-            self.prog, self.prog_ready, self.copy_left, self.copy_paused = None, False, 0, False
-
-    # app -> client
-
-    def _from_app(self) -> None:
-        try:
-            n = os.splice(self.app.fileno(), self.down[1], CHUNK, flags=os.SPLICE_F_NONBLOCK)
-        except BlockingIOError:
-            return
-        except OSError:
-            self._end(reset=True)
-            return
-        if n == 0:
-            self.loop.remove_reader(self.app)
-            self.down_done = True
-            self._shut(self.client)
-            self._maybe_over()
-            return
-        self.down_left = n
-        self._to_client()
-
-    def _to_client(self) -> None:
-        while self.down_left:
-            try:
-                self.down_left -= os.splice(self.down[0], self.client.fileno(), self.down_left,
-                                            flags=os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE)
-            except BlockingIOError:
-                if not self.down_paused:  # the app waits until the client takes more
-                    self.down_paused = True
-                    self.loop.remove_reader(self.app)
-                    self.loop.add_writer(self.client, self._to_client)
-                return
-            except OSError:
-                self._end(reset=True)
-                return
-        if self.down_paused:
-            self.down_paused = False
-            self.loop.remove_writer(self.client)
-            if not self.down_done:
-                self.loop.add_reader(self.app, self._from_app)
-
-    # the end
-
-    def _shut(self, sock: socket.socket) -> None:
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def _maybe_over(self) -> None:
-        """The client and the app are done once both sides have ended and the program has its
-        whole copy; the program may still be answering it: its end, or PROGRAM_GRACE_S, ends
-        the flow."""
-        if self.prog is None and self.over:
-            self.mirror.flows.discard(self)
-        elif self.up_done and self.down_done and not self.copy_left:
-            self._end()
-
-    def _end(self, reset: bool = False) -> None:
-        """Both sides are over (or one failed: reset the other, as a broken path would, and
-        drop the copy)."""
-        if self.over:
-            return
-        self.over = True
-        if reset:
-            self._drop_prog()
-        for sock in (self.client, self.app):
-            self.loop.remove_reader(sock)
-            self.loop.remove_writer(sock)
-            if reset:
-                _reset(sock)
-            sock.close()
-        for fd in self.pipes:
-            os.close(fd)
-        if self.prog is None:
-            self.mirror.flows.discard(self)
-        else:
-            self.loop.call_later(PROGRAM_GRACE_S, self.drop_copy)
-
-
-_DISCARD = bytearray(CHUNK)  # never read: MSG_TRUNC leaves it as it is
 
 
 class HttpFlow:

@@ -33,7 +33,7 @@ NF_INET_PRE_ROUTING, NF_INET_LOCAL_OUT = 0, 3
 NAT_PRIORITY = -100  # dstnat: where `nft` puts a redirect
 NFT_REG_1 = 1
 NFT_META_MARK, NFT_META_NFPROTO, NFT_META_L4PROTO = 3, 15, 16
-NFT_CMP_EQ, NFT_CMP_NEQ, NFT_CMP_LT = 0, 1, 2
+NFT_CMP_EQ, NFT_CMP_LT = 0, 2
 NFT_BYTEORDER_HTON = 1
 NFT_PAYLOAD_TRANSPORT_HEADER = 2
 NFT_FIB_RESULT_ADDRTYPE, NFTA_FIB_F_DADDR, RTN_LOCAL = 3, 2, 2
@@ -55,13 +55,12 @@ class NftError(Exception):
 
 class Redirect(NamedTuple):
     """TCP to a local address on port `port` goes to port `to` instead (both families unless
-    nfproto names one), except packets of sockets marked `unless_mark` (0: none), and, with
-    below_mark, only those of sockets whose mark is less (unmarked ones included)."""
+    nfproto names one); with below_mark, only those of sockets whose mark is less (unmarked
+    ones included)."""
 
     port: int
     to: int
     nfproto: int = 0
-    unless_mark: int = 0
     below_mark: int = 0
 
 
@@ -105,7 +104,7 @@ def _cmp(op: int, data: bytes) -> bytes:
 
 
 def redirect_expressions(r: Redirect) -> bytes:
-    """`fib daddr type local [meta nfproto F] meta l4proto tcp tcp dport PORT [meta mark !=
+    """`fib daddr type local [meta nfproto F] meta l4proto tcp tcp dport PORT [meta mark <
     MARK] redirect to :TO`, as nft itself encodes it. Only local destinations: the target's
     own outgoing connections to that port elsewhere, and traffic it routes, are left alone."""
     exprs = [_expr("fib", _attr(1, _be32(NFT_REG_1)), _attr(2, _be32(NFT_FIB_RESULT_ADDRTYPE)),
@@ -117,8 +116,6 @@ def redirect_expressions(r: Redirect) -> bytes:
               _expr("payload", _attr(1, _be32(NFT_REG_1)), _attr(2, _be32(NFT_PAYLOAD_TRANSPORT_HEADER)),
                     _attr(3, _be32(2)), _attr(4, _be32(2))),  # DREG, BASE, OFFSET, LEN: the port
               _cmp(NFT_CMP_EQ, struct.pack(">H", r.port))]
-    if r.unless_mark:
-        exprs += [_load_meta(NFT_META_MARK), _cmp(NFT_CMP_NEQ, struct.pack("=I", r.unless_mark))]
     if r.below_mark:  # `meta mark < MARK`: the mark in network order, compared as bytes
         exprs += [_load_meta(NFT_META_MARK),
                   _expr("byteorder", _attr(1, _be32(NFT_REG_1)), _attr(2, _be32(NFT_REG_1)),  # SREG, DREG

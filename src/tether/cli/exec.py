@@ -108,8 +108,9 @@ def run(args: argparse.Namespace) -> None:
 
     Incoming: when the program listens on a TCP port (net.Listen, bind+listen), connections to
     that port in the target come to it (every kind of target):
-      --incoming mirror       the target's app keeps serving them; the program gets a copy of
-                              each connection, and its replies are thrown away (the default)
+      --incoming mirror       the target's app keeps serving them, untouched; the program gets
+                              a copy of each connection, its replies thrown away (the
+                              default; copies wait while the CPUs are busy; needs root there)
       --incoming steal        the program serves them instead, with the client's own address
                               (same host: no relay, the kernel hands them to it; tcp:// and
                               ssh://: the agent accepts there and relays each connection)

@@ -2,7 +2,8 @@
 // target's app, or as the program under tether) and an HTTP load client.
 //
 //	serve ADDR NAME                 net/http on ADDR; prints "listening ADDR" (the listener's
-//	                                Addr) and, on SIGTERM, "served N" (requests answered)
+//	                                Addr) and "served N" (requests answered) on SIGUSR1, and on
+//	                                SIGTERM before it exits
 //	                                GET /       "NAME\n"
 //	                                GET /addr   "NAME local=ADDR remote=ADDR\n"
 //	                                GET /upgrade with Upgrade: echo  101, then each line
@@ -74,11 +75,14 @@ func serve(addr, name string) {
 	}
 	fmt.Println("listening", ln.Addr())
 	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
 	go func() {
-		<-stop
-		fmt.Println("served", atomic.LoadInt64(&served))
-		os.Exit(0)
+		for sig := range stop {
+			fmt.Println("served", atomic.LoadInt64(&served))
+			if sig != syscall.SIGUSR1 {
+				os.Exit(0)
+			}
+		}
 	}()
 	http.Serve(ln, mux)
 }
