@@ -8,6 +8,10 @@ rest), and the GIL is released while the kernel moves the bytes. An end of strea
 resets both (RST), so the program sees ECONNRESET where the target's peer reset, and so do
 both when the agent itself dies mid-relay (SO_LINGER 0 until the relay ends), rather than a
 clean end of a stream that was cut short.
+
+The connections a listener in the target accepts for a program elsewhere (incoming.Bridge)
+are relayed instead by one Splicer thread for all of them, on epoll: their traffic is small
+exchanges, where a thread per direction costs two thread wakes per request and its answer.
 """
 from __future__ import annotations
 
@@ -155,22 +159,173 @@ def _copy_bytes(src: socket.socket, dst: socket.socket, pair: Pair) -> None:
         dst.shutdown(socket.SHUT_WR)
 
 
+class Splicer:
+    """One thread relaying many TCP pairs with non-blocking splices on epoll, for connections of
+    small exchanges (a request, its answer): there a thread per direction costs two thread wakes
+    per exchange, and this thread takes a burst of them in one wake. A socket is watched for
+    reading while its direction flows, for writing only while the other direction waits on it."""
+
+    def __init__(self):
+        import select
+
+        self.ep = select.epoll()
+        self.pairs: dict[int, _Pumped] = {}  # by socket fd: the pair it is in
+        self.added: queue.SimpleQueue = queue.SimpleQueue()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.ep.register(self.wake_r, select.EPOLLIN)
+        threading.Thread(target=self._run, daemon=True, name="splicer").start()
+
+    def add(self, a: socket.socket, b: socket.socket, name: str) -> None:
+        self.added.put(_Pumped(a, b, name))
+        os.write(self.wake_w, b"x")
+
+    def _run(self) -> None:
+        import select
+
+        while True:
+            for fd, mask in self.ep.poll():
+                if fd == self.wake_r:
+                    os.read(self.wake_r, 4096)
+                    while not self.added.empty():
+                        pair = self.added.get()
+                        for i, sock in enumerate(pair.socks):
+                            self.pairs[sock.fileno()] = pair
+                            self.ep.register(sock.fileno(), pair.masks[i])
+                        self._step(pair, (0, 1))
+                elif pair := self.pairs.get(fd):
+                    side = 0 if fd == pair.fds[0] else 1
+                    if mask & select.EPOLLERR:  # reset by its peer: both are over
+                        err = pair.socks[side].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                        log.debug("relay %s: %s", pair.name, os.strerror(err))
+                        self._close(pair, LINGER_RESET)
+                        continue
+                    # Readable (or hung up): its own way (side -> other); writable: the other way.
+                    ways = ((side,) if mask & ~select.EPOLLOUT else ()) + ((1 - side,) if mask & select.EPOLLOUT else ())
+                    self._step(pair, ways)
+
+    def _step(self, pair: _Pumped, ways: tuple) -> None:
+        try:
+            for way in ways:
+                pair.pump(way)
+        except OSError as e:
+            log.debug("relay %s: %s", pair.name, e)
+            self._close(pair, LINGER_RESET)
+            return
+        if all(pair.ended):
+            self._close(pair, LINGER_OFF)
+            return
+        for i, want in enumerate(pair.masks):  # nothing to watch for: not watched at all (a hang-up cannot be masked)
+            if want != pair.watched[i]:
+                if not want:
+                    self.ep.unregister(pair.fds[i])
+                elif not pair.watched[i]:
+                    self.ep.register(pair.fds[i], want)
+                else:
+                    self.ep.modify(pair.fds[i], want)
+                pair.watched[i] = want
+
+    def _close(self, pair: _Pumped, linger: bytes) -> None:
+        for i, sock in enumerate(pair.socks):
+            self.pairs.pop(pair.fds[i], None)
+            try:
+                if pair.watched[i]:
+                    self.ep.unregister(pair.fds[i])
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            except OSError:
+                pass
+            sock.close()
+        for fd in pair.pipes:
+            os.close(fd)
+
+
+class _Pumped:
+    """Two sockets and a pipe per direction (way 0: socks[0] to socks[1]), for the Splicer."""
+
+    __slots__ = ("socks", "fds", "name", "pipes", "queued", "ended", "masks", "watched")
+
+    def __init__(self, a: socket.socket, b: socket.socket, name: str):
+        import select
+
+        self.socks, self.fds, self.name = (a, b), (a.fileno(), b.fileno()), name
+        self.pipes = [*os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC), *os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)]
+        for w in self.pipes[1::2]:
+            try:
+                fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)  # room for many small segments (a slot each)
+            except OSError:
+                pass
+        self.queued = [0, 0]  # bytes in each way's pipe
+        self.ended = [False, False]  # each way's source ended and its pipe is empty
+        self.masks = [select.EPOLLIN, select.EPOLLIN]  # what each socket is to be watched for
+        self.watched = list(self.masks)  # what it is watched for now (0: not registered)
+        for sock in (a, b):
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)  # until a clean end
+
+    def pump(self, way: int) -> None:
+        """Move what can be moved one way; a blocked destination turns reading its source off
+        and watching itself for writing on, until it takes the rest."""
+        import select
+
+        if self.ended[way]:
+            return
+        src, dst = self.socks[way], self.socks[1 - way]
+        r, w = self.pipes[2 * way], self.pipes[2 * way + 1]
+        if not self.queued[way]:
+            try:
+                n = os.splice(src.fileno(), w, PIPE_SIZE, flags=os.SPLICE_F_NONBLOCK)
+            except BlockingIOError:
+                return
+            if n == 0:
+                dst.shutdown(socket.SHUT_WR)
+                self.ended[way] = True
+                self.masks[way] &= ~select.EPOLLIN
+                return
+            self.queued[way] = n
+        try:
+            while self.queued[way]:
+                self.queued[way] -= os.splice(r, dst.fileno(), self.queued[way],
+                                              flags=os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE)
+        except BlockingIOError:
+            self.masks[way] &= ~select.EPOLLIN
+            self.masks[1 - way] |= select.EPOLLOUT
+            return
+        self.masks[way] |= select.EPOLLIN
+        self.masks[1 - way] &= ~select.EPOLLOUT
+
+
+_splicer: Splicer | None = None
+_splicer_lock = threading.Lock()
+
+
+def splice_shared(a: socket.socket, b: socket.socket, name: str) -> None:
+    """Relay a and b on the one Splicer thread (made on first use)."""
+    global _splicer
+    with _splicer_lock:
+        if _splicer is None:
+            _splicer = Splicer()
+    _splicer.add(a, b, name)
+
+
 # Data connections whose bytes another thread carries (a TLS tunnel's plaintext end, agent/tls.py):
 # that thread can take the target socket itself, fn(stream, target), and the relay is not needed.
 DIRECT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def relay_tcp(stream: socket.socket, target: socket.socket, name: str, preface: bytes = b"") -> None:
+def relay_tcp(stream: socket.socket, target: socket.socket, name: str, preface: bytes = b"",
+              shared: bool = False) -> None:
     """Relay a data connection and its TCP socket in the target until both ends are done;
-    preface goes out on the data connection first (a reply frame that is not yet sent)."""
+    preface goes out on the data connection first (a reply frame that is not yet sent).
+    shared: on the Splicer's thread, not a thread per direction."""
     for sock in (stream, target):
         sock.setblocking(True)
     if preface:
         stream.sendall(preface)
     if carry := DIRECT.pop(stream, None):
         carry(stream, target)
-        return
-    Pair(stream, target, name).start(pump_bytes, pump_bytes)
+    elif shared:
+        splice_shared(stream, target, name)
+    else:
+        Pair(stream, target, name).start(pump_bytes, pump_bytes)
 
 
 def first_frame(stream: socket.socket, who: str, otherwise) -> None:
