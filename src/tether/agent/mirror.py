@@ -406,7 +406,7 @@ class Copies:
         os.close(self.wake_r)
         os.close(self.wake_w)
         said = f"{self.made} connections copied"
-        for n, why in ((self.cut_slow, "cut as the program fell behind"),
+        for n, why in ((self.cut_slow, f"cut with more than {COPY_MAX >> 20} MiB waiting for the program"),
                        (self.cut_lost, "cut short at packets the capture lost (the machine was too busy)"),
                        (self.refused, "not copied: the program refused them"), (dropped, "packets lost by the capture"),
                        (undelivered, "bytes not delivered: the mirror ended first")):

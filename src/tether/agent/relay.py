@@ -20,6 +20,7 @@ import fcntl
 import logging
 import os
 import queue
+import select
 import socket
 import struct
 import threading
@@ -166,8 +167,6 @@ class Splicer:
     reading while its direction flows, for writing only while the other direction waits on it."""
 
     def __init__(self):
-        import select
-
         self.ep = select.epoll()
         self.pairs: dict[int, _Pumped] = {}  # by socket fd: the pair it is in
         self.added: queue.SimpleQueue = queue.SimpleQueue()
@@ -180,8 +179,6 @@ class Splicer:
         os.write(self.wake_w, b"x")
 
     def _run(self) -> None:
-        import select
-
         while True:
             for fd, mask in self.ep.poll():
                 if fd == self.wake_r:
@@ -244,8 +241,6 @@ class _Pumped:
     __slots__ = ("socks", "fds", "name", "pipes", "queued", "ended", "masks", "watched")
 
     def __init__(self, a: socket.socket, b: socket.socket, name: str):
-        import select
-
         self.socks, self.fds, self.name = (a, b), (a.fileno(), b.fileno()), name
         self.pipes = [*os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC), *os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)]
         for w in self.pipes[1::2]:
@@ -264,8 +259,6 @@ class _Pumped:
     def pump(self, way: int) -> None:
         """Move what can be moved one way; a blocked destination turns reading its source off
         and watching itself for writing on, until it takes the rest."""
-        import select
-
         if self.ended[way]:
             return
         src, dst = self.socks[way], self.socks[1 - way]
