@@ -142,10 +142,16 @@ def main() -> None:
             else:
                 prog = Tether(ns, exe, FLAGS[how]) if how in FLAGS else None
             port = DIRECT_PORT if how == "direct" else APP_PORT
-            rps, requests, p50, p99 = load(ns, exe, port, args.seconds, args.conns,
-                                           kind if kind in ("keepalive", "new") else "keepalive",
-                                           args.rate if kind == "paced" else 0,
-                                           HEADER if kind == "matched" else "")
+            try:
+                rps, requests, p50, p99 = load(ns, exe, port, args.seconds, args.conns,
+                                               kind if kind in ("keepalive", "new") else "keepalive",
+                                               args.rate if kind == "paced" else 0,
+                                               HEADER if kind == "matched" else "")
+            except BaseException:
+                if prog:  # not left behind, still taking the agent's port
+                    prog.proc.kill()
+                    prog.proc.wait()
+                raise
             if prog:
                 if how == "on":  # copies wait while the machine is busy: they come once the load is over
                     figures.setdefault(f"{kind} catch-up", []).append(prog.caught_up())
