@@ -356,7 +356,7 @@ class Bridge:
 def _reset(sock: socket.socket) -> None:
     """Close with a reset, as the peer of a connection that failed should see it."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, relay.LINGER_RESET)
     except OSError:
         pass
     sock.close()

@@ -29,6 +29,8 @@ import threading
 import time
 from typing import NamedTuple
 
+from .relay import LINGER_RESET
+
 log = logging.getLogger("tether.agent")
 
 ETH_P_ALL, ETH_P_IP, ETH_P_IPV6 = 0x0003, 0x0800, 0x86DD
@@ -575,7 +577,7 @@ class Copies:
         if copy.events:
             self.sel.unregister(copy.sock)
         if reset:
-            copy.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            copy.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
         copy.sock.close()
 
 

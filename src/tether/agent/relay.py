@@ -125,15 +125,22 @@ class Pair:
                 pass
 
 
+def splice_pipe(flags: int) -> tuple[int, int]:
+    """A pipe for splicing: PIPE_SIZE of room (a slot per segment: small ones fill a default
+    pipe of 16 slots long before its 64 KiB)."""
+    r, w = os.pipe2(flags)
+    try:
+        fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # the default size works, a little slower
+    return r, w
+
+
 def pump_bytes(src: socket.socket, dst: socket.socket, pair: Pair) -> None:
     """src's bytes to dst: spliced through a pipe (the kernel moves the pages; no copy here),
     or copied where splice does not work on these sockets."""
-    r, w = os.pipe2(os.O_CLOEXEC)
+    r, w = splice_pipe(os.O_CLOEXEC)
     try:
-        try:
-            fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
-        except OSError:
-            pass  # the default size (64 KiB) works, a little slower
         try:
             n = os.splice(src.fileno(), w, PIPE_SIZE)
         except OSError as e:
@@ -242,12 +249,7 @@ class _Pumped:
 
     def __init__(self, a: socket.socket, b: socket.socket, name: str):
         self.socks, self.fds, self.name = (a, b), (a.fileno(), b.fileno()), name
-        self.pipes = [*os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC), *os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)]
-        for w in self.pipes[1::2]:
-            try:
-                fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)  # room for many small segments (a slot each)
-            except OSError:
-                pass
+        self.pipes = [*splice_pipe(os.O_NONBLOCK | os.O_CLOEXEC), *splice_pipe(os.O_NONBLOCK | os.O_CLOEXEC)]
         self.queued = [0, 0]  # bytes in each way's pipe
         self.ended = [False, False]  # each way's source ended and its pipe is empty
         self.masks = [select.EPOLLIN, select.EPOLLIN]  # what each socket is to be watched for
