@@ -6,7 +6,8 @@
 Inputs are valid frames of every type, mutated (bytes flipped, cut, lengths rewritten,
 garbage appended) and plain random bytes, fed to decode_frame and the decoder for the frame
 type, to FrameReader in random chunks, and to the trace ring's record decoder as a run of
-records, to agent/nft.py's parser of the kernel's netlink acknowledgements, and to a mirror's
+records, to agent/nft.py's parser of the kernel's netlink acknowledgements, agent/conntrack.py's of its
+conntrack dumps, and to a mirror's
 reassembly (agent/mirror.py) as captured packets, TCP over IPv4 and IPv6 among the seeds; runs of valid
 trace records, mutated alike, to the record decoder; the files link's requests and replies
 (protocol/file_ops.py) and /dev/fuse's requests (protocol/fuse_abi.py); and random rule
@@ -26,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from tether.agent import mirror, nft  # noqa: E402
+from tether.agent import conntrack, mirror, nft  # noqa: E402
 from tether.layer import layer_path  # noqa: E402
 from tether.protocol import agent_wire, auth, file_ops, files_wire, fuse_abi, layer_wire, trace_wire, wire  # noqa: E402
 from tether.protocol.sockaddr import encode_inet  # noqa: E402
@@ -89,7 +90,7 @@ def seeds() -> list[bytes]:
         agent_wire.encode_accept(9, 0), agent_wire.encode_accept_reply(agent_wire.Relayed(sa, sa), 0),
         agent_wire.encode_record(agent_wire.encode_datagram(sa, b"query")),
         agent_wire.encode_streams(4, 15), agent_wire.encode_target_files(agent_wire.TargetFiles(7, True, 1 << 20), 16),
-        nft_ack(3, -17) + nft_ack(4, 0),
+        nft_ack(3, -17) + nft_ack(4, 0), conntrack_dump(),
         *file_ops_seeds(), *fuse_seeds(),
     ]
 
@@ -120,6 +121,16 @@ def nft_ack(seq: int, err: int) -> bytes:
     """The kernel's netlink acknowledgement of message seq: its error, then the message's header."""
     return nft.NLMSGHDR.pack(36, nft.NLMSG_ERROR, 0, seq, 0) + err.to_bytes(4, "little", signed=True) \
         + nft.NLMSGHDR.pack(20, 0x0a00, 5, seq, 0)
+
+
+def conntrack_dump() -> bytes:
+    """A dump's answer as the kernel sends it: an entry (tuple, id, labels), then DONE."""
+    tuple_orig = nft.nested(conntrack.CTA_TUPLE_PROTO, nft.attr(conntrack.CTA_PROTO_NUM, b"\x06"),
+                            nft.attr(conntrack.CTA_PROTO_DST_PORT, b"\x1f\x9a"))
+    body = nft.NFGENMSG.pack(2, 0, 0) + nft.nested(conntrack.CTA_TUPLE_ORIG, tuple_orig) \
+        + nft.attr(conntrack.CTA_ID, b"\x01\x02\x03\x04") + nft.attr(conntrack.CTA_LABELS, nft.label_bits(80))
+    return nft.NLMSGHDR.pack(nft.NLMSGHDR.size + len(body), conntrack.NFNL_SUBSYS_CTNETLINK << 8, 2, 1, 0) + body \
+        + nft.NLMSGHDR.pack(20, conntrack.NLMSG_DONE, 2, 1, 0) + b"\0" * 4
 
 
 def record_seeds() -> list[bytes]:
@@ -205,6 +216,13 @@ def _acks(blob: bytes) -> None:
         assert 0 <= seq < 2**32 and -(2**31) <= -err < 2**31
 
 
+def _conntrack(blob: bytes) -> None:
+    entries, _, err = conntrack.parse_entries(blob)
+    assert abs(err) <= 2**31
+    for entry in entries:
+        conntrack.labels(entry)
+
+
 def _datagrams(blob: bytes) -> None:
     reader = agent_wire.RecordReader()
     for i in range(0, len(blob), 5):
@@ -259,7 +277,8 @@ def main() -> int:
     start = time.perf_counter()
     for n in range(args.inputs):
         pick = n % 10
-        parsers = (_decode, _stream, _records, _acks, _file_ops, _file_replies, _fuse, _datagrams, _packets)
+        parsers = (_decode, _stream, _records, _acks, _conntrack, _file_ops, _file_replies, _fuse, _datagrams,
+                   _packets)
         if pick < 5:
             blob = mutate(rng, rng.choice(base))
         elif pick < 7:

@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from netns import WEB_ADDR, TargetNamespace
 
-from tether.agent import nft
+from tether.agent import conntrack, nft
 
 TETHER = [sys.executable, "-m", "tether"]
 APP_PORT, PY_APP_PORT, FREE_PORT, LOCAL_PORT = 8090, 8091, 8092, 18090
@@ -318,6 +318,60 @@ def test_sigkill_mid_load_leaves_the_target_serving(ns, victim, mode):
 
 
 
+# A client in the target from a given port: a GET on a keep-alive connection, its answer's body
+# printed; the connection closed when a line comes on stdin.
+GET_FROM_PORT = r"""
+import socket, sys
+host, port, source = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.settimeout(5)
+s.bind((host, source))
+s.connect((host, port))
+s.sendall(b"GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
+print(s.recv(4096).split(b"\r\n\r\n", 1)[1].decode().strip(), flush=True)
+sys.stdin.readline()
+s.close()
+"""
+
+
+STEAL, FILTERED = ("--incoming", "steal"), ("--steal-path", "^/")
+
+
+@pytest.mark.parametrize("flags, then", [(STEAL, FILTERED), (FILTERED, STEAL)], ids=["steal", "filtered"])
+def test_connections_a_killed_agent_redirected_do_not_refuse_the_next_sessions(ns, flags, then):
+    """The agent and then the program killed while a redirected connection is open: the kernel
+    keeps its conntrack entry, bound to a port nothing listens on. The next session on the port
+    (a steal after a filtered steal, or the other way) clears it, so a client that reuses its
+    address pair reaches the new program (without that: refused, by the old binding)."""
+    source = 40333
+    first = go_server(ns, APP_PORT, *flags, name="first")
+    orphan, second = first.program(), None
+    try:
+        client = ns.popen([sys.executable, "-c", GET_FROM_PORT, WEB_ADDR, str(APP_PORT), str(source)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert client.stdout.readline().strip() == "first"
+        os.kill(first.agent(), signal.SIGKILL)
+        assert wait_for(lambda: "tether" not in ruleset(ns), BACK_WITHIN_S) < BACK_WITHIN_S
+        os.kill(orphan, signal.SIGKILL)
+        client.communicate("\n", timeout=10)
+        entry = ["conntrack", "-L", "-p", "tcp", "--sport", str(source), "--dport", str(APP_PORT)]
+        left = ns.run(entry).stdout
+        # Still there (ESTABLISHED, or FIN_WAIT if the relay's end was seen), bound to the dead port.
+        assert left and f"sport={APP_PORT} " not in left and "TIME_WAIT" not in left, left
+        second = go_server(ns, APP_PORT, *then, name="second")
+        assert ns.run(entry).stdout == ""  # cleared before the second session's redirect
+        r = ns.run([sys.executable, "-c", GET_FROM_PORT, WEB_ADDR, str(APP_PORT), str(source)], input="\n",
+                   timeout=20)
+        assert r.stdout.strip() == "second", r.stderr
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(orphan, signal.SIGKILL)
+        first.stop(signal.SIGKILL)
+        if second:
+            second.stop()
+
+
 # A client in the target: one keep-alive connection, requests with and without the header the
 # filter steals on, first one at a time, then pipelined in one write; prints each answer's body.
 KEEPALIVE_CLIENT = r"""
@@ -359,7 +413,7 @@ def test_filtered_steal_splits_a_keep_alive_connection_and_hands_over_an_upgrade
         assert r.stdout.split("\n")[:12] == [f"one {w}" for w in want] + [f"pipelined {w}" for w in want]
         assert "upgrade HTTP/1.1 101 Switching Protocols" in r.stdout and "raw prog hello" in r.stdout
         assert get(ns, APP_PORT) == "app\n"  # curl sends no X-Route
-        assert f"tcp dport {APP_PORT}" in ruleset(ns)
+        assert f"tcp dport {APP_PORT}" in ruleset(ns) and "ct label set 81" in ruleset(ns)
     finally:
         out, err = prog.stop()
     assert "served 7" in out, (out, err)  # 3 one at a time, 3 pipelined and the upgrade
@@ -422,6 +476,16 @@ def test_netlink_ack_parser_survives_garbage(blob):
         assert "\n" not in str(e)
     else:
         assert all(0 <= seq < 2**32 for seq, _ in acks)
+
+
+@given(st.binary(max_size=300))
+def test_conntrack_dump_parser_survives_garbage(blob):
+    try:
+        entries, _, err = conntrack.parse_entries(blob)
+    except nft.NftError as e:
+        assert "\n" not in str(e)
+    else:
+        assert abs(err) <= 2**31 and all(conntrack.labels(e) >= 0 for e in entries)
 
 
 def test_settings_mistakes_are_usage_errors(tmp_path):

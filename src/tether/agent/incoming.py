@@ -34,7 +34,7 @@ import struct
 
 from ..protocol import agent_wire
 from ..protocol.sockaddr import SockaddrError, decode_inet
-from . import nft, relay
+from . import conntrack, nft, relay
 from .net import OpError, sockaddr_bytes
 
 log = logging.getLogger("tether.agent")
@@ -43,6 +43,9 @@ log = logging.getLogger("tether.agent")
 # clients, and the app-bound connections of the positions before it), at NAT priority + i: a
 # client's connection passes each session's relay in turn, then reaches the app.
 FILTER_MARK, FILTERED_MAX = 0x74650000, 16
+# The conntrack label bit of the connections a port's table redirects: LABEL_BIT for the whole
+# port's (tether-PORT), LABEL_BIT + i for the filtered steal at position i (conntrack.py).
+LABEL_BIT = 80
 SO_ORIGINAL_DST = 80  # SOL_IP and SOL_IPV6 (IP6T_SO_ORIGINAL_DST): where a redirected connection was going
 CHUNK = 1 << 16
 ACCEPT_BATCH = 64
@@ -118,6 +121,7 @@ def _whole_table(port: int) -> nft.Table:
         raise OpError(errno.EADDRINUSE, f"port {port} in the target has filtered steals of other tether sessions; "
                                         "a steal or mirror of the whole port waits until they stop (or filter "
                                         "this one too: --steal-header/--steal-path/--steal-method)")
+    _forget_connections(table, port)
     return table
 
 
@@ -136,8 +140,24 @@ def _filtered_table(port: int) -> tuple[nft.Table, int]:
             table.close()
             raise OpError(errno.EADDRINUSE, f"port {port} in the target is mirrored or stolen whole by another "
                                             "tether session; stop that one first")
+        _forget_connections(table, port)
         return table, position
     raise OpError(errno.EADDRINUSE, f"port {port} in the target has {FILTERED_MAX} filtered steals already")
+
+
+def _forget_connections(table: nft.Table, port: int) -> None:
+    """Drop what earlier sessions' redirects of the port left in conntrack (conntrack.py): of
+    every table of the port nobody holds now (this one just taken), before this one redirects."""
+    names = [f"tether-{port}"] + [f"tether-{port}-filter-{i}" for i in range(1, FILTERED_MAX + 1)]
+    bits = [LABEL_BIT + i for i, name in enumerate(names) if name == table.name or not table.exists(name)]
+    try:
+        gone = conntrack.forget(port, bits)
+    except nft.NftError as e:
+        log.warning("incoming: port %d: connections redirected by an earlier session could not be cleared (%s); "
+                    "a client reusing one's address pair may be refused", port, e)
+        return
+    if gone:
+        log.info("incoming: port %d: %d connections left by an earlier session cleared from conntrack", port, gone)
 
 
 def _listener(family: int, v6only: bool, host: str, port: int, backlog: int) -> socket.socket:
@@ -165,7 +185,7 @@ def _steal(table: nft.Table, family: int, req: agent_wire.Listen, port: int) -> 
     sock = _listener(family, req.v6only, WILDCARD[family], 0, req.backlog)
     families = 0 if family == socket.AF_INET6 and not req.v6only else NFPROTO[family]
     try:
-        table.redirect(nft.Redirect(port, sock.getsockname()[1], families))
+        table.redirect(nft.Redirect(port, sock.getsockname()[1], families, label=LABEL_BIT))
     except nft.NftError:
         sock.close()
         raise
@@ -238,7 +258,8 @@ class FilteredSteal:
             sock.setblocking(False)
             self.listeners.append(sock)
             # The port's connections that no relay at a later position made (FILTER_MARK).
-            redirects.append(nft.Redirect(port, sock.getsockname()[1], NFPROTO[fam], below_mark=self.mark))
+            redirects.append(nft.Redirect(port, sock.getsockname()[1], NFPROTO[fam], below_mark=self.mark,
+                                          label=LABEL_BIT + position))
             self.loop.add_reader(sock, self._accept, sock)
         try:
             table.redirect(*redirects)

@@ -37,6 +37,8 @@ NFT_CMP_EQ, NFT_CMP_LT = 0, 2
 NFT_BYTEORDER_HTON = 1
 NFT_PAYLOAD_TRANSPORT_HEADER = 2
 NFT_FIB_RESULT_ADDRTYPE, NFTA_FIB_F_DADDR, RTN_LOCAL = 3, 2, 2
+NFT_CT_LABELS = 13
+CT_LABELS_BYTES = 16
 NF_NAT_RANGE_PROTO_SPECIFIED = 2
 
 NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, seq, portid
@@ -56,21 +58,22 @@ class NftError(Exception):
 class Redirect(NamedTuple):
     """TCP to a local address on port `port` goes to port `to` instead (both families unless
     nfproto names one); with below_mark, only those of sockets whose mark is less (unmarked
-    ones included)."""
+    ones included); with a label, their conntrack entries carry that label bit."""
 
     port: int
     to: int
     nfproto: int = 0
     below_mark: int = 0
+    label: int = -1  # a conntrack label bit set on the connections redirected (conntrack.py: forget)
 
 
-def _attr(type: int, payload: bytes) -> bytes:
+def attr(type: int, payload: bytes) -> bytes:
     pad = -len(payload) % 4
     return NLATTR.pack(NLATTR.size + len(payload), type) + payload + b"\0" * pad
 
 
-def _nested(type: int, *attrs: bytes) -> bytes:
-    return _attr(type | NLA_F_NESTED, b"".join(attrs))
+def nested(type: int, *attrs: bytes) -> bytes:
+    return attr(type | NLA_F_NESTED, b"".join(attrs))
 
 
 def _be32(v: int) -> bytes:
@@ -86,44 +89,54 @@ def _message(type: int, flags: int, seq: int, family: int, attrs: bytes, res_id:
     return NLMSGHDR.pack(NLMSGHDR.size + len(body), type, flags, seq, 0) + body
 
 
+def label_bits(bit: int) -> bytes:
+    """Conntrack labels with one bit set, as the kernel keeps them (32-bit words, host order)."""
+    words = [0] * (CT_LABELS_BYTES // 4)
+    words[bit // 32] = 1 << bit % 32
+    return struct.pack(f"={len(words)}I", *words)
+
+
 def _nft(msg: int) -> int:
     return NFNL_SUBSYS_NFTABLES << 8 | msg
 
 
 def _expr(name: str, *attrs: bytes) -> bytes:
-    return _nested(1, _attr(1, _name(name)), _nested(2, *attrs))  # NFTA_LIST_ELEM: NAME, DATA
+    return nested(1, attr(1, _name(name)), nested(2, *attrs))  # NFTA_LIST_ELEM: NAME, DATA
 
 
 def _load_meta(key: int) -> bytes:
-    return _expr("meta", _attr(1, _be32(NFT_REG_1)), _attr(2, _be32(key)))  # DREG, KEY
+    return _expr("meta", attr(1, _be32(NFT_REG_1)), attr(2, _be32(key)))  # DREG, KEY
 
 
 def _cmp(op: int, data: bytes) -> bytes:
-    return _expr("cmp", _attr(1, _be32(NFT_REG_1)), _attr(2, _be32(op)),  # SREG, OP
-                 _nested(3, _attr(1, data)))  # DATA: VALUE
+    return _expr("cmp", attr(1, _be32(NFT_REG_1)), attr(2, _be32(op)),  # SREG, OP
+                 nested(3, attr(1, data)))  # DATA: VALUE
 
 
 def redirect_expressions(r: Redirect) -> bytes:
     """`fib daddr type local [meta nfproto F] meta l4proto tcp tcp dport PORT [meta mark <
-    MARK] redirect to :TO`, as nft itself encodes it. Only local destinations: the target's
+    MARK] [ct label set BIT] redirect to :TO`, as nft itself encodes it. Only local destinations: the target's
     own outgoing connections to that port elsewhere, and traffic it routes, are left alone."""
-    exprs = [_expr("fib", _attr(1, _be32(NFT_REG_1)), _attr(2, _be32(NFT_FIB_RESULT_ADDRTYPE)),
-                   _attr(3, _be32(NFTA_FIB_F_DADDR))),
+    exprs = [_expr("fib", attr(1, _be32(NFT_REG_1)), attr(2, _be32(NFT_FIB_RESULT_ADDRTYPE)),
+                   attr(3, _be32(NFTA_FIB_F_DADDR))),
              _cmp(NFT_CMP_EQ, struct.pack("=I", RTN_LOCAL))]
     if r.nfproto:
         exprs += [_load_meta(NFT_META_NFPROTO), _cmp(NFT_CMP_EQ, bytes([r.nfproto]))]
     exprs += [_load_meta(NFT_META_L4PROTO), _cmp(NFT_CMP_EQ, bytes([socket.IPPROTO_TCP])),
-              _expr("payload", _attr(1, _be32(NFT_REG_1)), _attr(2, _be32(NFT_PAYLOAD_TRANSPORT_HEADER)),
-                    _attr(3, _be32(2)), _attr(4, _be32(2))),  # DREG, BASE, OFFSET, LEN: the port
+              _expr("payload", attr(1, _be32(NFT_REG_1)), attr(2, _be32(NFT_PAYLOAD_TRANSPORT_HEADER)),
+                    attr(3, _be32(2)), attr(4, _be32(2))),  # DREG, BASE, OFFSET, LEN: the port
               _cmp(NFT_CMP_EQ, struct.pack(">H", r.port))]
     if r.below_mark:  # `meta mark < MARK`: the mark in network order, compared as bytes
         exprs += [_load_meta(NFT_META_MARK),
-                  _expr("byteorder", _attr(1, _be32(NFT_REG_1)), _attr(2, _be32(NFT_REG_1)),  # SREG, DREG
-                        _attr(3, _be32(NFT_BYTEORDER_HTON)), _attr(4, _be32(4)), _attr(5, _be32(4))),  # OP, LEN, SIZE
+                  _expr("byteorder", attr(1, _be32(NFT_REG_1)), attr(2, _be32(NFT_REG_1)),  # SREG, DREG
+                        attr(3, _be32(NFT_BYTEORDER_HTON)), attr(4, _be32(4)), attr(5, _be32(4))),  # OP, LEN, SIZE
                   _cmp(NFT_CMP_LT, struct.pack(">I", r.below_mark))]
-    exprs += [_expr("immediate", _attr(1, _be32(NFT_REG_1)), _nested(2, _attr(1, struct.pack(">H", r.to)))),
-              _expr("redir", _attr(1, _be32(NFT_REG_1)), _attr(3, _be32(NF_NAT_RANGE_PROTO_SPECIFIED)))]
-    return _nested(4, *exprs)  # NFTA_RULE_EXPRESSIONS
+    if r.label >= 0:  # `ct label set BIT` (it adds the bit; the target's own labels stay)
+        exprs += [_expr("immediate", attr(1, _be32(NFT_REG_1)), nested(2, attr(1, label_bits(r.label)))),
+                  _expr("ct", attr(2, _be32(NFT_CT_LABELS)), attr(4, _be32(NFT_REG_1)))]  # KEY, SREG
+    exprs += [_expr("immediate", attr(1, _be32(NFT_REG_1)), nested(2, attr(1, struct.pack(">H", r.to)))),
+              _expr("redir", attr(1, _be32(NFT_REG_1)), attr(3, _be32(NF_NAT_RANGE_PROTO_SPECIFIED)))]
+    return nested(4, *exprs)  # NFTA_RULE_EXPRESSIONS
 
 
 def encode_batch(seq: int, table: str, *, create: bool, redirects: tuple[Redirect, ...] = (),
@@ -136,15 +149,15 @@ def encode_batch(seq: int, table: str, *, create: bool, redirects: tuple[Redirec
     ask = NLM_F_REQUEST | NLM_F_ACK
     if create:
         msgs.append(_message(_nft(NFT_MSG_NEWTABLE), ask | NLM_F_CREATE | NLM_F_EXCL, seq + len(msgs), NFPROTO_INET,
-                             _attr(1, _name(table)) + _attr(2, _be32(NFT_TABLE_F_OWNER))))
+                             attr(1, _name(table)) + attr(2, _be32(NFT_TABLE_F_OWNER))))
     for chain, hook in (("prerouting", NF_INET_PRE_ROUTING), ("output", NF_INET_LOCAL_OUT)) if redirects else ():
         msgs.append(_message(_nft(NFT_MSG_NEWCHAIN), ask | NLM_F_CREATE, seq + len(msgs), NFPROTO_INET,
-                             _attr(1, _name(table)) + _attr(3, _name(chain))
-                             + _nested(4, _attr(1, _be32(hook)), _attr(2, _be32(priority)))
-                             + _attr(7, _name("nat"))))
+                             attr(1, _name(table)) + attr(3, _name(chain))
+                             + nested(4, attr(1, _be32(hook)), attr(2, _be32(priority)))
+                             + attr(7, _name("nat"))))
         for r in redirects:
             msgs.append(_message(_nft(NFT_MSG_NEWRULE), ask | NLM_F_CREATE | NLM_F_APPEND, seq + len(msgs),
-                                 NFPROTO_INET, _attr(1, _name(table)) + _attr(2, _name(chain))
+                                 NFPROTO_INET, attr(1, _name(table)) + attr(2, _name(chain))
                                  + redirect_expressions(r)))
     acks = len(msgs) - 1
     msgs.append(_message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + len(msgs), 0, b"", NFNL_SUBSYS_NFTABLES))
@@ -172,7 +185,7 @@ def parse_acks(data: bytes) -> list[tuple[int, int]]:
 
 def encode_get_table(seq: int, table: str) -> bytes:
     """Ask whether a table (family inet) exists: its ack says 0 or ENOENT."""
-    return _message(_nft(NFT_MSG_GETTABLE), NLM_F_REQUEST | NLM_F_ACK, seq, NFPROTO_INET, _attr(1, _name(table)))
+    return _message(_nft(NFT_MSG_GETTABLE), NLM_F_REQUEST | NLM_F_ACK, seq, NFPROTO_INET, attr(1, _name(table)))
 
 
 class Table:
