@@ -19,6 +19,9 @@ import gobuild
 import pytest
 from delayproxy import DelayProxy
 from netns import HTTP_PORT, UDP_PORT, WEB_ADDR, TargetNamespace
+from tether.agent import relay
+from tether.protocol import agent_wire, auth, wire
+from tether.protocol.sockaddr import encode_inet
 from test_exec import TETHER, full_tour
 
 BIG_PORT = 8090
@@ -555,6 +558,44 @@ def test_libc_programs_connect_without_blocking_through_an_agent(ns, tcp_agent, 
         "epoll timeout True loop ran True", "epoll HTTP/1.0 200 OK", "epoll refused", "poll timeout True",
         "poll HTTP/1.0 200 OK", "select True True 0 EISCONN", "epoll edge True 0", "send in flight EAGAIN connect again EALREADY"],
         "")
+
+
+def _frame(sock: socket.socket) -> wire.Frame:
+    head = sock.recv(wire.FRAME.size, socket.MSG_WAITALL)
+    rest = wire.frame_length(head) - wire.FRAME.size
+    return wire.decode_frame(head + (sock.recv(rest, socket.MSG_WAITALL) if rest else b""))
+
+
+def test_proven_connections_past_the_relay_threads_cap_are_served(ns, tcp_agent, token):
+    """A peer that proved the token may open any number of data connections: a relay thread
+    waits on each one's first frame up to relay.WAITING_MAX, the agent's event loop on the
+    rest. A STREAM on one of the rest still connects, and the agent's threads stay bounded."""
+    host, port = tcp_agent.address[4:].rsplit(":", 1)
+    secret = auth.load_token(str(token))
+    conns = []
+    try:
+        for _ in range(relay.WAITING_MAX + 40):
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            conns.append(sock)
+            response, expected = auth.respond(secret, _frame(sock))
+            sock.sendall(response)
+            assert auth.check_ok(expected, _frame(sock))
+        time.sleep(0.5)  # the agent has taken the last proofs' connections where they wait
+        status = Path(f"/proc/{tcp_agent.proc.pid}/status").read_text()
+        threads = int(re.search(r"Threads:\s+(\d+)", status).group(1))
+        assert threads <= relay.WAITING_MAX + 20, threads
+        last = conns[-1]
+        sockaddr = encode_inet(WEB_ADDR, HTTP_PORT)
+        last.sendall(agent_wire.encode_stream(agent_wire.Connect(socket.AF_INET, socket.SOCK_STREAM, 0, 5000,
+                                                                 sockaddr), 7))
+        reply = _frame(last)
+        assert (reply.type, reply.id) == (agent_wire.MSG_STREAM_REPLY, 7), reply
+        last.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        answer = b"".join(iter(lambda: last.recv(4096), b""))
+        assert answer.startswith(b"HTTP/1.0 200") and ns.http_body.encode() in answer, answer[:200]
+    finally:
+        for sock in conns:
+            sock.close()
 
 
 def test_silent_peers_do_not_hold_up_a_tls_agents_sessions(go_versions, ns, tls_agent, tls_token):

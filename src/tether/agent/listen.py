@@ -200,8 +200,9 @@ class Listener:
             # Most are spares whose first frame is a STREAM: a relay thread waits for it and
             # serves it, so a connect wakes that one thread, not this loop and then a thread.
             loop = asyncio.get_running_loop()
-            relay.first_frame(conn, who, lambda first: loop.call_soon_threadsafe(self._serve_later, conn, who, first))
-            return
+            if relay.first_frame(conn, who,
+                                 lambda first: loop.call_soon_threadsafe(self._serve_later, conn, who, first)):
+                return
         await self._serve_first(Peer(conn, stream), who)
 
     def _serve_later(self, conn: socket.socket, who: str, first: wire.Frame) -> None:
@@ -241,6 +242,9 @@ class Listener:
                 await link.serve()
             elif first.type == agent_wire.MSG_INCOMING:
                 await self._lease(p, first)
+            elif first.type == agent_wire.MSG_STREAM and p.stream:  # read here: relay threads all waiting
+                handed_over = True
+                relay.serve_stream(p.sock, first, who)
             elif first.type == agent_wire.MSG_ACCEPT and p.stream:
                 handed_over = await self._park(p, first)
             elif first.type == agent_wire.MSG_TARGET_FILES and p.stream:

@@ -323,13 +323,26 @@ def relay_tcp(stream: socket.socket, target: socket.socket, name: str, preface: 
         Pair(stream, target, name).start(pump_bytes, pump_bytes)
 
 
-def first_frame(stream: socket.socket, who: str, otherwise) -> None:
+WAITING_MAX = 256  # proven connections a relay thread each waits on; past that the event loop reads them
+_waiting = 0
+
+
+def first_frame(stream: socket.socket, who: str, otherwise) -> bool:
     """A proven data connection: a relay thread waits for its first frame and serves a STREAM
-    itself (connect in the target, answer, relay); any other frame goes to otherwise(frame)."""
+    itself (connect in the target, answer, relay); any other frame goes to otherwise(frame).
+    False, and nothing done, while WAITING_MAX threads wait so already (a peer that proved the
+    token can open any number): the caller reads the frame itself (serve_stream)."""
+    global _waiting
+    with _idle_lock:
+        if _waiting >= WAITING_MAX:
+            return False
+        _waiting += 1
     _run_on_thread(_first_frame, stream, who, otherwise)
+    return True
 
 
 def _first_frame(stream: socket.socket, who: str, otherwise) -> None:
+    global _waiting
     stream.setblocking(True)
     try:
         first = _read_frame(stream)
@@ -341,9 +354,22 @@ def _first_frame(stream: socket.socket, who: str, otherwise) -> None:
         log.warning("dropped %s: %s", who, e)
         stream.close()
         return
+    finally:
+        with _idle_lock:
+            _waiting -= 1
     if first.type != agent_wire.MSG_STREAM:
         otherwise(first)
         return
+    _serve_stream(stream, first, who)
+
+
+def serve_stream(stream: socket.socket, first: wire.Frame, who: str) -> None:
+    """A STREAM read elsewhere (the event loop): served on a relay thread."""
+    stream.setblocking(True)
+    _run_on_thread(_serve_stream, stream, first, who)
+
+
+def _serve_stream(stream: socket.socket, first: wire.Frame, who: str) -> None:
     try:
         req = agent_wire.decode_stream(first)
     except wire.ProtocolError as e:
