@@ -24,7 +24,7 @@ import struct
 from typing import NamedTuple
 
 from .nft import CT_LABELS_BYTES, NETLINK_NETFILTER, NFGENMSG, NLA_F_NESTED, NLATTR, NLM_F_ACK, NLM_F_REQUEST, \
-    NLMSG_ERROR, NLMSGHDR, NftError, attr, nested
+    NLMSG_ERROR, NLMSGHDR, NftError, attr, error_of, messages, nested
 
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_NEW, IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_DELETE = 0, 1, 2
@@ -82,26 +82,16 @@ def _attrs(data: bytes, pos: int, end: int) -> dict[int, bytes]:
 def parse_entries(data: bytes) -> tuple[list[Entry], bool, int]:
     """The entries in data (a recv's worth of a dump), whether the dump is done, and the
     errno it ended with (0: none). NftError if a length does not fit."""
-    entries, pos = [], 0
-    while pos < len(data):
-        if len(data) - pos < NLMSGHDR.size:
-            raise NftError(errno.EPROTO, f"netlink message header cut at {len(data) - pos} bytes")
-        length, type, _, _, _ = NLMSGHDR.unpack_from(data, pos)
-        if length < NLMSGHDR.size or pos + length > len(data):
-            raise NftError(errno.EPROTO, f"netlink message of {length} bytes in {len(data) - pos}")
-        body = pos + NLMSGHDR.size
+    entries = []
+    for type, _, body, end in messages(data):
         if type == NLMSG_DONE:
             return entries, True, 0
         if type == NLMSG_ERROR:
-            if length < NLMSGHDR.size + 4:
-                raise NftError(errno.EPROTO, "netlink error without its errno")
-            return entries, True, -struct.unpack_from("=i", data, body)[0]
-        if type == NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW and length >= NLMSGHDR.size + NFGENMSG.size:
-            family = data[body]
-            found = _attrs(data, body + NFGENMSG.size, pos + length)
+            return entries, True, error_of(data, body, end)
+        if type == NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW and end - body >= NFGENMSG.size:
+            found = _attrs(data, body + NFGENMSG.size, end)
             if CTA_TUPLE_ORIG in found and CTA_ID in found:
-                entries.append(Entry(family, found[CTA_TUPLE_ORIG], found[CTA_ID], found.get(CTA_LABELS, b"")))
-        pos += (length + 3) & ~3
+                entries.append(Entry(data[body], found[CTA_TUPLE_ORIG], found[CTA_ID], found.get(CTA_LABELS, b"")))
     return entries, False, 0
 
 

@@ -164,23 +164,31 @@ def encode_batch(seq: int, table: str, *, create: bool, redirects: tuple[Redirec
     return b"".join(msgs), acks
 
 
-def parse_acks(data: bytes) -> list[tuple[int, int]]:
-    """The (seq, errno) of every acknowledgement in data (errno 0: done); other messages are
-    skipped. NftError if a message's length does not fit."""
-    acks, pos = [], 0
+def messages(data: bytes):
+    """Each netlink message in data: (type, seq, where its body starts, where it ends).
+    NftError if a message's length does not fit."""
+    pos = 0
     while pos < len(data):
         if len(data) - pos < NLMSGHDR.size:
             raise NftError(errno.EPROTO, f"netlink message header cut at {len(data) - pos} bytes")
         length, type, _, seq, _ = NLMSGHDR.unpack_from(data, pos)
         if length < NLMSGHDR.size or pos + length > len(data):
             raise NftError(errno.EPROTO, f"netlink message of {length} bytes in {len(data) - pos}")
-        if type == NLMSG_ERROR:
-            if length < NLMSGHDR.size + 4:
-                raise NftError(errno.EPROTO, "netlink acknowledgement without its error")
-            (err,) = struct.unpack_from("=i", data, pos + NLMSGHDR.size)
-            acks.append((seq, -err))
+        yield type, seq, pos + NLMSGHDR.size, pos + length
         pos += (length + 3) & ~3
-    return acks
+
+
+def error_of(data: bytes, body: int, end: int) -> int:
+    """The errno an NLMSG_ERROR message says (0: an acknowledgement)."""
+    if end - body < 4:
+        raise NftError(errno.EPROTO, "netlink acknowledgement without its error")
+    return -struct.unpack_from("=i", data, body)[0]
+
+
+def parse_acks(data: bytes) -> list[tuple[int, int]]:
+    """The (seq, errno) of every acknowledgement in data (errno 0: done); other messages are
+    skipped. NftError if a message's length does not fit."""
+    return [(seq, error_of(data, body, end)) for type, seq, body, end in messages(data) if type == NLMSG_ERROR]
 
 
 def encode_get_table(seq: int, table: str) -> bytes:
