@@ -108,9 +108,10 @@ def forget(port: int, bits: list[int]) -> int:
     mask = sum(1 << bit for bit in bits)
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
     sock.settimeout(TIMEOUT_S)
-    seq, gone = 1, 0
+    seq, gone = 0, 0
     try:
         for family in (socket.AF_INET, socket.AF_INET6):
+            seq += 1
             sock.send(encode_dump(seq, family, port))
             stale, done = [], False
             while not done:
@@ -125,7 +126,6 @@ def forget(port: int, bits: list[int]) -> int:
                 gone += err == 0  # ENOENT: it ended on its own meanwhile
                 if err not in (0, errno.ENOENT):
                     raise NftError(err, f"conntrack: deleting a connection to port {port}: {os.strerror(err)}")
-            seq += 1
     except TimeoutError:
         raise NftError(errno.ETIMEDOUT, f"conntrack did not answer within {TIMEOUT_S:g} s") from None
     except OSError as e:
