@@ -149,8 +149,10 @@ def _forget_connections(table: nft.Table, port: int) -> None:
     """Drop what earlier sessions' redirects of the port left in conntrack (conntrack.py): of
     every table of the port nobody holds now (this one just taken), before this one redirects."""
     names = [f"tether-{port}"] + [f"tether-{port}-filter-{i}" for i in range(1, FILTERED_MAX + 1)]
+    whole = table.name == names[0]  # _whole_table found no filtered table held: no lookups again
     try:
-        bits = [LABEL_BIT + i for i, name in enumerate(names) if name == table.name or not table.exists(name)]
+        bits = [LABEL_BIT + i for i, name in enumerate(names)
+                if whole or name == table.name or not table.exists(name)]
         gone = conntrack.forget(port, bits)
     except nft.NftError as e:
         log.warning("incoming: port %d: connections redirected by an earlier session could not be cleared (%s); "
