@@ -7,6 +7,7 @@ killing the agent mid-transfer ends the program's transfer with an error and lea
 running, and a session gets its agent back when it restarts."""
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import socket
@@ -19,7 +20,8 @@ import gobuild
 import pytest
 from delayproxy import DelayProxy
 from netns import HTTP_PORT, UDP_PORT, WEB_ADDR, TargetNamespace
-from tether.agent import relay
+from tether.agent import forward, relay
+from tether.agent.listen import parse_address
 from tether.protocol import agent_wire, auth, wire
 from tether.protocol.sockaddr import encode_inet
 from test_exec import TETHER, full_tour
@@ -596,6 +598,52 @@ def test_proven_connections_past_the_relay_threads_cap_are_served(ns, tcp_agent,
     finally:
         for sock in conns:
             sock.close()
+
+
+def test_spare_data_connections_are_dialled_side_by_side(ns, tcp_agent, token):
+    """The stand-in keeps SPARE_STREAMS data connections proven ahead of need. At 20 ms round
+    trip a dial and its proof take two round trips: dialled side by side, all are ready in
+    about one dial's time, not SPARE_STREAMS of them; and a connect that finds none waits for
+    the next one on its way rather than dialling one more."""
+    host, port = tcp_agent.address[4:].rsplit(":", 1)
+
+    async def main(proxy_port: int) -> None:
+        remote = forward.Remote(parse_address(f"tcp:127.0.0.1:{proxy_port}"), auth.load_token(str(token)),
+                                str(token), "test")
+        dial = remote.dial
+        dials = 0
+
+        async def counted():
+            nonlocal dials
+            dials += 1
+            return await dial()
+
+        remote.dial = counted
+        taken = []
+        try:
+            start = time.monotonic()
+            await remote.start()  # the control link (a dial and a hello), then the refill
+            control_s = time.monotonic() - start
+            assert remote.down is None, remote.down
+            start = time.monotonic()
+            while len(remote.spares) < forward.SPARE_STREAMS and time.monotonic() - start < 10:
+                await asyncio.sleep(0.002)
+            filled_s = time.monotonic() - start
+            assert len(remote.spares) == forward.SPARE_STREAMS
+            assert filled_s < 2 * control_s, (filled_s, control_s)  # one after another: 8 dials' time
+            taken += await remote.data_connections(forward.SPARE_STREAMS)
+            dials = 0
+            remote._refill()
+            taken += await remote.data_connections(1)  # none left: the first of the refill's
+            assert dials == forward.SPARE_STREAMS, dials
+        finally:
+            for peer in [remote.control, *remote.spares, *taken]:
+                peer.sock.close()
+            for task in list(remote.tasks):
+                task.cancel()
+
+    with DelayProxy(("127.0.0.1", 0), (host, int(port)), 0.010) as proxy:
+        asyncio.run(main(proxy.address[1]))
 
 
 def test_silent_peers_do_not_hold_up_a_tls_agents_sessions(go_versions, ns, tls_agent, tls_token):

@@ -42,8 +42,9 @@ DIAL_TIMEOUT = 4.0  # seconds to reach the agent's address
 REQUEST_TIMEOUT = 60.0  # a request on the control link (a lookup may take its resolver's time)
 RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
 # Data connections dialled and authenticated ahead of need: a relayed connect then costs its
-# STREAM round trip and the agent's connect, not also a TCP handshake and the token's.
-SPARE_STREAMS = 4
+# STREAM round trip and the agent's connect, not also a TCP handshake and the token's. As many
+# as the layer asks for at once (layer/net/target_sockets.c BATCH), dialled side by side.
+SPARE_STREAMS = 8
 LINK_TIMEOUT_MS = 5000  # unacknowledged data on a connection to the agent: the link is gone
 LINK_SOCKOPTS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
                  (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, LINK_TIMEOUT_MS),
@@ -77,7 +78,8 @@ class Remote:
         self.spares: list[Peer] = []  # authenticated data connections, not yet asked for anything
         self.resolved: tuple[int, tuple] | None = None  # the agent's address, looked up (family, sockaddr)
         self.incoming: bytes | None = None  # the session's INCOMING payload, for each listener's lease
-        self.filling = False
+        self.filling = 0  # spares being dialled
+        self.spare_dialled = asyncio.Event()  # set when one is added (data_connections waits for it)
         self.files: fuse.FileSystem | None = None  # the target's files, once the session asked (TARGET_FILES)
 
     # -- reaching the agent ------------------------------------------------------------------
@@ -316,18 +318,26 @@ class Remote:
         return frames, fds
 
     def _refill(self) -> None:
-        if self.stream and not self.filling and not self.down and len(self.spares) < SPARE_STREAMS:
-            self.filling = True
-            self._spawn(self._fill())
+        """Dial the missing spares side by side (each dial mostly waits for the agent: handshake,
+        challenge); each is a spare as soon as it is proven."""
+        if not self.stream or self.down:
+            return
+        for _ in range(SPARE_STREAMS - len(self.spares) - self.filling):
+            self.filling += 1
+            self._spawn(self._fill_one())
 
-    async def _fill(self) -> None:
+    async def _fill_one(self) -> None:
         try:
-            while len(self.spares) < SPARE_STREAMS and not self.down:
-                self.spares.append(await self.dial())
+            peer = await self.dial()
+            if self.down:  # lost meanwhile (_lost closed the others)
+                peer.sock.close()
+            else:
+                self.spares.append(peer)
         except Unreachable as e:
             log.debug("spare data connections to %s: %s", self.address, e)
         finally:
-            self.filling = False
+            self.filling -= 1
+            self.spare_dialled.set()  # a waiter takes the spare, or dials itself
 
     async def _data_connection(self) -> Peer:
         """A spare that is still open (the agent may have restarted), else a new one."""
@@ -352,6 +362,11 @@ class Remote:
                 peers.append(peer)
             else:
                 peer.sock.close()
+        if not peers and self.filling:  # one on its way is sooner than a new dial
+            self.spare_dialled.clear()
+            await self.spare_dialled.wait()  # set however the dial ends
+            if self.spares:
+                return [self.spares.pop()]
         return peers or [await self.dial()]
 
     async def ask_first(self, frame: bytes) -> tuple[Peer, wire.Frame]:
