@@ -600,6 +600,47 @@ def test_proven_connections_past_the_relay_threads_cap_are_served(ns, tcp_agent,
             sock.close()
 
 
+def _proven(host: str, port: int, secret: bytes) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=5)
+    response, expected = auth.respond(secret, _frame(sock))
+    sock.sendall(response)
+    assert auth.check_ok(expected, _frame(sock))
+    return sock
+
+
+def test_sockets_made_ahead_for_connects_are_not_left_open(ns, tcp_agent, token):
+    """A relay thread waiting on a proven connection holds a TCP/IPv4 socket made ahead for its
+    connect. Connections closed unused, a UDP STREAM and a STREAM the agent refuses leave none
+    of them open; a TCP one is the target's socket until its relay ends."""
+    host, port = tcp_agent.address[4:].rsplit(":", 1)
+    secret = auth.load_token(str(token))
+    fds = Path(f"/proc/{tcp_agent.proc.pid}/fd")
+
+    def settled(most: int = 1 << 30) -> int:  # the agent's descriptors once it has caught up
+        end = time.monotonic() + 5  # a UDP relay looks whether its stream ended once a second
+        while (n := len(list(fds.iterdir()))) > most and time.monotonic() < end:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        return len(list(fds.iterdir()))
+
+    before = settled()
+    conns = [_proven(host, int(port), secret) for _ in range(12)]
+    assert settled() >= before + 2 * len(conns)  # each: the connection and the socket made ahead
+    for sock in conns[:4]:
+        sock.close()
+    udp = agent_wire.Connect(socket.AF_INET, socket.SOCK_DGRAM, 0, 5000, encode_inet(WEB_ADDR, UDP_PORT))
+    refused = agent_wire.Connect(socket.AF_INET, socket.SOCK_STREAM, 0, 5000, encode_inet(WEB_ADDR, 1))
+    tcp = agent_wire.Connect(socket.AF_INET, socket.SOCK_STREAM, 0, 5000, encode_inet(WEB_ADDR, HTTP_PORT))
+    for i, (sock, req) in enumerate(zip(conns[4:], [udp] * 3 + [refused] * 3 + [tcp] * 2)):
+        sock.sendall(agent_wire.encode_stream(req, i + 1))
+        reply = _frame(sock)
+        expected = wire.MSG_ERROR if req is refused else agent_wire.MSG_STREAM_REPLY
+        assert (reply.type, reply.id) == (expected, i + 1), reply
+    for sock in conns[4:]:
+        sock.close()
+    assert settled(before) <= before
+
+
 def test_spare_data_connections_are_dialled_side_by_side(ns, tcp_agent, token):
     """The stand-in keeps SPARE_STREAMS data connections proven ahead of need. At 20 ms round
     trip a dial and its proof take two round trips: dialled side by side, all are ready in

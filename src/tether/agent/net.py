@@ -23,7 +23,7 @@ class OpError(Exception):
         self.errno = err
 
 
-def _socket_for(req: agent_wire.Connect) -> tuple[socket.socket, str, int]:
+def _destination(req: agent_wire.Connect) -> tuple[str, int]:
     try:
         family, host, port = decode_inet(req.sockaddr)
     except SockaddrError as e:
@@ -31,7 +31,12 @@ def _socket_for(req: agent_wire.Connect) -> tuple[socket.socket, str, int]:
     if family != req.family or req.socktype not in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
         raise OpError(errno.EINVAL, f"cannot connect a family {req.family} type {req.socktype} socket "
                                     f"to a family {family} address")
-    sock = socket.socket(family, req.socktype, req.protocol)
+    return host, port
+
+
+def _socket_for(req: agent_wire.Connect) -> tuple[socket.socket, str, int]:
+    host, port = _destination(req)
+    sock = socket.socket(req.family, req.socktype, req.protocol)
     sock.setblocking(False)
     return sock, host, port
 
@@ -52,12 +57,34 @@ async def connect(req: agent_wire.Connect) -> socket.socket:
     return sock
 
 
-def connect_blocking(req: agent_wire.Connect, asker: socket.socket) -> socket.socket:
-    """connect() as a thread of its own does it: the same socket, checks and errors, for at most
-    req.timeout_ms (0: CONNECT_TIMEOUT_MS), given up as soon as asker (the data connection that
-    asked) closes: a program whose dial timed out or was cancelled stops waiting, and so does
-    this. The socket comes back blocking."""
-    sock, host, port = _socket_for(req)
+def socket_ahead() -> socket.socket:
+    """A socket for a relayed connect, made before its request comes (most are TCP to IPv4):
+    made on a CPU that is about to wait, it is not among the work between request and answer."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def connect_blocking(req: agent_wire.Connect, asker: socket.socket, ahead: socket.socket | None = None) -> socket.socket:
+    """connect() as a thread of its own does it, for a relay: the same socket, checks and
+    errors, for at most req.timeout_ms (0: CONNECT_TIMEOUT_MS), given up as soon as asker (the
+    data connection that asked) closes: a program whose dial timed out or was cancelled stops
+    waiting, and so does this. ahead: a socket_ahead(), taken if req is TCP to IPv4, else
+    closed. The socket comes back blocking, TCP with TCP_NODELAY (a relay passes each write on
+    as it comes)."""
+    try:
+        if ahead is not None and req.family == socket.AF_INET and req.socktype == socket.SOCK_STREAM \
+                and req.protocol in (0, socket.IPPROTO_TCP):
+            host, port = _destination(req)
+            sock, ahead = ahead, None
+        else:
+            sock, host, port = _socket_for(req)
+            if req.socktype == socket.SOCK_STREAM:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    finally:
+        if ahead is not None:
+            ahead.close()
     timeout = (req.timeout_ms or CONNECT_TIMEOUT_MS) / 1000
     deadline = time.monotonic() + timeout
     err = sock.connect_ex((host, port))

@@ -324,6 +324,7 @@ def relay_tcp(stream: socket.socket, target: socket.socket, name: str, preface: 
 
 
 WAITING_MAX = 256  # proven connections a relay thread each waits on; past that the event loop reads them
+AHEAD_MAX = 64  # of those, the ones that hold a socket made ahead for their connect (net.socket_ahead)
 _waiting = 0
 
 
@@ -343,24 +344,29 @@ def first_frame(stream: socket.socket, who: str, otherwise) -> bool:
 
 def _first_frame(stream: socket.socket, who: str, otherwise) -> None:
     global _waiting
+    # Its connect's socket, made now rather than between the STREAM and its answer; while
+    # few wait (each holds a descriptor more).
+    ahead = net.socket_ahead() if _waiting <= AHEAD_MAX else None
     stream.setblocking(True)
     try:
         first = _read_frame(stream)
         if first is None:
             log.debug("%s closed a connection it never used (a spare)", who)
             stream.close()
-            return
     except (OSError, wire.ProtocolError) as e:
         log.warning("dropped %s: %s", who, e)
         stream.close()
-        return
+        first = None
     finally:
         with _idle_lock:
             _waiting -= 1
-    if first.type != agent_wire.MSG_STREAM:
-        otherwise(first)
+    if first is None or first.type != agent_wire.MSG_STREAM:
+        if ahead is not None:
+            ahead.close()
+        if first is not None:
+            otherwise(first)
         return
-    _serve_stream(stream, first, who)
+    _serve_stream(stream, first, who, ahead)
 
 
 def serve_stream(stream: socket.socket, first: wire.Frame, who: str) -> None:
@@ -369,13 +375,15 @@ def serve_stream(stream: socket.socket, first: wire.Frame, who: str) -> None:
     _run_on_thread(_serve_stream, stream, first, who)
 
 
-def _serve_stream(stream: socket.socket, first: wire.Frame, who: str) -> None:
+def _serve_stream(stream: socket.socket, first: wire.Frame, who: str, ahead: socket.socket | None = None) -> None:
     try:
         req = agent_wire.decode_stream(first)
     except wire.ProtocolError as e:
+        if ahead is not None:
+            ahead.close()
         _answer_and_close(stream, wire.encode_error(wire.ErrorReply(errno.EINVAL, str(e)), first.id))
         return
-    _connect_and_relay(stream, req, first.id, f"{who} -> {req.sockaddr.hex()}")
+    _connect_and_relay(stream, req, first.id, who, ahead)
 
 
 def _answer_and_close(stream: socket.socket, frame: bytes) -> None:
@@ -401,30 +409,38 @@ def _read_frame(sock: socket.socket) -> wire.Frame | None:
     return wire.decode_frame(head + body)
 
 
-def _connect_and_relay(stream: socket.socket, req: agent_wire.Connect, id: int, name: str) -> None:
+def _connect_and_relay(stream: socket.socket, req: agent_wire.Connect, id: int, who: str,
+                       ahead: socket.socket | None) -> None:
+    """Between the STREAM and its answer only what the answer needs: the program waits."""
     try:
         if req.flags & agent_wire.FLAG_BIND:
+            if ahead is not None:
+                ahead.close()
             target = net.bind_udp(req)
         else:
-            target = net.connect_blocking(req, stream)
+            target = net.connect_blocking(req, stream, ahead)
     except net.OpError as e:
         _answer_and_close(stream, wire.encode_error(wire.ErrorReply(e.errno, str(e)), id))
         return
     try:
         local = net.sockaddr_bytes(target.getsockname(), target.family)
-        peer = b"" if req.flags & agent_wire.FLAG_BIND else net.sockaddr_bytes(target.getpeername(), target.family)
-        reply = agent_wire.encode_stream_reply(agent_wire.Relayed(local, peer), id)
+        if req.flags & agent_wire.FLAG_BIND:
+            peer = b""
+        elif target.family == socket.AF_INET:  # connected to just what was asked
+            peer = req.sockaddr[:8] + bytes(8)
+        else:
+            peer = net.sockaddr_bytes(target.getpeername(), target.family)
+        stream.sendall(agent_wire.encode_stream_reply(agent_wire.Relayed(local, peer), id))
     except OSError as e:
-        log.debug("relay %s: %s", name, e)
+        log.debug("relay %s -> %s: %s", who, req.sockaddr.hex(), e)
         target.close()
         stream.close()
         return
+    name = f"{who} -> {req.sockaddr.hex()}"
     if req.socktype == socket.SOCK_DGRAM:
-        stream.sendall(reply)
         relay_udp(stream, target, name)
     else:
-        target.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        relay_tcp(stream, target, name, preface=reply)
+        relay_tcp(stream, target, name)
 
 
 # Relayed UDP: the data connection carries datagram records (agent_wire.encode_datagram: the
