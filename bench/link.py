@@ -4,11 +4,12 @@
 A `tether agent --listen` in a throwaway namespace, reached over veth; the Go netclient under
 `tether exec --target tcp://...`:
 
-- connects N times to the namespace's HTTP port, MS apart (paced, as a program connects now
-  and then) and back to back. Against one round trip: the same program without tether
-  connecting as often, at the same pace, to a listener in the namespace on its veth address
-  (this VM's idle CPUs wake slowly: a TCP connect 5 ms after the last takes several times one
-  back to back, for tether and without it alike; with --delay-ms, that plus the proxy's 2 D).
+- connects N times to a listener in the namespace on its veth address (netclient `acceptor`),
+  MS apart (paced, as a program connects now and then) and back to back. Against one round
+  trip: the same program without tether connecting as often, at the same pace, to the same
+  listener (this VM's idle CPUs wake slowly: a TCP connect 5 ms after the last takes several
+  times one back to back, for tether and without it alike; with --delay-ms, that plus the
+  proxy's 2 D).
   Goal: the connect adds <= 1 RTT + 300 us. Medians of the rounds' p50s.
 - sends --bytes to a sink in the namespace through the relay, against the same client sending
   the same bytes to a sink there without tether over the same link (veth, or the same delay
@@ -89,7 +90,9 @@ def connects(args, ns: netns.TargetNamespace, prefix: list[str], exe: Path) -> N
     if acceptor.stdout.readline().strip() != "acceptor listening":
         raise SystemExit("the acceptor did not start")
     paces = {"paced": ["paced", "{}", str(args.n), str(args.ms)], "back to back": ["connects", "{}", str(args.n)]}
-    sides = {"tether": ([*prefix], f"{netns.WEB_ADDR}:{netns.HTTP_PORT}"),
+    # One listener for both: its accepts cost the same CPU on both sides (under back-to-back
+    # connects, a server in Python would take a good part of the two cores).
+    sides = {"tether": ([*prefix], f"{ns.veth_ns_addr}:{ACCEPT_PORT}"),
              "direct": ([str(exe)], f"{ns.veth_ns_addr}:{ACCEPT_PORT}")}
     p50 = {(pace, side): [] for pace in paces for side in sides}
     for r in range(args.rounds):
