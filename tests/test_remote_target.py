@@ -24,7 +24,7 @@ from tether.agent import forward, relay
 from tether.agent.listen import parse_address
 from tether.protocol import agent_wire, auth, wire
 from tether.protocol.sockaddr import encode_inet
-from test_exec import TETHER, full_tour
+from test_exec import EPOLL_FIRST_SAYS, PY_EPOLL_FIRST, TETHER, full_tour
 
 BIG_PORT = 8090
 BIG_SIZE = 100 << 20
@@ -560,6 +560,15 @@ def test_libc_programs_connect_without_blocking_through_an_agent(ns, tcp_agent, 
         "epoll timeout True loop ran True", "epoll HTTP/1.0 200 OK", "epoll refused", "poll timeout True",
         "poll HTTP/1.0 200 OK", "select True True 0 EISCONN", "epoll edge True 0", "send in flight EAGAIN connect again EALREADY"],
         "")
+
+
+def test_a_socket_registered_with_epoll_before_its_connect_hears_the_agents_answer(ns, tcp_agent, token):
+    """nginx registers a socket with epoll before it connects: the data connection put in its
+    place is registered again, waited on for the agent's answer and then reported writable,
+    or failed (without: no event within 5 s)."""
+    r = run(tcp_agent.target, token, sys.executable, "-I", "-c", PY_EPOLL_FIRST, WEB_ADDR, str(HTTP_PORT),
+            str(HTTP_PORT + 1), timeout=30)
+    assert (r.returncode, r.stdout.splitlines(), r.stderr) == (0, EPOLL_FIRST_SAYS, "")
 
 
 def _frame(sock: socket.socket) -> wire.Frame:

@@ -73,9 +73,10 @@ struct tether_net_kind {
  * 0 or -errno. */
 long tether_net_connect_again(long fd, const unsigned char *sa, long len, const struct tether_net_kind *k);
 
-/* pending.c: fd is a data connection whose STREAM is not answered yet
- * (non-blocking connect); SO_ERROR takes the answer when it has come. */
-void tether_pending_add(long fd, const unsigned char *sa, long len, const struct tether_net_kind *k);
+/* pending.c: fd is (about to be: conn, put there next) a data connection
+ * whose STREAM is not answered yet (non-blocking connect); SO_ERROR takes
+ * the answer when it has come. */
+void tether_pending_add(long fd, long conn, const unsigned char *sa, long len, const struct tether_net_kind *k);
 void tether_pending_install(int go);
 /* pending.c: whether any connect is pending; fd's answer so far, not taken
  * (0 if fd is not pending, else as SO_ERROR would give it: -EINPROGRESS,
@@ -95,8 +96,18 @@ int tether_pending_watch(long fd, int epfd, unsigned events, unsigned long data)
 long tether_pending_watched(int epfd, unsigned long data, unsigned *events);
 void tether_pending_unwatch(long fd, int epfd);
 /* pollers.c: epoll, poll and select see a pending socket writable once it
- * is answered (libc programs). */
+ * is answered (libc programs); epoll_ctl is registrations.c's handler,
+ * which passes it on here. */
 void tether_pollers_install(void);
+long tether_pollers_epoll_ctl(long nr, long epfd, long op, long fd, long event, long a5, long a6);
+
+/* registrations.c: a libc program's last epoll registration of fd, if fd
+ * still names the socket it was made for (of: 1, and *reg), made again on
+ * the socket swapped in (restore), through pollers.c when installed (with
+ * pollers: MODE_STREAMS). */
+void tether_registrations_install(int with_pollers);
+int tether_registration_of(long fd, struct tether_epoll_reg *reg);
+void tether_registration_restore(long fd, const struct tether_epoll_reg *reg);
 
 /* datagrams.c: UDP sockets relayed through a network agent, each one end
  * of a SOCK_SEQPACKET pair carrying struct tether_datagram records.  add:

@@ -178,9 +178,13 @@ static int kind_of(long fd, int family, struct tether_net_kind *k)
 	       k->fl >= 0 ? 0 : -1;
 }
 
-/* Put the target's socket newfd in place of fd, as the program made it. */
+/* Put the target's socket newfd in place of fd, as the program made it,
+ * registered with epoll as the program had registered fd (registrations.c;
+ * the kernel drops that with the old socket). */
 static long swap_in(long fd, long newfd, const struct tether_net_kind *k)
 {
+	struct tether_epoll_reg reg;
+	int registered = tether_registration_of(fd, &reg);
 	long n;
 
 	carry_options(fd, newfd, k->family, k->type, k->protocol);
@@ -189,6 +193,8 @@ static long swap_in(long fd, long newfd, const struct tether_net_kind *k)
 	if (n < 0)
 		return n;
 	raw(SYS_fcntl, fd, F_SETFL, k->fl, 0, 0);
+	if (registered)
+		tether_registration_restore(fd, &reg);
 	return 0;
 }
 
@@ -406,9 +412,9 @@ static long connect_streamed(long fd, const unsigned char *sa, long len, const s
 		return -ESTALE;
 	}
 	if (k->fl & O_NONBLOCK) {
+		tether_pending_add(fd, conn, sa, len, k); /* first: a registration swap_in makes again is a pending one */
 		if ((n = swap_in(fd, conn, k)) < 0)
 			return n;
-		tether_pending_add(fd, sa, len, k);
 		return -EINPROGRESS;
 	}
 	if (recv_exact(conn, words, sizeof *f) < 0) {
@@ -538,6 +544,8 @@ int tether_net_install(const char *rules, unsigned mode, int go)
 	streams = !!(mode & TETHER_MODE_STREAMS);
 	if (streams)
 		tether_pending_install(go);
+	if (!go)
+		tether_registrations_install(streams);
 	tether_set_handler(SYS_sendto, net_sendto, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_sendmsg, net_sendmsg, TETHER_MAY_BLOCK);
 	tether_relayed_install();

@@ -57,9 +57,9 @@ static struct pending slots[SLOTS];
 static unsigned next_slot, count;
 static int lock;
 
-void tether_pending_add(long fd, const unsigned char *sa, long len, const struct tether_net_kind *k)
+void tether_pending_add(long fd, long conn, const unsigned char *sa, long len, const struct tether_net_kind *k)
 {
-	unsigned long ino = tether_net_inode(fd);
+	unsigned long ino = tether_net_inode(conn);
 	struct pending *p;
 
 	if (!ino)

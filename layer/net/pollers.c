@@ -124,7 +124,7 @@ static int waiting(long fd)
 	return fd >= 0 && tether_pending_state(fd) == -EINPROGRESS;
 }
 
-static long pollers_epoll_ctl(long nr, long epfd, long op, long fd, long event, long a5, long a6)
+long tether_pollers_epoll_ctl(long nr, long epfd, long op, long fd, long event, long a5, long a6)
 {
 	struct epoll_event ev, mine;
 	long r;
@@ -314,7 +314,6 @@ static long pollers_select(long nr, long nfds, long rd, long wr, long ex, long t
 
 void tether_pollers_install(void)
 {
-	tether_set_handler(SYS_epoll_ctl, pollers_epoll_ctl, 0);
 	tether_set_handler(SYS_epoll_wait, pollers_epoll_wait, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_epoll_pwait, pollers_epoll_wait, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_epoll_pwait2, pollers_epoll_wait, TETHER_MAY_BLOCK);
