@@ -7,9 +7,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import go_toolchains
@@ -435,6 +438,69 @@ def test_a_socket_registered_with_epoll_before_its_connect_stays_registered(targ
     assert (r.returncode, r.stdout.splitlines(), r.stderr) == (0, EPOLL_FIRST_SAYS, "")
     direct = subprocess.run(target_ns.exec_argv([sys.executable, *args]), capture_output=True, text=True, timeout=60)
     assert direct.stdout.splitlines() == EPOLL_FIRST_SAYS  # the same program inside the namespace itself
+
+
+class Nginx:
+    """nginx in the foreground as a reverse proxy on a loopback port here, its upstream
+    `upstream` (in the target); run under `prefix` (tether exec ... --)."""
+
+    def __init__(self, prefix: list[str], upstream: str, tmp: Path):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        conf = tmp / "nginx.conf"
+        temp = " ".join(f"{kind}_temp_path {tmp};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        conf.write_text(f"""daemon off; master_process off; worker_processes 1; pid {tmp}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 64; }}
+http {{ access_log off; {temp}
+  server {{ listen 127.0.0.1:{self.port};
+    location / {{ proxy_pass http://{upstream}; proxy_connect_timeout 5s; proxy_read_timeout 5s; }} }} }}
+""")
+        self.proc = subprocess.Popen([*prefix, "nginx", "-c", str(conf)], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=(tmp / "nginx.log").open("w"))
+        self.log = tmp / "nginx.log"
+        end = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > end:
+                    self.stop()
+                    pytest.fail(f"nginx did not start: {self.log.read_text()}")
+                time.sleep(0.05)
+
+    def get(self) -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=10) as r:
+                return f"{r.status} {r.read().decode().strip()}"
+        except urllib.error.HTTPError as e:
+            return f"{e.code}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (.ci/run installs it)")
+def test_nginx_proxies_to_an_upstream_in_the_target(target_ns, tmp_path):  # noqa: F811
+    """nginx registers each upstream socket with epoll before it connects: under tether its
+    requests reach the upstream that exists only in the target, and a refused upstream is
+    nginx's own 502."""
+    prefix = [*TETHER, "exec", "--target", f"netns:{target_ns.name}", "--incoming", "off", "--"]
+    for upstream, says in ((f"{WEB_ADDR}:{HTTP_PORT}", f"200 {target_ns.http_body.strip()}"),
+                           (f"{WEB_ADDR}:{HTTP_PORT + 1}", "502")):
+        (tmp_path / upstream).mkdir()
+        nginx = Nginx(prefix, upstream, tmp_path / upstream)
+        try:
+            assert [nginx.get() for _ in range(3)] == [says] * 3, nginx.log.read_text()
+        finally:
+            nginx.stop()
 
 
 def test_a_release_go_binary_reaches_the_target(target_ns, tmp_path):  # noqa: F811
