@@ -487,20 +487,25 @@ http {{ access_log off; {temp}
             self.proc.wait()
 
 
+def nginx_proxies(prefix: list[str], body: str, tmp: Path) -> None:
+    """nginx under prefix, its upstream the target's HTTP server: its page, three times; then a
+    port nothing listens on there: nginx's own 502."""
+    for upstream, says in ((f"{WEB_ADDR}:{HTTP_PORT}", f"200 {body.strip()}"), (f"{WEB_ADDR}:{HTTP_PORT + 1}", "502")):
+        (tmp / upstream).mkdir()
+        nginx = Nginx(prefix, upstream, tmp / upstream)
+        try:
+            assert [nginx.get() for _ in range(3)] == [says] * 3, nginx.log.read_text()
+        finally:
+            nginx.stop()
+
+
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (.ci/run installs it)")
 def test_nginx_proxies_to_an_upstream_in_the_target(target_ns, tmp_path):  # noqa: F811
     """nginx registers each upstream socket with epoll before it connects: under tether its
     requests reach the upstream that exists only in the target, and a refused upstream is
     nginx's own 502."""
-    prefix = [*TETHER, "exec", "--target", f"netns:{target_ns.name}", "--incoming", "off", "--"]
-    for upstream, says in ((f"{WEB_ADDR}:{HTTP_PORT}", f"200 {target_ns.http_body.strip()}"),
-                           (f"{WEB_ADDR}:{HTTP_PORT + 1}", "502")):
-        (tmp_path / upstream).mkdir()
-        nginx = Nginx(prefix, upstream, tmp_path / upstream)
-        try:
-            assert [nginx.get() for _ in range(3)] == [says] * 3, nginx.log.read_text()
-        finally:
-            nginx.stop()
+    nginx_proxies([*TETHER, "exec", "--target", f"netns:{target_ns.name}", "--incoming", "off", "--"],
+                  target_ns.http_body, tmp_path)
 
 
 def test_a_release_go_binary_reaches_the_target(target_ns, tmp_path):  # noqa: F811

@@ -25,7 +25,7 @@ from tether.agent import forward, relay
 from tether.agent.listen import parse_address
 from tether.protocol import agent_wire, auth, wire
 from tether.protocol.sockaddr import encode_inet
-from test_exec import EPOLL_FIRST_SAYS, PY_EPOLL_FIRST, TETHER, Nginx, full_tour
+from test_exec import EPOLL_FIRST_SAYS, PY_EPOLL_FIRST, TETHER, full_tour, nginx_proxies
 
 BIG_PORT = 8090
 BIG_SIZE = 100 << 20
@@ -576,15 +576,8 @@ def test_a_socket_registered_with_epoll_before_its_connect_hears_the_agents_answ
 def test_nginx_proxies_to_an_upstream_through_a_tcp_agent(ns, tcp_agent, token, tmp_path):
     """nginx's upstream connects (each socket registered with epoll before its connect) through
     the agent: answered, or nginx's own 502 when the agent's connect is refused."""
-    prefix = [*TETHER, "exec", "--target", tcp_agent.target, "--token-file", str(token), "--incoming", "off", "--"]
-    for upstream, says in ((f"{WEB_ADDR}:{HTTP_PORT}", f"200 {ns.http_body.strip()}"),
-                           (f"{WEB_ADDR}:{HTTP_PORT + 1}", "502")):
-        (tmp_path / upstream).mkdir()
-        nginx = Nginx(prefix, upstream, tmp_path / upstream)
-        try:
-            assert [nginx.get() for _ in range(3)] == [says] * 3, nginx.log.read_text()
-        finally:
-            nginx.stop()
+    nginx_proxies([*TETHER, "exec", "--target", tcp_agent.target, "--token-file", str(token), "--incoming", "off",
+                   "--"], ns.http_body, tmp_path)
 
 
 def _frame(sock: socket.socket) -> wire.Frame:
