@@ -346,7 +346,10 @@ def _first_frame(stream: socket.socket, who: str, otherwise) -> None:
     global _waiting
     # Its connect's socket, made now rather than between the STREAM and its answer; while
     # few wait (each holds a descriptor more).
-    ahead = net.socket_ahead() if _waiting <= AHEAD_MAX else None
+    try:
+        ahead = net.socket_ahead() if _waiting <= AHEAD_MAX else None
+    except OSError:  # out of descriptors: the connect makes its own, and answers why it cannot
+        ahead = None
     stream.setblocking(True)
     try:
         first = _read_frame(stream)
