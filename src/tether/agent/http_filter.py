@@ -20,6 +20,7 @@ to CONNECT) makes the connection a raw one with the side that accepted it.
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections import deque
 from typing import NamedTuple
@@ -29,6 +30,7 @@ from ..protocol.agent_wire import HttpFilter
 APP, PROGRAM, CLIENT = 0, 1, 2
 NAMES = {APP: "the target's app", PROGRAM: "the program", CLIENT: "the client"}
 HEAD_MAX = 64 << 10  # a request head longer than this is not routed: it goes to the app as it is
+UPGRADE = re.compile(rb"\r\nupgrade:", re.IGNORECASE)  # in a head llhttp accepted: a header's name starts a line
 
 
 class Matcher:
@@ -37,23 +39,37 @@ class Matcher:
         self.path = re.compile(f.path.encode()) if f.path else None
         self.headers = [re.compile(h.encode()) for h in f.headers]
 
-    def __call__(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+    def __call__(self, method: bytes, head: bytes) -> bool:
+        """Whether a request, its head as llhttp accepted it, is the program's."""
         if self.methods and method not in self.methods:
             return False
-        if self.path is not None and not self.path.search(target.partition(b"?")[0]):
+        if self.path is not None and not self.path.search(head.split(b" ", 2)[1].partition(b"?")[0]):
             return False
-        return all(any(p.search(line) for name, value in headers for line in _header_lines(name, value))
-                   for p in self.headers)
+        if not self.headers:
+            return True
+        lines = [prefix + value for name, value in _fields(head) for prefix in _prefixes(name)]
+        return all(any(map(p.search, lines)) for p in self.headers)
 
 
-def _header_lines(name: bytes, value: bytes):
-    yield name + b": " + value
+def _fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    """The (name, value) of each header line of a head llhttp accepted, whose syntax it checked:
+    a name, a colon, the value between optional white space (it refuses folded lines)."""
+    fields = []
+    for line in head.split(b"\r\n")[1:]:
+        if not line:
+            break
+        name, _, value = line.partition(b":")
+        fields.append((name, value.strip(b" \t")))
+    return fields
+
+
+@functools.lru_cache(maxsize=256)
+def _prefixes(name: bytes) -> tuple[bytes, ...]:
+    """A header's line as the filter sees it: "Name: value", in the name's case as sent, lower
+    case and canonical (X-Forwarded-For), so a pattern written any of those ways matches."""
     lower = name.lower()
-    if lower != name:
-        yield lower + b": " + value
     canonical = b"-".join(word[:1].upper() + word[1:] for word in lower.split(b"-"))
-    if canonical not in (name, lower):
-        yield canonical + b": " + value
+    return tuple(dict.fromkeys(n + b": " for n in (name, lower, canonical)))
 
 
 class Due(NamedTuple):
@@ -69,25 +85,13 @@ def _parsers():
     import llhttp  # here: only a filtered steal needs it
 
     class Request(llhttp.Request):
-        """Pauses where its head ends and where it ends, so execute says where that is."""
+        """Pauses where its head ends and where it ends, so execute says where that is. (pyllhttp
+        calls every callback there is; those not defined here are C no-ops: the head's fields
+        are read from its bytes once it is whole, not built up a callback at a time.)"""
 
         def start(self):
             self.reset()
-            self.target, self.fields, self.field, self.value = b"", [], b"", b""
             self.head_done = self.done = False
-
-        def on_url(self, part):
-            self.target += part
-
-        def on_header_field(self, part):
-            self.field += part
-
-        def on_header_value(self, part):
-            self.value += part
-
-        def on_header_value_complete(self):
-            self.fields.append((self.field, self.value))
-            self.field = self.value = b""
 
         def on_headers_complete(self):
             self.head_done = True
@@ -99,10 +103,12 @@ def _parsers():
 
     class Response(llhttp.Response):
         closing = False  # finish(): pausing there would make it fail (pyllhttp has no error for that)
+        stop_at_head = False  # pause where the head ends: its status decides what follows
 
         def on_headers_complete(self):
-            self.head_done = True
-            self.pause()
+            if self.stop_at_head:
+                self.head_done = True
+                self.pause()
 
         def on_message_complete(self):
             self.done = True
@@ -186,10 +192,11 @@ class Router:
                 self._not_http(f"a request head is longer than {HEAD_MAX} bytes")
             return False
         self.request.unpause()
-        r = self.request
-        self.method = r.method.encode()
+        head = bytes(self.inbox[:self.head_len])
+        self.method = self.request.method.encode()
+        self.upgrade = UPGRADE.search(head) is not None
         self.requests += 1
-        take = not self.program_gone and self.matches(self.method, r.target, r.fields)
+        take = not self.program_gone and self.matches(self.method, head)
         self.matched += take
         self.side = PROGRAM if take else APP
         return True
@@ -201,8 +208,7 @@ class Router:
             self._send(side, self.inbox[:self.head_len])
             del self.inbox[:self.head_len]
             self.head_len = 0
-            upgrade = any(name.lower() == b"upgrade" for name, _ in self.request.fields)
-            self.due.append(Due(side, self.method == b"HEAD", self.method == b"CONNECT", upgrade))
+            self.due.append(Due(side, self.method == b"HEAD", self.method == b"CONNECT", self.upgrade))
         if not self.request.done:
             try:
                 n = self.request.execute(bytes(self.inbox))
@@ -263,7 +269,9 @@ class Router:
         """A side's bytes in its turn go to the client; each answer's end is found."""
         parser = self.responses[side]
         while data and self.due and self.due[0].side == side and self.raw is None:
+            due = self.due[0]
             parser.head_done = parser.done = False
+            parser.stop_at_head = due.head or due.upgrade or due.connect
             status = None
             try:
                 n = parser.execute(data)
@@ -277,7 +285,7 @@ class Router:
             data = data[n:]
             if parser.head_done:
                 parser.unpause()
-                due, status = self.due[0], parser.status
+                status = parser.status
                 if (due.upgrade and status == 101) or (due.connect and 200 <= status < 300):
                     self.due.popleft()
                     self.out[CLIENT] += data
