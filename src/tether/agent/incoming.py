@@ -311,7 +311,7 @@ class FilteredSteal:
                         handler[0].event(handler[1], mask)
                     except Exception:  # a bug: that connection is lost, not the port's others
                         log.exception("incoming: port %d, client %s: relaying failed", self.port, handler[0].peer)
-                        handler[0].fail_quietly()
+                        handler[0].abort()
         self._close_io()
 
     def _accept(self, listener: socket.socket) -> None:
@@ -609,7 +609,8 @@ class HttpFlow:
             log.warning("incoming: port %d, client %s: %s; its connection is reset", self.relay.port, self.peer, why)
         self._close(reset=True)
 
-    def fail_quietly(self) -> None:
+    def abort(self) -> None:
+        """Reset the client's connection and close the rest (the relay failed; said already)."""
         self._close(reset=True)
 
     def _close(self, reset: bool = False) -> None:
