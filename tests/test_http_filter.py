@@ -2,11 +2,22 @@
 unchanged, answers back in order; what is not HTTP to the app as it is."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import hypothesis.strategies as st
 from hypothesis import given, settings
 
 from tether.agent.http_filter import APP, CLIENT, PROGRAM, Matcher, Router
 from tether.protocol.agent_wire import HttpFilter
+
+
+def test_the_relay_numbers_the_sides_as_the_router_and_the_agent_starts_without_it():
+    from tether.agent import incoming
+    assert (incoming.APP, incoming.PROGRAM, incoming.CLIENT) == (APP, PROGRAM, CLIENT)
+    loaded = subprocess.run([sys.executable, "-c", "import sys, tether.agent.server, tether.agent.listen; "
+                             "print('tether.agent.http_filter' in sys.modules)"], capture_output=True, text=True)
+    assert loaded.stdout.strip() == "False", loaded.stderr  # imported once a filtered steal is made
 
 
 def router(**f) -> Router:
