@@ -286,6 +286,30 @@ def test_curl_reaches_the_target(target_ns):  # noqa: F811
         assert (r.returncode, r.stdout, r.stderr) == (0, target_ns.http_body, ""), url
 
 
+
+URING_REFUSED = ("tether: io_uring refused (ENOSYS): its operations would bypass the target; the program "
+                 "falls back on plain syscalls\n")
+
+
+def test_io_uring_is_refused_and_syscalls_by_number_reach_the_target(go_versions, target_ns):  # noqa: F811
+    """An io_uring's operations never pass the layer, so io_uring_setup answers ENOSYS under a
+    target (said once), whether asked through Go's syscall package or libc's syscall(); socket
+    calls made through syscall() reach the target like the wrapped ones."""
+    probe = gobuild.build_c("libc_probe")
+    here = subprocess.run([probe, "rawsys", WEB_ADDR, str(HTTP_PORT)], capture_output=True, text=True, timeout=30)
+    if here.stdout.endswith("io_uring error: Operation not permitted\n"):
+        pytest.skip("io_uring is disabled on this machine (sysctl kernel.io_uring_disabled)")
+    assert here.stdout == "connect error: No route to host\nio_uring ok\n"
+    r = tether_exec(target_ns, probe, ["rawsys", WEB_ADDR, str(HTTP_PORT)])
+    assert (r.returncode, r.stdout, r.stderr) == (
+        0, "connect ok: HTTP/1.0 200 OK\nio_uring error: Function not implemented\n", URING_REFUSED)
+
+    exe = gobuild.build(go_versions[-1], "default", "netclient")
+    here = subprocess.run([exe, "uring"], capture_output=True, text=True, timeout=30)
+    assert here.stdout == "uring ok\n"
+    r = tether_exec(target_ns, exe, ["uring", "uring"])
+    assert (r.returncode, r.stdout, r.stderr) == (0, "uring function not implemented\n" * 2, URING_REFUSED)
+
 STUCK_PORT = 8099
 STUCK_LISTENER = r'''
 import socket, sys, time

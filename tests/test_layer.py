@@ -35,7 +35,7 @@ LIBC_NET = {"socket", "connect", "accept", "accept4", "send", "sendto", "sendmsg
 LIBC_POLL = {"epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "__poll_chk", "ppoll", "__ppoll_chk",
              "select", "pselect"}
 LIBC_IO = {"read", "write", "close", "close_range", "closefrom", "pread", "pread64", "pwrite", "pwrite64", "readv", "writev", "dup", "dup2",
-           "dup3", "fcntl", "fcntl64", "__read_chk", "__pread_chk", "__pread64_chk"}
+           "dup3", "fcntl", "fcntl64", "__read_chk", "__pread_chk", "__pread64_chk", "syscall"}
 LIBC_FILES = {"open", "open64", "openat", "openat64", "__open_2", "__open64_2", "__openat_2", "__openat64_2",
               "creat", "creat64", "fopen", "fopen64", "freopen", "freopen64", "opendir", "getdents64", "stat", "stat64", "lstat",
               "lstat64", "fstat", "fstat64", "fstatat", "fstatat64", "__xstat", "__xstat64", "__lxstat",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -46,6 +47,24 @@ def test_c_program_sockets(probe, tmp_path):
     assert calls(events, "read")[-1]["ret"] == 0  # the peer's end of stream, through __read_chk
     assert len([e for e in calls(events, "close") if e["ret"] == 0]) >= 4
 
+
+
+def test_syscalls_by_number_are_traced_and_io_uring_left_alone(probe, tmp_path):
+    """libc's syscall() goes through the dispatcher like the wrappers; tracing alone changes
+    nothing, so io_uring_setup is refused only under a target (test_exec.py), not here."""
+    with socket.socket() as s:  # a port nobody listens on: the connect is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc, events = trace(probe, "rawsys", "127.0.0.1", str(port), tmp=tmp_path)
+    ref = native(probe, "rawsys", "127.0.0.1", str(port))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, ref.stdout, ref.stderr)
+    if ref.stdout.endswith(b"io_uring error: Operation not permitted\n"):
+        pytest.skip("io_uring is disabled on this machine (sysctl kernel.io_uring_disabled)")
+    assert proc.stdout == b"connect error: Connection refused\nio_uring ok\n"
+    assert [e["args"][:3] for e in calls(events, "socket")] == [["AF_INET", "SOCK_STREAM", "0"]]
+    assert [(e["args"][1], e["errno"]) for e in calls(events, "connect")] == [
+        (f"{{AF_INET, 127.0.0.1:{port}}}", "ECONNREFUSED")]
+    assert [e["ret"] >= 3 for e in calls(events, "io_uring_setup")] == [True]
 
 def test_c_program_files(probe, tmp_path):
     work = tmp_path / "work"

@@ -99,6 +99,8 @@ unsigned tether_start(char **envp)
 			refuse("the session sent file rules the layer cannot read");
 		if (mode & TETHER_MODE_INCOMING)
 			tether_incoming_install();
+		if (mode & (TETHER_MODE_NET | TETHER_MODE_DNS | TETHER_MODE_FILES | TETHER_MODE_INCOMING))
+			tether_refuse_bypasses();
 	}
 	if (tether_tap || is_one(tether_getenv(envp, "TETHER_ROUTE_ALL")))
 		tether_route_all();

@@ -16,6 +16,9 @@
  * without a session).  tether_layer_loaded: 1 once it has run. */
 unsigned tether_start(char **envp);
 TETHER_EXPORT int tether_layer_loaded(void);
+/* bypass.c: refuse what would escape the detours (io_uring), when the
+ * session carries the program's network or files to a target. */
+void tether_refuse_bypasses(void);
 /* init.c: tether_start once, and what only programs with libc have;
  * envp 0 means libc's environ. */
 void tether_start_preloaded(char **envp);

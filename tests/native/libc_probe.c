@@ -7,6 +7,7 @@
  *   libc_probe spawn        fork + execlp (PATH search), execle, execv, posix_spawnp
  *   libc_probe dupover DIR  dup2 onto descriptors 700-763, then a file made and removed in DIR
  *   libc_probe vfork        close(-101), vfork: the child close(-102) and execs true; close(-103)
+ *   libc_probe rawsys A P   through syscall() only: HTTP/1.0 GET from IPv4 A:P, then io_uring_setup
  *
  * Prints the same lines with or without tether; exits 1 on any failure. */
 #define _GNU_SOURCE
@@ -23,6 +24,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -196,6 +198,39 @@ static int reads(long n)
 	return 0;
 }
 
+/* Programs that make socket calls by number (and libuv's io_uring_setup) reach the kernel
+ * through libc's syscall(), not its wrappers. */
+static int rawsys(const char *host, int port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+	static const char get[] = "GET / HTTP/1.0\r\n\r\n";
+	char buf[64] = {0}, *eol;
+	long fd, r;
+	unsigned char params[120] = {0}; /* struct io_uring_params */
+
+	check(inet_pton(AF_INET, host, &a.sin_addr) == 1, "inet_pton");
+	fd = syscall(SYS_socket, AF_INET, SOCK_STREAM, 0);
+	check(fd >= 0, "socket");
+	if (syscall(SYS_connect, fd, &a, sizeof a) < 0) {
+		printf("connect error: %s\n", strerror(errno));
+	} else {
+		check(syscall(SYS_write, fd, get, sizeof get - 1) == sizeof get - 1, "write");
+		check(syscall(SYS_read, fd, buf, sizeof buf - 1) > 0, "read");
+		if ((eol = strstr(buf, "\r\n")))
+			*eol = '\0';
+		printf("connect ok: %s\n", buf);
+	}
+	syscall(SYS_close, fd);
+	r = syscall(SYS_io_uring_setup, 4, params);
+	if (r >= 0) {
+		printf("io_uring ok\n");
+		close((int)r);
+	} else {
+		printf("io_uring error: %s\n", strerror(errno));
+	}
+	return 0;
+}
+
 static int wait_for(pid_t pid)
 {
 	int status;
@@ -290,6 +325,8 @@ int main(int argc, char **argv)
 		return spawn();
 	if (argc == 3 && !strcmp(argv[1], "reads"))
 		return reads(atol(argv[2]));
+	if (argc == 4 && !strcmp(argv[1], "rawsys"))
+		return rawsys(argv[2], atoi(argv[3]));
 	if (argc == 2 && !strcmp(argv[1], "vfork"))
 		return vforked();
 	fprintf(stderr, "usage: libc_probe net | files DIR | threads N SECONDS | reads N | spawn | vfork\n");
