@@ -175,6 +175,9 @@ def run(args: argparse.Namespace) -> None:
                    otherwise the token is never sent but the data is readable on the
                    way. Over unix: sockets are handed over as for netns:
 
+    io_uring is refused (ENOSYS, said once): its operations would bypass tether, so programs
+    that use one (libuv, tokio-uring) fall back on the plain calls tether carries.
+
     Settings: each flag also has a TETHER_* variable (TETHER_TARGET, TETHER_LOCAL, TETHER_DNS=0,
     ...; lists space-separated) and a key in tether.toml (target, token_file, ssh_option, local,
     remote, env, env_include, env_exclude, incoming, incoming_ports, ignore_ports, port_map,
