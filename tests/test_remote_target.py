@@ -149,6 +149,27 @@ def test_unconnected_udp_through_a_tcp_agent_loses_nothing(go_versions, ns, tcp_
     assert (r.returncode, r.stdout.split()[:3], r.stderr) == (0, ["pairs", "lost", "0"], "")
 
 
+
+def test_a_relayed_udp_socket_dupped_and_asked_its_type_stays_udp(go_versions, ns, tcp_agent, token):
+    """Through the agent a UDP socket is a record stream here: its dups (Go's File, FileConn)
+    frame their datagrams too, and getsockopt names the UDP socket it stands for (FileConn
+    asks); before, a datagram sent on a dup ended the relay (ENETDOWN)."""
+    exe = gobuild.build(go_versions[-1], "default", "netclient")
+    r = run(tcp_agent.target, token, exe, "udpdup", f"{WEB_ADDR}:{UDP_PORT}", "dup", "udp", f"{WEB_ADDR}:{UDP_PORT}",
+            "after")
+    assert (r.returncode, r.stdout.splitlines(), r.stderr) == (
+        0, ["udpdup *net.UDPConn echo:dup", "udp echo:after"], "")
+    probe = ("import os, socket, sys\n"
+             "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+             "u.settimeout(5)\n"
+             "u.connect((sys.argv[1], int(sys.argv[2])))\n"
+             "d = socket.socket(fileno=os.dup(u.fileno()))\n"
+             "print(d.family.name, d.type.name, d.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL))\n"
+             "d.send(b'via-dup')\n"
+             "print(u.recv(100).decode())\n")
+    r = run(tcp_agent.target, token, sys.executable, "-I", "-c", probe, WEB_ADDR, str(UDP_PORT))
+    assert (r.returncode, r.stdout.splitlines(), r.stderr) == (0, ["AF_INET SOCK_DGRAM 17", "echo:via-dup"], "")
+
 # A listener whose accept queue one connection fills (backlog 0): the kernel drops every later
 # SYN, so a connect to it neither succeeds nor fails until its timeout.
 UNANSWERED = """

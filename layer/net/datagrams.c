@@ -13,10 +13,13 @@
  * such socket, so a program that has none pays nothing for them.  connect()
  * on one sets, here, the peer its sends go to and its receives come from
  * (others are dropped, as the kernel drops them for a connected socket).
- * Descriptors are known by number, checked against the socket's inode (a
- * number closed and reused names another socket); a dup of one is not
- * translated.  recvmmsg's timeout is not applied (the first datagram is
- * waited for as the socket's blocking mode says). */
+ * Sockets are known by inode, descriptors by a bit per number that may
+ * name one: a dup of one (dup, dup2, dup3, fcntl F_DUPFD: Go's File and
+ * FileConn make them) gets the bit, so its datagrams are framed too, and a
+ * number closed and reused names another inode.  getsockopt answers
+ * SO_TYPE, SO_DOMAIN and SO_PROTOCOL as for the UDP socket it stands for.
+ * recvmmsg's timeout is not applied (the first datagram is waited for as
+ * the socket's blocking mode says). */
 #include "net/internal.h"
 
 #define SYS_read 0
@@ -26,6 +29,18 @@
 #define SYS_recvfrom 45
 #define SYS_sendmsg 46
 #define SYS_recvmsg 47
+#define SYS_dup 32
+#define SYS_dup2 33
+#define SYS_fcntl 72
+#define SYS_dup3 292
+#define F_DUPFD 0
+#define F_DUPFD_CLOEXEC 1030
+#define SOL_SOCKET 1
+#define SO_TYPE 3
+#define SO_PROTOCOL 38
+#define SO_DOMAIN 39
+#define SOCK_DGRAM 2
+#define IPPROTO_UDP 17
 #define SYS_recvmmsg 299
 #define SYS_sendmmsg 307
 #define AF_INET 2
@@ -73,7 +88,8 @@ struct mmsghdr {
 
 struct slot {
 	unsigned long ino; /* 0: free */
-	int fd;
+	int fd;		   /* the last descriptor seen naming it (a slot whose fd does not: reusable) */
+	unsigned char family;   /* of the UDP socket it stands for */
 	unsigned char peer_len; /* 0: unconnected */
 	unsigned char peer[TETHER_DATAGRAM_ADDR_MAX];
 };
@@ -98,15 +114,13 @@ static int find(long fd, struct slot *s)
 		return 0;
 	ino = tether_net_inode(fd);
 	tether_net_lock(&lock);
-	for (unsigned i = 0; i < SLOTS && !found; i++)
-		if (slots[i].fd == fd && slots[i].ino) {
-			found = slots[i].ino == ino;
-			if (found)
-				*s = slots[i];
-			else /* fd was closed; its number now names another descriptor */
-				slots[i].ino = 0;
+	for (unsigned i = 0; i < SLOTS && !found && ino; i++)
+		if (slots[i].ino == ino) {
+			found = 1;
+			slots[i].fd = (int)fd;
+			*s = slots[i];
 		}
-	if (!found)
+	if (!found) /* fd was closed; its number now names another descriptor */
 		__atomic_and_fetch(&hint[fd / 8], (unsigned char)~(1 << (fd % 8)), __ATOMIC_RELAXED);
 	tether_net_unlock(&lock);
 	return found;
@@ -354,6 +368,32 @@ static long dg_mmsg(long nr, long fd, long vec, long vlen, long flags, long a5, 
 	return done ? done : n;
 }
 
+/* A dup of a relayed socket is one too: its number gets the bit. */
+static long dg_dup(long nr, long fd, long a2, long a3, long a4, long a5, long a6)
+{
+	long r = tether_raw_syscall6(nr, fd, a2, a3, a4, a5, a6);
+	struct slot s;
+
+	if (r >= 0 && r < FDS && (nr != SYS_fcntl || a2 == F_DUPFD || a2 == F_DUPFD_CLOEXEC) && find(fd, &s))
+		__atomic_or_fetch(&hint[r / 8], (unsigned char)(1 << (r % 8)), __ATOMIC_RELEASE);
+	return r;
+}
+
+int tether_datagrams_getsockopt(long fd, long level, long name, long optval, long optlenp, long *result)
+{
+	struct slot s;
+	unsigned room;
+	int value;
+
+	if (level != SOL_SOCKET || (name != SO_TYPE && name != SO_DOMAIN && name != SO_PROTOCOL) || !find(fd, &s))
+		return 0;
+	value = name == SO_TYPE ? SOCK_DGRAM : name == SO_DOMAIN ? s.family : IPPROTO_UDP;
+	room = sizeof value;
+	*result = tether_poke(optval, &value, sizeof value) < 0 || tether_poke(optlenp, &room, sizeof room) < 0
+	              ? -EFAULT : 0;
+	return 1;
+}
+
 void tether_datagrams_install(void)
 {
 	if (__atomic_exchange_n(&installed, 1, __ATOMIC_ACQ_REL))
@@ -366,13 +406,17 @@ void tether_datagrams_install(void)
 	tether_set_handler(SYS_recvmsg, dg_recvmsg, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_recvmmsg, dg_mmsg, TETHER_MAY_BLOCK);
 	tether_set_handler(SYS_sendmmsg, dg_mmsg, TETHER_MAY_BLOCK);
+	tether_set_handler(SYS_dup, dg_dup, 0);
+	tether_set_handler(SYS_dup2, dg_dup, 0);
+	tether_set_handler(SYS_dup3, dg_dup, 0);
+	tether_set_handler(SYS_fcntl, dg_dup, TETHER_MAY_BLOCK); /* F_SETLKW waits */
 }
 
-static void set_peer(long fd, const unsigned char *peer, unsigned peer_len)
+static void set_peer(unsigned long ino, const unsigned char *peer, unsigned peer_len)
 {
 	tether_net_lock(&lock);
 	for (unsigned i = 0; i < SLOTS; i++)
-		if (slots[i].fd == fd && slots[i].ino) {
+		if (slots[i].ino == ino) {
 			slots[i].peer_len = (unsigned char)peer_len;
 			for (unsigned j = 0; j < peer_len; j++)
 				slots[i].peer[j] = peer[j];
@@ -380,7 +424,20 @@ static void set_peer(long fd, const unsigned char *peer, unsigned peer_len)
 	tether_net_unlock(&lock);
 }
 
-void tether_datagrams_add(long fd, const unsigned char *peer, unsigned peer_len)
+/* A slot for a new socket: a free one, else one whose last descriptor
+ * names it no more, else the oldest.  Under the lock. */
+static struct slot *new_slot(void)
+{
+	for (unsigned i = 0; i < SLOTS; i++)
+		if (!slots[i].ino)
+			return &slots[i];
+	for (unsigned i = 0; i < SLOTS; i++)
+		if (tether_net_inode(slots[i].fd) != slots[i].ino)
+			return &slots[i];
+	return &slots[next_slot++ % SLOTS];
+}
+
+void tether_datagrams_add(long fd, int family, const unsigned char *peer, unsigned peer_len)
 {
 	unsigned long ino = tether_net_inode(fd);
 	struct slot *s;
@@ -389,12 +446,13 @@ void tether_datagrams_add(long fd, const unsigned char *peer, unsigned peer_len)
 		return;
 	tether_datagrams_install();
 	tether_net_lock(&lock);
-	s = &slots[next_slot++ % SLOTS];
+	s = new_slot();
 	s->ino = ino;
 	s->fd = (int)fd;
+	s->family = (unsigned char)family;
 	s->peer_len = 0;
 	tether_net_unlock(&lock);
-	set_peer(fd, peer, peer_len);
+	set_peer(ino, peer, peer_len);
 	__atomic_or_fetch(&hint[fd / 8], (unsigned char)(1 << (fd % 8)), __ATOMIC_RELEASE);
 }
 
@@ -412,7 +470,7 @@ int tether_datagrams_connect(long fd, const unsigned char *sa, long len, long *r
 	else if (sa[0] != AF_INET && sa[0] != AF_INET6)
 		*result = -EAFNOSUPPORT;
 	if (!*result) {
-		set_peer(fd, sa, (unsigned)len);
+		set_peer(s.ino, sa, (unsigned)len);
 		tether_relayed_peer(fd, sa, (unsigned)len);
 	}
 	return 1;

@@ -114,13 +114,14 @@ void tether_registration_restore(long fd, const struct tether_epoll_reg *reg);
  * fd is one now (peer: the target socket's connected peer, or none).  The
  * others: 1 if fd is one, with the call's result in *result; 0 if not (the
  * caller goes on as for any socket). */
-void tether_datagrams_add(long fd, const unsigned char *peer, unsigned peer_len);
+void tether_datagrams_add(long fd, int family, const unsigned char *peer, unsigned peer_len);
 /* datagrams.c: its read and write handlers in place (once; pending.c's
  * answers are taken there too). */
 void tether_datagrams_install(void);
 int tether_datagrams_sendto(long fd, long buf, long len, long flags, long addr, long addrlen, long *result);
 int tether_datagrams_sendmsg(long fd, long msg, long flags, long *result);
 int tether_datagrams_connect(long fd, const unsigned char *sa, long len, long *result);
+int tether_datagrams_getsockopt(long fd, long level, long name, long optval, long optlenp, long *result);
 
 /* relayed.c: sockets that stand for a socket in the target (through a
  * network agent's relay), and the addresses getsockname/getpeername give. */

@@ -460,7 +460,7 @@ static long connect_standin(long fd, const unsigned char *sa, long len, const st
 		tether_net_relayed(fd, (const unsigned char *)(f + 1) + sizeof(struct tether_connect_reply),
 		                   (const unsigned char *)f + f->length, &peer, &peer_len);
 	if (k->type == SOCK_DGRAM) {
-		tether_datagrams_add(fd, peer, peer_len);
+		tether_datagrams_add(fd, k->family, peer, peer_len);
 		if (!peer_len)
 			tether_relayed_peer(fd, 0, 0);
 	}

@@ -309,6 +309,8 @@ static long pending_getsockopt(long nr, long fd, long level, long name, long opt
 	int err;
 	long r;
 
+	if (tether_datagrams_getsockopt(fd, level, name, optval, optlenp, &r))
+		return r;
 	if (level != SOL_SOCKET || name != SO_ERROR || !take_entry(fd, &p))
 		return tether_raw_syscall6(nr, fd, level, name, optval, optlenp, a6);
 	if (tether_peek(&room, optlenp, sizeof room) != sizeof room || room < sizeof err) {

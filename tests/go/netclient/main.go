@@ -26,6 +26,9 @@
 //	within ADDR MS        a dial whose deadline is MS ms away, and one cancelled after MS ms:
 //	                      "within CLASS CLASS" (ok, timeout, canceled, ...), or "late" with the
 //	                      milliseconds a dial took past its MS (500 ms of slack)
+//	udpdup HOST:PORT MSG  a connected UDP socket's File() made a net.Conn again (two dups; FileConn
+//	                      asks the socket's type and family), a datagram sent and answered
+//	                      through it: "udpdup TYPE REPLY"
 //	uring                 io_uring_setup by number (syscall.Syscall): "uring ok" or "uring ERRNO"
 package main
 
@@ -73,6 +76,7 @@ var steps = map[string]struct {
 	"lookups": {2, func(a []string) string { return doLookups(a[0], a[1]) }},
 	"within":  {2, func(a []string) string { return doWithin(a[0], a[1]) }},
 	"pairs":   {2, func(a []string) string { return doPairs(a[0], a[1]) }},
+	"udpdup":  {2, func(a []string) string { return doUDPDup(a[0], a[1]) }},
 	"uring":   {0, func(a []string) string { return doUring() }},
 	"exit": {1, func(a []string) string {
 		code, _ := strconv.Atoi(a[0])
@@ -101,6 +105,34 @@ func doEnv(name string) string {
 		return "env " + name + "=" + v
 	}
 	return "env " + name + " unset"
+}
+
+func doUDPDup(addr, msg string) string {
+	conn, err := net.Dial("udp", addr)
+	if err != nil {
+		return "udpdup error: " + err.Error()
+	}
+	defer conn.Close()
+	f, err := conn.(*net.UDPConn).File()
+	if err != nil {
+		return "udpdup error: " + err.Error()
+	}
+	defer f.Close()
+	again, err := net.FileConn(f)
+	if err != nil {
+		return "udpdup error: " + err.Error()
+	}
+	defer again.Close()
+	again.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := again.Write([]byte(msg)); err != nil {
+		return "udpdup error: " + err.Error()
+	}
+	buf := make([]byte, 1500)
+	n, err := again.Read(buf)
+	if err != nil {
+		return "udpdup error: " + err.Error()
+	}
+	return fmt.Sprintf("udpdup %T %s", again, buf[:n])
 }
 
 // doUring asks for an io_uring as programs that use one do, by number: Go's syscall package has
