@@ -1,9 +1,10 @@
 /* libc/ - the libc functions the layer stands in for, for programs that use
  * libc (C, Python, curl, ...): sockets (libc.c), descriptor I/O (io.c),
  * files (files.c), syscall() by number (syscall.c), processes: fork, the
- * exec family, posix_spawn (proc.c), and vfork (vfork.S).  The dynamic linker binds the program's calls to
- * them because the layer is preloaded; each makes the syscall glibc's
- * wrapper would, through core/'s dispatcher, and returns libc-style.  Uses
+ * exec family, posix_spawn (proc.c), and vfork (vfork.S).  The dynamic
+ * linker binds the program's calls to them because the layer is
+ * preloaded; each makes the syscall glibc's wrapper would, through core/'s
+ * dispatcher, and returns libc-style.  Uses
  * core/, exec/ (a spawned child's environment) and trace/ (posix_spawn's
  * child, reported as its own).  Nothing calls into libc/: its functions
  * are reached by the program's own calls. */

@@ -26,13 +26,15 @@
 #define SYS_write 1
 #define SYS_readv 19
 #define SYS_writev 20
+#define SYS_dup 32
+#define SYS_dup2 33
 #define SYS_recvfrom 45
 #define SYS_sendmsg 46
 #define SYS_recvmsg 47
-#define SYS_dup 32
-#define SYS_dup2 33
 #define SYS_fcntl 72
 #define SYS_dup3 292
+#define SYS_recvmmsg 299
+#define SYS_sendmmsg 307
 #define F_DUPFD 0
 #define F_DUPFD_CLOEXEC 1030
 #define SOL_SOCKET 1
@@ -41,8 +43,6 @@
 #define SO_DOMAIN 39
 #define SOCK_DGRAM 2
 #define IPPROTO_UDP 17
-#define SYS_recvmmsg 299
-#define SYS_sendmmsg 307
 #define AF_INET 2
 #define AF_INET6 10
 #define MSG_PEEK 2
