@@ -123,16 +123,25 @@ func doUDPDup(addr, msg string) string {
 		return "udpdup error: " + err.Error()
 	}
 	defer again.Close()
-	again.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := again.Write([]byte(msg)); err != nil {
-		return "udpdup error: " + err.Error()
-	}
-	buf := make([]byte, 1500)
-	n, err := again.Read(buf)
+	reply, err := exchange(again, msg)
 	if err != nil {
 		return "udpdup error: " + err.Error()
 	}
-	return fmt.Sprintf("udpdup %T %s", again, buf[:n])
+	return fmt.Sprintf("udpdup %T %s", again, reply)
+}
+
+// exchange sends msg as one datagram on conn and returns the answer (3 s for both).
+func exchange(conn net.Conn, msg string) (string, error) {
+	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := conn.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 1500)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
 }
 
 // doUring asks for an io_uring as programs that use one do, by number: Go's syscall package has
@@ -165,16 +174,11 @@ func doUDP(addr, msg string) string {
 		return "udp error: " + err.Error()
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := conn.Write([]byte(msg)); err != nil {
-		return "udp error: " + err.Error()
-	}
-	buf := make([]byte, 1500)
-	n, err := conn.Read(buf)
+	reply, err := exchange(conn, msg)
 	if err != nil {
 		return "udp error: " + err.Error()
 	}
-	return "udp " + string(buf[:n])
+	return "udp " + reply
 }
 
 func doLookup(name string) string {
