@@ -67,6 +67,7 @@ FACTS = {
     "TETHER_MSG_AUTH_CHALLENGE": auth.MSG_AUTH_CHALLENGE,
     "TETHER_MSG_AUTH_RESPONSE": auth.MSG_AUTH_RESPONSE,
     "TETHER_MSG_AUTH_OK": auth.MSG_AUTH_OK,
+    "TETHER_MSG_AUTH_TICKET": auth.MSG_AUTH_TICKET,
     "TETHER_MSG_READ_FILE": agent_wire.MSG_READ_FILE,
     "TETHER_MSG_READ_FILE_REPLY": agent_wire.MSG_READ_FILE_REPLY,
     "TETHER_MSG_STREAM": agent_wire.MSG_STREAM,
@@ -451,17 +452,53 @@ def test_the_token_proves_itself_both_ways_and_never_travels():
     token, other = b"t" * 32, b"o" * 32
     nonce = auth.nonce()
     challenge = wire.decode_frame(auth.encode_auth_challenge(nonce))
-    response, expected = auth.respond(token, challenge)
+    response, expected, proof = auth.respond(token, challenge)
     assert token not in response
-    ok = auth.check_response(token, nonce, wire.decode_frame(response))
-    assert ok is not None and auth.check_ok(expected, wire.decode_frame(ok))
+    ok, agent_proof = auth.check_response(token, nonce, wire.decode_frame(response))
+    assert auth.check_ok(expected, wire.decode_frame(ok)) and agent_proof == proof
     assert auth.check_response(other, nonce, wire.decode_frame(response)) is None  # wrong token
     assert auth.check_response(token, auth.nonce(), wire.decode_frame(response)) is None  # replayed
-    _, expected_other = auth.respond(other, challenge)
+    _, expected_other, _ = auth.respond(other, challenge)
     assert not auth.check_ok(expected_other, wire.decode_frame(ok))  # an agent without our token
     refused = wire.decode_frame(wire.encode_error(wire.ErrorReply(13, "wrong token"), 0))
     with pytest.raises(auth.AuthRefused, match="wrong token"):
         auth.check_ok(expected, refused)
+
+
+def _full_proof(token: bytes) -> auth.Proof:
+    nonce = auth.nonce()
+    response, _, proof = auth.respond(token, wire.decode_frame(auth.encode_auth_challenge(nonce)))
+    return auth.check_response(token, nonce, wire.decode_frame(response))[1]
+
+
+def test_a_ticket_proves_a_data_connection_once_for_its_control_link_only():
+    token = b"t" * 32
+    proof = _full_proof(token)
+    tickets, book = auth.Tickets(token, proof), auth.TicketBook(token, proof)
+    first, second = (wire.decode_frame(tickets.next()) for _ in range(2))
+    assert auth.ticket_link(first) == proof.agent_nonce and token not in first.payload
+    assert book.take(second) and book.take(first)  # out of order is fine
+    assert not book.take(first) and not book.take(second)  # each once
+    other_link = auth.TicketBook(token, _full_proof(token))  # another session's control link
+    assert not other_link.take(wire.decode_frame(tickets.next()))
+    wrong_token = auth.Tickets(b"o" * 32, proof)  # the nonces seen on the wire are not enough
+    assert not book.take(wire.decode_frame(wrong_token.next()))
+    forged = bytearray(tickets.next())
+    forged[-1] ^= 1
+    assert not book.take(wire.decode_frame(bytes(forged)))
+    with pytest.raises(wire.ProtocolError):
+        book.take(wire.decode_frame(auth.encode_auth_challenge(auth.nonce())))
+
+
+def test_tickets_far_behind_the_highest_taken_are_refused_and_memory_stays_bounded():
+    token = b"t" * 32
+    proof = _full_proof(token)
+    tickets, book = auth.Tickets(token, proof), auth.TicketBook(token, proof)
+    late = wire.decode_frame(tickets.next())
+    for _ in range(3 * auth.TICKET_WINDOW):
+        assert book.take(wire.decode_frame(tickets.next()))
+    assert len(book.taken) <= 2 * auth.TICKET_WINDOW
+    assert not book.take(late)
 
 
 def test_token_files_must_be_private_and_long_enough(tmp_path):

@@ -8,6 +8,7 @@ running, and a session gets its agent back when it restarts."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import re
 import shutil
 import signal
@@ -618,7 +619,7 @@ def test_proven_connections_past_the_relay_threads_cap_are_served(ns, tcp_agent,
         for _ in range(relay.WAITING_MAX + 40):
             sock = socket.create_connection((host, int(port)), timeout=5)
             conns.append(sock)
-            response, expected = auth.respond(secret, _frame(sock))
+            response, expected, _ = auth.respond(secret, _frame(sock))
             sock.sendall(response)
             assert auth.check_ok(expected, _frame(sock))
         time.sleep(0.5)  # the agent has taken the last proofs' connections where they wait
@@ -641,7 +642,7 @@ def test_proven_connections_past_the_relay_threads_cap_are_served(ns, tcp_agent,
 
 def _proven(host: str, port: int, secret: bytes) -> socket.socket:
     sock = socket.create_connection((host, port), timeout=5)
-    response, expected = auth.respond(secret, _frame(sock))
+    response, expected, _ = auth.respond(secret, _frame(sock))
     sock.sendall(response)
     assert auth.check_ok(expected, _frame(sock))
     return sock
@@ -681,10 +682,12 @@ def test_sockets_made_ahead_for_connects_are_not_left_open(ns, tcp_agent, token)
 
 
 def test_spare_data_connections_are_dialled_side_by_side(ns, tcp_agent, token):
-    """The stand-in keeps SPARE_STREAMS data connections proven ahead of need. At 20 ms round
-    trip a dial and its proof take two round trips: dialled side by side, all are ready in
-    about one dial's time, not SPARE_STREAMS of them; and a connect that finds none waits for
-    the next one on its way rather than dialling one more."""
+    """The stand-in keeps SPARE_STREAMS data connections ready ahead of need, each proven by a
+    ticket sent with its first bytes. At 20 ms round trip the control link takes four round
+    trips (handshake, challenge, proof, hello); the spares, dialled side by side, all about
+    one (not SPARE_STREAMS of them, nor a proof's two more); one taken before its challenge
+    came carries a STREAM once it has; and a connect that finds none waits for the next one
+    on its way rather than dialling one more."""
     host, port = tcp_agent.address[4:].rsplit(":", 1)
 
     async def main(proxy_port: int) -> None:
@@ -693,16 +696,16 @@ def test_spare_data_connections_are_dialled_side_by_side(ns, tcp_agent, token):
         dial = remote.dial
         dials = 0
 
-        async def counted():
+        async def counted(**how):
             nonlocal dials
             dials += 1
-            return await dial()
+            return await dial(**how)
 
         remote.dial = counted
         taken = []
         try:
             start = time.monotonic()
-            await remote.start()  # the control link (a dial and a hello), then the refill
+            await remote.start()  # the control link (a dial, the proof and a hello), then the refill
             control_s = time.monotonic() - start
             assert remote.down is None, remote.down
             start = time.monotonic()
@@ -710,8 +713,17 @@ def test_spare_data_connections_are_dialled_side_by_side(ns, tcp_agent, token):
                 await asyncio.sleep(0.002)
             filled_s = time.monotonic() - start
             assert len(remote.spares) == forward.SPARE_STREAMS
-            assert filled_s < 2 * control_s, (filled_s, control_s)  # one after another: 8 dials' time
-            taken += await remote.data_connections(forward.SPARE_STREAMS)
+            assert filled_s < control_s / 2, (filled_s, control_s)  # no proof's round trips, side by side
+            assert all(peer.challenge_due for peer in remote.spares)
+            taken += await remote.data_connections(forward.SPARE_STREAMS)  # waits for the challenges
+            assert len(taken) == forward.SPARE_STREAMS and not any(peer.challenge_due for peer in taken)
+            stream = taken[0].sock
+            stream.setblocking(True)
+            stream.settimeout(5)
+            stream.sendall(agent_wire.encode_stream(agent_wire.Connect(
+                socket.AF_INET, socket.SOCK_STREAM, 0, 5000, encode_inet(WEB_ADDR, HTTP_PORT)), 3))
+            reply = _frame(stream)
+            assert (reply.type, reply.id) == (agent_wire.MSG_STREAM_REPLY, 3), reply
             dials = 0
             remote._refill()
             taken += await remote.data_connections(1)  # none left: the first of the refill's
@@ -724,6 +736,40 @@ def test_spare_data_connections_are_dialled_side_by_side(ns, tcp_agent, token):
 
     with DelayProxy(("127.0.0.1", 0), (host, int(port)), 0.010) as proxy:
         asyncio.run(main(proxy.address[1]))
+
+
+def test_a_ticket_is_taken_once_and_only_while_its_control_link_is_open(ns, tcp_agent, token):
+    """A data connection's ticket proves it only for its session's open control link, once;
+    a replayed or stale ticket is refused with EACCES and the connection closed."""
+    host, port = tcp_agent.address[4:].rsplit(":", 1)
+    secret = auth.load_token(str(token))
+    stream_req = agent_wire.encode_stream(agent_wire.Connect(
+        socket.AF_INET, socket.SOCK_STREAM, 0, 5000, encode_inet(WEB_ADDR, HTTP_PORT)), 5)
+
+    def ticketed(ticket: bytes) -> wire.Frame:
+        """The agent's first frame after the challenge, for a connection proven by ticket."""
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(ticket + stream_req)
+            assert _frame(sock).type == auth.MSG_AUTH_CHALLENGE
+            return _frame(sock)
+
+    control = socket.create_connection((host, int(port)), timeout=5)
+    try:
+        response, expected, proof = auth.respond(secret, _frame(control))
+        control.sendall(response)
+        assert auth.check_ok(expected, _frame(control))
+        control.sendall(agent_wire.encode_agent_hello(wire.PROTOCOL_VERSION, 0, 1))
+        assert _frame(control).type == agent_wire.MSG_AGENT_HELLO_REPLY
+        tickets = auth.Tickets(secret, proof)
+        first = tickets.next()
+        assert ticketed(first).type == agent_wire.MSG_STREAM_REPLY
+        replayed = ticketed(first)
+        assert replayed.type == wire.MSG_ERROR and wire.decode_error(replayed).errno == errno.EACCES
+    finally:
+        control.close()
+    time.sleep(0.3)  # the agent has seen the control link end
+    stale = ticketed(tickets.next())
+    assert stale.type == wire.MSG_ERROR and wire.decode_error(stale).errno == errno.EACCES
 
 
 def test_silent_peers_do_not_hold_up_a_tls_agents_sessions(go_versions, ns, tls_agent, tls_token):

@@ -9,7 +9,7 @@
 #ifndef TETHER_PROTOCOL_H
 #define TETHER_PROTOCOL_H
 
-#define TETHER_PROTOCOL_VERSION 2
+#define TETHER_PROTOCOL_VERSION 3
 #define TETHER_FRAME_MAX 4096	/* no frame is longer; parsers reject more */
 
 /* frame types */
@@ -22,6 +22,7 @@
 #define TETHER_MSG_AUTH_CHALLENGE 7 /* network agent -> session: its nonce (session<->agent only) */
 #define TETHER_MSG_AUTH_RESPONSE 8 /* session -> agent: its nonce and proof of the token */
 #define TETHER_MSG_AUTH_OK 9	  /* agent -> session: the agent's proof of the token */
+#define TETHER_MSG_AUTH_TICKET 10 /* session -> agent: a data connection's ticket (protocol/auth.py) */
 #define TETHER_MSG_ERROR 15	  /* reply to any request: errno and a message */
 #define TETHER_MSG_SYSCALL 16	  /* layer -> session: one traced syscall */
 #define TETHER_MSG_RING_WAKE 17	  /* layer -> session: its trace ring has records (no payload) */

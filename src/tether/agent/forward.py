@@ -45,6 +45,7 @@ RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
 # STREAM round trip and the agent's connect, not also a TCP handshake and the token's. As many
 # as the layer asks for at once (layer/net/target_sockets.c BATCH), dialled side by side.
 SPARE_STREAMS = 8
+CHALLENGE_BYTES = len(auth.encode_auth_challenge(bytes(auth.NONCE)))
 LINK_TIMEOUT_MS = 5000  # unacknowledged data on a connection to the agent: the link is gone
 LINK_SOCKOPTS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
                  (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, LINK_TIMEOUT_MS),
@@ -76,6 +77,7 @@ class Remote:
         self.pending: dict[int, tuple[asyncio.Future, list[wire.Frame], list[int]]] = {}
         self.tasks: set[asyncio.Task] = set()
         self.spares: list[Peer] = []  # authenticated data connections, not yet asked for anything
+        self.tickets: auth.Tickets | None = None  # the control link's, for data connections' proofs
         self.resolved: tuple[int, tuple] | None = None  # the agent's address, looked up (family, sockaddr)
         self.incoming: bytes | None = None  # the session's INCOMING payload, for each listener's lease
         self.filling = 0  # spares being dialled
@@ -84,8 +86,9 @@ class Remote:
 
     # -- reaching the agent ------------------------------------------------------------------
 
-    async def dial(self) -> Peer:
-        """A new connection to the agent that has proven the token both ways."""
+    async def dial(self, ticket: bool = False) -> Peer:
+        """A new connection to the agent that has proven the token both ways; with ticket (and
+        a control link up), one that has sent a ticket and not read the challenge yet (usable())."""
         where = str(self.address)
         try:
             if self.stream:
@@ -118,8 +121,12 @@ class Remote:
             if self.pin and self.stream:
                 sock = await self._tls(sock, where)
             peer = Peer(sock, self.stream)
+            if ticket and self.tickets is not None:
+                await peer.send(self.tickets.next())
+                peer.challenge_due = True
+                return peer
             try:
-                await asyncio.wait_for(self._prove(peer), AUTH_TIMEOUT)
+                peer.proof = await asyncio.wait_for(self._prove(peer), AUTH_TIMEOUT)
             except asyncio.TimeoutError:
                 raise Unreachable(errno.ETIMEDOUT, f"{where} did not authenticate within {AUTH_TIMEOUT:g} s "
                                                    "(is it a tether agent?)") from None
@@ -149,13 +156,14 @@ class Remote:
         tunnel.setblocking(False)
         return tunnel
 
-    async def _prove(self, peer: Peer) -> None:
+    async def _prove(self, peer: Peer) -> auth.Proof:
         try:
-            response, expected = auth.respond(self.token, await peer.frame())
+            response, expected, proof = auth.respond(self.token, await peer.frame())
             await peer.send(response)
             if not auth.check_ok(expected, await peer.frame()):
                 raise Unreachable(errno.EACCES, f"{self.address} does not prove the token in {self.token_file}: "
                                                 "it is not the agent you meant")
+            return proof
         except auth.AuthRefused as e:
             raise Unreachable(errno.EACCES, f"{self.address} refused the token in {self.token_file} ({e}): "
                                             "use the agent's token file") from None
@@ -189,6 +197,7 @@ class Remote:
             peer.sock.close()
             raise Unreachable(errno.EPROTO, f"{self.address} failed its hello: {e or 'no answer'}") from None
         self.control, self.down, self.ever_up = peer, None, True
+        self.tickets = auth.Tickets(self.token, peer.proof)
         self._spawn(self._read_control(peer))
         self._refill()
 
@@ -265,6 +274,7 @@ class Remote:
         if self.control is not None:
             self.control.sock.close()
             self.control = None
+        self.tickets = None  # the agent forgets them with the control link
         for spare in self.spares:
             spare.sock.close()
         self.spares.clear()
@@ -328,7 +338,7 @@ class Remote:
 
     async def _fill_one(self) -> None:
         try:
-            peer = await self.dial()
+            peer = await self.dial(ticket=True)
             if self.down:  # lost meanwhile (_lost closed the others)
                 peer.sock.close()
             else:
@@ -349,25 +359,39 @@ class Remote:
         its own work is under way."""
         if self.down:
             raise self.down
-        peers: list[Peer] = []
-        while self.spares and len(peers) < most:
-            peer = self.spares.pop()
-            try:
-                alive = peer.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
-            except BlockingIOError:
-                alive = True  # nothing to read: as it should be
-            except OSError:
-                alive = False
-            if alive:
-                peers.append(peer)
-            else:
-                peer.sock.close()
+        peers = await self._take_spares(most)
         if not peers and self.filling:  # one on its way is sooner than a new dial
             self.spare_dialled.clear()
             await self.spare_dialled.wait()  # set however the dial ends
-            if self.spares:
-                return [self.spares.pop()]
+            peers = await self._take_spares(1)
         return peers or [await self.dial()]
+
+    async def _take_spares(self, most: int) -> list[Peer]:
+        peers: list[Peer] = []
+        while self.spares and len(peers) < most:
+            peer = self.spares.pop()
+            if await self._usable(peer):
+                peers.append(peer)
+            else:
+                peer.sock.close()
+        return peers
+
+    async def _usable(self, peer: Peer) -> bool:
+        """Whether a spare is still open (the agent may have restarted) and proven: a ticket's
+        challenge read and dropped (there by now but on a slow link), nothing after it (an
+        ERROR: the ticket refused)."""
+        try:
+            if peer.challenge_due:
+                if len(_peek(peer.sock, CHALLENGE_BYTES) or b"") == CHALLENGE_BYTES:
+                    challenge = wire.decode_frame(peer.sock.recv(CHALLENGE_BYTES))
+                else:
+                    challenge = await asyncio.wait_for(peer.frame(), AUTH_TIMEOUT)
+                peer.challenge_due = False
+                if challenge.type != auth.MSG_AUTH_CHALLENGE:
+                    return False
+            return _peek(peer.sock, 1) is None
+        except (OSError, ConnectionError, asyncio.TimeoutError, wire.ProtocolError):
+            return False
 
     async def ask_first(self, frame: bytes) -> tuple[Peer, wire.Frame]:
         """A data connection whose first frame is `frame`, and the agent's answer; an ERROR
@@ -450,6 +474,14 @@ class Remote:
             raise OpError(errno.ECONNRESET, f"the agent at {self.address} dropped a data connection: {e}") from None
         self._refill()  # after this connect, not competing with it
         return peer.sock, relayed
+
+
+def _peek(sock: socket.socket, n: int) -> bytes | None:
+    """Up to n bytes waiting on sock, left there; None if none are (b"": the peer closed)."""
+    try:
+        return sock.recv(n, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
 
 
 class ForwardLink(Link):

@@ -1,7 +1,8 @@
 """A network-reachable agent: `tether agent --listen tcp:HOST:PORT|unix:PATH --token-file F`.
 
-Every connection proves the token first (protocol/auth.py); a peer that does not within
-AUTH_TIMEOUT, or proves a wrong one, is refused and logged. Its first frame after that says
+Every connection proves the token first (protocol/auth.py), or carries a ticket from its
+session's control link; a peer that does not within AUTH_TIMEOUT, or proves a wrong one, is
+refused and logged. Its first frame after that says
 what the connection is for:
 
 - AGENT_HELLO: a session's control link, served like a forked agent's (server.Link). Over
@@ -115,6 +116,8 @@ class Peer:
     def __init__(self, sock: socket.socket, stream: bool):
         self.sock, self.stream = sock, stream
         self.loop = asyncio.get_running_loop()
+        self.proof: auth.Proof | None = None  # a session's connection proven in full: its nonces
+        self.challenge_due = False  # a session's connection proven by a ticket: the challenge unread
 
     async def frame(self) -> wire.Frame:
         """The next frame; on a stream, exactly its bytes (what follows may be relayed data)."""
@@ -149,6 +152,7 @@ class Listener:
         self.tls_threads = ThreadPoolExecutor(HANDSHAKES_MAX, "tls") if tls_context is not None else None
         self.handshakes = asyncio.Semaphore(HANDSHAKES_MAX)
         self.leases = itertools.count(1)
+        self.tickets: dict[bytes, auth.TicketBook] = {}  # by nonce_a: open control links' tickets
         self.bridges: dict[int, incoming.Bridge] = {}  # by lease: the listeners served for programs elsewhere
         self.tasks: set[asyncio.Task] = set()
 
@@ -191,7 +195,8 @@ class Listener:
                 self.handshakes.release()
                 return
         conn.setblocking(False)
-        if not await self._proved(Peer(conn, stream), who):
+        proven, proof = await self._proved(Peer(conn, stream), who)
+        if not proven:
             conn.close()
             return
         # No time limit from here: a stand-in keeps proven data connections ready for its next
@@ -201,16 +206,17 @@ class Listener:
             # serves it, so a connect wakes that one thread, not this loop and then a thread.
             loop = asyncio.get_running_loop()
             if relay.first_frame(conn, who,
-                                 lambda first: loop.call_soon_threadsafe(self._serve_later, conn, who, first)):
+                                 lambda first: loop.call_soon_threadsafe(self._serve_later, conn, who, first, proof)):
                 return
-        await self._serve_first(Peer(conn, stream), who)
+        await self._serve_first(Peer(conn, stream), who, proof=proof)
 
-    def _serve_later(self, conn: socket.socket, who: str, first: wire.Frame) -> None:
+    def _serve_later(self, conn: socket.socket, who: str, first: wire.Frame, proof: auth.Proof | None) -> None:
         """On the loop: a TCP connection whose first frame a relay thread read, not a STREAM."""
-        self._spawn(self._serve_first(Peer(conn, True), who, first))
+        self._spawn(self._serve_first(Peer(conn, True), who, first, proof))
 
-    async def _proved(self, p: Peer, who: str) -> bool:
-        """Whether the peer proved the token in time (a refusal is logged and told)."""
+    async def _proved(self, p: Peer, who: str) -> tuple[bool, auth.Proof | None]:
+        """Whether the peer proved the token in time (a refusal is logged and told), and the
+        nonces if it did with a full proof rather than a ticket."""
         try:
             return await asyncio.wait_for(self._authenticate(p, who), AUTH_TIMEOUT)
         except asyncio.TimeoutError:
@@ -222,10 +228,12 @@ class Listener:
             log.warning("dropped %s: %s", who, e)
         finally:
             self.handshakes.release()
-        return False
+        return False, None
 
-    async def _serve_first(self, p: Peer, who: str, first: wire.Frame | None = None) -> None:
-        """Serve a proven connection by what its first frame (read here if None) asks for."""
+    async def _serve_first(self, p: Peer, who: str, first: wire.Frame | None = None,
+                           proof: auth.Proof | None = None) -> None:
+        """Serve a proven connection by what its first frame (read here if None) asks for;
+        a control link proven in full (proof) keys its session's tickets while it lasts."""
         p.sock.setblocking(False)
         handed_over = False
         try:
@@ -239,7 +247,13 @@ class Listener:
                 handed_over = True
                 link = StreamLink(p.sock, self.environment) if p.stream else Link(p.sock, self.environment)
                 link.pending([first])
-                await link.serve()
+                if proof is not None:
+                    self.tickets[proof.agent_nonce] = auth.TicketBook(self.token, proof)
+                try:
+                    await link.serve()
+                finally:
+                    if proof is not None:
+                        self.tickets.pop(proof.agent_nonce, None)
             elif first.type == agent_wire.MSG_INCOMING:
                 await self._lease(p, first)
             elif first.type == agent_wire.MSG_STREAM and p.stream:  # read here: relay threads all waiting
@@ -258,22 +272,33 @@ class Listener:
             if not handed_over:
                 p.sock.close()
 
-    async def _authenticate(self, p: Peer, who: str) -> bool:
-        """Whether the peer proved the token (a refusal is logged and told)."""
+    async def _authenticate(self, p: Peer, who: str) -> tuple[bool, auth.Proof | None]:
+        """Whether the peer proved the token or a ticket (a refusal is logged and told), and
+        the nonces of a full proof."""
         ours = auth.nonce()
         await p.send(auth.encode_auth_challenge(ours))
+        why = "wrong token"
         try:
-            ok = auth.check_response(self.token, ours, await p.frame())
+            answer = await p.frame()
+            if answer.type == auth.MSG_AUTH_TICKET:
+                book = self.tickets.get(auth.ticket_link(answer))
+                if book is not None and book.take(answer):
+                    return True, None
+                why = "a ticket of no open session, or one used before"
+                checked = None
+            else:
+                checked = auth.check_response(self.token, ours, answer)
         except wire.ProtocolError as e:
             log.warning("refused %s: %s", who, e)
             await p.send(wire.encode_error(wire.ErrorReply(errno.EACCES, "authentication required"), 0))
-            return False
-        if ok is None:
-            log.warning("refused %s: wrong token", who)
-            await p.send(wire.encode_error(wire.ErrorReply(errno.EACCES, "wrong token"), 0))
-            return False
+            return False, None
+        if checked is None:
+            log.warning("refused %s: %s", who, why)
+            await p.send(wire.encode_error(wire.ErrorReply(errno.EACCES, why), 0))
+            return False, None
+        ok, proof = checked
         await p.send(ok)
-        return True
+        return True, proof
 
     async def _lease(self, p: Peer, first: wire.Frame) -> None:
         """A lease connection: INCOMING (the session's settings), then one listener's LISTEN.

@@ -9,7 +9,19 @@ Every connection to `tether agent --listen` starts with a challenge-response, sa
 
 Both sides prove they hold the token; the token never crosses the wire, and a recorded
 exchange cannot be replayed (the other side's nonce is fresh). Proofs are compared in
-constant time. The data that follows is not encrypted: across networks you do not trust,
+constant time.
+
+A session's further data connections prove themselves with a ticket instead, sent at once
+without waiting for the challenge (which the session reads and drops before using the
+connection), so a spare costs its TCP handshake and one frame, not two more round trips:
+
+    session -> AUTH_TICKET  nonce_a of its control link, n, HMAC-SHA256(key, "tether ticket" n)
+               key = HMAC-SHA256(token, "tether tickets" nonce_a nonce_s), that link's nonces
+
+The agent keeps a control link's key while the link is open and takes each n once (tickets
+may arrive out of order, within TICKET_WINDOW); a ticket it refuses gets ERROR EACCES. The
+agent does not prove itself again on such a connection: its control link at the same
+address did, and with --tls the pinned certificate does on every connection. The data that follows is not encrypted: across networks you do not trust,
 carry the agent's port over SSH or a VPN.
 
 Tokens come from files only (never argv or the environment, which other processes can read);
@@ -22,6 +34,8 @@ import hmac
 import os
 import secrets
 import stat
+import struct
+from typing import NamedTuple
 
 from . import wire
 
@@ -29,9 +43,14 @@ TOKEN_MIN = 16  # bytes: shorter tokens are refused
 PIN_KEY = "tls-sha256"  # a token file's line naming the agent's TLS certificate (agent/tls.py)
 SESSION_LABEL = b"tether session\0"
 AGENT_LABEL = b"tether agent\0"
+TICKETS_LABEL = b"tether tickets\0"
+TICKET_LABEL = b"tether ticket\0"
+TICKET = struct.Struct(">32sQ32s")  # AUTH_TICKET: the control link's nonce_a, n, the proof
+TICKET_WINDOW = 4096  # tickets taken out of order: n at most this far below the highest taken
 MSG_AUTH_CHALLENGE = 7  # network agents only: the agent's nonce
 MSG_AUTH_RESPONSE = 8  # the session's nonce and proof of the token
 MSG_AUTH_OK = 9  # the agent's proof of the token
+MSG_AUTH_TICKET = 10  # a data connection's proof: its control link's nonce_a, n, and the ticket
 NONCE = 32  # AUTH_CHALLENGE: the nonce; AUTH_RESPONSE: nonce + proof; AUTH_OK: proof (HMAC-SHA256)
 
 
@@ -116,7 +135,7 @@ def decode_auth(f: wire.Frame, type: int) -> bytes:
     if f.type == wire.MSG_ERROR:
         err = wire.decode_error(f)
         raise AuthRefused(err.errno, err.message)
-    size = 2 * NONCE if type == MSG_AUTH_RESPONSE else NONCE
+    size = {MSG_AUTH_RESPONSE: 2 * NONCE, MSG_AUTH_TICKET: TICKET.size}.get(type, NONCE)
     if f.type != type or len(f.payload) != size:
         raise wire.ProtocolError(f"expected an authentication frame (type {type}), got type {f.type}")
     return f.payload
@@ -134,23 +153,76 @@ def agent_proof(token: bytes, agent_nonce: bytes, session_nonce: bytes) -> bytes
     return hmac.new(token, AGENT_LABEL + agent_nonce + session_nonce, hashlib.sha256).digest()
 
 
-def respond(token: bytes, challenge: wire.Frame) -> tuple[bytes, bytes]:
-    """The session's side: (the AUTH_RESPONSE frame to send, the AUTH_OK proof to expect)."""
+class Proof(NamedTuple):
+    """A full proof's nonces: what a control link's tickets are keyed by."""
+    agent_nonce: bytes
+    session_nonce: bytes
+
+
+def respond(token: bytes, challenge: wire.Frame) -> tuple[bytes, bytes, Proof]:
+    """The session's side: (the AUTH_RESPONSE frame to send, the AUTH_OK proof to expect,
+    the nonces)."""
     agent_nonce = decode_auth(challenge, MSG_AUTH_CHALLENGE)
     ours = nonce()
     return (encode_auth_response(ours, session_proof(token, agent_nonce, ours)),
-            agent_proof(token, agent_nonce, ours))
+            agent_proof(token, agent_nonce, ours), Proof(agent_nonce, ours))
 
 
-def check_response(token: bytes, agent_nonce: bytes, response: wire.Frame) -> bytes | None:
-    """The agent's side: the AUTH_OK frame if response proves the token, else None."""
+def check_response(token: bytes, agent_nonce: bytes, response: wire.Frame) -> tuple[bytes, Proof] | None:
+    """The agent's side: the AUTH_OK frame and the nonces if response proves the token, else
+    None."""
     payload = decode_auth(response, MSG_AUTH_RESPONSE)
     session_nonce, proof = payload[:NONCE], payload[NONCE:]
     if not hmac.compare_digest(proof, session_proof(token, agent_nonce, session_nonce)):
         return None
-    return encode_auth_ok(agent_proof(token, agent_nonce, session_nonce))
+    return encode_auth_ok(agent_proof(token, agent_nonce, session_nonce)), Proof(agent_nonce, session_nonce)
 
 
 def check_ok(expected: bytes, ok: wire.Frame) -> bool:
     """The session's side: does the agent's AUTH_OK prove it holds the token?"""
     return hmac.compare_digest(decode_auth(ok, MSG_AUTH_OK), expected)
+
+
+def _ticket_key(token: bytes, proof: Proof) -> bytes:
+    return hmac.new(token, TICKETS_LABEL + proof.agent_nonce + proof.session_nonce, hashlib.sha256).digest()
+
+
+def _ticket_proof(key: bytes, n: int) -> bytes:
+    return hmac.new(key, TICKET_LABEL + n.to_bytes(8, "big"), hashlib.sha256).digest()
+
+
+class Tickets:
+    """The session's side: AUTH_TICKET frames from its control link's proof, each n once."""
+
+    def __init__(self, token: bytes, proof: Proof):
+        self.link, self.key = proof.agent_nonce, _ticket_key(token, proof)
+        self.n = 0
+
+    def next(self) -> bytes:
+        self.n += 1
+        return wire.encode_frame(MSG_AUTH_TICKET, TICKET.pack(self.link, self.n, _ticket_proof(self.key, self.n)))
+
+
+def ticket_link(ticket: wire.Frame) -> bytes:
+    """The agent's side: which control link (its nonce_a) an AUTH_TICKET names."""
+    return TICKET.unpack(decode_auth(ticket, MSG_AUTH_TICKET))[0]
+
+
+class TicketBook:
+    """The agent's side: one control link's tickets, each taken once."""
+
+    def __init__(self, token: bytes, proof: Proof):
+        self.key = _ticket_key(token, proof)
+        self.taken: set[int] = set()
+        self.floor = 0  # every n at or below it counts as taken
+
+    def take(self, ticket: wire.Frame) -> bool:
+        """Whether ticket is a valid one not taken before (it is taken now)."""
+        _, n, proof = TICKET.unpack(decode_auth(ticket, MSG_AUTH_TICKET))
+        if n <= self.floor or n in self.taken or not hmac.compare_digest(proof, _ticket_proof(self.key, n)):
+            return False
+        self.taken.add(n)
+        if len(self.taken) > 2 * TICKET_WINDOW:
+            self.floor = max(self.taken) - TICKET_WINDOW
+            self.taken = {k for k in self.taken if k > self.floor}
+        return True

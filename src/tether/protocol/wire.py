@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 FRAME_MAX = 4096
 MSG_ERROR = 15  # the reply to any request that failed: errno and a message
 FLAG_MORE = 2  # more frames of the same reply follow
