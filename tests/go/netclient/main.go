@@ -16,10 +16,13 @@
 //	sink ADDR             accept one connection, read it to the end, answer with the sha256 (hex)
 //	acceptor ADDR         accept connections and close them, until killed (the far end for
 //	                      connects measured without tether)
+//	echoer ADDR           accept connections and echo each one's bytes, until killed
 //	send ADDR BYTES       send BYTES of data, check the sink's sha256: "send ok BYTES SECONDS"
 //	connects ADDR N       N connects one after the other: "connects p50_us P50"
 //	paced ADDR N MS       the same with MS milliseconds between connects (a program that
 //	                      connects now and then, not in a tight loop)
+//	pings ADDR N MS       one connection, N one-byte round trips to an echoer, MS ms apart
+//	                      (the round trip of the link itself): "pings p50_us P50"
 //	lookups NAME N        N lookups one after the other: "lookups p50_us P50"
 //	pairs ADDR N          N request/response pairs on one unconnected UDP socket (WriteTo,
 //	                      ReadFrom; a reply not back within 1 s is lost): "pairs lost L p50_us P50"
@@ -73,6 +76,8 @@ var steps = map[string]struct {
 		gap, _ := strconv.Atoi(a[2])
 		return doConnects(a[0], a[1], time.Duration(gap)*time.Millisecond)
 	}},
+	"echoer":  {1, func(a []string) string { return doEchoer(a[0]) }},
+	"pings":   {3, func(a []string) string { return doPings(a[0], a[1], a[2]) }},
 	"lookups": {2, func(a []string) string { return doLookups(a[0], a[1]) }},
 	"within":  {2, func(a []string) string { return doWithin(a[0], a[1]) }},
 	"pairs":   {2, func(a []string) string { return doPairs(a[0], a[1]) }},
@@ -363,6 +368,48 @@ func doAcceptor(addr string) string {
 		}
 		conn.Close()
 	}
+}
+
+func doEchoer(addr string) string {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "echoer error: " + err.Error()
+	}
+	fmt.Println("echoer listening") // the caller waits for this line
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return "echoer error: " + err.Error()
+		}
+		go func() {
+			io.Copy(conn, conn)
+			conn.Close()
+		}()
+	}
+}
+
+func doPings(addr, count, ms string) string {
+	n, _ := strconv.Atoi(count)
+	gap, _ := strconv.Atoi(ms)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return "pings error: " + err.Error()
+	}
+	defer conn.Close()
+	one := []byte{'p'}
+	samples := make([]time.Duration, 0, n)
+	for i := 0; i < n; i++ {
+		time.Sleep(time.Duration(gap) * time.Millisecond)
+		start := time.Now()
+		if _, err := conn.Write(one); err != nil {
+			return "pings error: " + err.Error()
+		}
+		if _, err := io.ReadFull(conn, one); err != nil {
+			return "pings error: " + err.Error()
+		}
+		samples = append(samples, time.Since(start))
+	}
+	return "pings p50_us " + p50(samples)
 }
 
 func doSend(addr, size string) string {
