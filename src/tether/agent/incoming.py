@@ -413,7 +413,7 @@ class Bridge:
                 addresses = agent_wire.Relayed(sockaddr_bytes(local, client.family), sockaddr_bytes(peer, client.family))
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 relay.relay_tcp(conn, client, f"port {self.port} <- {_address(peer)}",
-                                preface=agent_wire.encode_accept_reply(addresses, 0), shared=True)
+                                preface=agent_wire.encode_accept_reply(addresses, 0))
             except OSError as e:
                 log.warning("incoming: a connection to port %d from %s: %s", self.port, _address(peer), e)
                 _reset(client)

@@ -1,17 +1,19 @@
 """Relays: the bytes of a data connection to and from the socket it stands for.
 
-A network agent relays between each data connection and its socket in the target; for UDP the
-stream carries datagram records (agent_wire.encode_datagram, each after its length). Each direction is one thread doing
-blocking splices through one pipe (or reads and writes with one fixed buffer): memory per
+A network agent relays between each data connection and its socket in the target. TCP
+streams, the program's connects (STREAM) and the connections a listener in the target accepts
+for a program elsewhere (incoming.Bridge) alike, are relayed by a few Splicer threads, each
+for many streams on epoll, with non-blocking splices through a pipe per direction: memory per
 stream is bounded, a slow reader holds back only its own sender (TCP's flow control does the
-rest), and the GIL is released while the kernel moves the bytes. An end of stream is passed on as one (FIN); a failure on either side
-resets both (RST), so the program sees ECONNRESET where the target's peer reset, and so do
-both when the agent itself dies mid-relay (SO_LINGER 0 until the relay ends), rather than a
-clean end of a stream that was cut short.
+rest), and a stream costs no thread wake of its own (a thread per direction cost two per
+request and its answer, and measured no faster for one bulk stream). An end of stream is
+passed on as one (FIN); a failure on either side resets both (RST), so the program sees
+ECONNRESET where the target's peer reset, and so do both when the agent itself dies
+mid-relay (SO_LINGER 0 until the relay ends), rather than a clean end of a stream that was cut
+short.
 
-The connections a listener in the target accepts for a program elsewhere (incoming.Bridge)
-are relayed instead by one Splicer thread for all of them, on epoll: their traffic is small
-exchanges, where a thread per direction costs two thread wakes per request and its answer.
+For UDP the stream carries datagram records (agent_wire.encode_datagram, each after its
+length), each direction on a thread of its own (Pair).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from ..protocol import agent_wire, wire
 from . import net
 
 log = logging.getLogger("tether.agent")
-BUF = 1 << 18  # bytes per direction and stream, where splice cannot be used
+BUF = 1 << 18  # bytes read at once from a datagram stream
 PIPE_SIZE = 1 << 20  # the splice pipe per direction and stream: what one call moves at most
 F_SETPIPE_SZ = 1031
 LINGER_RESET = struct.pack("ii", 1, 0)  # close sends RST
@@ -136,42 +138,10 @@ def splice_pipe(flags: int) -> tuple[int, int]:
     return r, w
 
 
-def pump_bytes(src: socket.socket, dst: socket.socket, pair: Pair) -> None:
-    """src's bytes to dst: spliced through a pipe (the kernel moves the pages; no copy here),
-    or copied where splice does not work on these sockets."""
-    r, w = splice_pipe(os.O_CLOEXEC)
-    try:
-        try:
-            n = os.splice(src.fileno(), w, PIPE_SIZE)
-        except OSError as e:
-            if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                raise
-            return _copy_bytes(src, dst, pair)
-        while n:
-            while n:
-                n -= os.splice(r, dst.fileno(), n)
-            n = os.splice(src.fileno(), w, PIPE_SIZE)
-    finally:
-        os.close(r)
-        os.close(w)
-    if not pair.failed:  # else the reset is the news, not an end of stream
-        dst.shutdown(socket.SHUT_WR)
-
-
-def _copy_bytes(src: socket.socket, dst: socket.socket, pair: Pair) -> None:
-    buf = bytearray(BUF)
-    view = memoryview(buf)
-    while n := src.recv_into(buf):
-        dst.sendall(view[:n])
-    if not pair.failed:
-        dst.shutdown(socket.SHUT_WR)
-
-
 class Splicer:
-    """One thread relaying many TCP pairs with non-blocking splices on epoll, for connections of
-    small exchanges (a request, its answer): there a thread per direction costs two thread wakes
-    per exchange, and this thread takes a burst of them in one wake. A socket is watched for
-    reading while its direction flows, for writing only while the other direction waits on it."""
+    """One thread relaying many TCP pairs with non-blocking splices on epoll; a burst of small
+    exchanges (a request, its answer) is taken in one wake. A socket is watched for reading
+    while its direction flows, for writing only while the other direction waits on it."""
 
     def __init__(self):
         self.ep = select.epoll()
@@ -288,17 +258,21 @@ class _Pumped:
         self.masks[1 - way] &= ~select.EPOLLOUT
 
 
-_splicer: Splicer | None = None
-_splicer_lock = threading.Lock()
+SPLICERS = min(4, os.cpu_count() or 1)  # threads: the kernel's copies of several streams run side by side
+_splicers: list[Splicer] = []
+_next_splicer = 0
+_splicers_lock = threading.Lock()
 
 
 def splice_shared(a: socket.socket, b: socket.socket, name: str) -> None:
-    """Relay a and b on the one Splicer thread (made on first use)."""
-    global _splicer
-    with _splicer_lock:
-        if _splicer is None:
-            _splicer = Splicer()
-    _splicer.add(a, b, name)
+    """Relay a and b on one of the Splicer threads (each made on first use), in turn."""
+    global _next_splicer
+    with _splicers_lock:
+        if len(_splicers) < SPLICERS:
+            _splicers.append(Splicer())
+        splicer = _splicers[_next_splicer % len(_splicers)]
+        _next_splicer += 1
+    splicer.add(a, b, name)
 
 
 # Data connections whose bytes another thread carries (a TLS tunnel's plaintext end, agent/tls.py):
@@ -306,21 +280,17 @@ def splice_shared(a: socket.socket, b: socket.socket, name: str) -> None:
 DIRECT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def relay_tcp(stream: socket.socket, target: socket.socket, name: str, preface: bytes = b"",
-              shared: bool = False) -> None:
+def relay_tcp(stream: socket.socket, target: socket.socket, name: str, preface: bytes = b"") -> None:
     """Relay a data connection and its TCP socket in the target until both ends are done;
-    preface goes out on the data connection first (a reply frame that is not yet sent).
-    shared: on the Splicer's thread, not a thread per direction."""
+    preface goes out on the data connection first (a reply frame that is not yet sent)."""
     for sock in (stream, target):
         sock.setblocking(True)
     if preface:
         stream.sendall(preface)
     if carry := DIRECT.pop(stream, None):
         carry(stream, target)
-    elif shared:
-        splice_shared(stream, target, name)
     else:
-        Pair(stream, target, name).start(pump_bytes, pump_bytes)
+        splice_shared(stream, target, name)
 
 
 WAITING_MAX = 256  # proven connections a relay thread each waits on; past that the event loop reads them
