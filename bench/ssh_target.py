@@ -104,7 +104,8 @@ def main() -> None:
             print(f"stream {mib:.0f} MiB, {args.rounds} rounds: plain ssh -L {mib / t['plain']:.0f} MiB/s, "
                   f"ssh:// target {mib / t['tether']:.0f} MiB/s, tether/plain = {t['plain'] / t['tether']:.3f} "
                   "(goal >= 0.9), sha256-checked")
-            acceptor = started(ns.popen, [str(exe), "acceptor", f"{ns.veth_ns_addr}:{ACCEPT_PORT}"], "acceptor listening")
+            acceptor = started(ns.popen, [str(exe), "acceptor", f"{ns.veth_ns_addr}:{ACCEPT_PORT}"],
+                               "acceptor listening")
             echoer = started(ns.popen, [str(exe), "echoer", f"{netns.WEB_ADDR}:{ECHO_PORT}"], "echoer listening")
             paced = [str(exe), "paced", f"{ns.veth_ns_addr}:{ACCEPT_PORT}", "200", "5"]
             sides = {"tether": [*prefix, *paced], "direct": paced,

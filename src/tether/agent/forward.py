@@ -88,7 +88,7 @@ class Remote:
 
     async def dial(self, ticket: bool = False) -> Peer:
         """A new connection to the agent that has proven the token both ways; with ticket (and
-        a control link up), one that has sent a ticket and not read the challenge yet (usable())."""
+        a control link up), one that has sent a ticket and not read the challenge yet (_usable)."""
         where = str(self.address)
         try:
             if self.stream:

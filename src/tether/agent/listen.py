@@ -2,8 +2,7 @@
 
 Every connection proves the token first (protocol/auth.py), or carries a ticket from its
 session's control link; a peer that does not within AUTH_TIMEOUT, or proves a wrong one, is
-refused and logged. Its first frame after that says
-what the connection is for:
+refused and logged. Its first frame after that says what the connection is for:
 
 - AGENT_HELLO: a session's control link, served like a forked agent's (server.Link). Over
   unix:PATH (SOCK_SEQPACKET) descriptors travel, exactly as for netns: targets; over TCP they

@@ -9,7 +9,8 @@ Every connection to `tether agent --listen` starts with a challenge-response, sa
 
 Both sides prove they hold the token; the token never crosses the wire, and a recorded
 exchange cannot be replayed (the other side's nonce is fresh). Proofs are compared in
-constant time.
+constant time. The data that follows is not encrypted: across networks you do not trust,
+carry the agent's port over SSH or a VPN, or use --tls (agent/tls.py).
 
 A session's further data connections prove themselves with a ticket instead, sent at once
 without waiting for the challenge (which the session reads and drops before using the
@@ -21,8 +22,7 @@ connection), so a spare costs its TCP handshake and one frame, not two more roun
 The agent keeps a control link's key while the link is open and takes each n once (tickets
 may arrive out of order, within TICKET_WINDOW); a ticket it refuses gets ERROR EACCES. The
 agent does not prove itself again on such a connection: its control link at the same
-address did, and with --tls the pinned certificate does on every connection. The data that follows is not encrypted: across networks you do not trust,
-carry the agent's port over SSH or a VPN.
+address did, and with --tls the pinned certificate does on every connection.
 
 Tokens come from files only (never argv or the environment, which other processes can read);
 a token file must not be readable by group or others, as ssh insists for keys.
