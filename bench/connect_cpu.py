@@ -29,7 +29,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tools"), str(ROOT / "bench")]
 import go_toolchains  # noqa: E402
 import gobuild  # noqa: E402
 import netns  # noqa: E402
-from relay_throughput import network_agent  # noqa: E402
+from relay_throughput import listening, network_agent  # noqa: E402
 
 TETHER = [sys.executable, "-m", "tether"]
 ACCEPT_PORT = 7070
@@ -71,11 +71,9 @@ def main() -> None:
     exe = gobuild.build(args.version, "default", "netclient")
     with netns.TargetNamespace(veth=True) as ns, tempfile.TemporaryDirectory() as tmp, \
             network_agent(ns, tmp) as (agent, address, token):
-        acceptor = ns.popen([str(exe), "acceptor", f"{ns.veth_ns_addr}:{ACCEPT_PORT}"], stdout=subprocess.PIPE,
-                            text=True)
+        acceptor = listening(ns.popen, [str(exe), "acceptor", f"{ns.veth_ns_addr}:{ACCEPT_PORT}"],
+                             "acceptor listening")
         try:
-            if acceptor.stdout.readline().strip() != "acceptor listening":
-                raise SystemExit("the acceptor did not start")
             argv = [*TETHER, "exec", "--target", f"tcp://{address}", "--token-file", str(token), "--",
                     str(exe), "connects", f"{ns.veth_ns_addr}:{ACCEPT_PORT}", str(args.n)]
             print(f"{args.rounds} rounds of {args.n} relayed connects back to back, Go {args.version}; per connect:")

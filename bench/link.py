@@ -45,7 +45,7 @@ import go_toolchains  # noqa: E402
 import gobuild  # noqa: E402
 import netns  # noqa: E402
 from delayproxy import DelayProxy  # noqa: E402
-from relay_throughput import BASE_PORT, network_agent, sinks  # noqa: E402
+from relay_throughput import BASE_PORT, listening, network_agent, sinks  # noqa: E402
 
 TETHER = [sys.executable, "-m", "tether"]
 ACCEPT_PORT = 7070  # the acceptor, on the namespace's veth address
@@ -98,9 +98,7 @@ def main() -> None:
 
 def connects(args, ns: netns.TargetNamespace, prefix: list[str], exe: Path) -> None:
     """Relayed connects against the same program's connects without tether, at each pace."""
-    acceptor = ns.popen([str(exe), "acceptor", f"{ns.veth_ns_addr}:{ACCEPT_PORT}"], stdout=subprocess.PIPE, text=True)
-    if acceptor.stdout.readline().strip() != "acceptor listening":
-        raise SystemExit("the acceptor did not start")
+    acceptor = listening(ns.popen, [str(exe), "acceptor", f"{ns.veth_ns_addr}:{ACCEPT_PORT}"], "acceptor listening")
     paces = {"paced": ["paced", "{}", str(args.n), str(args.ms)], "back to back": ["connects", "{}", str(args.n)]}
     # One listener for both: its accepts cost the same CPU on both sides (under back-to-back
     # connects, a server in Python would take a good part of the two cores).

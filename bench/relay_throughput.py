@@ -41,6 +41,15 @@ TETHER = [sys.executable, "-m", "tether"]
 BASE_PORT = 7100
 
 
+def listening(popen, argv: list[str], line: str) -> subprocess.Popen:
+    """argv started by popen, once it has printed line (netclient's "acceptor listening", ...)."""
+    proc = popen(argv, stdout=subprocess.PIPE, text=True)
+    if proc.stdout.readline().strip() != line:
+        proc.kill()
+        raise SystemExit(f"{' '.join(argv)} did not start")
+    return proc
+
+
 def sinks(popen, host: str, exe: Path, n: int) -> list[tuple[subprocess.Popen, str]]:
     started = []
     for i in range(n):

@@ -35,7 +35,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tools"), str(ROOT / "bench")]
 
 import gobuild  # noqa: E402
 import netns  # noqa: E402
-from relay_throughput import BASE_PORT, transfer  # noqa: E402
+from relay_throughput import BASE_PORT, listening, transfer  # noqa: E402
 from test_ssh_target import SSH_PORT, Sshd  # noqa: E402
 
 TETHER = [sys.executable, "-m", "tether"]
@@ -51,13 +51,6 @@ def p50_us(argv: list[str]) -> float:
     if r.returncode != 0 or r.stdout.split()[1:2] != ["p50_us"]:
         raise SystemExit(f"{argv}: {r.stdout} {r.stderr}")
     return float(r.stdout.split()[2])
-
-
-def started(popen, argv: list[str], line: str) -> subprocess.Popen:
-    proc = popen(argv, stdout=subprocess.PIPE, text=True)
-    if proc.stdout.readline().strip() != line:
-        raise SystemExit(f"{argv} did not start")
-    return proc
 
 
 def main() -> None:
@@ -104,9 +97,9 @@ def main() -> None:
             print(f"stream {mib:.0f} MiB, {args.rounds} rounds: plain ssh -L {mib / t['plain']:.0f} MiB/s, "
                   f"ssh:// target {mib / t['tether']:.0f} MiB/s, tether/plain = {t['plain'] / t['tether']:.3f} "
                   "(goal >= 0.9), sha256-checked")
-            acceptor = started(ns.popen, [str(exe), "acceptor", f"{ns.veth_ns_addr}:{ACCEPT_PORT}"],
-                               "acceptor listening")
-            echoer = started(ns.popen, [str(exe), "echoer", f"{netns.WEB_ADDR}:{ECHO_PORT}"], "echoer listening")
+            acceptor = listening(ns.popen, [str(exe), "acceptor", f"{ns.veth_ns_addr}:{ACCEPT_PORT}"],
+                                 "acceptor listening")
+            echoer = listening(ns.popen, [str(exe), "echoer", f"{netns.WEB_ADDR}:{ECHO_PORT}"], "echoer listening")
             paced = [str(exe), "paced", f"{ns.veth_ns_addr}:{ACCEPT_PORT}", "200", "5"]
             sides = {"tether": [*prefix, *paced], "direct": paced,
                      "ssh": [str(exe), "pings", f"127.0.0.1:{echo_forward_port}", "200", "5"]}

@@ -70,13 +70,20 @@ var steps = map[string]struct {
 	"udpto":    {2, func(a []string) string { return doUDPTo(a[0], a[1]) }},
 	"sink":     {1, func(a []string) string { return doSink(a[0]) }},
 	"send":     {2, func(a []string) string { return doSend(a[0], a[1]) }},
-	"acceptor": {1, func(a []string) string { return doAcceptor(a[0]) }},
+	"acceptor": {1, func(a []string) string { return serve("acceptor", a[0], func(c net.Conn) { c.Close() }) }},
 	"connects": {2, func(a []string) string { return doConnects(a[0], a[1], 0) }},
 	"paced": {3, func(a []string) string {
 		gap, _ := strconv.Atoi(a[2])
 		return doConnects(a[0], a[1], time.Duration(gap)*time.Millisecond)
 	}},
-	"echoer":  {1, func(a []string) string { return doEchoer(a[0]) }},
+	"echoer": {1, func(a []string) string {
+		return serve("echoer", a[0], func(c net.Conn) {
+			go func() {
+				io.Copy(c, c)
+				c.Close()
+			}()
+		})
+	}},
 	"pings":   {3, func(a []string) string { return doPings(a[0], a[1], a[2]) }},
 	"lookups": {2, func(a []string) string { return doLookups(a[0], a[1]) }},
 	"within":  {2, func(a []string) string { return doWithin(a[0], a[1]) }},
@@ -355,36 +362,20 @@ func doSink(addr string) string {
 	return fmt.Sprintf("sink %d", n)
 }
 
-func doAcceptor(addr string) string {
+// serve listens at addr and hands each connection to handle, until killed; "NAME listening"
+// once it listens.
+func serve(name, addr string, handle func(net.Conn)) string {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return "acceptor error: " + err.Error()
+		return name + " error: " + err.Error()
 	}
-	fmt.Println("acceptor listening") // the caller waits for this line
+	fmt.Println(name + " listening") // the caller waits for this line
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
-			return "acceptor error: " + err.Error()
+			return name + " error: " + err.Error()
 		}
-		conn.Close()
-	}
-}
-
-func doEchoer(addr string) string {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return "echoer error: " + err.Error()
-	}
-	fmt.Println("echoer listening") // the caller waits for this line
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			return "echoer error: " + err.Error()
-		}
-		go func() {
-			io.Copy(conn, conn)
-			conn.Close()
-		}()
+		handle(conn)
 	}
 }
 
