@@ -22,7 +22,7 @@ import gobuild
 import pytest
 from delayproxy import DelayProxy
 from netns import HTTP_PORT, UDP_PORT, WEB_ADDR, TargetNamespace
-from tether.agent import forward, relay
+from tether.agent import forward
 from tether.agent.listen import parse_address
 from tether.protocol import agent_wire, auth, wire
 from tether.protocol.sockaddr import encode_inet
@@ -608,15 +608,15 @@ def _frame(sock: socket.socket) -> wire.Frame:
     return wire.decode_frame(head + (sock.recv(rest, socket.MSG_WAITALL) if rest else b""))
 
 
-def test_proven_connections_past_the_relay_threads_cap_are_served(ns, tcp_agent, token):
-    """A peer that proved the token may open any number of data connections: a relay thread
-    waits on each one's first frame up to relay.WAITING_MAX, the agent's event loop on the
-    rest. A STREAM on one of the rest still connects, and the agent's threads stay bounded."""
+def test_any_number_of_proven_connections_wait_without_a_thread_each(ns, tcp_agent, token):
+    """A peer that proved the token may open any number of data connections: the Splicers
+    wait on their first frames on epoll, so the agent's threads stay few, and a STREAM on the
+    last one still connects."""
     host, port = tcp_agent.address[4:].rsplit(":", 1)
     secret = auth.load_token(str(token))
     conns = []
     try:
-        for _ in range(relay.WAITING_MAX + 40):
+        for _ in range(300):
             sock = socket.create_connection((host, int(port)), timeout=5)
             conns.append(sock)
             response, expected, _ = auth.respond(secret, _frame(sock))
@@ -625,7 +625,7 @@ def test_proven_connections_past_the_relay_threads_cap_are_served(ns, tcp_agent,
         time.sleep(0.5)  # the agent has taken the last proofs' connections where they wait
         status = Path(f"/proc/{tcp_agent.proc.pid}/status").read_text()
         threads = int(re.search(r"Threads:\s+(\d+)", status).group(1))
-        assert threads <= relay.WAITING_MAX + 20, threads
+        assert threads <= 20, threads
         last = conns[-1]
         sockaddr = encode_inet(WEB_ADDR, HTTP_PORT)
         last.sendall(agent_wire.encode_stream(agent_wire.Connect(socket.AF_INET, socket.SOCK_STREAM, 0, 5000,
@@ -648,8 +648,47 @@ def _proven(host: str, port: int, secret: bytes) -> socket.socket:
     return sock
 
 
+def test_the_agent_keeps_a_connects_deadline_and_its_early_bytes(ns, tcp_agent, token):
+    """The agent's side of a relayed connect, on proven connections: a STREAM to a listener that
+    never answers ends in ETIMEDOUT at its timeout_ms, not before, while other connects go on;
+    a STREAM that comes a byte at a time is still read whole; bytes sent right behind a STREAM,
+    before its connect completes, are relayed once it has."""
+    host, port = tcp_agent.address[4:].rsplit(":", 1)
+    secret = auth.load_token(str(token))
+    server = ns.popen([sys.executable, "-I", "-c", UNANSWERED, WEB_ADDR, str(UNANSWERED_PORT)],
+                      stdout=subprocess.PIPE, text=True)
+    slow = _proven(host, int(port), secret)
+    pieces = _proven(host, int(port), secret)
+    early = _proven(host, int(port), secret)
+    try:
+        assert server.stdout.readline() == "ready\n"
+        start = time.monotonic()
+        slow.sendall(agent_wire.encode_stream(agent_wire.Connect(
+            socket.AF_INET, socket.SOCK_STREAM, 0, 700, encode_inet(WEB_ADDR, UNANSWERED_PORT)), 1))
+        web = agent_wire.Connect(socket.AF_INET, socket.SOCK_STREAM, 0, 5000, encode_inet(WEB_ADDR, HTTP_PORT))
+        for byte in agent_wire.encode_stream(web, 2):
+            pieces.sendall(bytes([byte]))
+            time.sleep(0.002)
+        early.sendall(agent_wire.encode_stream(web, 3) + b"GET / HTTP/1.0\r\n\r\n")
+        for sock, id in ((pieces, 2), (early, 3)):
+            reply = _frame(sock)
+            assert (reply.type, reply.id) == (agent_wire.MSG_STREAM_REPLY, id), reply
+        assert time.monotonic() - start < 0.6  # not held up by the connect still in flight
+        answer = b"".join(iter(lambda: early.recv(4096), b""))
+        assert answer.startswith(b"HTTP/1.0 200") and ns.http_body.encode() in answer, answer[:200]
+        reply = _frame(slow)
+        took = time.monotonic() - start
+        assert reply.type == wire.MSG_ERROR and wire.decode_error(reply).errno == errno.ETIMEDOUT, reply
+        assert 0.65 < took < 3, took
+    finally:
+        for sock in (slow, pieces, early):
+            sock.close()
+        server.kill()
+        server.wait()
+
+
 def test_sockets_made_ahead_for_connects_are_not_left_open(ns, tcp_agent, token):
-    """A relay thread waiting on a proven connection holds a TCP/IPv4 socket made ahead for its
+    """A Splicer waiting on a proven connection holds a TCP/IPv4 socket made ahead for its
     connect. Connections closed unused, a UDP STREAM and a STREAM the agent refuses leave none
     of them open; a TCP one is the target's socket until its relay ends."""
     host, port = tcp_agent.address[4:].rsplit(":", 1)
@@ -658,7 +697,7 @@ def test_sockets_made_ahead_for_connects_are_not_left_open(ns, tcp_agent, token)
 
     def settled(most: int = 1 << 30) -> int:  # the agent's descriptors once it has caught up
         end = time.monotonic() + 5  # a UDP relay looks whether its stream ended once a second
-        while (n := len(list(fds.iterdir()))) > most and time.monotonic() < end:
+        while len(list(fds.iterdir())) > most and time.monotonic() < end:
             time.sleep(0.05)
         time.sleep(0.3)
         return len(list(fds.iterdir()))

@@ -201,16 +201,16 @@ class Listener:
         # No time limit from here: a stand-in keeps proven data connections ready for its next
         # connects (agent/forward.py's spares); keepalive notices a vanished one.
         if stream:
-            # Most are spares whose first frame is a STREAM: a relay thread waits for it and
-            # serves it, so a connect wakes that one thread, not this loop and then a thread.
+            # Most are spares whose first frame is a STREAM: a Splicer waits for it and serves
+            # it (agent/relay.py), so a connect wakes that one thread, not this loop too.
             loop = asyncio.get_running_loop()
-            if relay.first_frame(conn, who,
-                                 lambda first: loop.call_soon_threadsafe(self._serve_later, conn, who, first, proof)):
-                return
+            relay.first_frame(conn, who,
+                              lambda first: loop.call_soon_threadsafe(self._serve_later, conn, who, first, proof))
+            return
         await self._serve_first(Peer(conn, stream), who, proof=proof)
 
     def _serve_later(self, conn: socket.socket, who: str, first: wire.Frame, proof: auth.Proof | None) -> None:
-        """On the loop: a TCP connection whose first frame a relay thread read, not a STREAM."""
+        """On the loop: a TCP connection whose first frame a Splicer read, not a STREAM."""
         self._spawn(self._serve_first(Peer(conn, True), who, first, proof))
 
     async def _proved(self, p: Peer, who: str) -> tuple[bool, auth.Proof | None]:
@@ -255,9 +255,6 @@ class Listener:
                         self.tickets.pop(proof.agent_nonce, None)
             elif first.type == agent_wire.MSG_INCOMING:
                 await self._lease(p, first)
-            elif first.type == agent_wire.MSG_STREAM and p.stream:  # read here: relay threads all waiting
-                handed_over = True
-                relay.serve_stream(p.sock, first, who)
             elif first.type == agent_wire.MSG_ACCEPT and p.stream:
                 handed_over = await self._park(p, first)
             elif first.type == agent_wire.MSG_TARGET_FILES and p.stream:

@@ -4,10 +4,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import select
 import socket
 import struct
-import time
 
 from ..protocol import agent_wire
 from ..protocol.sockaddr import SockaddrError, decode_inet, encode_inet
@@ -51,13 +49,10 @@ async def connect(req: agent_wire.Connect) -> socket.socket:
     try:
         await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, port)), timeout)
     except asyncio.TimeoutError:
-        raise _failed(sock, host, port, timeout, None) from None
+        raise failed(sock, host, port, timeout, None) from None
     except OSError as e:
-        raise _failed(sock, host, port, timeout, e) from None
+        raise failed(sock, host, port, timeout, e) from None
     return sock
-
-
-FIRST_WAIT = 0.05  # seconds a relayed connect waits before it watches its asker too
 
 
 def socket_ahead() -> socket.socket:
@@ -69,57 +64,23 @@ def socket_ahead() -> socket.socket:
     return sock
 
 
-def connect_blocking(req: agent_wire.Connect, asker: socket.socket, ahead: socket.socket | None = None) -> socket.socket:
-    """connect() as a thread of its own does it, for a relay: the same socket, checks and
-    errors, for at most req.timeout_ms (0: CONNECT_TIMEOUT_MS), given up as soon as asker (the
-    data connection that asked) closes: a program whose dial timed out or was cancelled stops
-    waiting, and so does this. ahead: a socket_ahead(), taken if req is TCP to IPv4, else
-    closed. The socket comes back blocking, TCP with TCP_NODELAY (a relay passes each write on
-    as it comes)."""
+def relay_socket(req: agent_wire.Connect, ahead: socket.socket | None) -> tuple[socket.socket, str, int]:
+    """The socket for a relayed connect (not blocking) and where it goes: ahead (a
+    socket_ahead()) if req is TCP to IPv4, else a new one and ahead closed. TCP with
+    TCP_NODELAY: a relay passes each write on as it comes."""
     try:
         if ahead is not None and req.family == socket.AF_INET and req.socktype == socket.SOCK_STREAM \
                 and req.protocol in (0, socket.IPPROTO_TCP):
             host, port = _destination(req)
             sock, ahead = ahead, None
-        else:
-            sock, host, port = _socket_for(req)
-            if req.socktype == socket.SOCK_STREAM:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock, host, port
+        sock, host, port = _socket_for(req)
+        if req.socktype == socket.SOCK_STREAM:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock, host, port
     finally:
         if ahead is not None:
             ahead.close()
-    timeout = (req.timeout_ms or CONNECT_TIMEOUT_MS) / 1000
-    deadline = time.monotonic() + timeout
-    # Most connects are answered within FIRST_WAIT: waited for inside socket.connect (in C, no
-    # Python between the connect and its answer); a longer one also watches asker.
-    sock.settimeout(min(FIRST_WAIT, timeout))
-    try:
-        sock.connect((host, port))
-        err = 0
-    except TimeoutError:
-        err = errno.EINPROGRESS
-    except OSError as e:
-        err = e.errno
-    if err == errno.EINPROGRESS:
-        poller = select.poll()
-        poller.register(sock, select.POLLOUT)
-        poller.register(asker, select.POLLIN)
-    while err == errno.EINPROGRESS:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise _failed(sock, host, port, timeout, None)
-        for fd, _ in poller.poll(left * 1000):
-            if fd == sock.fileno():
-                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            elif not asker.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
-                sock.close()
-                raise OpError(errno.ECANCELED, f"connect to {host}:{port}: the program stopped waiting")
-            else:
-                poller.unregister(asker)  # bytes the program sent early: relayed once connected
-    if err:
-        raise _failed(sock, host, port, timeout, OSError(err, os.strerror(err)))
-    sock.setblocking(True)
-    return sock
 
 
 def bind_udp(req: agent_wire.Connect) -> socket.socket:
@@ -139,7 +100,7 @@ def bind_udp(req: agent_wire.Connect) -> socket.socket:
     return sock
 
 
-def _failed(sock: socket.socket, host: str, port: int, timeout: float, e: OSError | None) -> OpError:
+def failed(sock: socket.socket, host: str, port: int, timeout: float, e: OSError | None) -> OpError:
     """What the program gets for a connect that failed with e (None: it timed out); sock is closed."""
     sock.close()
     if e is None:

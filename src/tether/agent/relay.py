@@ -12,6 +12,11 @@ ECONNRESET where the target's peer reset, and so do both when the agent itself d
 mid-relay (SO_LINGER 0 until the relay ends), rather than a clean end of a stream that was cut
 short.
 
+The Splicers open the program's connects too: a proven data connection waits there for its
+first frame, and a STREAM's connect runs non-blocking on the same epoll (its deadline kept,
+given up when the program hangs up), so a relayed connect wakes one thread (a relay thread
+waiting in recv per connection, then a Splicer, measured twice the agent's thread switches).
+
 For UDP the stream carries datagram records (agent_wire.encode_datagram, each after its
 length), each direction on a thread of its own (Pair).
 """
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import heapq
+import itertools
 import logging
 import os
 import queue
@@ -26,6 +33,7 @@ import select
 import socket
 import struct
 import threading
+import time
 import weakref
 
 from ..protocol import agent_wire, wire
@@ -141,12 +149,20 @@ def splice_pipe(flags: int) -> tuple[int, int]:
 class Splicer:
     """One thread relaying many TCP pairs with non-blocking splices on epoll; a burst of small
     exchanges (a request, its answer) is taken in one wake. A socket is watched for reading
-    while its direction flows, for writing only while the other direction waits on it."""
+    while its direction flows, for writing only while the other direction waits on it.
+
+    It also opens the program's connects (_Opening): waits for a proven data connection's
+    first frame and, for a STREAM, connects in the target without blocking, answers and relays
+    on, all on this thread: a connect wakes no other thread and takes no other lock."""
 
     def __init__(self):
         self.ep = select.epoll()
-        self.pairs: dict[int, _Pumped] = {}  # by socket fd: the pair it is in
+        self.owners: dict[int, _Pumped | _Opening] = {}  # by socket fd: the pair or opening it is in
         self.added: queue.SimpleQueue = queue.SimpleQueue()
+        self.deadlines: list[tuple[float, int, _Opening]] = []  # heap of connects in flight (stale ones too)
+        self.connecting = 0  # connects in flight (the live entries of deadlines)
+        self.order = itertools.count()  # ties in deadlines
+        self.ahead = 0  # openings that hold a socket made ahead
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.ep.register(self.wake_r, select.EPOLLIN)
         threading.Thread(target=self._run, daemon=True, name="splicer").start()
@@ -155,27 +171,48 @@ class Splicer:
         self.added.put(_Pumped(a, b, name))
         os.write(self.wake_w, b"x")
 
+    def open(self, stream: socket.socket, who: str, otherwise) -> None:
+        self.added.put(_Opening(stream, who, otherwise))
+        os.write(self.wake_w, b"x")
+
     def _run(self) -> None:
         while True:
-            for fd, mask in self.ep.poll():
+            timeout = max(0.0, self.deadlines[0][0] - time.monotonic()) if self.deadlines else None
+            for fd, mask in self.ep.poll(timeout):
                 if fd == self.wake_r:
                     os.read(self.wake_r, 4096)
                     while not self.added.empty():
-                        pair = self.added.get()
-                        for i, sock in enumerate(pair.socks):
-                            self.pairs[sock.fileno()] = pair
-                            self.ep.register(sock.fileno(), pair.masks[i])
-                        self._step(pair, (0, 1))
-                elif pair := self.pairs.get(fd):
-                    side = 0 if fd == pair.fds[0] else 1
-                    if mask & select.EPOLLERR:  # reset by its peer: both are over
-                        err = pair.socks[side].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                        log.debug("relay %s: %s", pair.name, os.strerror(err))
-                        self._close(pair, LINGER_RESET)
-                        continue
-                    # Readable (or hung up): its own way (side -> other); writable: the other way.
-                    ways = ((side,) if mask & ~select.EPOLLOUT else ()) + ((1 - side,) if mask & select.EPOLLOUT else ())
-                    self._step(pair, ways)
+                        item = self.added.get()
+                        if isinstance(item, _Pumped):
+                            self._start(item)
+                        else:
+                            self._wait_first(item)
+                    continue
+                owner = self.owners.get(fd)
+                if isinstance(owner, _Pumped):
+                    self._pumped_event(owner, fd, mask)
+                elif owner is not None:
+                    self._opening_event(owner, fd, mask)
+            self._expire()
+
+    # -- relaying
+
+    def _start(self, pair: _Pumped) -> None:
+        for i, fd in enumerate(pair.fds):
+            self.owners[fd] = pair
+            self.ep.register(fd, pair.masks[i])
+        self._step(pair, (0, 1))
+
+    def _pumped_event(self, pair: _Pumped, fd: int, mask: int) -> None:
+        side = 0 if fd == pair.fds[0] else 1
+        if mask & select.EPOLLERR:  # reset by its peer: both are over
+            err = pair.socks[side].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            log.debug("relay %s: %s", pair.name, os.strerror(err))
+            self._close(pair, LINGER_RESET)
+            return
+        # Readable (or hung up): its own way (side -> other); writable: the other way.
+        ways = ((side,) if mask & ~select.EPOLLOUT else ()) + ((1 - side,) if mask & select.EPOLLOUT else ())
+        self._step(pair, ways)
 
     def _step(self, pair: _Pumped, ways: tuple) -> None:
         try:
@@ -198,9 +235,186 @@ class Splicer:
                     self.ep.modify(pair.fds[i], want)
                 pair.watched[i] = want
 
+    # -- opening: the first frame, the connect, the answer
+
+    def _wait_first(self, op: _Opening) -> None:
+        # Its connect's socket, made now rather than between the STREAM and its answer; while
+        # few wait (each holds a descriptor more).
+        if self.ahead < AHEAD_MAX:
+            try:
+                op.ahead = net.socket_ahead()
+                self.ahead += 1
+            except OSError:  # out of descriptors: the connect makes its own, and answers why it cannot
+                pass
+        op.stream.setblocking(False)
+        self._watch(op.stream, select.EPOLLIN, op)
+
+    def _opening_event(self, op: _Opening, fd: int, mask: int) -> None:
+        if op.target is None:
+            self._first(op)
+        elif fd == op.target.fileno():
+            self._connected(op)
+        else:
+            self._asker(op)
+
+    def _first(self, op: _Opening) -> None:
+        try:
+            first = op.read_first()
+        except EOFError:
+            log.debug("%s closed a connection it never used (a spare)", op.who)
+            self._drop(op)
+            return
+        except (OSError, wire.ProtocolError) as e:
+            log.warning("dropped %s: %s", op.who, e)
+            self._drop(op)
+            return
+        if first is None:
+            return  # the rest of it is still on its way
+        self._unwatch(op.stream)
+        if first.type != agent_wire.MSG_STREAM:
+            self._take_ahead(op)
+            if op.ahead is not None:
+                op.ahead.close()
+            op.otherwise(first)
+            return
+        op.id = first.id
+        try:
+            op.req = req = agent_wire.decode_stream(first)
+            if req.flags & agent_wire.FLAG_BIND:
+                if ahead := self._take_ahead(op):
+                    ahead.close()
+                self._answer(op, net.bind_udp(req))
+                return
+            sock, op.host, op.port = net.relay_socket(req, self._take_ahead(op))
+        except wire.ProtocolError as e:
+            self._refuse(op, errno.EINVAL, str(e))
+            return
+        except net.OpError as e:
+            self._refuse(op, e.errno, str(e))
+            return
+        except OSError as e:  # no socket: out of descriptors, or a kind the target cannot make
+            self._refuse(op, e.errno or errno.EIO, f"socket: {e.strerror}")
+            return
+        err = sock.connect_ex((op.host, op.port))
+        if err == 0:  # UDP, or a TCP connect done at once
+            self._answer(op, sock)
+        elif err != errno.EINPROGRESS:
+            self._fail(op, net.failed(sock, op.host, op.port, 0, OSError(err, os.strerror(err))))
+        else:
+            # Until it completes the asker is watched too: a program whose dial timed out or
+            # was cancelled closes it, and then this connect is given up.
+            op.target = sock
+            op.timeout = (req.timeout_ms or net.CONNECT_TIMEOUT_MS) / 1000
+            op.deadline = time.monotonic() + op.timeout
+            heapq.heappush(self.deadlines, (op.deadline, next(self.order), op))
+            self.connecting += 1
+            self._watch(sock, select.EPOLLOUT, op)
+            self._watch(op.stream, select.EPOLLIN, op)
+
+    def _connected(self, op: _Opening) -> None:
+        err = op.target.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        target = self._end_connect(op)
+        if err:
+            self._fail(op, net.failed(target, op.host, op.port, op.timeout, OSError(err, os.strerror(err))))
+        else:
+            self._answer(op, target)
+
+    def _asker(self, op: _Opening) -> None:
+        try:
+            early = op.stream.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return
+        except OSError:
+            early = b""
+        if early:  # bytes the program sent before its connect completed: relayed once it has
+            self._unwatch(op.stream)
+            return
+        target = self._end_connect(op)
+        target.close()
+        log.debug("%s: connect to %s:%s given up: the program stopped waiting", op.who, op.host, op.port)
+        op.stream.close()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self.deadlines and self.deadlines[0][0] <= now:
+            op = heapq.heappop(self.deadlines)[2]
+            if op.deadline is not None:  # still connecting
+                target = self._end_connect(op)
+                self._fail(op, net.failed(target, op.host, op.port, op.timeout, None))
+
+    def _end_connect(self, op: _Opening) -> socket.socket:
+        """The connect in flight is over (either way): its socket, watched no more."""
+        target, op.target, op.deadline = op.target, None, None
+        self.connecting -= 1
+        self._unwatch(target)
+        self._unwatch(op.stream)
+        if len(self.deadlines) > 64 + 2 * self.connecting:  # mostly connects long done: drop those
+            self.deadlines = [entry for entry in self.deadlines if entry[2].deadline is not None]
+            heapq.heapify(self.deadlines)
+        return target
+
+    def _answer(self, op: _Opening, target: socket.socket) -> None:
+        """Connected (or bound): the STREAM_REPLY with its addresses, then the relay."""
+        req, stream = op.req, op.stream
+        name = f"{op.who} -> {req.sockaddr.hex()}"
+        try:
+            local = net.sockaddr_bytes(target.getsockname(), target.family)
+            if req.flags & agent_wire.FLAG_BIND:
+                peer = b""
+            elif target.family == socket.AF_INET:  # connected to just what was asked
+                peer = req.sockaddr[:8] + bytes(8)
+            else:
+                peer = net.sockaddr_bytes(target.getpeername(), target.family)
+            stream.setblocking(True)  # the reply is the first write on a fresh connection: it goes at once
+            stream.sendall(agent_wire.encode_stream_reply(agent_wire.Relayed(local, peer), op.id))
+        except OSError as e:
+            log.debug("relay %s: %s", name, e)
+            target.close()
+            stream.close()
+            return
+        if req.socktype == socket.SOCK_DGRAM:
+            relay_udp(stream, target, name)
+        elif carry := DIRECT.pop(stream, None):
+            target.setblocking(True)
+            carry(stream, target)
+        else:
+            self._start(_Pumped(stream, target, name))
+
+    def _refuse(self, op: _Opening, err: int, why: str) -> None:
+        if ahead := self._take_ahead(op):
+            ahead.close()
+        self._fail(op, net.OpError(err, why))
+
+    def _fail(self, op: _Opening, e: net.OpError) -> None:
+        try:
+            op.stream.sendall(wire.encode_error(wire.ErrorReply(e.errno, str(e)), op.id))
+        except OSError:
+            pass
+        op.stream.close()
+
+    def _drop(self, op: _Opening) -> None:
+        self._unwatch(op.stream)
+        if ahead := self._take_ahead(op):
+            ahead.close()
+        op.stream.close()
+
+    def _take_ahead(self, op: _Opening) -> socket.socket | None:
+        ahead, op.ahead = op.ahead, None
+        if ahead is not None:
+            self.ahead -= 1
+        return ahead
+
+    def _watch(self, sock: socket.socket, mask: int, op: _Opening) -> None:
+        self.owners[sock.fileno()] = op
+        self.ep.register(sock.fileno(), mask)
+
+    def _unwatch(self, sock: socket.socket) -> None:
+        if self.owners.pop(sock.fileno(), None) is not None:
+            self.ep.unregister(sock.fileno())
+
     def _close(self, pair: _Pumped, linger: bytes) -> None:
         for i, sock in enumerate(pair.socks):
-            self.pairs.pop(pair.fds[i], None)
+            self.owners.pop(pair.fds[i], None)
             try:
                 if pair.watched[i]:
                     self.ep.unregister(pair.fds[i])
@@ -258,21 +472,66 @@ class _Pumped:
         self.masks[1 - way] &= ~select.EPOLLOUT
 
 
+class _Opening:
+    """A proven data connection before its relay: its first frame coming in, then (a STREAM)
+    its connect in the target, for the Splicer."""
+
+    __slots__ = ("stream", "who", "otherwise", "ahead", "head", "id", "req", "target", "host", "port",
+                 "timeout", "deadline")
+
+    def __init__(self, stream: socket.socket, who: str, otherwise):
+        self.stream, self.who, self.otherwise = stream, who, otherwise
+        self.ahead: socket.socket | None = None  # a socket made ahead for its connect
+        self.head = bytearray()  # the first frame's bytes so far
+        self.target: socket.socket | None = None  # while its connect is in flight
+        self.deadline: float | None = None  # likewise
+
+    def read_first(self) -> wire.Frame | None:
+        """The first frame once all of it has come, and not a byte more (what follows is
+        relayed data); None until then. EOFError: the peer closed without sending one."""
+        while True:
+            need = wire.FRAME.size if len(self.head) < wire.FRAME.size else wire.frame_length(self.head)
+            if len(self.head) == need:
+                return wire.decode_frame(bytes(self.head))
+            try:
+                data = self.stream.recv(need - len(self.head))
+            except BlockingIOError:
+                return None
+            if not data:
+                if self.head:
+                    raise ConnectionError("the peer hung up inside a frame")
+                raise EOFError
+            self.head += data
+
+
 SPLICERS = min(4, os.cpu_count() or 1)  # threads: the kernel's copies of several streams run side by side
 _splicers: list[Splicer] = []
-_next_splicer = 0
+_turn = 0
 _splicers_lock = threading.Lock()
 
 
-def splice_shared(a: socket.socket, b: socket.socket, name: str) -> None:
-    """Relay a and b on one of the Splicer threads (each made on first use), in turn."""
-    global _next_splicer
+def _splicer() -> Splicer:
+    """The next Splicer in turn (each made on first use)."""
+    global _turn
     with _splicers_lock:
         if len(_splicers) < SPLICERS:
             _splicers.append(Splicer())
-        splicer = _splicers[_next_splicer % len(_splicers)]
-        _next_splicer += 1
-    splicer.add(a, b, name)
+        splicer = _splicers[_turn % len(_splicers)]
+        _turn += 1
+    return splicer
+
+
+def splice_shared(a: socket.socket, b: socket.socket, name: str) -> None:
+    """Relay a and b on one of the Splicer threads."""
+    _splicer().add(a, b, name)
+
+
+def first_frame(stream: socket.socket, who: str, otherwise) -> None:
+    """A proven data connection: a Splicer waits for its first frame and serves a STREAM itself
+    (connect in the target, answer, relay); any other frame goes to otherwise(frame), called on
+    the Splicer's thread. Waiting costs no thread: a peer that proved the token may open any
+    number."""
+    _splicer().open(stream, who, otherwise)
 
 
 # Data connections whose bytes another thread carries (a TLS tunnel's plaintext end, agent/tls.py):
@@ -293,127 +552,7 @@ def relay_tcp(stream: socket.socket, target: socket.socket, name: str, preface: 
         splice_shared(stream, target, name)
 
 
-WAITING_MAX = 256  # proven connections a relay thread each waits on; past that the event loop reads them
-AHEAD_MAX = 64  # of those, the ones that hold a socket made ahead for their connect (net.socket_ahead)
-_waiting = 0
-
-
-def first_frame(stream: socket.socket, who: str, otherwise) -> bool:
-    """A proven data connection: a relay thread waits for its first frame and serves a STREAM
-    itself (connect in the target, answer, relay); any other frame goes to otherwise(frame).
-    False, and nothing done, while WAITING_MAX threads wait so already (a peer that proved the
-    token can open any number): the caller reads the frame itself (serve_stream)."""
-    global _waiting
-    with _idle_lock:
-        if _waiting >= WAITING_MAX:
-            return False
-        _waiting += 1
-    _run_on_thread(_first_frame, stream, who, otherwise)
-    return True
-
-
-def _first_frame(stream: socket.socket, who: str, otherwise) -> None:
-    global _waiting
-    # Its connect's socket, made now rather than between the STREAM and its answer; while
-    # few wait (each holds a descriptor more).
-    try:
-        ahead = net.socket_ahead() if _waiting <= AHEAD_MAX else None
-    except OSError:  # out of descriptors: the connect makes its own, and answers why it cannot
-        ahead = None
-    stream.setblocking(True)
-    try:
-        first = _read_frame(stream)
-        if first is None:
-            log.debug("%s closed a connection it never used (a spare)", who)
-            stream.close()
-    except (OSError, wire.ProtocolError) as e:
-        log.warning("dropped %s: %s", who, e)
-        stream.close()
-        first = None
-    finally:
-        with _idle_lock:
-            _waiting -= 1
-    if first is None or first.type != agent_wire.MSG_STREAM:
-        if ahead is not None:
-            ahead.close()
-        if first is not None:
-            otherwise(first)
-        return
-    _serve_stream(stream, first, who, ahead)
-
-
-def serve_stream(stream: socket.socket, first: wire.Frame, who: str) -> None:
-    """A STREAM read elsewhere (the event loop): served on a relay thread."""
-    stream.setblocking(True)
-    _run_on_thread(_serve_stream, stream, first, who)
-
-
-def _serve_stream(stream: socket.socket, first: wire.Frame, who: str, ahead: socket.socket | None = None) -> None:
-    try:
-        req = agent_wire.decode_stream(first)
-    except wire.ProtocolError as e:
-        if ahead is not None:
-            ahead.close()
-        _answer_and_close(stream, wire.encode_error(wire.ErrorReply(errno.EINVAL, str(e)), first.id))
-        return
-    _connect_and_relay(stream, req, first.id, who, ahead)
-
-
-def _answer_and_close(stream: socket.socket, frame: bytes) -> None:
-    try:
-        stream.sendall(frame)
-    except OSError:
-        pass
-    stream.close()
-
-
-def _read_frame(sock: socket.socket) -> wire.Frame | None:
-    """The next frame on a blocking stream, exactly its bytes (what follows is relayed data);
-    None if the peer closed before sending one."""
-    head = sock.recv(wire.FRAME.size, socket.MSG_WAITALL)
-    if not head:
-        return None
-    if len(head) < wire.FRAME.size:
-        raise ConnectionError("the peer hung up inside a frame")
-    length = wire.frame_length(head)
-    body = sock.recv(length - wire.FRAME.size, socket.MSG_WAITALL) if length > wire.FRAME.size else b""
-    if len(body) < length - wire.FRAME.size:
-        raise ConnectionError("the peer hung up inside a frame")
-    return wire.decode_frame(head + body)
-
-
-def _connect_and_relay(stream: socket.socket, req: agent_wire.Connect, id: int, who: str,
-                       ahead: socket.socket | None) -> None:
-    """Between the STREAM and its answer only what the answer needs: the program waits."""
-    try:
-        if req.flags & agent_wire.FLAG_BIND:
-            if ahead is not None:
-                ahead.close()
-            target = net.bind_udp(req)
-        else:
-            target = net.connect_blocking(req, stream, ahead)
-    except net.OpError as e:
-        _answer_and_close(stream, wire.encode_error(wire.ErrorReply(e.errno, str(e)), id))
-        return
-    try:
-        local = net.sockaddr_bytes(target.getsockname(), target.family)
-        if req.flags & agent_wire.FLAG_BIND:
-            peer = b""
-        elif target.family == socket.AF_INET:  # connected to just what was asked
-            peer = req.sockaddr[:8] + bytes(8)
-        else:
-            peer = net.sockaddr_bytes(target.getpeername(), target.family)
-        stream.sendall(agent_wire.encode_stream_reply(agent_wire.Relayed(local, peer), id))
-    except OSError as e:
-        log.debug("relay %s -> %s: %s", who, req.sockaddr.hex(), e)
-        target.close()
-        stream.close()
-        return
-    name = f"{who} -> {req.sockaddr.hex()}"
-    if req.socktype == socket.SOCK_DGRAM:
-        relay_udp(stream, target, name)
-    else:
-        relay_tcp(stream, target, name)
+AHEAD_MAX = 64  # openings on a Splicer that hold a socket made ahead for their connect (net.socket_ahead)
 
 
 # Relayed UDP: the data connection carries datagram records (agent_wire.encode_datagram: the
