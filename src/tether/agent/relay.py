@@ -198,10 +198,9 @@ class Splicer:
     # -- relaying
 
     def _start(self, pair: _Pumped) -> None:
-        for i, fd in enumerate(pair.fds):
+        for fd in pair.fds:
             self.owners[fd] = pair
-            self.ep.register(fd, pair.masks[i])
-        self._step(pair, (0, 1))
+        self._step(pair, (0, 1))  # and watched for what it then waits on
 
     def _pumped_event(self, pair: _Pumped, fd: int, mask: int) -> None:
         side = 0 if fd == pair.fds[0] else 1
@@ -270,11 +269,10 @@ class Splicer:
             return
         if first is None:
             return  # the rest of it is still on its way
-        self._unwatch(op.stream)
         if first.type != agent_wire.MSG_STREAM:
-            self._take_ahead(op)
-            if op.ahead is not None:
-                op.ahead.close()
+            self._unwatch(op.stream)
+            if ahead := self._take_ahead(op):
+                ahead.close()
             op.otherwise(first)
             return
         op.id = first.id
@@ -296,25 +294,27 @@ class Splicer:
             self._refuse(op, e.errno or errno.EIO, f"socket: {e.strerror}")
             return
         err = sock.connect_ex((op.host, op.port))
-        if err == 0:  # UDP, or a TCP connect done at once
+        if err == errno.EINPROGRESS and _established(sock):
+            err = 0  # over loopback the handshake is done by the time connect returns
+        if err == 0:  # that, UDP, or a TCP connect done at once
             self._answer(op, sock)
         elif err != errno.EINPROGRESS:
             self._fail(op, net.failed(sock, op.host, op.port, 0, OSError(err, os.strerror(err))))
         else:
-            # Until it completes the asker is watched too: a program whose dial timed out or
-            # was cancelled closes it, and then this connect is given up.
+            # Until it completes the asker stays watched too: a program whose dial timed out
+            # or was cancelled closes it, and then this connect is given up.
             op.target = sock
             op.timeout = (req.timeout_ms or net.CONNECT_TIMEOUT_MS) / 1000
             op.deadline = time.monotonic() + op.timeout
             heapq.heappush(self.deadlines, (op.deadline, next(self.order), op))
             self.connecting += 1
             self._watch(sock, select.EPOLLOUT, op)
-            self._watch(op.stream, select.EPOLLIN, op)
 
     def _connected(self, op: _Opening) -> None:
         err = op.target.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         target = self._end_connect(op)
         if err:
+            self._unwatch(target)
             self._fail(op, net.failed(target, op.host, op.port, op.timeout, OSError(err, os.strerror(err))))
         else:
             self._answer(op, target)
@@ -326,10 +326,11 @@ class Splicer:
             return
         except OSError:
             early = b""
+        self._unwatch(op.stream)
         if early:  # bytes the program sent before its connect completed: relayed once it has
-            self._unwatch(op.stream)
             return
         target = self._end_connect(op)
+        self._unwatch(target)
         target.close()
         log.debug("%s: connect to %s:%s given up: the program stopped waiting", op.who, op.host, op.port)
         op.stream.close()
@@ -340,14 +341,13 @@ class Splicer:
             op = heapq.heappop(self.deadlines)[2]
             if op.deadline is not None:  # still connecting
                 target = self._end_connect(op)
+                self._unwatch(target)
                 self._fail(op, net.failed(target, op.host, op.port, op.timeout, None))
 
     def _end_connect(self, op: _Opening) -> socket.socket:
-        """The connect in flight is over (either way): its socket, watched no more."""
+        """The connect in flight is over (either way): its socket (still watched)."""
         target, op.target, op.deadline = op.target, None, None
         self.connecting -= 1
-        self._unwatch(target)
-        self._unwatch(op.stream)
         if len(self.deadlines) > 64 + 2 * self.connecting:  # mostly connects long done: drop those
             self.deadlines = [entry for entry in self.deadlines if entry[2].deadline is not None]
             heapq.heapify(self.deadlines)
@@ -365,20 +365,29 @@ class Splicer:
                 peer = req.sockaddr[:8] + bytes(8)
             else:
                 peer = net.sockaddr_bytes(target.getpeername(), target.family)
-            stream.setblocking(True)  # the reply is the first write on a fresh connection: it goes at once
-            stream.sendall(agent_wire.encode_stream_reply(agent_wire.Relayed(local, peer), op.id))
+            reply = agent_wire.encode_stream_reply(agent_wire.Relayed(local, peer), op.id)
+            if stream.send(reply) < len(reply):  # the first write on a fresh connection: never short
+                raise ConnectionError("the reply did not fit the data connection's buffer")
         except OSError as e:
             log.debug("relay %s: %s", name, e)
-            target.close()
-            stream.close()
+            for sock in (target, stream):
+                self._unwatch(sock)
+                sock.close()
             return
+        if req.socktype == socket.SOCK_STREAM and stream not in DIRECT:
+            pair = _Pumped(stream, target, name)
+            pair.watched = [select.EPOLLIN if pair.fds[0] in self.owners else 0,
+                            select.EPOLLOUT if pair.fds[1] in self.owners else 0]
+            self._start(pair)
+            return
+        self._unwatch(stream)
+        self._unwatch(target)
+        stream.setblocking(True)
         if req.socktype == socket.SOCK_DGRAM:
             relay_udp(stream, target, name)
-        elif carry := DIRECT.pop(stream, None):
-            target.setblocking(True)
-            carry(stream, target)
         else:
-            self._start(_Pumped(stream, target, name))
+            target.setblocking(True)
+            DIRECT.pop(stream)(stream, target)
 
     def _refuse(self, op: _Opening, err: int, why: str) -> None:
         if ahead := self._take_ahead(op):
@@ -386,6 +395,7 @@ class Splicer:
         self._fail(op, net.OpError(err, why))
 
     def _fail(self, op: _Opening, e: net.OpError) -> None:
+        self._unwatch(op.stream)
         try:
             op.stream.sendall(wire.encode_error(wire.ErrorReply(e.errno, str(e)), op.id))
         except OSError:
@@ -437,7 +447,7 @@ class _Pumped:
         self.queued = [0, 0]  # bytes in each way's pipe
         self.ended = [False, False]  # each way's source ended and its pipe is empty
         self.masks = [select.EPOLLIN, select.EPOLLIN]  # what each socket is to be watched for
-        self.watched = list(self.masks)  # what it is watched for now (0: not registered)
+        self.watched = [0, 0]  # what each is watched for now (0: not registered)
         for sock in (a, b):
             sock.setblocking(False)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)  # until a clean end
@@ -470,6 +480,15 @@ class _Pumped:
             return
         self.masks[way] |= select.EPOLLIN
         self.masks[1 - way] &= ~select.EPOLLOUT
+
+
+def _established(sock: socket.socket) -> bool:
+    """Whether a TCP connect that said EINPROGRESS has completed already."""
+    try:
+        sock.getpeername()  # ENOTCONN until the handshake is done
+        return True
+    except OSError:
+        return False
 
 
 class _Opening:
