@@ -14,8 +14,9 @@ short.
 
 The Splicers open the program's connects too: a proven data connection waits there for its
 first frame, and a STREAM's connect runs non-blocking on the same epoll (its deadline kept,
-given up when the program hangs up), so a relayed connect wakes one thread (a relay thread
-waiting in recv per connection, then a Splicer, measured twice the agent's thread switches).
+given up when the program hangs up), so a relayed connect wakes one thread (a thread blocked
+in recv per waiting connection, handing on to a Splicer, cost the agent twice the thread
+switches per connect).
 
 For UDP the stream carries datagram records (agent_wire.encode_datagram, each after its
 length), each direction on a thread of its own (Pair).
@@ -48,7 +49,7 @@ LINGER_OFF = struct.pack("ii", 0, 0)
 UDP_POLL = 1.0  # seconds a UDP reader waits before it looks whether its stream ended
 
 
-IDLE_MAX = 64  # relay threads kept for the next streams: starting one costs more than a relayed request
+IDLE_MAX = 64  # UDP relay threads kept for the next ones: starting one costs more than a relayed request
 _idle = 0
 _idle_lock = threading.Lock()
 _work: queue.SimpleQueue = queue.SimpleQueue()
