@@ -272,16 +272,14 @@ class Splicer:
             return  # the rest of it is still on its way
         if first.type != agent_wire.MSG_STREAM:
             self._unwatch(op.stream)
-            if ahead := self._take_ahead(op):
-                ahead.close()
+            self._close_ahead(op)
             op.otherwise(first)
             return
         op.id = first.id
         try:
             op.req = req = agent_wire.decode_stream(first)
             if req.flags & agent_wire.FLAG_BIND:
-                if ahead := self._take_ahead(op):
-                    ahead.close()
+                self._close_ahead(op)
                 self._answer(op, net.bind_udp(req))
                 return
             sock, op.host, op.port = net.relay_socket(req, self._take_ahead(op))
@@ -306,8 +304,7 @@ class Splicer:
             # or was cancelled closes it, and then this connect is given up.
             op.target = sock
             op.timeout = (req.timeout_ms or net.CONNECT_TIMEOUT_MS) / 1000
-            op.deadline = time.monotonic() + op.timeout
-            heapq.heappush(self.deadlines, (op.deadline, next(self.order), op))
+            heapq.heappush(self.deadlines, (time.monotonic() + op.timeout, next(self.order), op))
             self.connecting += 1
             self._watch(sock, select.EPOLLOUT, op)
 
@@ -337,20 +334,22 @@ class Splicer:
         op.stream.close()
 
     def _expire(self) -> None:
+        if not self.deadlines:
+            return
         now = time.monotonic()
         while self.deadlines and self.deadlines[0][0] <= now:
             op = heapq.heappop(self.deadlines)[2]
-            if op.deadline is not None:  # still connecting
+            if op.target is not None:  # still connecting
                 target = self._end_connect(op)
                 self._unwatch(target)
                 self._fail(op, net.failed(target, op.host, op.port, op.timeout, None))
 
     def _end_connect(self, op: _Opening) -> socket.socket:
         """The connect in flight is over (either way): its socket (still watched)."""
-        target, op.target, op.deadline = op.target, None, None
+        target, op.target = op.target, None
         self.connecting -= 1
         if len(self.deadlines) > 64 + 2 * self.connecting:  # mostly connects long done: drop those
-            self.deadlines = [entry for entry in self.deadlines if entry[2].deadline is not None]
+            self.deadlines = [entry for entry in self.deadlines if entry[2].target is not None]
             heapq.heapify(self.deadlines)
         return target
 
@@ -383,16 +382,13 @@ class Splicer:
             return
         self._unwatch(stream)
         self._unwatch(target)
-        stream.setblocking(True)
         if req.socktype == socket.SOCK_DGRAM:
             relay_udp(stream, target, name)
         else:
-            target.setblocking(True)
-            DIRECT.pop(stream)(stream, target)
+            relay_tcp(stream, target, name)  # a TLS tunnel's end: its thread takes the target socket
 
     def _refuse(self, op: _Opening, err: int, why: str) -> None:
-        if ahead := self._take_ahead(op):
-            ahead.close()
+        self._close_ahead(op)
         self._fail(op, net.OpError(err, why))
 
     def _fail(self, op: _Opening, e: net.OpError) -> None:
@@ -405,8 +401,7 @@ class Splicer:
 
     def _drop(self, op: _Opening) -> None:
         self._unwatch(op.stream)
-        if ahead := self._take_ahead(op):
-            ahead.close()
+        self._close_ahead(op)
         op.stream.close()
 
     def _take_ahead(self, op: _Opening) -> socket.socket | None:
@@ -414,6 +409,10 @@ class Splicer:
         if ahead is not None:
             self.ahead -= 1
         return ahead
+
+    def _close_ahead(self, op: _Opening) -> None:
+        if ahead := self._take_ahead(op):
+            ahead.close()
 
     def _watch(self, sock: socket.socket, mask: int, op: _Opening) -> None:
         self.owners[sock.fileno()] = op
@@ -496,15 +495,13 @@ class _Opening:
     """A proven data connection before its relay: its first frame coming in, then (a STREAM)
     its connect in the target, for the Splicer."""
 
-    __slots__ = ("stream", "who", "otherwise", "ahead", "head", "id", "req", "target", "host", "port",
-                 "timeout", "deadline")
+    __slots__ = ("stream", "who", "otherwise", "ahead", "head", "id", "req", "target", "host", "port", "timeout")
 
     def __init__(self, stream: socket.socket, who: str, otherwise):
         self.stream, self.who, self.otherwise = stream, who, otherwise
         self.ahead: socket.socket | None = None  # a socket made ahead for its connect
         self.head = bytearray()  # the first frame's bytes so far
         self.target: socket.socket | None = None  # while its connect is in flight
-        self.deadline: float | None = None  # likewise
 
     def read_first(self) -> wire.Frame | None:
         """The first frame once all of it has come, and not a byte more (what follows is
